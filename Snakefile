@@ -1,0 +1,34 @@
+# ctxenergy: the energy of input and output tokens as context grows.
+# Results layout:
+#   results/prompts/{model}/L{length}.npy (+ .warmup.npy)     exact-length token ids
+#   results/warmup/{model}/{engine}.json                       engine loads, start-up time
+#   results/cells/{model}/{engine}/{phase}/L{length}.parquet   one cell (+ .runs/.trace.parquet)
+#   results/cells.parquet                                      all cells, one row each
+#   results/analysis/, results/figures/, results/report/, results/paper/
+from snakemake.utils import min_version
+
+min_version("9.20.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/measure.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
+
+
+onstart:
+    exit_unless_device_usable()
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,4 @@
+"""ctxenergy: what input (prefill) and output (decode) tokens cost in GPU energy as context grows."""
+
+__version__ = "0.1.0"
+SCHEMA_VERSION = 1

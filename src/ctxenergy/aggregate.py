@@ -1,0 +1,50 @@
+"""All cells -> one tidy table, one row per cell, with the median and 95 % interval over its windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ctxenergy.stats import summarize
+from ctxenergy.tables import read_metadata, write_table
+
+# Window columns summarised per cell: <name>, <name>_ci_low, <name>_ci_high (median and t-interval of the mean).
+SUMMARISED = ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_s", "mean_power_w",
+              "power_cap_fraction", "window_s", "edge_uncertainty_j"]
+FIRST = ["schema_version", "cell_id", "model", "engine", "phase", "length_tokens", "output_tokens", "status",
+         "status_reason", "flags"]
+
+
+def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
+    row = windows.iloc[0].to_dict()
+    for col in ("window", "runs", "work_s", "window_s", "run_s", "prefill_s", "raw_energy_j", "energy_j",
+                "dynamic_energy_j", "energy_per_run_j", "dynamic_energy_per_run_j", "mean_power_w", "edge_uncertainty_j",
+                "power_cap_fraction", "thermal_throttle", "foreign_process", "per_device_energy_j", "notes"):
+        row.pop(col, None)
+    for col in [c for c in list(row) if c.endswith(("_start", "_end"))]:
+        row.pop(col)
+    measured = windows[windows["window"] >= 0] if "window" in windows else windows.iloc[0:0]
+    row["n_windows"] = len(measured)
+    for col in SUMMARISED:
+        s = summarize(measured[col].tolist()) if col in measured and len(measured) else summarize([])
+        row[col] = s["median"]
+        row[f"{col}_ci_low"] = s["ci_low"]
+        row[f"{col}_ci_high"] = s["ci_high"]
+    row["thermal_throttle"] = bool(measured["thermal_throttle"].any()) if "thermal_throttle" in measured else False
+    row["foreign_process"] = bool(measured["foreign_process"].any()) if "foreign_process" in measured else False
+    row["engine_settings"] = str(meta.get("engine_settings", {}))
+    return row
+
+
+def aggregate(cell_paths: list[str | Path], out_path: str | Path) -> pd.DataFrame:
+    rows = []
+    for path in cell_paths:
+        windows = pd.read_parquet(path)
+        rows.append(summarize_cell(windows, read_metadata(path)))
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df[[c for c in FIRST if c in df] + [c for c in df if c not in FIRST]]
+        df = df.sort_values(["model", "engine", "phase", "length_tokens"]).reset_index(drop=True)
+    write_table(df, out_path)
+    return df

@@ -1,0 +1,186 @@
+"""`ctxenergy <verb>`: every stage of the workflow as a command, so one cell can be measured without Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ctxenergy.errors import CtxEnergyError
+
+
+def _load(args):
+    from ctxenergy.config import check_semantics, load_config
+
+    config = load_config(args.config, args.configfile or [])
+    return config, check_semantics
+
+
+def cmd_check(args) -> int:
+    """Validate a config (schema and semantics) and, with --device, that its device is usable."""
+    config, check = _load(args)
+    check(config, str(args.config))
+    if args.device:
+        from ctxenergy.device import check_device
+
+        check_device(config["device"])
+    from ctxenergy.grid import expand_grid
+
+    print(f"{args.config}: valid, {len(expand_grid(config))} cells")
+    return 0
+
+
+def cmd_prompts(args) -> int:
+    from ctxenergy.models import load_tokenizer, resolve_model
+    from ctxenergy.prompts import make_prompts, save_ids
+
+    config, check = _load(args)
+    check(config, str(args.config), engines_needed=())
+    spec = resolve_model(config, args.model)
+    tokenizer = load_tokenizer(spec)
+    measured, warmup = make_prompts(tokenizer, args.length)
+    save_ids(warmup, args.warmup_out)
+    save_ids(measured, args.out)
+    print(f"{args.model} L={args.length}: {measured.size} token ids ({tokenizer.name}) -> {args.out}")
+    return 0
+
+
+def cmd_measure(args) -> int:
+    from ctxenergy.device import check_device
+    from ctxenergy.grid import Cell, prompt_path
+    from ctxenergy.models import load_tokenizer, resolve_model
+    from ctxenergy.prompts import make_prompts, save_ids
+
+    config, check = _load(args)
+    check(config, str(args.config), engines_needed=(args.engine,))
+    check_device(config["device"])
+    if args.engine not in config["engines"]:
+        raise CtxEnergyError(f"engine '{args.engine}' is not in {args.config} (engines: {', '.join(config['engines'])})")
+    cell = Cell(args.model, args.engine, args.phase, args.length)
+    prompt = Path(args.prompt) if args.prompt else prompt_path(args.model, args.length)
+    warmup = Path(args.warmup_prompt) if args.warmup_prompt else prompt_path(args.model, args.length, warmup=True)
+    if not prompt.exists() or not warmup.exists():
+        measured_ids, warmup_ids = make_prompts(load_tokenizer(resolve_model(config, args.model)), args.length)
+        save_ids(measured_ids, prompt)
+        save_ids(warmup_ids, warmup)
+    out = Path(args.out) if args.out else cell.path
+    from ctxenergy.gpus import claimed_gpus
+
+    with claimed_gpus(config, cell) as uuids:
+        from ctxenergy.measure import measure_cell
+
+        record = measure_cell(config, cell, prompt, warmup, out, gpu_uuids=uuids)
+    summary = {"cell": cell.cell_id, "status": record.status, "flags": record.flags, "out": str(out)}
+    if record.windows:
+        e = [w["energy_per_run_j"] for w in record.windows]
+        summary.update(runs_per_window=record.meta.get("runs_per_window"), energy_per_run_j=e,
+                       run_s=[w["run_s"] for w in record.windows])
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_warmup(args) -> int:
+    from ctxenergy.warmup import warm_up_engine
+
+    config, check = _load(args)
+    check(config, str(args.config), engines_needed=(args.engine,))
+    from ctxenergy.device import check_device
+
+    check_device(config["device"])
+    warm_up_engine(config, args.model, args.engine, args.out)
+    return 0
+
+
+def cmd_aggregate(args) -> int:
+    from ctxenergy.aggregate import aggregate
+
+    df = aggregate(args.cells, args.out)
+    print(f"{len(df)} cells -> {args.out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from ctxenergy.info import device_info
+
+    info = device_info(measure_period=not args.quick)
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def _plugin(module: str, func: str):
+    def call(args) -> int:
+        import importlib
+
+        return importlib.import_module(module).__getattribute__(func)(args) or 0
+
+    return call
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ctxenergy", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def with_config(sp):
+        sp.add_argument("--config", default="config.yaml", help="study config (default: config.yaml)")
+        sp.add_argument("--configfile", action="append", help="further config files; their top-level keys replace")
+        return sp
+
+    sp = with_config(sub.add_parser("check", help="validate a config"))
+    sp.add_argument("--device", action="store_true", help="also check that the config's device is usable here")
+    sp.set_defaults(func=cmd_check)
+
+    sp = with_config(sub.add_parser("prompts", help="write the exact-length measured and warm-up prompts"))
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--length", type=int, required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--warmup-out", required=True)
+    sp.set_defaults(func=cmd_prompts)
+
+    sp = with_config(sub.add_parser("warmup", help="check that an engine loads and prepare what its cells reuse"))
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--engine", required=True)
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(func=cmd_warmup)
+
+    sp = with_config(sub.add_parser("measure", help="measure one cell (model, engine, phase, L)"))
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--engine", required=True)
+    sp.add_argument("--phase", required=True, choices=["prefill", "generate"])
+    sp.add_argument("--length", type=int, required=True)
+    sp.add_argument("--prompt", help="measured prompt (.npy); made if missing")
+    sp.add_argument("--warmup-prompt", help="warm-up prompt (.npy); made if missing")
+    sp.add_argument("--out", help="cell table (default: results/cells/<model>/<engine>/<phase>/L<n>.parquet)")
+    sp.set_defaults(func=cmd_measure)
+
+    sp = sub.add_parser("aggregate", help="all cell tables -> one table of cells")
+    sp.add_argument("cells", nargs="+")
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(func=cmd_aggregate)
+
+    sp = sub.add_parser("info", help="GPU, driver, NVML capabilities and the counter's measured update period")
+    sp.add_argument("--quick", action="store_true", help="skip measuring the counter's update period")
+    sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("calibrate", help="error of each energy method against a long window, on the GPU")
+    sp.add_argument("--out", required=True, help="calibration table (.csv or .parquet)")
+    sp.add_argument("--windows", type=int, default=20, help="short windows per length and pattern")
+    sp.add_argument("--truth-s", type=float, default=20.0, help="length of the long reference window")
+    sp.add_argument("--lengths", default="0.1,0.2,0.5,1,2", help="short window lengths in seconds")
+    sp.set_defaults(func=_plugin("ctxenergy.calibrate", "main"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CtxEnergyError as exc:
+        print(f"ctxenergy: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

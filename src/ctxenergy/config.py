@@ -1,0 +1,171 @@
+"""Load and validate a study configuration: schema first (types, defaults), then the checks a schema cannot express."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ctxenergy.errors import ConfigError
+from ctxenergy.paths import CONFIG_SCHEMA, MODELS_DIR, REPO_ROOT
+
+KNOWN_ENGINES = ("hf-eager", "hf-sdpa", "hf-paged", "vllm")
+# Which Python package each engine needs, and the pip extra that brings it.
+ENGINE_PACKAGES = {
+    "hf-eager": ("transformers", "hf"),
+    "hf-sdpa": ("transformers", "hf"),
+    "hf-paged": ("transformers", "hf"),
+    "vllm": ("vllm", "vllm"),
+}
+TP_ENGINES = ("vllm",)
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(CONFIG_SCHEMA.read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator that fills `default` values in as it validates (as snakemake.utils.validate does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = json.loads(json.dumps(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _path_of(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for p in error.absolute_path:
+        parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
+    return "".join(parts) or "(top level)"
+
+
+def validate_schema(config: dict, source: str = "config") -> dict:
+    """Validate against the JSON schema and fill defaults, in place; one line per error."""
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        raise ConfigError(f"{source}: {_path_of(e)}: {e.message}")
+    return config
+
+
+def model_config_path(model: dict) -> Path:
+    path = Path(model.get("config") or MODELS_DIR / model["name"] / "config.json")
+    return path if path.is_absolute() else (Path.cwd() / path if (Path.cwd() / path).exists() else REPO_ROOT / path)
+
+
+def read_model_config(model: dict) -> dict:
+    path = model_config_path(model)
+    if not path.is_file():
+        raise ConfigError(
+            f"model '{model['name']}': no architecture config at {path}; "
+            f"add data/models/{model['name']}/config.json or set models[].config"
+        )
+    return json.loads(path.read_text())
+
+
+def engine_installed(engine: str) -> bool:
+    return importlib.util.find_spec(ENGINE_PACKAGES[engine][0]) is not None
+
+
+def check_semantics(config: dict, source: str = "config", engines_needed: tuple[str, ...] | None = None) -> dict:
+    """Checks a schema cannot express: known names, lengths within the model, files that must exist."""
+    for i, engine in enumerate(config["engines"]):
+        if engine not in KNOWN_ENGINES:
+            raise ConfigError(f"{source}: engines[{i}] '{engine}' is not a known engine (known: {', '.join(KNOWN_ENGINES)})")
+    for i, length in enumerate(config["lengths"]):
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ConfigError(f"{source}: lengths[{i}] = {length!r} is not a positive integer number of tokens")
+    if config["generate_tokens"] < 1:
+        raise ConfigError(f"{source}: generate_tokens = {config['generate_tokens']} must be >= 1 (G output tokens)")
+    names = [m["name"] for m in config["models"]]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: models: duplicate model name in {names}")
+    for model in config["models"]:
+        arch = read_model_config(model)
+        max_pos = arch.get("max_position_embeddings")
+        too_long = [L for L in config["lengths"] if max_pos and L > max_pos]
+        if too_long:
+            raise ConfigError(
+                f"{source}: lengths {too_long} exceed model '{model['name']}' max_position_embeddings={max_pos}; "
+                "remove them or use a model with a longer context"
+            )
+        weights = model.get("weights")
+        if weights and _looks_like_path(weights) and not Path(weights).exists():
+            raise ConfigError(
+                f"{source}: model '{model['name']}': weights path '{weights}' does not exist; "
+                "point it at a local model directory or set weights: null for random weights"
+            )
+        if model.get("tp", 1) > 1:
+            bad = [e for e in config["engines"] if e not in TP_ENGINES]
+            if bad:
+                raise ConfigError(
+                    f"{source}: model '{model['name']}' has tp={model['tp']}, which engines {bad} do not support "
+                    f"(tensor parallel: {', '.join(TP_ENGINES)})"
+                )
+    for engine in engines_needed if engines_needed is not None else config["engines"]:
+        if not engine_installed(engine):
+            package, extra = ENGINE_PACKAGES[engine]
+            raise ConfigError(
+                f"{source}: engine '{engine}' needs the Python package '{package}', which is not installed; "
+                f"install it with: pip install -e '.[{extra}]'"
+            )
+    return config
+
+
+def _looks_like_path(weights: str) -> bool:
+    # A hub id is "org/name"; anything absolute, relative-dotted or with more parts is a path.
+    return weights.startswith(("/", ".", "~")) or weights.count("/") != 1 or Path(weights).exists()
+
+
+def load_config(path: str | Path, overrides: list[str | Path] = ()) -> dict:
+    """Read a YAML config (later files replace top-level keys, like Snakemake's --configfile), validate it."""
+    config: dict[str, Any] = {}
+    for p in [path, *overrides]:
+        p = Path(p)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        config.update(data)
+    source = str(path)
+    validate_schema(config, source)
+    return config
+
+
+def cell_settings_hash(config: dict, model: str) -> str:
+    """Hash of the settings that change a cell's numbers (not figure options), recorded in every cell."""
+    relevant = {
+        "device": config["device"],
+        "dtype": config["dtype"],
+        "model": next(m for m in config["models"] if m["name"] == model),
+        "generate_tokens": config["generate_tokens"],
+        "measure": config["measure"],
+        "engine_options": config["engine_options"],
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_effective_config(config: dict, path: str | Path) -> str:
+    """Write the merged config for the jobs; the file is rewritten only when its content changes."""
+    path = Path(path)
+    text = yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return str(path)

@@ -1,0 +1,60 @@
+"""The engine contract: load once, then run a prompt of token ids for 1 (prefill) or G (generate) output tokens.
+
+Every run reports host timestamps on time.perf_counter(), the clock of the power sampler:
+start (just before the prompt is submitted), first_token (the first output token exists on the host)
+and end (the last output token exists on the host); start <= first_token <= end.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    start: float
+    first_token: float
+    end: float
+    tokens_in: int
+    tokens_out: int
+
+    @property
+    def prefill_s(self) -> float:
+        return self.first_token - self.start
+
+    @property
+    def total_s(self) -> float:
+        return self.end - self.start
+
+
+class OutOfMemory(Exception):
+    """The engine ran out of device memory for this cell; the cell is recorded with status 'oom'."""
+
+
+class Engine(ABC):
+    name: str
+    supports_tp: bool = False
+
+    @abstractmethod
+    def load(self) -> None:
+        """Build or load the model and start the engine (outside every measured window)."""
+
+    @abstractmethod
+    def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
+        """One request of `ids` producing exactly `max_new_tokens` tokens (greedy, EOS ignored)."""
+
+    def synchronize(self) -> None:
+        """Wait until all device work issued so far has finished."""
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def settings(self) -> dict:
+        """Engine settings that change the numbers (recorded in each cell)."""
+        return {}
+
+    def close(self) -> None:
+        pass

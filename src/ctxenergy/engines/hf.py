@@ -1,0 +1,186 @@
+"""Hugging Face transformers engines: eager attention, PyTorch SDPA, and transformers' own PagedAttention."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
+from ctxenergy.models import ModelSpec
+
+ATTENTION = {"hf-eager": "eager", "hf-sdpa": "sdpa", "hf-paged": "paged|sdpa"}
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def build_hf_model(spec: ModelSpec, attn_implementation: str, dtype: str, device: str):
+    """Random weights from the shipped architecture config (built on the device directly), or real weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch_dtype = _torch_dtype(dtype)
+    if spec.weights:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.weights, dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True, device_map=device
+        )
+    else:
+        cfg = AutoConfig.from_pretrained(str(spec.config_path.parent), local_files_only=True)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype, attn_implementation=attn_implementation)
+    model.eval()
+    # Greedy and EOS-free, so that a generate run always produces exactly G tokens.
+    gc = model.generation_config
+    gc.do_sample = False
+    gc.temperature = None
+    gc.top_p = None
+    gc.top_k = None
+    if gc.pad_token_id is None:
+        gc.pad_token_id = 0
+    return model
+
+
+class _FirstTokenClock:
+    """A generate() streamer that only notes when the first new token reaches the host."""
+
+    def __init__(self):
+        self.calls = 0
+        self.first_token: float | None = None
+
+    def put(self, value):
+        self.calls += 1
+        if self.calls == 2 and self.first_token is None:  # call 1 is the prompt, call 2 the first new token
+            self.first_token = time.perf_counter()
+
+    def end(self):
+        pass
+
+
+class HFEngine(Engine):
+    """hf-eager and hf-sdpa: one forward pass for prefill, generate() for G tokens."""
+
+    def __init__(self, name: str, spec: ModelSpec, dtype: str, device: str):
+        self.name = name
+        self.spec = spec
+        self.dtype = dtype
+        self.device = device
+        self.model = None
+
+    def load(self) -> None:
+        self.model = build_hf_model(self.spec, ATTENTION[self.name], self.dtype, self.device)
+
+    def synchronize(self) -> None:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
+        import torch
+
+        input_ids = torch.as_tensor(ids, dtype=torch.long, device=self.device).unsqueeze(0)
+        try:
+            with torch.inference_mode():
+                self.synchronize()
+                start = time.perf_counter()
+                if max_new_tokens == 1:
+                    # Prefill: the full forward pass over L tokens (filling the KV cache, as generate would),
+                    # logits only for the last position; the token exists once it is on the host.
+                    out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+                    int(out.logits[0, -1].argmax())
+                    end = time.perf_counter()
+                    return RunTiming(start, end, end, int(ids.size), 1)
+                clock = _FirstTokenClock()
+                out = self.model.generate(
+                    input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                    min_new_tokens=max_new_tokens, do_sample=False, streamer=clock,
+                )
+                end = time.perf_counter()
+        except torch.OutOfMemoryError as exc:
+            self._release()
+            raise OutOfMemory(str(exc).splitlines()[0]) from None
+        produced = int(out.shape[1] - input_ids.shape[1])
+        return RunTiming(start, clock.first_token or end, end, int(ids.size), produced)
+
+    def _release(self) -> None:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    def versions(self) -> dict[str, str]:
+        import torch
+        import transformers
+
+        return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+    def settings(self) -> dict:
+        return {"attn_implementation": ATTENTION[self.name]}
+
+    def close(self) -> None:
+        self.model = None
+        self._release()
+
+
+class HFPagedEngine(HFEngine):
+    """hf-paged: transformers' continuous-batching manager with PagedAttention, started once per job.
+
+    It runs under torch.no_grad(): its worker thread fails under inference_mode. Block sharing between
+    requests (transformers' prefix reuse) is off, so a measured prompt never reuses the warm-up's KV blocks.
+    The first token's time comes from the request's own per-token timestamps (perf_counter).
+    """
+
+    def load(self) -> None:
+        import torch
+        from transformers import GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        super().load()
+        max_len = (self.spec.max_positions or 131072)
+        gen = GenerationConfig(max_new_tokens=1, do_sample=False, eos_token_id=-1, pad_token_id=0)
+        cb = ContinuousBatchingConfig(allow_block_sharing=False, max_batch_tokens=max_len, max_blocks_per_request=None)
+        with torch.no_grad():
+            self.manager = self.model.init_continuous_batching(generation_config=gen, continuous_batching_config=cb)
+            self.manager.start()
+        self._counter = 0
+
+    def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
+        import torch
+
+        self._counter += 1
+        request_id = f"cell-{self._counter}"
+        with torch.no_grad():
+            self.synchronize()
+            start = time.perf_counter()
+            self.manager.add_request(
+                [int(i) for i in ids], request_id=request_id, max_new_tokens=max_new_tokens,
+                record_timestamps=True, eos_token_id=-1,
+            )
+            result = None
+            for result in self.manager.request_id_iter(request_id):
+                if result.is_finished():
+                    break
+            end = time.perf_counter()
+        if result is None or result.error:
+            message = (result.error if result is not None else "the continuous-batching worker stopped") or ""
+            if "out of memory" in message.lower():
+                raise OutOfMemory(message.splitlines()[0])
+            raise RuntimeError(f"hf-paged request failed: {message}")
+        first = result.timestamps[0] if result.timestamps else end
+        return RunTiming(start, first, end, int(ids.size), len(result.generated_tokens))
+
+    def settings(self) -> dict:
+        return {"attn_implementation": ATTENTION[self.name], "allow_block_sharing": False}
+
+    def close(self) -> None:
+        manager = getattr(self, "manager", None)
+        if manager is not None:
+            manager.stop(block=True)
+        super().close()

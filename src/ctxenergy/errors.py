@@ -1,0 +1,17 @@
+"""Errors a user can act on: each carries one line that names the problem and the fix."""
+
+
+class CtxEnergyError(Exception):
+    """Base of every error that is printed as one line, without a traceback."""
+
+
+class ConfigError(CtxEnergyError):
+    """The configuration is invalid; raised before any GPU time is spent."""
+
+
+class NoDeviceError(CtxEnergyError):
+    """The configured device is not usable on this host."""
+
+
+class EngineUnavailableError(CtxEnergyError):
+    """The engine's Python package is not installed."""

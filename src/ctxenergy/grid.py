@@ -1,0 +1,46 @@
+"""The grid: every (model, engine, phase, L) cell of a config, with one stable id and output path each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CELLS_DIR = Path("results/cells")
+PROMPTS_DIR = Path("results/prompts")
+WARMUP_DIR = Path("results/warmup")
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    engine: str
+    phase: str  # "prefill" or "generate"
+    length: int
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.model}/{self.engine}/{self.phase}/L{self.length}"
+
+    @property
+    def path(self) -> Path:
+        """The cell's windows table; its runs and power trace sit beside it (see ctxenergy.tables)."""
+        return CELLS_DIR / self.model / self.engine / self.phase / f"L{self.length}.parquet"
+
+
+def expand_grid(config: dict) -> list[Cell]:
+    """Cells in a stable order: model, engine, phase, then increasing L."""
+    return [
+        Cell(model["name"], engine, phase, int(length))
+        for model in config["models"]
+        for engine in config["engines"]
+        for phase in config["phases"]
+        for length in sorted(config["lengths"])
+    ]
+
+
+def output_tokens(config: dict, phase: str) -> int:
+    return 1 if phase == "prefill" else int(config["generate_tokens"])
+
+
+def prompt_path(model: str, length: int, warmup: bool = False) -> Path:
+    return PROMPTS_DIR / model / (f"L{length}.warmup.npy" if warmup else f"L{length}.npy")

@@ -1,0 +1,255 @@
+"""The measurement protocol of one cell (DESIGN.md "Measurement protocol for one cell").
+
+load engine -> warm-up on a different prompt -> idle baseline (model resident) -> timing pass ->
+`repeats` windows of R back-to-back runs, each window >= min_window_s -> per-window energy and times.
+Engine start-up, warm-up and the timing pass all happen before the first window opens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+import ctxenergy
+from ctxenergy.config import cell_settings_hash
+from ctxenergy.engines import OutOfMemory, make_engine
+from ctxenergy.flops import device_peaks, generate_flops, plausibility, prefill_flops
+from ctxenergy.grid import Cell, output_tokens
+from ctxenergy.models import load_tokenizer, resolve_model
+from ctxenergy.tables import sibling, write_tables
+from ctxenergy.telemetry import EnergyMeter, IdleBaseline, WindowEnergy, open_meter
+
+# A window shorter than this many counter periods is flagged: its edges weigh too much.
+MIN_PERIODS_PER_WINDOW = 3
+
+
+@dataclass
+class CellRecord:
+    """Everything measured for one cell, before it becomes tables."""
+
+    cell: Cell
+    status: str = "ok"
+    status_reason: str = ""
+    flags: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+    windows: list[dict] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)
+    trace: list[dict] = field(default_factory=list)
+    timeline: dict = field(default_factory=dict)
+
+
+def runs_per_window(run_s: float, min_window_s: float, max_runs: int) -> int:
+    """Back-to-back runs so that one window lasts at least min_window_s."""
+    if run_s <= 0:
+        return max_runs
+    return int(min(max(math.ceil(min_window_s / run_s), 1), max_runs))
+
+
+def _state_columns(prefix: str, states) -> dict:
+    s = states[0] if states else None
+    return {
+        f"sm_clock_mhz_{prefix}": getattr(s, "sm_clock_mhz", None),
+        f"mem_clock_mhz_{prefix}": getattr(s, "mem_clock_mhz", None),
+        f"temperature_c_{prefix}": getattr(s, "temperature_c", None),
+        f"clock_event_reasons_{prefix}": getattr(s, "clock_event_reasons", None),
+        f"foreign_pids_{prefix}": ",".join(str(p) for st in states for p in st.foreign_pids) if states else "",
+    }
+
+
+def _window_row(index: int, runs: list, w: WindowEnergy, tokens_per_run: int) -> dict:
+    n = len(runs)
+    row = {
+        "window": index,
+        "runs": n,
+        "work_s": w.work_s,
+        "window_s": w.window_s,
+        "run_s": w.work_s / n,
+        "prefill_s": float(np.mean([r.prefill_s for r in runs])),
+        "raw_energy_j": w.raw_energy_j,
+        "energy_j": w.energy_j,
+        "dynamic_energy_j": w.dynamic_energy_j,
+        "energy_per_run_j": None if w.energy_j is None else w.energy_j / n,
+        "dynamic_energy_per_run_j": None if w.dynamic_energy_j is None else w.dynamic_energy_j / n,
+        "mean_power_w": None if w.energy_j is None else w.energy_j / w.work_s,
+        "edge_uncertainty_j": w.edge_uncertainty_j,
+        "power_cap_fraction": w.power_cap_fraction,
+        "thermal_throttle": w.thermal_throttle,
+        "foreign_process": w.foreign_process,
+        "per_device_energy_j": ",".join("" if e is None else f"{e:.4f}" for e in w.per_device_energy_j),
+        "notes": "; ".join(w.notes),
+    }
+    row.update(_state_columns("start", w.state_start))
+    row.update(_state_columns("end", w.state_end))
+    return row
+
+
+def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, warmup_prompt: np.ndarray,
+                 n_out: int, settings: dict, record: CellRecord) -> None:
+    """Warm-up, idle baseline, timing pass and the measured windows; fills `record`."""
+    t = record.timeline
+    if settings["warmup"]:
+        t["warmup_start"] = time.perf_counter()
+        engine.run(warmup_prompt, n_out)
+        t["warmup_end"] = time.perf_counter()
+    engine.synchronize()
+    t["idle_start"] = time.perf_counter()
+    idle = meter.measure_idle(settings["idle_s"])
+    t["idle_end"] = time.perf_counter()
+    record.meta["idle_power_w"] = idle.power_w
+    # Timing pass on the warm-up prompt: same length, same cost, and the measured prompt stays unseen.
+    timing = engine.run(warmup_prompt, n_out)
+    reps = runs_per_window(timing.total_s, settings["min_window_s"], settings["max_runs_per_window"])
+    record.meta["runs_per_window"] = reps
+    record.meta["timing_pass_s"] = timing.total_s
+    t["windows_start"] = time.perf_counter()
+    for w in range(settings["repeats"]):
+        if settings["cooldown_s"]:
+            time.sleep(settings["cooldown_s"])
+        meter.begin_window()
+        runs = [engine.run(prompt, n_out) for _ in range(reps)]
+        energy = meter.end_window(runs[0].start, runs[-1].end, idle)
+        record.windows.append(_window_row(w, runs, energy, int(prompt.size)))
+        for i, r in enumerate(runs):
+            record.runs.append({"window": w, "run": i, "start_s": r.start, "first_token_s": r.first_token,
+                                "end_s": r.end, "tokens_in": r.tokens_in, "tokens_out": r.tokens_out})
+        if energy.trace is not None:
+            for ts, pw, rs in zip(energy.trace.t, energy.trace.power_w, energy.trace.reasons):
+                record.trace.append({"window": w, "t_s": ts, "power_w": pw, "clock_event_reasons": rs,
+                                     "source": energy.trace.source})
+        bad = [r for r in runs if r.tokens_out != n_out]
+        if bad:
+            raise RuntimeError(f"engine returned {bad[0].tokens_out} tokens, expected {n_out}")
+    t["windows_end"] = time.perf_counter()
+
+
+def _versions(engine) -> dict:
+    versions = {"ctxenergy": ctxenergy.__version__, "python": platform.python_version()}
+    try:
+        versions.update(engine.versions())
+    except Exception:  # noqa: BLE001 - versions are best effort; the engine may have failed to load
+        pass
+    return versions
+
+
+def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -> None:
+    wins = record.windows
+    if not wins:
+        return
+    period = record.meta.get("counter_period_s")
+    if period and min(w["work_s"] for w in wins) < MIN_PERIODS_PER_WINDOW * period:
+        record.flags.append("short_window")
+    if any(w["thermal_throttle"] for w in wins):
+        record.flags.append("thermal_throttle")
+    if any(w["foreign_process"] for w in wins):
+        record.flags.append("foreign_process")
+    if all(w["energy_j"] is None for w in wins):
+        record.flags.append("no_energy")
+    cell = record.cell
+    if cell.phase == "prefill":
+        prefill_s = float(np.median([w["prefill_s"] for w in wins]))
+        tflops = prefill_flops(arch, cell.length) / prefill_s / 1e12
+        record.meta["achieved_tflops"] = tflops
+        reason = plausibility(tflops, record.meta.get("device_name"), record.meta.get("measured_peak_tflops"))
+        if reason:
+            record.status, record.status_reason = "implausible", reason
+            record.flags.append("implausible")
+
+
+def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, meter: EnergyMeter | None = None,
+                 gpu_uuids: list[str] | None = None) -> CellRecord:
+    """Measure one cell and write its tables atomically to out_path (+ .runs / .trace siblings)."""
+    spec = resolve_model(config, cell.model)
+    settings = config["measure"]
+    n_out = output_tokens(config, cell.phase)
+    record = CellRecord(cell)
+    record.meta.update({
+        "study": config.get("study"), "model": cell.model, "engine": cell.engine, "phase": cell.phase,
+        "length_tokens": cell.length, "output_tokens": n_out, "dtype": config["dtype"], "device": config["device"],
+        "weights": spec.weights_label, "config_hash": cell_settings_hash(config, cell.model),
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "tp": spec.tp,
+        "settings": settings,
+    })
+    prompt, warmup_prompt = np.load(prompt_file), np.load(warmup_file)
+    if prompt.size != cell.length:
+        raise ValueError(f"{prompt_file} holds {prompt.size} tokens, the cell needs exactly {cell.length}")
+    record.meta["tokenizer"] = load_tokenizer(spec).name
+    engine = None
+    if spec.max_positions and cell.length + n_out > spec.max_positions + (1 if n_out == 1 else 0):
+        # A generate cell at L = max positions would run past the model's context: not measured, and said so.
+        record.status = "exceeds_context"
+        record.status_reason = (f"L + G = {cell.length + n_out} exceeds max_position_embeddings={spec.max_positions}; "
+                                "the cell is recorded but not measured")
+    else:
+        own_meter = meter is None
+        meter = meter or open_meter(config["device"], uuids=gpu_uuids, sample_interval_s=settings["sample_interval_s"])
+        try:
+            dev = meter.devices[0]
+            record.meta.update({
+                "meter_method": meter.method, "counter_period_s": meter.counter_period_s, "device_name": dev.name,
+                "device_uuid": ",".join(d.uuid or "" for d in meter.devices), "driver_version": dev.driver_version,
+                "power_limit_w": dev.power_limit_w, "n_devices": len(meter.devices),
+            })
+            engine = make_engine(cell.engine, spec, config)
+            t = record.timeline
+            t["load_start"] = time.perf_counter()
+            engine.load()
+            t["load_end"] = time.perf_counter()
+            record.meta["engine_settings"] = engine.settings()
+            run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record)
+        except OutOfMemory as exc:
+            record.status, record.status_reason = "oom", f"out of device memory: {exc}"
+            record.windows.clear()
+        finally:
+            if engine is not None:
+                record.meta["versions"] = _versions(engine)
+                engine.close()
+            if own_meter:
+                meter.close()
+        _apply_validity(record, spec.arch, meter)
+    record.meta.setdefault("versions", {"ctxenergy": ctxenergy.__version__, "python": platform.python_version()})
+    flops = prefill_flops(spec.arch, cell.length) if n_out == 1 else generate_flops(spec.arch, cell.length, n_out)
+    record.meta["flops_per_run"] = flops
+    peaks = device_peaks(record.meta.get("device_name"))
+    record.meta["peak_bf16_tflops"] = peaks["bf16_tflops"] if peaks else None
+    record.meta["peak_mem_tb_s"] = peaks["mem_tb_s"] if peaks else None
+    write_cell(record, out_path)
+    return record
+
+
+CELL_COLUMNS = [
+    "model", "engine", "phase", "length_tokens", "output_tokens", "dtype", "device", "device_name", "device_uuid",
+    "driver_version", "power_limit_w", "meter_method", "counter_period_s", "idle_power_w", "runs_per_window",
+    "weights", "tokenizer", "config_hash", "measured_at", "cuda_visible_devices", "tp", "flops_per_run",
+    "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops",
+]
+
+
+def write_cell(record: CellRecord, out_path) -> None:
+    meta = dict(record.meta, status=record.status, status_reason=record.status_reason, flags=record.flags,
+                timeline=record.timeline, schema_version=ctxenergy.SCHEMA_VERSION)
+    base = {"schema_version": ctxenergy.SCHEMA_VERSION, "cell_id": record.cell.cell_id, "status": record.status,
+            "status_reason": record.status_reason, "flags": ",".join(record.flags)}
+    base.update({c: meta.get(c) for c in CELL_COLUMNS})
+    base["torch_version"] = meta.get("versions", {}).get("torch")
+    base["engine_version"] = _engine_version(record.cell.engine, meta.get("versions", {}))
+    windows = [dict(base, **w) for w in record.windows] or [dict(base, window=-1, runs=0)]
+    windows_df = pd.DataFrame(windows)
+    runs_df = pd.DataFrame(record.runs, columns=["window", "run", "start_s", "first_token_s", "end_s", "tokens_in", "tokens_out"])
+    trace_df = pd.DataFrame(record.trace, columns=["window", "t_s", "power_w", "clock_event_reasons", "source"])
+    write_tables({
+        out_path: (windows_df, meta),
+        sibling(out_path, "runs"): (runs_df, None),
+        sibling(out_path, "trace"): (trace_df, None),
+    })
+
+
+def _engine_version(engine: str, versions: dict) -> str | None:
+    return versions.get("vllm") if engine == "vllm" else versions.get("transformers")

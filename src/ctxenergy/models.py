@@ -1,0 +1,133 @@
+"""Resolve a model entry of the config to its architecture, weights and tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctxenergy.config import model_config_path, read_model_config
+from ctxenergy.errors import ConfigError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tiktoken.model")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    config_path: Path
+    arch: dict
+    weights: str | None  # None: random weights built from `arch`
+    tokenizer: str  # "auto", "bytes" or a directory
+    tp: int = 1
+
+    @property
+    def max_positions(self) -> int | None:
+        return self.arch.get("max_position_embeddings")
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.arch["vocab_size"])
+
+    @property
+    def weights_label(self) -> str:
+        return self.weights or "random"
+
+
+def resolve_model(config: dict, name: str) -> ModelSpec:
+    for entry in config["models"]:
+        if entry["name"] == name:
+            return ModelSpec(
+                name=name,
+                config_path=model_config_path(entry),
+                arch=read_model_config(entry),
+                weights=entry.get("weights"),
+                tokenizer=entry.get("tokenizer", "auto"),
+                tp=int(entry.get("tp", 1)),
+            )
+    known = ", ".join(m["name"] for m in config["models"])
+    raise ConfigError(f"model '{name}' is not in the config (models: {known})")
+
+
+class ByteTokenizer:
+    """Deterministic fallback when no tokenizer of the model is available offline.
+
+    Token id = UTF-8 byte value + 3 (ids 0-2 are left to special tokens), so the ids are valid for any
+    vocabulary of at least 259 entries. Compute cost depends on the number of tokens, not on which ids
+    they are, so a prompt of L fallback ids costs what L real tokens cost.
+    """
+
+    name = "bytes"
+    OFFSET = 3
+
+    def __init__(self, vocab_size: int):
+        if vocab_size < 256 + self.OFFSET:
+            raise ConfigError(f"the byte tokenizer needs a vocabulary of at least 259 ids, the model has {vocab_size}")
+
+    def encode(self, text: str) -> list[int]:
+        return [b + self.OFFSET for b in text.encode("utf-8")]
+
+
+class HFTokenizer:
+    """The model's own tokenizer, loaded from local files only."""
+
+    def __init__(self, source: str):
+        from transformers import AutoTokenizer
+
+        self._tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        self.name = f"hf:{source}"
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+
+def _tokenizer_source(spec: ModelSpec) -> str | None:
+    if spec.tokenizer not in ("auto", "bytes"):
+        return spec.tokenizer
+    if spec.tokenizer == "bytes":
+        return None
+    candidates = [spec.config_path.parent]
+    if spec.weights:
+        candidates.insert(0, Path(spec.weights))
+    for directory in candidates:
+        if directory.is_dir() and any((directory / f).exists() for f in TOKENIZER_FILES):
+            return str(directory)
+    return None
+
+
+def load_tokenizer(spec: ModelSpec):
+    source = _tokenizer_source(spec)
+    if source is None:
+        return ByteTokenizer(spec.vocab_size)
+    if spec.tokenizer not in ("auto", "bytes") and not Path(source).exists():
+        raise ConfigError(f"model '{spec.name}': tokenizer directory '{source}' does not exist")
+    return HFTokenizer(source)
+
+
+def parameter_counts(arch: dict) -> dict[str, int]:
+    """Parameters of a decoder-only transformer from its config: total, non-embedding (matmul work per token)."""
+    h = arch["hidden_size"]
+    layers = arch["num_hidden_layers"]
+    heads = arch["num_attention_heads"]
+    kv_heads = arch.get("num_key_value_heads", heads)
+    head_dim = arch.get("head_dim") or h // heads
+    inter = arch["intermediate_size"]
+    vocab = arch["vocab_size"]
+    attn = h * heads * head_dim + 2 * h * kv_heads * head_dim + heads * head_dim * h
+    if arch.get("attention_bias") or arch.get("model_type") == "qwen2":  # qwen2 has q/k/v biases
+        attn += heads * head_dim + 2 * kv_heads * head_dim
+    mlp = 3 * h * inter
+    norms = 2 * h
+    per_layer = attn + mlp + norms
+    embed = vocab * h
+    lm_head = 0 if arch.get("tie_word_embeddings") else vocab * h
+    body = layers * per_layer + h
+    return {
+        "total": body + embed + lm_head,
+        "non_embedding": layers * (attn + mlp),
+        "lm_head": vocab * h,
+        "layers": layers,
+        "hidden": h,
+        "head_dim": head_dim,
+        "heads": heads,
+        "kv_heads": kv_heads,
+    }

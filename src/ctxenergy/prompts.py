@@ -1,0 +1,61 @@
+"""Exact-length prompts as token ids: the base text tokenized, repeated and cut to L.
+
+Prompts are passed to engines as ids, never as text, so their length is exact by construction
+(decoding and re-encoding is not guaranteed to keep L). The warm-up prompt starts at a different
+offset of the same token stream, so it shares no prefix with the measured prompt and an engine's
+prefix cache cannot carry work from the warm-up into the measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ctxenergy.paths import BASE_TEXT
+
+# Offset of the warm-up prompt into the repeated token stream (a prime, so it never lines up with the text's period).
+WARMUP_OFFSET = 7919
+
+
+def exact_length_ids(base_ids: list[int] | np.ndarray, length: int, offset: int = 0) -> np.ndarray:
+    base = np.asarray(base_ids, dtype=np.int64)
+    if base.size == 0:
+        raise ValueError("the base text tokenized to no tokens")
+    if length < 1:
+        raise ValueError(f"prompt length must be a positive number of tokens, got {length}")
+    reps = (offset + length) // base.size + 1
+    return np.tile(base, reps)[offset : offset + length].copy()
+
+
+def make_prompts(tokenizer, length: int, base_text: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The measured prompt and the warm-up prompt, both exactly `length` ids, differing from the first token on."""
+    text = base_text if base_text is not None else BASE_TEXT.read_text()
+    base_ids = tokenizer.encode(text)
+    measured = exact_length_ids(base_ids, length, 0)
+    offset = WARMUP_OFFSET % len(base_ids)
+    warmup = exact_length_ids(base_ids, length, offset)
+    while warmup[0] == measured[0]:
+        offset += 1
+        warmup = exact_length_ids(base_ids, length, offset)
+    return measured, warmup
+
+
+def save_ids(ids: np.ndarray, path: str | Path) -> None:
+    """Write atomically: a crash leaves either no file or the whole file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.asarray(ids, dtype=np.int64))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_ids(path: str | Path) -> np.ndarray:
+    return np.load(path)

@@ -1,0 +1,30 @@
+"""Small statistics for windows: median and a 95 % interval of the mean (Student t)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        return math.nan
+    return _T975[df - 1] if df <= 30 else 1.96
+
+
+def summarize(values) -> dict[str, float]:
+    """median, mean, and the 95 % t-interval of the mean; NaN where there are too few values."""
+    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
+    n = x.size
+    if n == 0:
+        return {"median": math.nan, "mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+    mean = float(x.mean())
+    if n == 1:
+        return {"median": float(x[0]), "mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": 1}
+    half = t975(n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+    return {"median": float(np.median(x)), "mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}

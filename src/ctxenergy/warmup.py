@@ -1,0 +1,35 @@
+"""The warm-up job of a (model, engine): load the engine once, run one short request, record how long it took.
+
+It fails early (an engine that does not load fails here, not in every cell) and prepares what the cell
+jobs reuse (for vLLM, its compile cache). It is not the in-process warm-up that precedes each window.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ctxenergy.engines import make_engine
+from ctxenergy.models import resolve_model
+
+
+def warm_up_engine(config: dict, model: str, engine_name: str, out) -> dict:
+    spec = resolve_model(config, model)
+    engine = make_engine(engine_name, spec, config)
+    t0 = time.perf_counter()
+    engine.load()
+    t1 = time.perf_counter()
+    ids = (np.arange(64, dtype=np.int64) % 200) + 3
+    run = engine.run(ids, 2)
+    result = {"model": model, "engine": engine_name, "load_s": t1 - t0, "first_request_s": run.total_s,
+              "tokens_out": run.tokens_out, "versions": engine.versions(), "settings": engine.settings()}
+    engine.close()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out)
+    return result

@@ -1,0 +1,59 @@
+import re
+import sys
+
+from snakemake.utils import validate
+
+from ctxenergy.config import cell_settings_hash, check_semantics, write_effective_config
+from ctxenergy.device import check_device
+from ctxenergy.errors import CtxEnergyError
+from ctxenergy.grid import expand_grid
+
+validate(config, schema="../schemas/config.schema.yaml")
+try:
+    check_semantics(config, "config")
+except CtxEnergyError as exc:
+    sys.exit(f"ctxenergy: {exc}")
+
+# The merged config (config.yaml + --configfile + --config) as the jobs must see it; rewritten only when it changes,
+# and passed as a param, not an input, so that adding a length does not rerun the cells already measured.
+EFFECTIVE_CONFIG = write_effective_config(config, "results/config.effective.yaml")
+CELLS = expand_grid(config)
+MODELS = {m["name"]: m for m in config["models"]}
+ENGINE_ENV = {"hf-eager": "hf", "hf-sdpa": "hf", "hf-paged": "hf", "vllm": "vllm"}
+
+
+wildcard_constraints:
+    model="|".join(re.escape(m) for m in MODELS),
+    engine="|".join(re.escape(e) for e in config["engines"]),
+    phase="prefill|generate",
+    length=r"\d+",
+
+
+def exit_unless_device_usable():
+    """Runs at the start of a real run (not a dry run): no GPU means one line and a pointer to the smoke config."""
+    try:
+        check_device(config["device"])
+    except CtxEnergyError as exc:
+        sys.exit(f"ctxenergy: {exc}")
+
+
+def engine_env(wildcards):
+    return f"../../envs/{ENGINE_ENV[wildcards.engine]}.yaml"
+
+
+def cell_gpus(wildcards):
+    """GPUs a cell occupies: its model's tensor-parallel degree on a GPU study, none on CPU."""
+    return MODELS[wildcards.model].get("tp", 1) if config["device"] == "cuda" else 0
+
+
+def cell_settings(wildcards):
+    """Only the settings that change this cell's numbers: a changed figure option never reruns a GPU cell."""
+    return cell_settings_hash(config, wildcards.model)
+
+
+def cell_paths():
+    return [str(c.path) for c in CELLS]
+
+
+def final_outputs():
+    return ["results/cells.parquet", *REPORT_TARGETS]

@@ -1,0 +1,1 @@
+# Figures: filled in by the analysis stage (ctxenergy.figures).

@@ -1,0 +1,42 @@
+rule warmup_engine:
+    output:
+        "results/warmup/{model}/{engine}.json",
+    log:
+        "results/logs/warmup_engine/{model}/{engine}.log",
+    conda:
+        engine_env
+    resources:
+        gpu=cell_gpus,
+        runtime=30,
+    params:
+        config=EFFECTIVE_CONFIG,
+    shell:
+        "ctxenergy warmup --config {params.config} --model {wildcards.model} --engine {wildcards.engine}"
+        " --out {output} > {log} 2>&1"
+
+
+rule measure_cell:
+    input:
+        prompt="results/prompts/{model}/L{length}.npy",
+        warmup_prompt="results/prompts/{model}/L{length}.warmup.npy",
+        engine_ready="results/warmup/{model}/{engine}.json",
+    output:
+        cell="results/cells/{model}/{engine}/{phase}/L{length}.parquet",
+        runs="results/cells/{model}/{engine}/{phase}/L{length}.runs.parquet",
+        trace="results/cells/{model}/{engine}/{phase}/L{length}.trace.parquet",
+    log:
+        "results/logs/measure_cell/{model}/{engine}/{phase}/L{length}.log",
+    benchmark:
+        "results/benchmarks/measure_cell/{model}/{engine}/{phase}/L{length}.tsv"
+    conda:
+        engine_env
+    resources:
+        gpu=cell_gpus,
+        runtime=60,
+    params:
+        config=EFFECTIVE_CONFIG,
+        settings=cell_settings,
+    shell:
+        "ctxenergy measure --config {params.config} --model {wildcards.model} --engine {wildcards.engine}"
+        " --phase {wildcards.phase} --length {wildcards.length} --prompt {input.prompt}"
+        " --warmup-prompt {input.warmup_prompt} --out {output.cell} > {log} 2>&1"

@@ -1,0 +1,14 @@
+rule make_prompts:
+    output:
+        prompt="results/prompts/{model}/L{length}.npy",
+        warmup="results/prompts/{model}/L{length}.warmup.npy",
+    log:
+        "results/logs/make_prompts/{model}/L{length}.log",
+    localrule: True
+    conda:
+        "../../envs/hf.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+    shell:
+        "ctxenergy prompts --config {params.config} --model {wildcards.model} --length {wildcards.length}"
+        " --out {output.prompt} --warmup-out {output.warmup} > {log} 2>&1"
