@@ -1,0 +1,5 @@
+import sys
+
+from ctxenergy.cli import main
+
+sys.exit(main())
