@@ -36,6 +36,7 @@ def _write_tmp(df: pd.DataFrame, path: Path, metadata: dict | None) -> str:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     pq.write_table(table, tmp, compression="zstd")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
     return tmp
 
 

@@ -6,7 +6,7 @@ from snakemake.utils import validate
 from ctxenergy.config import cell_settings_hash, check_semantics, write_effective_config
 from ctxenergy.device import check_device
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.grid import expand_grid
+from ctxenergy.grid import cached_cell_tables, expand_grid
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
@@ -31,6 +31,8 @@ wildcard_constraints:
 
 def exit_unless_device_usable():
     """Runs at the start of a real run (not a dry run): no GPU means one line and a pointer to the smoke config."""
+    if config["cells_source"]:
+        return
     try:
         check_device(config["device"])
     except CtxEnergyError as exc:
@@ -52,6 +54,8 @@ def cell_settings(wildcards):
 
 
 def cell_paths():
+    if config["cells_source"]:
+        return cached_cell_tables(config["cells_source"])
     return [str(c.path) for c in CELLS]
 
 
