@@ -10,7 +10,8 @@ from ctxenergy.grid import cached_cell_tables, expand_grid
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
-    check_semantics(config, "config")
+    # Analysing cached cells needs no engine installed.
+    check_semantics(config, "config", engines_needed=() if config["cells_source"] else None)
 except CtxEnergyError as exc:
     sys.exit(f"ctxenergy: {exc}")
 
