@@ -1,0 +1,93 @@
+import copy
+
+import pytest
+import yaml
+
+from ctxenergy.config import check_semantics, load_config, validate_schema
+from ctxenergy.errors import ConfigError
+from ctxenergy.paths import REPO_ROOT
+
+
+def default_config():
+    return yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
+
+
+def validated(cfg):
+    return check_semantics(validate_schema(cfg), engines_needed=())
+
+
+def test_default_and_smoke_configs_validate_and_get_defaults():
+    cfg = load_config(REPO_ROOT / "config.yaml")
+    check_semantics(cfg)
+    assert cfg["measure"]["sample_interval_s"] == 0.01  # default filled from the schema
+    assert cfg["engine_options"]["vllm"]["enable_prefix_caching"] is False
+    assert {m["name"] for m in cfg["models"]} == {"llama-3.1-8b", "qwen2-7b"}
+    assert sorted(cfg["lengths"]) == [2**k for k in range(8, 17)] + [114688, 2**17]
+    smoke = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / "smoke.yaml"])
+    check_semantics(smoke)
+    assert [m["name"] for m in smoke["models"]] == ["tiny-llama"]  # a list replaces, never merges
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update(engins=["hf-sdpa"]), "Additional properties are not allowed ('engins'"),
+        (lambda c: c.update(engines=["vlm"]), "engines[0] 'vlm' is not a known engine (known: hf-eager, hf-sdpa, hf-paged, vllm)"),
+        (lambda c: c["models"].append({"name": "gpt-9"}), "model 'gpt-9': no architecture config"),
+        (lambda c: c.update(lengths=[1024, 262144]), "lengths [262144] exceed model 'llama-3.1-8b' max_position_embeddings=131072"),
+        (lambda c: c.update(lengths=[0]), "lengths[0] = 0 is not a positive integer"),
+        (lambda c: c.update(lengths=[-5]), "lengths[0] = -5 is not a positive integer"),
+        (lambda c: c.update(lengths=["1k"]), "lengths[0]: '1k' is not of type 'integer'"),
+        (lambda c: c.update(lengths=[2.5]), "lengths[0]: 2.5 is not of type 'integer'"),
+        (lambda c: c.update(generate_tokens=0), "generate_tokens = 0 must be >= 1"),
+        (lambda c: c.update(lengths=[]), "lengths: [] should be non-empty"),
+        (lambda c: c.update(models=[]), "models: [] should be non-empty"),
+        (lambda c: c.update(engines=[]), "engines: [] should be non-empty"),
+        (lambda c: c["models"][0].update(weights="./no/such/dir"), "weights path './no/such/dir' does not exist"),
+        (lambda c: c["measure"].update(repeats=0), "measure.repeats: 0 is less than the minimum of 1"),
+        (lambda c: c["models"][0].update(tp=2), "tp=2, which engines ['hf-eager', 'hf-sdpa'] do not support"),
+    ],
+)
+def test_bad_config_fails_with_one_line(mutate, message):
+    cfg = default_config()
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        validated(cfg)
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_missing_engine_package_names_the_extra(monkeypatch):
+    import ctxenergy.config as config_mod
+
+    cfg = validate_schema(default_config())
+    cfg["engines"] = ["hf-sdpa", "vllm"]
+    monkeypatch.setattr(config_mod, "engine_installed", lambda e: e != "vllm")
+    with pytest.raises(ConfigError, match=r"engine 'vllm' needs the Python package 'vllm'.*pip install -e '\.\[vllm\]'"):
+        config_mod.check_semantics(cfg)
+
+
+def test_hub_id_weights_are_not_checked_as_paths():
+    cfg = default_config()
+    cfg["models"][0]["weights"] = "meta-llama/Llama-3.1-8B"
+    validated(cfg)  # a hub id: resolved offline at load time, not a missing path
+
+
+def test_settings_hash_ignores_grid_but_not_protocol():
+    from ctxenergy.config import cell_settings_hash
+
+    a = validate_schema(default_config())
+    b = copy.deepcopy(a)
+    b["lengths"] = [256]
+    b["engines"] = ["hf-sdpa"]
+    assert cell_settings_hash(a, "llama-3.1-8b") == cell_settings_hash(b, "llama-3.1-8b")
+    b["measure"]["repeats"] = 9
+    assert cell_settings_hash(a, "llama-3.1-8b") != cell_settings_hash(b, "llama-3.1-8b")
+
+
+def test_unreadable_yaml_is_one_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("models: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)

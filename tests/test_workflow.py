@@ -1,0 +1,126 @@
+"""The workflow through real Snakemake, in a copy of the repository (results/ of the checkout is never touched)."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smk(args, cwd, check=True, timeout=600):
+    proc = subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke run shared by the tests below (it is the slow part)."""
+    from conftest import repo_copy as _  # noqa: F401 - documents where the copy logic lives
+
+    dst = tmp_path_factory.mktemp("smoke") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    import shutil
+
+    for f in files:
+        if (REPO / f).is_file() and not f.startswith("data/reference/"):
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dst / f)
+    t0 = time.monotonic()
+    proc = smk(["--cores", "2", "--configfile", "config/smoke.yaml"], dst)
+    return dst, time.monotonic() - t0, proc
+
+
+def test_lint_is_clean():
+    proc = smk(["--lint"], REPO, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "workflow is in a good condition" in proc.stdout + proc.stderr
+
+
+def test_snakefmt_finds_nothing_to_change():
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dry_run_of_the_default_grid_lists_one_job_per_cell():
+    proc = smk(["-n", "--cores", "1", "--resources", "gpu=1"], REPO)
+    counts = job_counts(proc.stdout)
+    assert counts["measure_cell"] == 2 * 2 * 2 * 11
+    assert counts["warmup_engine"] == 4 and counts["make_prompts"] == 22
+
+
+def test_default_config_without_gpu_fails_fast_with_one_line(repo_copy):
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("this host has a GPU")  # CI and the development machines have none
+    t0 = time.monotonic()
+    proc = smk(["--cores", "1"], repo_copy, check=False)
+    assert proc.returncode != 0 and time.monotonic() - t0 < 30
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.startswith("ctxenergy:")]
+    assert len(lines) == 1 and "config/smoke.yaml" in lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (repo_copy / "results" / "cells").exists()
+
+
+def test_bad_config_fails_at_parse_time_with_one_line(repo_copy):
+    (repo_copy / "bad.yaml").write_text("engines: [hf-sdpa, vlm]\n")
+    proc = smk(["-n", "--configfile", "bad.yaml"], repo_copy, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ctxenergy: config: engines[1] 'vlm' is not a known engine" in out
+    assert "Traceback" not in out
+
+
+def test_smoke_config_runs_end_to_end_on_cpu(smoke_run):
+    dst, seconds, _ = smoke_run
+    assert seconds < 180, f"smoke run took {seconds:.0f} s (target < 3 min on 2 cores)"
+    cells = pd.read_parquet(dst / "results" / "cells.parquet")
+    assert len(cells) == 8 and set(cells["status"]) == {"ok"}
+    assert cells["flags"].str.contains("no_energy").all()  # no RAPL here: energy is missing, never invented
+    assert cells["energy_per_run_j"].isna().all()
+    assert (cells["tokenizer"] == "bytes").all() and (cells["weights"] == "random").all()
+    gen = cells[cells["phase"] == "generate"]
+    assert (gen["output_tokens"] == 8).all()
+    for cell in (dst / "results" / "cells").rglob("L*.parquet"):
+        assert not cell.name.startswith(".")
+
+
+def test_rerunning_one_cell_touches_only_that_cell(smoke_run):
+    dst, _, _ = smoke_run
+    target = "results/cells/tiny-llama/hf-sdpa/prefill/L64.parquet"
+    proc = smk(["-n", target, "--forcerun", target, "--configfile", "config/smoke.yaml"], dst)
+    assert job_counts(proc.stdout) == {"measure_cell": 1, "total": 1}
+    proc = smk(["-n", "--configfile", "config/smoke.yaml", "--forcerun", "aggregate_cells"], dst)
+    counts = job_counts(proc.stdout)
+    assert "measure_cell" not in counts and counts["aggregate_cells"] == 1
+
+
+def test_nothing_to_do_after_a_complete_run(smoke_run):
+    dst, _, _ = smoke_run
+    proc = smk(["-n", "--configfile", "config/smoke.yaml"], dst)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_cli_measure_without_gpu_is_one_line(repo_copy):
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("this host has a GPU")
+    proc = subprocess.run([sys.executable, "-m", "ctxenergy", "measure", "--model", "llama-3.1-8b", "--engine", "hf-sdpa",
+                           "--phase", "prefill", "--length", "256"], cwd=repo_copy, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("ctxenergy: ") and "smoke.yaml" in proc.stderr
+    assert not (repo_copy / "results" / "cells").exists()
