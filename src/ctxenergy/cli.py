@@ -168,6 +168,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--truth-s", type=float, default=20.0, help="length of the long reference window")
     sp.add_argument("--lengths", default="0.1,0.2,0.5,1,2", help="short window lengths in seconds")
     sp.set_defaults(func=_plugin("ctxenergy.calibrate", "main"))
+
+    sp = sub.add_parser("analyze", help="table of cells -> derived tables (results/analysis/<table>.parquet)")
+    sp.add_argument("cells", help="table of cells (results/cells.parquet)")
+    sp.add_argument("--cell-tables", nargs="*", default=[], help="the cells' own tables: traces and decode times")
+    sp.add_argument("--config", help="effective config, to find each model's architecture (default: data/models)")
+    sp.add_argument("--out", nargs="+", required=True, help="derived tables to write, each named <table>.parquet")
+    sp.set_defaults(func=_plugin("ctxenergy.analysis.derive", "main"))
+
+    sp = sub.add_parser("figures", help="derived tables -> figures (PNG and SVG), from Parquet only")
+    sp.add_argument("tables", nargs="+", help="derived tables (results/analysis/<table>.parquet)")
+    sp.add_argument("--out", nargs="+", required=True, help="figures to write, each named <figure>.png or .svg")
+    sp.set_defaults(func=_plugin("ctxenergy.figures", "main"))
+
+    sp = sub.add_parser("report", help="derived tables + figures -> one self-contained HTML page")
+    sp.add_argument("--tables", nargs="+", required=True, help="derived tables (results/analysis/<table>.parquet)")
+    sp.add_argument("--figures", nargs="*", default=[], help="figure files (PNG) to embed")
+    sp.add_argument("--out", required=True, help="report.html")
+    sp.set_defaults(func=_plugin("ctxenergy.report", "main"))
+
+    sp = sub.add_parser("paper", help="the reproduction write-up (HTML + Markdown) from the derived tables")
+    sp.add_argument("--tables", nargs="+", required=True, help="derived tables (results/analysis/<table>.parquet)")
+    sp.add_argument("--figures", nargs="*", default=[], help="figure files (PNG) to embed")
+    sp.add_argument("--template", default="paper/template.md", help="the write-up's Markdown template")
+    sp.add_argument("--out", required=True, help="paper.html")
+    sp.add_argument("--markdown", required=True, help="paper.md")
+    sp.set_defaults(func=_plugin("ctxenergy.paper", "main"))
     return p
 
 

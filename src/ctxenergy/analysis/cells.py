@@ -1,0 +1,68 @@
+"""The table of cells as the analysis sees it: numeric columns as numbers, and which cells may enter a fit.
+
+A cell stays in every table with its status; only `usable` cells enter fits, ratios and thresholds, and
+`excluded_reason` says in words why a cell did not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# One fixed order of engines: the baseline first, so a ratio "a / b" reads "how much more the baseline costs".
+ENGINE_ORDER = ("hf-eager", "hf-sdpa", "hf-paged", "vllm")
+
+# Flags that make a cell's energy unusable (others, such as short_window, stay visible but keep the cell).
+EXCLUDING_FLAGS = {
+    "no_energy": "energy not measured on this host (no readable energy counter)",
+    "foreign_process": "another process used the GPU during a window",
+    "implausible": "faster than the device's peak allows",
+}
+
+SUMMARISED = ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_s", "mean_power_w",
+              "power_cap_fraction", "window_s", "edge_uncertainty_j"]
+NUMERIC = ["length_tokens", "output_tokens", "power_limit_w", "counter_period_s", "idle_power_w", "runs_per_window",
+           "flops_per_run", "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops", "n_windows"]
+TEXT = ["cell_id", "model", "engine", "phase", "status", "status_reason", "flags", "device_name", "driver_version",
+        "torch_version", "engine_version", "meter_method", "weights", "tokenizer"]
+
+
+def flag_list(flags) -> list[str]:
+    if flags is None or (isinstance(flags, float) and np.isnan(flags)):
+        return []
+    return [f for f in str(flags).split(",") if f]
+
+
+def engine_rank(engine: str) -> int:
+    return ENGINE_ORDER.index(engine) if engine in ENGINE_ORDER else len(ENGINE_ORDER)
+
+
+def _excluded_reason(row) -> str:
+    if row["status"] != "ok":
+        reason = f"status {row['status']}"
+        return f"{reason}: {row['status_reason']}" if row["status_reason"] else reason
+    for flag in flag_list(row["flags"]):
+        if flag in EXCLUDING_FLAGS:
+            return f"{flag}: {EXCLUDING_FLAGS[flag]}"
+    if not np.isfinite(row["energy_per_run_j"]):
+        return "no energy value"
+    return ""
+
+
+def prepare_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """A copy with numbers coerced (CPU cells store None), sorted, and `usable` / `excluded_reason` added."""
+    df = cells.copy()
+    for col in NUMERIC + [f"{c}{s}" for c in SUMMARISED for s in ("", "_ci_low", "_ci_high")]:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float) if col in df else np.nan
+    for col in TEXT:
+        df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str) if col in df else ""
+    df["length_tokens"] = df["length_tokens"].astype("int64")
+    df["output_tokens"] = df["output_tokens"].fillna(1).astype("int64")
+    df["excluded_reason"] = [_excluded_reason(r) for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
+    df["usable"] = df["excluded_reason"] == ""
+    df["engine_rank"] = df["engine"].map(engine_rank)
+    return df.sort_values(["model", "engine_rank", "phase", "length_tokens"]).reset_index(drop=True)
+
+
+def load_cells(path) -> pd.DataFrame:
+    return prepare_cells(pd.read_parquet(path))

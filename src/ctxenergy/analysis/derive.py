@@ -1,0 +1,162 @@
+"""All derived tables from the table of cells (+ the cells' own tables for traces and decode times):
+`ctxenergy analyze results/cells.parquet --cell-tables <cell tables> --out results/analysis/<table>.parquet ...`.
+
+Every table is checked against workflow/schemas/derived.schema.yaml before it is written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ctxenergy.analysis.cells import load_cells, prepare_cells
+from ctxenergy.analysis.claims import claims, table1
+from ctxenergy.analysis.engines import engine_ratios
+from ctxenergy.analysis.io_ratio import io_ratio
+from ctxenergy.analysis.paper_values import PAPER_MODELS
+from ctxenergy.analysis.per_cell import per_cell_metrics
+from ctxenergy.analysis.scaling import fits, slopes, thresholds
+from ctxenergy.analysis.traces import representative_traces
+from ctxenergy.errors import CtxEnergyError
+from ctxenergy.paths import REPO_ROOT
+
+DERIVED_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "derived.schema.yaml"
+TABLES = ("per_cell", "slopes", "fits", "fit_residuals", "thresholds", "io_ratio", "engine_ratios", "claims", "table1",
+          "traces", "trace_runs")
+
+
+def model_archs(models, config_path: str | Path | None = None) -> dict[str, dict | None]:
+    """Architecture (config.json) of each model, for byte and FLOP counts; None where it cannot be found."""
+    from ctxenergy.config import read_model_config
+
+    entries = {}
+    if config_path:
+        entries = {m["name"]: m for m in (yaml.safe_load(Path(config_path).read_text()) or {}).get("models", [])}
+    archs = {}
+    for name in models:
+        try:
+            archs[name] = read_model_config(entries.get(name, {"name": name}))
+        except CtxEnergyError:
+            archs[name] = None
+    return archs
+
+
+def derive(cells: pd.DataFrame, cell_tables: dict | None = None, archs: dict | None = None) -> dict[str, pd.DataFrame]:
+    """cells: the table of cells (prepared or raw); cell_tables: cell_id -> (windows, runs, trace)."""
+    if "usable" not in cells:
+        cells = prepare_cells(cells)
+    cell_tables = cell_tables or {}
+    windows = {cid: t[0] for cid, t in cell_tables.items()}
+    pc = per_cell_metrics(cells, windows, archs)
+    sl = slopes(pc)
+    ft, res, objects = fits(pc)
+    th = thresholds(pc, objects)
+    io = io_ratio(pc)
+    er = engine_ratios(pc)
+    tr, tr_runs = representative_traces(pc, cell_tables)
+    return {"per_cell": pc, "slopes": sl, "fits": ft, "fit_residuals": res, "thresholds": th, "io_ratio": io,
+            "engine_ratios": er, "claims": claims(pc, sl, th, io, er), "table1": table1(pc, archs),
+            "traces": tr, "trace_runs": tr_runs}
+
+
+# ---- the data contract ------------------------------------------------------------------------------------------
+
+_KINDS = {"number": "fc iu", "integer": "iu", "string": "OSU", "boolean": "b"}
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(DERIVED_SCHEMA.read_text())
+
+
+def _column_schema(table_schema: dict, col: str, schema: dict) -> dict | None:
+    found = table_schema.get("properties", {}).get(col)
+    for pattern, sub in table_schema.get("patternProperties", {}).items():
+        if found is None and re.search(pattern, col):
+            found = sub
+    if found and "$ref" in found:  # only local refs: "#/$defs/<name>"
+        found = schema["$defs"][found["$ref"].rsplit("/", 1)[-1]]
+    return found
+
+
+def conform(name: str, df: pd.DataFrame, schema: dict | None = None) -> pd.DataFrame:
+    """Cast each column to its schema type, so that empty tables and all-NaN columns keep their types on disk."""
+    schema = schema or load_schema()
+    ts = schema["$defs"][name]
+    df = df.copy()
+    for col in df:
+        cs = _column_schema(ts, col, schema)
+        if cs is None:
+            continue
+        types = cs["type"] if isinstance(cs["type"], list) else [cs["type"]]
+        if types == ["boolean"]:
+            df[col] = df[col].astype(bool)
+        elif types == ["integer"]:
+            df[col] = df[col].astype("int64")
+        elif "number" in types:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+        elif types == ["string"]:
+            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
+    return df
+
+
+def check_table(name: str, df: pd.DataFrame, schema: dict | None = None) -> None:
+    """Columns and their types against the table's schema (a row schema, checked per column: fast on big traces)."""
+    schema = schema or load_schema()
+    ts = schema["$defs"][name]
+    missing = [c for c in ts.get("required", []) if c not in df]
+    if missing:
+        raise CtxEnergyError(f"derived table '{name}' lacks column(s) {', '.join(missing)} (schema {DERIVED_SCHEMA.name})")
+    for col in df:
+        cs = _column_schema(ts, col, schema)
+        if cs is None:
+            raise CtxEnergyError(f"derived table '{name}' has column '{col}' that {DERIVED_SCHEMA.name} does not describe")
+        types = cs["type"] if isinstance(cs["type"], list) else [cs["type"]]
+        kinds = "".join(_KINDS[t] for t in types if t in _KINDS)
+        if len(df) and df[col].dtype.kind not in kinds.replace(" ", ""):
+            if df[col].dtype.kind == "O" and "string" in types and df[col].map(lambda v: isinstance(v, str)).all():
+                continue
+            raise CtxEnergyError(f"derived table '{name}' column '{col}' is {df[col].dtype}, the schema says {types}")
+
+
+def write_derived(tables: dict[str, pd.DataFrame], out_paths) -> list[Path]:
+    from ctxenergy.tables import write_table
+
+    schema = load_schema()
+    written = []
+    for path in map(Path, out_paths):
+        name = path.name.removesuffix(".parquet")
+        if name not in tables:
+            raise CtxEnergyError(f"'{path}': unknown derived table '{name}' (known: {', '.join(TABLES)})")
+        table = conform(name, tables[name], schema)
+        check_table(name, table, schema)
+        write_table(table, path)
+        written.append(path)
+    return written
+
+
+def read_cell_tables(paths) -> dict:
+    from ctxenergy.tables import read_cell
+
+    out = {}
+    for p in paths:
+        windows, runs, trace, _ = read_cell(p)
+        out[str(windows["cell_id"].iloc[0])] = (windows, runs, trace)
+    return out
+
+
+def main(args) -> int:
+    cells = load_cells(args.cells)
+    # the paper's models too: Table 1 converts the paper's latencies into the TFLOP/s they imply
+    models = sorted(set(cells["model"]) | set(PAPER_MODELS.values()))
+    tables = derive(cells, read_cell_tables(args.cell_tables or []), model_archs(models, getattr(args, "config", None)))
+    written = write_derived(tables, args.out)
+    usable = int(cells["usable"].sum())
+    print(f"{len(cells)} cells ({usable} with usable energy) -> {len(written)} derived tables")
+    if usable == 0 and len(cells):
+        print("no cell has usable energy: derived energy values are empty, and the figures say so")
+    return 0
+
+

@@ -1,0 +1,43 @@
+"""Engines against each other at equal L: how many times more energy and time the one needs than the other.
+
+Pairs follow ENGINE_ORDER (baseline first), so a ratio reads "baseline / faster engine", as the paper's 7.6x does.
+Energy and latency are per run of the same cell kind (model, phase, L), so the ratio of J/token is the energy ratio.
+Intervals: the two cells' relative 95 % half-widths in quadrature, on the log scale.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+import ctxenergy
+from ctxenergy.analysis.cells import engine_rank
+from ctxenergy.analysis.uncertainty import half_width, ratio_interval
+
+KEY = ["model", "phase", "length_tokens"]
+MEASURES = {"energy": "energy_per_run_j", "dynamic_energy": "dynamic_energy_per_run_j", "latency": "run_s"}
+
+
+def engine_ratios(per_cell: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    usable = per_cell[per_cell["usable"]]
+    for key, g in usable.groupby(KEY, sort=False):
+        by_engine = {r["engine"]: r for _, r in g.iterrows()}
+        for a, b in combinations(sorted(by_engine, key=engine_rank), 2):
+            ra, rb = by_engine[a], by_engine[b]
+            row = dict(zip(KEY, key), engine_a=a, engine_b=b)
+            for name, col in MEASURES.items():
+                va, vb = float(ra[col]), float(rb[col])
+                rel = np.hypot(float(half_width(ra[f"{col}_ci_low"], ra[f"{col}_ci_high"])) / va,
+                               float(half_width(rb[f"{col}_ci_low"], rb[f"{col}_ci_high"])) / vb)
+                ratio = va / vb
+                lo, hi = ratio_interval(ratio, rel)
+                row.update({f"{name}_ratio": ratio, f"{name}_ratio_ci_low": float(lo),
+                            f"{name}_ratio_ci_high": float(hi)})
+            rows.append(row)
+    cols = KEY + ["engine_a", "engine_b"] + [f"{n}_ratio{s}" for n in MEASURES for s in ("", "_ci_low", "_ci_high")]
+    out = pd.DataFrame(rows, columns=cols)
+    out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
+    return out

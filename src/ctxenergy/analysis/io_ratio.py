@@ -1,0 +1,72 @@
+"""Input vs output tokens per L: E_in = E_prefill / L, E_out per output token, and their ratio.
+
+E_out comes from the generate cell (G output tokens) minus the prefill cell at the same L. The generate run's first
+token is produced by its prefill, so the difference holds G - 1 decode steps: E_out = (E_generate - E_prefill)/(G - 1).
+The paper divides by G; that variant is kept beside it (`*_per_g`), 1/G smaller (0.8 % at G = 128).
+Intervals: the two cells' 95 % half-widths in quadrature for the difference, on the log scale for the ratio.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+import ctxenergy
+from ctxenergy.analysis.uncertainty import half_width, ratio_interval
+
+KEY = ["model", "engine", "length_tokens"]
+
+
+def _pair_rows(pre: pd.Series | None, gen: pd.Series | None, key: tuple) -> dict:
+    row = dict(zip(KEY, key))
+    missing = [name for name, c in (("prefill", pre), ("generate", gen)) if c is None]
+    unusable = [f"{c['phase']}: {c['excluded_reason']}" for c in (pre, gen) if c is not None and not c["usable"]]
+    row["note"] = "; ".join([f"no {m} cell" for m in missing] + unusable)
+    row["usable"] = not row["note"]
+    row["output_tokens"] = int(gen["output_tokens"]) if gen is not None else np.nan
+    row["prefill_cell_id"] = pre["cell_id"] if pre is not None else ""
+    row["generate_cell_id"] = gen["cell_id"] if gen is not None else ""
+    L = float(key[2])
+    for kind, prefix in (("energy_per_run_j", "e"), ("dynamic_energy_per_run_j", "dyn_e")):
+        if not row["usable"]:
+            for name in ("in", "out", "out_per_g"):
+                row.update({f"{prefix}_{name}_j": np.nan, f"{prefix}_{name}_j_ci_low": np.nan,
+                            f"{prefix}_{name}_j_ci_high": np.nan})
+            for name in ("ratio", "ratio_per_g"):
+                row.update({f"{prefix}_{name}": np.nan, f"{prefix}_{name}_ci_low": np.nan,
+                            f"{prefix}_{name}_ci_high": np.nan})
+            continue
+        g = float(gen["output_tokens"])
+        ep, eg = float(pre[kind]), float(gen[kind])
+        hp = float(half_width(pre[f"{kind}_ci_low"], pre[f"{kind}_ci_high"]))
+        hg = float(half_width(gen[f"{kind}_ci_low"], gen[f"{kind}_ci_high"]))
+        e_in, h_in = ep / L, hp / L
+        diff, h_diff = eg - ep, float(np.hypot(hp, hg))
+        for name, steps in (("out", g - 1), ("out_per_g", g)):
+            e_out, h_out = diff / steps, h_diff / steps
+            row.update({f"{prefix}_{name}_j": e_out, f"{prefix}_{name}_j_ci_low": e_out - h_out,
+                        f"{prefix}_{name}_j_ci_high": e_out + h_out})
+            ratio = e_out / e_in
+            rel = float(np.hypot(h_out / abs(e_out), h_in / e_in)) if e_out != 0 else np.nan
+            lo, hi = ratio_interval(ratio, rel)
+            suffix = "ratio" if name == "out" else "ratio_per_g"
+            row.update({f"{prefix}_{suffix}": ratio, f"{prefix}_{suffix}_ci_low": float(lo),
+                        f"{prefix}_{suffix}_ci_high": float(hi)})
+        row.update({f"{prefix}_in_j": e_in, f"{prefix}_in_j_ci_low": e_in - h_in, f"{prefix}_in_j_ci_high": e_in + h_in})
+    return row
+
+
+def io_ratio(per_cell: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, engine, L) that has a prefill or a generate cell."""
+    rows = []
+    for key, g in per_cell.groupby(KEY, sort=False):
+        pre = g[g["phase"] == "prefill"]
+        gen = g[g["phase"] == "generate"]
+        rows.append(_pair_rows(pre.iloc[0] if len(pre) else None, gen.iloc[0] if len(gen) else None, key))
+    values = [f"{p}_{n}{s}" for p in ("e", "dyn_e") for n in ("in_j", "out_j", "out_per_g_j", "ratio", "ratio_per_g")
+              for s in ("", "_ci_low", "_ci_high")]
+    cols = KEY + ["output_tokens", "usable", "note", "prefill_cell_id", "generate_cell_id"] + values
+    out = pd.DataFrame(rows, columns=cols)
+    out["output_tokens"] = out["output_tokens"].astype(float)
+    out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
+    return out

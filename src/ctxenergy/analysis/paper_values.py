@@ -1,0 +1,33 @@
+"""The seed paper's numbers, in one table: Ruf and Detyniecki, "The Cost of Context: Profiling the Energy Footprint
+of Input Tokens in Large Language Models". Everything the analysis compares against comes from here."""
+
+from __future__ import annotations
+
+PAPER = {
+    "title": "The Cost of Context: Profiling the Energy Footprint of Input Tokens in Large Language Models",
+    "authors": "Ruf and Detyniecki",
+    "device": "NVIDIA A100",
+    # Table 1: one prefill at ~112k tokens per model and engine (latency s, energy J, J per input token).
+    "table1_length_tokens": 112_000,
+    "table1": (
+        {"model": "Llama-3.1-8B", "engine": "HF", "latency_s": 25.54, "energy_j": 7600.2, "j_per_token": 0.0678},
+        {"model": "Llama-3.1-8B", "engine": "vLLM", "latency_s": 3.54, "energy_j": 1005.1, "j_per_token": 0.0090},
+        {"model": "Qwen2-7B", "engine": "HF", "latency_s": 23.04, "energy_j": 6832.0, "j_per_token": 0.0610},
+        {"model": "Qwen2-7B", "engine": "vLLM", "latency_s": 2.71, "energy_j": 769.6, "j_per_token": 0.0069},
+    ),
+    "claims": {
+        1: {"text": "An efficiency threshold exists: past it, the marginal energy dE/dL of one more input token rises."},
+        # 16k and 32k are points of the paper's log2 grid: 2^14 and 2^15
+        2: {"text": "Mean power reaches a saturation plateau from ~16k tokens on.", "plateau_from_tokens": 16_384},
+        3: {"text": "vLLM's J/token stays flat until L > 32k.", "flat_until_tokens": 32_768},
+        4: {"text": "For vLLM, E_out/E_in is ~850x at 1k tokens and narrows to ~750x at 112k.",
+            "ratio_at_1k": 850.0, "ratio_at_112k": 750.0},
+        5: {"text": "For the HF baseline, E_out/E_in is ~220x at 112k.", "ratio_at_112k": 220.0},
+        6: {"text": "At ~112k the HF baseline needs 7.6x the energy and 8.9x the time of vLLM.",
+            "energy_ratio": 7.6, "latency_ratio": 8.9},
+    },
+}
+
+# Our model names for the paper's, and our engines for the paper's two engine families.
+PAPER_MODELS = {"Llama-3.1-8B": "llama-3.1-8b", "Qwen2-7B": "qwen2-7b"}
+ENGINE_FAMILIES = {"HF": ("hf-eager", "hf-sdpa", "hf-paged"), "vLLM": ("vllm",)}

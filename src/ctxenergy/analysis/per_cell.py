@@ -1,0 +1,103 @@
+"""Per-cell metrics: J/token (total and above idle), ms/token, mean power, achieved TFLOP/s and memory bandwidth.
+
+Tokens of a run: L for a prefill cell (the input tokens; its one output token comes from the prefill itself), and
+L + G for a generate cell (every token of the request). Prefill cells also get the achieved TFLOP/s against the
+device's dense bf16 peak; generate cells get the decode time (run minus time to first token), its G - 1 steps and
+the memory bandwidth they achieved against the device's peak (weights + KV cache read once per step, ctxenergy.flops).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+import ctxenergy
+from ctxenergy.analysis.uncertainty import half_width
+from ctxenergy.flops import decode_step_bytes
+from ctxenergy.stats import summarize
+
+IDENTITY = ["cell_id", "model", "engine", "phase", "length_tokens", "output_tokens", "status", "status_reason", "flags",
+            "usable", "excluded_reason", "n_windows", "device_name", "driver_version", "torch_version",
+            "engine_version", "meter_method", "power_limit_w", "idle_power_w", "peak_bf16_tflops", "peak_mem_tb_s"]
+
+
+def _scaled(df: pd.DataFrame, col: str, factor, out: dict, name: str) -> None:
+    """name (+ _ci_low/_ci_high) = col * factor; a negative factor would swap the bounds, none is used."""
+    for suffix in ("", "_ci_low", "_ci_high"):
+        out[name + suffix] = df[col + suffix].to_numpy(float) * factor
+
+
+def _inverse(numerator, df: pd.DataFrame, col: str, out: dict, name: str) -> None:
+    """name = numerator / col: the interval's bounds swap (a longer time is a lower rate)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[name] = numerator / df[col].to_numpy(float)
+        out[name + "_ci_low"] = numerator / df[col + "_ci_high"].to_numpy(float)
+        out[name + "_ci_high"] = numerator / df[col + "_ci_low"].to_numpy(float)
+
+
+def decode_times(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | None) -> pd.DataFrame:
+    """Decode seconds per run (median and 95 % interval): run_s - prefill_s window by window where the windows are
+    given (the two share runs, so their errors cancel); otherwise from the cell medians, intervals in quadrature."""
+    rows = []
+    for _, c in cells.iterrows():
+        w = (windows or {}).get(c["cell_id"])
+        if w is not None and "window" in w and (w["window"] >= 0).any():
+            m = w[w["window"] >= 0]
+            s = summarize((pd.to_numeric(m["run_s"]) - pd.to_numeric(m["prefill_s"])).tolist())
+            rows.append((s["median"], s["ci_low"], s["ci_high"]))
+        else:
+            point = c["run_s"] - c["prefill_s"]
+            h = np.hypot(half_width(c["run_s_ci_low"], c["run_s_ci_high"]),
+                         half_width(c["prefill_s_ci_low"], c["prefill_s_ci_high"]))
+            rows.append((point, point - h, point + h))
+    return pd.DataFrame(rows, columns=["decode_s", "decode_s_ci_low", "decode_s_ci_high"], index=cells.index)
+
+
+def decode_bytes(arch: dict | None, length: int, tokens: int) -> float:
+    """Bytes the G - 1 decode steps of a generate run stream: weights + the KV cache at each step's context."""
+    if arch is None or tokens < 2:
+        return float("nan")
+    return float(sum(decode_step_bytes(arch, length + i) for i in range(1, tokens)))
+
+
+def per_cell_metrics(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | None = None,
+                     archs: dict[str, dict | None] | None = None) -> pd.DataFrame:
+    """One row per cell (every status), metrics NaN where the cell has no measurement."""
+    df = cells
+    out: dict = {"schema_version": np.full(len(df), ctxenergy.SCHEMA_VERSION)}
+    for col in IDENTITY:
+        out[col] = df[col].to_numpy()
+    prefill = (df["phase"] == "prefill").to_numpy()
+    tokens = np.where(prefill, df["length_tokens"], df["length_tokens"] + df["output_tokens"]).astype(float)
+    out["tokens_per_run"] = tokens
+    for col in ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_s", "mean_power_w",
+                "power_cap_fraction"]:
+        _scaled(df, col, 1.0, out, col)
+    _scaled(df, "energy_per_run_j", 1.0 / tokens, out, "energy_per_token_j")
+    _scaled(df, "dynamic_energy_per_run_j", 1.0 / tokens, out, "dynamic_energy_per_token_j")
+    _scaled(df, "run_s", 1000.0 / tokens, out, "latency_per_token_ms")
+
+    # Compute rate of the prefill; for a generate cell the prefill is a small part of the run, so none is given.
+    flops = np.where(prefill, df["flops_per_run"], np.nan) / 1e12
+    _inverse(flops, df, "prefill_s", out, "achieved_tflops")
+    peak = df["peak_bf16_tflops"].to_numpy(float)
+    for s in ("", "_ci_low", "_ci_high"):
+        out["tflops_share_of_peak" + s] = out["achieved_tflops" + s] / peak
+
+    dec = decode_times(df, windows)
+    steps = np.where(prefill, np.nan, df["output_tokens"] - 1).astype(float)
+    for s in ("", "_ci_low", "_ci_high"):
+        out["decode_s" + s] = np.where(prefill, np.nan, dec["decode_s" + s])
+        out["decode_ms_per_token" + s] = out["decode_s" + s] * 1000.0 / steps
+    archs = archs or {}
+    nbytes = np.array([np.nan if p else decode_bytes(archs.get(m), int(L), int(g))
+                       for p, m, L, g in zip(prefill, df["model"], df["length_tokens"], df["output_tokens"])])
+    out["decode_bytes"] = nbytes
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["achieved_mem_tb_s"] = nbytes / out["decode_s"] / 1e12
+        out["achieved_mem_tb_s_ci_low"] = nbytes / out["decode_s_ci_high"] / 1e12
+        out["achieved_mem_tb_s_ci_high"] = nbytes / out["decode_s_ci_low"] / 1e12
+    mem_peak = df["peak_mem_tb_s"].to_numpy(float)
+    for s in ("", "_ci_low", "_ci_high"):
+        out["mem_share_of_peak" + s] = out["achieved_mem_tb_s" + s] / mem_peak
+    return pd.DataFrame(out)
