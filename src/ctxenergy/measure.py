@@ -90,6 +90,14 @@ def _window_row(index: int, runs: list, w: WindowEnergy, tokens_per_run: int) ->
     return row
 
 
+def warmup_prompt_for(config: dict, cell: Cell, prompt: np.ndarray, warmup_prompt: np.ndarray) -> np.ndarray:
+    """The prompt the warm-up and timing passes run on: a different one of the same length, or, only when
+    engine_options.vllm.warmup_same_prompt asks for it, the measured prompt itself (the seed paper's mistake, kept
+    to show that the plausibility guard catches a prefill served from vLLM's prefix cache)."""
+    same = config.get("engine_options", {}).get("vllm", {}).get("warmup_same_prompt", False)
+    return prompt if cell.engine == "vllm" and same else warmup_prompt
+
+
 def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, warmup_prompt: np.ndarray,
                  n_out: int, settings: dict, record: CellRecord) -> None:
     """Warm-up, idle baseline, timing pass and the measured windows; fills `record`."""
@@ -178,6 +186,8 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
         "settings": settings,
     })
     prompt, warmup_prompt = np.load(prompt_file), np.load(warmup_file)
+    warmup_prompt = warmup_prompt_for(config, cell, prompt, warmup_prompt)
+    record.meta["warmup_prompt"] = "measured" if warmup_prompt is prompt else "different"
     if prompt.size != cell.length:
         raise ValueError(f"{prompt_file} holds {prompt.size} tokens, the cell needs exactly {cell.length}")
     record.meta["tokenizer"] = load_tokenizer(spec).name

@@ -135,33 +135,70 @@ class HFPagedEngine(HFEngine):
     It runs under torch.no_grad(): its worker thread fails under inference_mode. Block sharing between
     requests (transformers' prefix reuse) is off, so a measured prompt never reuses the warm-up's KV blocks.
     The first token's time comes from the request's own per-token timestamps (perf_counter).
+
+    The KV cache is sized for one request of the model's whole context (the protocol runs one request at a time):
+    left to itself, transformers sizes it to ~90 % of free memory, which on a CPU host is ~90 % of RAM (20 GB on
+    a 24 GB machine, and tens of seconds to set up). A prefill chunk (max_batch_tokens) is the whole context when
+    it fits; 'paged|sdpa' keeps a static attention mask of max_batch_tokens x (cache + max_batch_tokens), so where
+    transformers' own footprint check refuses that, the chunk is halved until it fits and settings() records it.
     """
+
+    BLOCK_SIZE = 256  # transformers' default page size, in tokens
+    MIN_BATCH_TOKENS = 256
 
     def load(self) -> None:
         import torch
+
+        super().load()
+        max_len = self.spec.max_positions or 131072
+        # +1: a prefill cell may use all max positions and still produce its one token.
+        num_blocks = paged_num_blocks(max_len + 1, self.BLOCK_SIZE)
+        batch_tokens = max_len
+        with torch.no_grad():
+            while True:
+                manager = self._start_manager(num_blocks, batch_tokens)
+                if manager is not None:
+                    break
+                if batch_tokens // 2 < self.MIN_BATCH_TOKENS:
+                    raise OutOfMemory(f"hf-paged: no prefill chunk of >= {self.MIN_BATCH_TOKENS} tokens fits beside "
+                                      f"a KV cache of {num_blocks} blocks")
+                batch_tokens //= 2
+        self.manager = manager
+        self._counter = 0
+
+    def _start_manager(self, num_blocks: int, batch_tokens: int):
+        """A started manager whose cache and static tensors exist, or None when they do not fit in memory."""
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-        super().load()
-        max_len = (self.spec.max_positions or 131072)
         gen = GenerationConfig(max_new_tokens=1, do_sample=False, eos_token_id=-1, pad_token_id=0)
-        cb = ContinuousBatchingConfig(allow_block_sharing=False, max_batch_tokens=max_len, max_blocks_per_request=None)
-        with torch.no_grad():
-            self.manager = self.model.init_continuous_batching(generation_config=gen, continuous_batching_config=cb)
-            self.manager.start()
-        self._counter = 0
+        cb = ContinuousBatchingConfig(allow_block_sharing=False, block_size=self.BLOCK_SIZE, num_blocks=num_blocks,
+                                      max_batch_tokens=batch_tokens)
+        manager = self.model.init_continuous_batching(generation_config=gen, continuous_batching_config=cb)
+        try:
+            # Builds the cache and static tensors here, in this thread and outside every window, instead of in the
+            # worker at the first request; raises MemoryError when transformers' footprint check refuses them.
+            manager.warmup()
+        except MemoryError:
+            manager.batch_processor = None
+            if manager._original_attn_impl is not None:
+                self.model.set_attn_implementation(manager._original_attn_impl)
+            self._release()
+            return None
+        manager.start()
+        return manager
 
     def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
         import torch
 
         self._counter += 1
         request_id = f"cell-{self._counter}"
+        tokens = [int(i) for i in ids]
         with torch.no_grad():
             self.synchronize()
             start = time.perf_counter()
             self.manager.add_request(
-                [int(i) for i in ids], request_id=request_id, max_new_tokens=max_new_tokens,
-                record_timestamps=True, eos_token_id=-1,
+                tokens, request_id=request_id, max_new_tokens=max_new_tokens, record_timestamps=True, eos_token_id=-1,
             )
             result = None
             for result in self.manager.request_id_iter(request_id):
@@ -169,7 +206,9 @@ class HFPagedEngine(HFEngine):
                     break
             end = time.perf_counter()
         if result is None or result.error:
-            message = (result.error if result is not None else "the continuous-batching worker stopped") or ""
+            fatal = getattr(self.manager.background_thread_status, "fatal_error", None)
+            message = (result.error if result is not None else None) or (str(fatal) if fatal else None)
+            message = message or "the continuous-batching worker stopped"
             if "out of memory" in message.lower():
                 raise OutOfMemory(message.splitlines()[0])
             raise RuntimeError(f"hf-paged request failed: {message}")
@@ -177,10 +216,23 @@ class HFPagedEngine(HFEngine):
         return RunTiming(start, first, end, int(ids.size), len(result.generated_tokens))
 
     def settings(self) -> dict:
-        return {"attn_implementation": ATTENTION[self.name], "allow_block_sharing": False}
+        cb = self.manager.continuous_batching_config
+        graphs = cb.use_cuda_graph
+        return {
+            "attn_implementation": ATTENTION[self.name], "allow_block_sharing": cb.allow_block_sharing,
+            "block_size": cb.block_size, "num_blocks": cb.num_blocks, "max_batch_tokens": cb.max_batch_tokens,
+            "use_cuda_graph": list(graphs) if isinstance(graphs, tuple) else graphs,
+            "use_async_batching": cb.use_async_batching,
+        }
 
     def close(self) -> None:
         manager = getattr(self, "manager", None)
         if manager is not None:
             manager.stop(block=True)
+            self.manager = None
         super().close()
+
+
+def paged_num_blocks(tokens: int, block_size: int) -> int:
+    """KV-cache blocks for one request of `tokens` tokens, plus one spare."""
+    return -(-tokens // block_size) + 1
