@@ -52,7 +52,9 @@ def _pair_rows(pre: pd.Series | None, gen: pd.Series | None, key: tuple) -> dict
             suffix = "ratio" if name == "out" else "ratio_per_g"
             row.update({f"{prefix}_{suffix}": ratio, f"{prefix}_{suffix}_ci_low": float(lo),
                         f"{prefix}_{suffix}_ci_high": float(hi)})
-        row.update({f"{prefix}_in_j": e_in, f"{prefix}_in_j_ci_low": e_in - h_in, f"{prefix}_in_j_ci_high": e_in + h_in})
+        # E_in keeps the prefill cell's own (possibly asymmetric) interval
+        row.update({f"{prefix}_in_j": e_in, f"{prefix}_in_j_ci_low": float(pre[f"{kind}_ci_low"]) / L,
+                    f"{prefix}_in_j_ci_high": float(pre[f"{kind}_ci_high"]) / L})
     return row
 
 

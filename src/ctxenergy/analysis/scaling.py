@@ -27,6 +27,7 @@ QUANTITIES = ("energy_per_run_j", "dynamic_energy_per_run_j")
 # is ~1 % (H200 reference cells), and board power limits are enforced to a few per cent.
 PLATEAU_FRACTION = 0.05
 GROUP = ["model", "engine", "phase"]
+COV_COLUMNS = {(0, 0): "cov_aa", (0, 1): "cov_ab", (0, 2): "cov_ac", (1, 1): "cov_bb", (1, 2): "cov_bc", (2, 2): "cov_cc"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,15 @@ class QuadraticFit:
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
         h = t975(self.dof) * np.sqrt(np.diag(self.cov)) if self.dof > 0 else np.full(3, np.nan)
         return self.coef - h, self.coef + h
+
+
+def fit_from_row(row) -> QuadraticFit:
+    """The fit back from a row of the fits table (coefficients and covariance)."""
+    cov = np.zeros((3, 3))
+    for (i, j), name in COV_COLUMNS.items():
+        cov[i, j] = cov[j, i] = row[name]
+    coef = np.array([row["a_j"], row["b_j_per_token"], row["c_j_per_token2"]], dtype=float)
+    return QuadraticFit(coef=coef, cov=cov, dof=int(row["dof"]), chi2=float(row["chi2"]), birge=float(row["birge_factor"]))
 
 
 def fit_quadratic(length, energy, se) -> QuadraticFit:
@@ -137,6 +147,9 @@ def fits(per_cell: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                        birge_factor=f.birge, length_min=int(L.min()), length_max=int(L.max()))
             for i, name in enumerate(("a_j", "b_j_per_token", "c_j_per_token2")):
                 row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = f.coef[i], lo[i], hi[i]
+            # the covariance travels with the table, so a figure can draw the fit's band from Parquet alone
+            for (i, j), name in COV_COLUMNS.items():
+                row[name] = f.cov[i, j]
             rows.append(row)
             pred = f.predict(L)
             for c, length, obs, p, s in zip(g["cell_id"], L, y, pred, se):
@@ -145,7 +158,7 @@ def fits(per_cell: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
                                        standardized_residual=(obs - p) / s))
     coef_cols = [f"{n}{s}" for n in ("a_j", "b_j_per_token", "c_j_per_token2") for s in ("", "_ci_low", "_ci_high")]
     cols = GROUP + ["quantity", "status", "n_cells", "n_excluded", "excluded", "dof", "chi2", "birge_factor",
-                    "length_min", "length_max"] + coef_cols
+                    "length_min", "length_max"] + coef_cols + list(COV_COLUMNS.values())
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     res_cols = GROUP + ["quantity", "cell_id", "length_tokens", "observed_j", "fitted_j", "residual_j",

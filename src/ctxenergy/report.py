@@ -1,0 +1,354 @@
+"""The report: one self-contained HTML page (figures embedded as base64) from the derived tables and figure files.
+
+`ctxenergy report --tables results/analysis/*.parquet --figures results/figures/*.png --out results/report/report.html`
+
+It opens with a summary, the hardware and versions, and the validity of every cell; cells that could not be used
+(no energy on a CPU host, out of memory, beyond the model's context, faster than the device allows) stay in the
+tables with their status and are named wherever they were left out.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ctxenergy.analysis.scaling import PLATEAU_FRACTION
+from ctxenergy.errors import CtxEnergyError
+
+NEEDED = ("per_cell", "slopes", "fits", "thresholds", "io_ratio", "engine_ratios", "claims")
+FIGURE_TITLES = {
+    "energy_intensity": "Prefill energy per input token (mJ/token) vs context length L",
+    "io_energy": "E_in and E_out (mJ/token) and their ratio vs L",
+    "phase_map": "Mean power (W) vs latency per token (ms/token)",
+    "power_traces": "Instant power over representative windows",
+    "achieved_throughput": "Achieved TFLOP/s (prefill) and memory bandwidth (decode) against the device's peak",
+    "energy_fit": "E(L) = a + bL + cL^2 fitted to the prefill cells, with residuals",
+}
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+h3{font-size:1.05em}
+table{border-collapse:collapse;margin:.6em 0 1em;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
+th{background:#f3f3f3}td.t,th.t{text-align:left}
+.warn{background:#fff3f0;border-left:4px solid #b03030;padding:.6em 1em;margin:1em 0}
+.note{color:#555;font-size:.9em}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#444}
+code{background:#f5f5f5;padding:0 .2em}
+.confirmed{color:#1a7f37;font-weight:600}.refuted{color:#b03030;font-weight:600}
+.untestable{color:#777;font-weight:600}
+"""
+
+
+# ---- formatting -------------------------------------------------------------------------------------------------
+
+def esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(v, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
+    if not finite(v):
+        return missing
+    x = float(v) * scale
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
+
+
+def fmt_ci(v, lo, hi, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
+    if not finite(v):
+        return missing
+    if finite(lo) and finite(hi):
+        return f"{fmt(v, digits, scale)} [{fmt(lo, digits, scale)}, {fmt(hi, digits, scale)}]"
+    return fmt(v, digits, scale)
+
+
+def ci(row, col: str, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
+    return fmt_ci(row.get(col), row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high"), digits, scale, missing)
+
+
+def tokens(L) -> str:
+    return f"{int(L):,}" if finite(L) else "–"
+
+
+def html_table(header: list[str], rows: list[list[str]], text_cols: int = 1) -> str:
+    """A table; the first text_cols columns are left-aligned text, the rest right-aligned numbers. Cells are
+    escaped here, so callers pass plain strings."""
+    def cell(tag, i, v):
+        cls = ' class="t"' if i < text_cols else ""
+        return f"<{tag}{cls}>{esc(v)}</{tag}>"
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def png_data_uri(path: str | Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def verdict_class(verdict: str) -> str:
+    return {"confirmed": "confirmed", "refuted": "refuted"}.get(verdict, "untestable")
+
+
+# ---- sections ---------------------------------------------------------------------------------------------------
+
+def _groups(pc: pd.DataFrame) -> list[tuple[str, str]]:
+    from ctxenergy.analysis.cells import engine_rank
+
+    keys = {(m, e) for m, e in zip(pc["model"], pc["engine"])}
+    return sorted(keys, key=lambda k: (k[0], engine_rank(k[1])))
+
+
+def _threshold(th: pd.DataFrame, model, engine, phase, name, quantity=None) -> pd.Series | None:
+    d = th[(th["model"] == model) & (th["engine"] == engine) & (th["phase"] == phase) & (th["threshold"] == name)]
+    if quantity:
+        d = d[d["quantity"] == quantity]
+    return d.iloc[0] if len(d) else None
+
+
+def _th_text(r: pd.Series | None) -> str:
+    if r is None:
+        return "–"
+    if not finite(r["value"]):
+        return "undefined" if r["threshold"] in ("efficiency_fit", "crossover") else "not reached"
+    if finite(r["ci_low"]):
+        return f"{tokens(r['value'])} [{tokens(r['ci_low'])}, {tokens(r['ci_high'])}]"
+    return tokens(r["value"])
+
+
+def energy_missing(pc: pd.DataFrame) -> bool:
+    return not pc["usable"].any()
+
+
+def summary_section(t: dict) -> str:
+    pc, th, io = t["per_cell"], t["thresholds"], t["io_ratio"]
+    rows = []
+    for model, engine in _groups(pc):
+        g = pc[(pc["model"] == model) & (pc["engine"] == engine)]
+        pre = g[(g["phase"] == "prefill") & g["usable"]].sort_values("length_tokens")
+        r_io = io[(io["model"] == model) & (io["engine"] == engine) & io["usable"]].sort_values("length_tokens")
+        first, last = (pre.iloc[0], pre.iloc[-1]) if len(pre) else (None, None)
+        rows.append([
+            model, engine, f"{int(g['usable'].sum())} / {len(g)}",
+            f"{tokens(g['length_tokens'].min())}–{tokens(g['length_tokens'].max())}",
+            f"{ci(first, 'energy_per_token_j', scale=1e3)} at {tokens(first['length_tokens'])}" if first is not None else "energy missing",
+            f"{ci(last, 'energy_per_token_j', scale=1e3)} at {tokens(last['length_tokens'])}" if last is not None else "energy missing",
+            _th_text(_threshold(th, model, engine, "prefill", "efficiency_measured", "energy_per_run_j")),
+            _th_text(_threshold(th, model, engine, "prefill", "crossover", "energy_per_run_j")),
+            _th_text(_threshold(th, model, engine, "prefill", "power_plateau")),
+            (f"{fmt_ci(r_io.iloc[0]['e_ratio'], r_io.iloc[0]['e_ratio_ci_low'], r_io.iloc[0]['e_ratio_ci_high'])} at "
+             f"{tokens(r_io.iloc[0]['length_tokens'])}; {fmt_ci(r_io.iloc[-1]['e_ratio'], r_io.iloc[-1]['e_ratio_ci_low'], r_io.iloc[-1]['e_ratio_ci_high'])}"
+             f" at {tokens(r_io.iloc[-1]['length_tokens'])}") if len(r_io) else "energy missing",
+        ])
+    header = ["model", "engine", "usable cells", "L (tokens)", "prefill mJ/token, smallest L",
+              "prefill mJ/token, largest L", "lowest J/token at L", "crossover L* = b/c", "power plateau from L",
+              "E_out/E_in (x), smallest and largest L"]
+    out = "<h2>Summary</h2>" + html_table(header, rows, text_cols=2)
+    out += ("<p class=\"note\">Values are medians over windows with 95 % intervals in brackets. J/token of a prefill "
+            "cell is per input token. Thresholds come with the interval of seeded draws of every cell (grid L) or of "
+            "the fit's coefficients (L*).</p>")
+    return out
+
+
+def missing_banner(pc: pd.DataFrame) -> str:
+    if pc.empty:
+        return '<div class="warn">The table of cells is empty: nothing was measured.</div>'
+    if not energy_missing(pc):
+        return ""
+    reasons = pc["excluded_reason"].str.split(":").str[0].value_counts()
+    listed = ", ".join(f"{n} cells {esc(r)}" for r, n in reasons.items())
+    extra = (" This host has no readable energy counter (a CPU host without RAPL, or no NVML): timings, latency per "
+             "token and achieved throughput are real, every energy, power, fit, ratio and threshold is missing."
+             if "no_energy" in reasons else "")
+    return f'<div class="warn"><b>Energy is missing.</b> No cell has usable energy ({listed}).{esc(extra)}</div>'
+
+
+def hardware_section(pc: pd.DataFrame) -> str:
+    cols = ["device_name", "driver_version", "torch_version", "engine", "engine_version", "meter_method"]
+    rows = []
+    for key, g in pc.groupby(cols, sort=False, dropna=False):
+        rows.append([*(k or "–" for k in key), fmt(g["power_limit_w"].max(), 4), fmt(g["idle_power_w"].median(), 4),
+                     fmt(g["peak_bf16_tflops"].max(), 4), fmt(g["peak_mem_tb_s"].max(), 3), str(len(g))])
+    header = ["device", "driver", "torch", "engine", "engine version", "energy method", "power limit (W)",
+              "idle power, median (W)", "peak bf16 (TFLOP/s)", "peak memory (TB/s)", "cells"]
+    return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=6)
+
+
+def validity_section(pc: pd.DataFrame) -> str:
+    flagged = pc[(pc["status"] != "ok") | (pc["flags"] != "") | ~pc["usable"]]
+    counts = pc["status"].value_counts()
+    out = ("<h2>Validity</h2><p>Status of the cells: "
+           + esc(", ".join(f"{n} {s}" for s, n in counts.items())) + ". ")
+    if flagged.empty:
+        return out + "No cell carries a flag: every cell enters the fits.</p>"
+    out += (f"{len(flagged)} cell(s) carry a status other than ok or a flag; those not usable are left out of every fit, "
+            "ratio and threshold, and stay in the tables below with their status.</p>")
+    rows = [[r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no", r.excluded_reason or r.status_reason or "–"]
+            for r in flagged.itertuples()]
+    return out + html_table(["cell", "status", "flags", "usable", "why"], rows, text_cols=5)
+
+
+def figures_section(figures: dict[str, Path]) -> str:
+    out = "<h2>Figures</h2>"
+    if not figures:
+        return out + "<p>No figure files were given.</p>"
+    for name, path in figures.items():
+        title = FIGURE_TITLES.get(name, name)
+        out += (f'<figure id="fig-{esc(name)}"><img alt="{esc(title)}" src="{png_data_uri(path)}">'
+                f"<figcaption>{esc(title)}</figcaption></figure>")
+    return out
+
+
+def cells_section(pc: pd.DataFrame) -> str:
+    rows = []
+    for r in pc.itertuples():
+        d = r._asdict()
+        rows.append([r.model, r.engine, r.phase, tokens(r.length_tokens), r.status, "yes" if r.usable else "no",
+                     ci(d, "energy_per_token_j", scale=1e3), ci(d, "dynamic_energy_per_token_j", scale=1e3),
+                     ci(d, "latency_per_token_ms"), ci(d, "mean_power_w"), fmt(r.power_cap_fraction, 2),
+                     ci(d, "achieved_tflops"), fmt(r.tflops_share_of_peak, 2),
+                     ci(d, "achieved_mem_tb_s"), fmt(r.mem_share_of_peak, 2), fmt(r.n_windows, 2)])
+    header = ["model", "engine", "phase", "L", "status", "usable", "mJ/token", "mJ/token above idle", "ms/token",
+              "mean power (W)", "time at cap", "TFLOP/s", "of peak", "decode TB/s", "of peak", "windows"]
+    return ("<h2>Cells</h2><p class=\"note\">Tokens per run: L for prefill, L + G for generate. TFLOP/s: the prefill's "
+            "FLOP (ctxenergy.flops) over the time to first token. Decode TB/s: weights + KV cache read by the G - 1 "
+            "decode steps over the decode time.</p>" + html_table(header, rows, text_cols=6))
+
+
+def slopes_section(sl: pd.DataFrame) -> str:
+    d = sl[sl["quantity"] == "energy_per_run_j"]
+    if d.empty:
+        return "<h2>dE/dL</h2><p>No pair of neighbouring usable cells.</p>"
+    rows = [[r.model, r.engine, r.phase, f"{tokens(r.length_low)}–{tokens(r.length_high)}",
+             fmt_ci(r.de_dl_j_per_token, r.de_dl_j_per_token_ci_low, r.de_dl_j_per_token_ci_high, scale=1e3)]
+            for r in d.itertuples()]
+    return ("<h2>dE/dL between neighbouring L</h2>"
+            + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token)"], rows, text_cols=4))
+
+
+def fits_section(ft: pd.DataFrame) -> str:
+    if ft.empty:
+        return "<h2>Fits</h2><p>No group of cells to fit.</p>"
+    rows = []
+    for r in ft.itertuples():
+        d = r._asdict()
+        fitted = not str(r.status).startswith("not fitted")
+        rows.append([r.model, r.engine, r.phase, r.quantity.replace("_per_run_j", ""), r.status,
+                     ci(d, "a_j") if fitted else "–", ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
+                     ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
+                     fmt(r.chi2 / r.dof, 3) if fitted and finite(r.dof) and r.dof > 0 else "–",
+                     r.excluded or "none"])
+    header = ["model", "engine", "phase", "energy", "status", "a (J)", "b (mJ/token)", "c (nJ/token²)", "chi²/dof",
+              "cells left out"]
+    return ("<h2>Fits E(L) = a + bL + cL²</h2><p class=\"note\">Weighted least squares (weights 1/SE² of each cell's "
+            "mean). Where chi²/dof > 1 the coefficient intervals are widened by it. Cells that are not usable are "
+            "left out and named in the last column.</p>" + html_table(header, rows, text_cols=5))
+
+
+def thresholds_section(th: pd.DataFrame) -> str:
+    if th.empty:
+        return "<h2>Thresholds</h2><p>No thresholds: no usable cells.</p>"
+    rows = []
+    for r in th.itertuples():
+        tok = r.unit == "tokens"
+        value = (_th_text(pd.Series(r._asdict())) if tok else fmt_ci(r.value, r.ci_low, r.ci_high, 2))
+        rows.append([r.model, r.engine, r.phase, r.threshold, r.quantity, value, r.unit, r.method, r.note or "–"])
+    return (f"<h2>Thresholds</h2><p class=\"note\">Power plateau: the smallest L from which mean power stays within "
+            f"{PLATEAU_FRACTION:.0%} of its maximum.</p>"
+            + html_table(["model", "engine", "phase", "threshold", "on", "value", "unit", "method", "note"], rows,
+                         text_cols=5))
+
+
+def io_section(io: pd.DataFrame) -> str:
+    out = ("<h2>Input vs output tokens</h2><p>E_in = E_prefill / L. E_out = (E_generate − E_prefill) / (G − 1): the "
+           "generate run's first output token is produced by its prefill, so the difference between the two cells "
+           "holds G − 1 decode steps, and dividing by G (as the paper does, shown beside it) understates the cost of "
+           "a decode step by 1/G.</p>")
+    if io.empty:
+        return out + "<p>No cells.</p>"
+    rows = []
+    for r in io.itertuples():
+        d = r._asdict()
+        if not r.usable:
+            rows.append([r.model, r.engine, tokens(r.length_tokens), "–", "–", "–", "–", "–", "–", r.note])
+            continue
+        rows.append([r.model, r.engine, tokens(r.length_tokens), ci(d, "e_in_j", scale=1e3), ci(d, "e_out_j"),
+                     ci(d, "e_out_per_g_j"), ci(d, "e_ratio"), ci(d, "e_ratio_per_g"), ci(d, "dyn_e_ratio"), "–"])
+    header = ["model", "engine", "L", "E_in (mJ/token)", "E_out (J/token, G−1)", "E_out (J/token, per G)",
+              "E_out/E_in (G−1)", "E_out/E_in (per G)", "E_out/E_in above idle", "note"]
+    return out + html_table(header, rows, text_cols=2)
+
+
+def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:
+    out = "<h2>Engines at equal L</h2>"
+    if er.empty:
+        n = pc.loc[pc["usable"], "engine"].nunique()
+        return out + f"<p>No ratio: {n} engine(s) with usable cells; a ratio needs two at the same model, phase and L.</p>"
+    rows = [[r.model, r.phase, tokens(r.length_tokens), f"{r.engine_a} / {r.engine_b}",
+             fmt_ci(r.energy_ratio, r.energy_ratio_ci_low, r.energy_ratio_ci_high),
+             fmt_ci(r.latency_ratio, r.latency_ratio_ci_low, r.latency_ratio_ci_high)] for r in er.itertuples()]
+    return out + html_table(["model", "phase", "L", "engines", "energy ratio (x)", "latency ratio (x)"], rows,
+                            text_cols=4)
+
+
+def claims_section(cl: pd.DataFrame) -> str:
+    rows = [[str(r.claim_id), r.claim, r.subject or "–", r.verdict, r.deciding] for r in cl.itertuples()]
+    return ("<h2>The paper's claims</h2><p class=\"note\">The full comparison, with the paper's Table 1, is in the "
+            "reproduction write-up (results/paper/paper.html).</p>"
+            + html_table(["#", "claim", "subject", "verdict", "deciding number"], rows, text_cols=5))
+
+
+def build_report(t: dict, figures: dict[str, Path]) -> str:
+    pc = t["per_cell"]
+    devices = ", ".join(sorted({d for d in pc["device_name"] if d})) or "no device recorded"
+    body = (f"<h1>ctxenergy: energy of input and output tokens vs context length</h1>"
+            f"<p>{len(pc)} cells on {esc(devices)}; {int(pc['usable'].sum())} with usable energy.</p>")
+    body += missing_banner(pc) + summary_section(t) + hardware_section(pc) + validity_section(pc)
+    body += figures_section(figures) + cells_section(pc) + io_section(t["io_ratio"]) + slopes_section(t["slopes"])
+    body += fits_section(t["fits"]) + thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)
+    body += claims_section(t["claims"])
+    return page("ctxenergy report", body)
+
+
+def read_inputs(table_paths, figure_paths) -> tuple[dict, dict]:
+    tables = {Path(p).name.removesuffix(".parquet"): pd.read_parquet(p) for p in table_paths}
+    missing = [n for n in NEEDED if n not in tables]
+    if missing:
+        raise CtxEnergyError(f"the report needs the derived tables {', '.join(missing)} (ctxenergy analyze)")
+    given = {Path(p).name.rsplit(".", 1)[0]: Path(p) for p in figure_paths if str(p).endswith(".png")}
+    order = list(FIGURE_TITLES) + sorted(set(given) - set(FIGURE_TITLES))  # the paper's three first
+    figures = {name: given[name] for name in order if name in given}
+    return tables, figures
+
+
+def write_html(text: str, out: str | Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+
+
+def main(args) -> int:
+    tables, figures = read_inputs(args.tables, args.figures)
+    write_html(build_report(tables, figures), args.out)
+    print(f"report -> {args.out} ({len(figures)} figures embedded)")
+    return 0
