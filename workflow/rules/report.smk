@@ -1,1 +1,48 @@
-REPORT_TARGETS = []
+REPORT_TARGETS = [
+    "results/report/report.html",
+    "results/paper/paper.html",
+    "results/paper/paper.md",
+]
+
+
+rule write_report:
+    input:
+        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        figures=expand("results/figures/{figure}.png", figure=FIGURES),
+    output:
+        report(
+            "results/report/report.html",
+            caption="../report/report.rst",
+            category="Report",
+            labels={"document": "ctxenergy report"},
+        ),
+    log:
+        "results/logs/write_report.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "ctxenergy report --tables {input.tables} --figures {input.figures} --out {output} > {log} 2>&1"
+
+
+rule write_paper:
+    input:
+        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        figures=expand("results/figures/{figure}.png", figure=FIGURES),
+        template="paper/template.md",
+    output:
+        html=report(
+            "results/paper/paper.html",
+            caption="../report/paper.rst",
+            category="Report",
+            labels={"document": "reproduction write-up"},
+        ),
+        markdown="results/paper/paper.md",
+    log:
+        "results/logs/write_paper.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "ctxenergy paper --tables {input.tables} --figures {input.figures} --template {input.template}"
+        " --out {output.html} --markdown {output.markdown} > {log} 2>&1"

@@ -163,13 +163,13 @@ def _claim2(per_cell: pd.DataFrame, thresholds: pd.DataFrame) -> list[dict]:
                              f"mean power stays within {PLATEAU_FRACTION:.0%} of its maximum ({pmax:.0f} W) from "
                              f"L = {r['value']:.0f} "
                              f"(95 % of draws: {r['ci_low']:.0f}-{r['ci_high']:.0f}){cap_txt}; power limit "
-                             f"{limit:.0f} W", r["value"], r["ci_low"], r["ci_high"], "tokens", f"~{paper}"))
+                             f"{limit:.0f} W", r["value"], r["ci_low"], r["ci_high"], "tokens", f"~{paper // 1024}k"))
         elif lmax >= window[1]:
             rows.append(_row(2, subject, REFUTED, f"mean power still rising at L = {lmax} ({pmax:.0f} W)",
-                             unit="tokens", paper_value=f"~{paper}"))
+                             unit="tokens", paper_value=f"~{paper // 1024}k"))
         else:
             rows.append(_row(2, subject, UNTESTABLE, f"no plateau up to L = {lmax}, below the paper's ~{paper}",
-                             unit="tokens", paper_value=f"~{paper}"))
+                             unit="tokens", paper_value=f"~{paper // 1024}k"))
     return rows or [_row(2, "", UNTESTABLE, "no usable prefill cells with power")]
 
 
@@ -183,7 +183,7 @@ def _claim3(per_cell: pd.DataFrame) -> list[dict]:
         subject = f"{model} / {engine}"
         if len(low) < 2 or not len(high):
             rows.append(_row(3, subject, UNTESTABLE, f"needs vLLM cells at 2+ L <= {until} and one above; measured "
-                             f"{', '.join(map(str, g['length_tokens']))}", paper_value=f"flat until {until}"))
+                             f"{', '.join(map(str, g['length_tokens']))}", paper_value=f"flat until {until // 1024}k"))
             continue
         jpt = low["energy_per_token_j"].to_numpy()
         median = float(np.median(jpt))
@@ -194,8 +194,8 @@ def _claim3(per_cell: pd.DataFrame) -> list[dict]:
         rows.append(_row(3, subject, CONFIRMED if ok else REFUTED,
                          f"J/token stays within {spread:.0%} of its median over L <= {until} (flat: within "
                          f"{FLAT_TOLERANCE:.0%}) and is {rise:+.0%} against it at L = {int(top['length_tokens'])}",
-                         spread, unit="largest relative deviation", paper_value=f"flat until {until}"))
-    return rows or [_row(3, "", UNTESTABLE, "no vLLM cells measured", paper_value=f"flat until {until}")]
+                         spread, unit="largest relative deviation", paper_value=f"flat until {until // 1024}k"))
+    return rows or [_row(3, "", UNTESTABLE, "no vLLM cells measured", paper_value=f"flat until {until // 1024}k")]
 
 
 def _ratio_rows(claim: int, io: pd.DataFrame, engines: tuple, points: dict) -> list[dict]:
