@@ -25,7 +25,6 @@ from ctxenergy.analysis.cells import engine_rank  # noqa: E402
 from ctxenergy.analysis.paper_values import ENGINE_FAMILIES, PAPER  # noqa: E402
 from ctxenergy.analysis.scaling import fit_from_row  # noqa: E402
 from ctxenergy.errors import CtxEnergyError  # noqa: E402
-from ctxenergy.stats import t975  # noqa: E402
 
 ENGINE_PALETTE = {"hf-eager": "#1b9e77", "hf-sdpa": "#d95f02", "hf-paged": "#7570b3", "vllm": "#e7298a"}
 OTHER_ENGINE = "#555555"
@@ -182,8 +181,9 @@ def io_energy(t: dict) -> plt.Figure:
             _errorline(bottom, e["length_tokens"], e["e_ratio"], e["e_ratio_ci_low"], e["e_ratio_ci_high"], color=c,
                        marker="D", label=f"{engine} E_out/E_in")
         claims = PAPER["claims"]
-        paper_pts = [(1024, claims[4]["ratio_at_1k"], "vLLM"), (PAPER["table1_length_tokens"], claims[4]["ratio_at_112k"], "vLLM"),
-                     (PAPER["table1_length_tokens"], claims[5]["ratio_at_112k"], "HF")]
+        at_112k = PAPER["table1_length_tokens"]
+        paper_pts = [(1024, claims[4]["ratio_at_1k"], "vLLM"), (at_112k, claims[4]["ratio_at_112k"], "vLLM"),
+                     (at_112k, claims[5]["ratio_at_112k"], "HF")]
         lmax = d["length_tokens"].max()
         for x, y, fam in paper_pts:
             if x <= lmax * 1.5:
@@ -354,7 +354,7 @@ def energy_fit(t: dict) -> plt.Figure:
         fit = fit_from_row(row)
         x = np.geomspace(max(used["length_tokens"].min() * 0.8, 1), used["length_tokens"].max() * 1.25, 200)
         y = fit.predict(x)
-        band = (t975(fit.dof) if fit.dof > 0 else np.nan) * fit.predict_se(x)
+        band = fit.quantile * fit.predict_se(x)
         top.plot(x, y, color=c, lw=1.2, label="fit a + bL + cL^2")
         top.fill_between(x, y - band, y + band, color=c, alpha=0.2, lw=0, label="95 % band of the fit")
         top.set_yscale("log")

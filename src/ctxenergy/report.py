@@ -140,23 +140,26 @@ def energy_missing(pc: pd.DataFrame) -> bool:
 
 def summary_section(t: dict) -> str:
     pc, th, io = t["per_cell"], t["thresholds"], t["io_ratio"]
+    def at(r, col: str, scale: float = 1.0) -> str:
+        if r is None:
+            return "energy missing"
+        return f"{fmt_ci(r[col], r[f'{col}_ci_low'], r[f'{col}_ci_high'], scale=scale)} at {tokens(r['length_tokens'])}"
+
     rows = []
     for model, engine in _groups(pc):
         g = pc[(pc["model"] == model) & (pc["engine"] == engine)]
         pre = g[(g["phase"] == "prefill") & g["usable"]].sort_values("length_tokens")
         r_io = io[(io["model"] == model) & (io["engine"] == engine) & io["usable"]].sort_values("length_tokens")
         first, last = (pre.iloc[0], pre.iloc[-1]) if len(pre) else (None, None)
+        ratios = f"{at(r_io.iloc[0], 'e_ratio')}; {at(r_io.iloc[-1], 'e_ratio')}" if len(r_io) else "energy missing"
         rows.append([
             model, engine, f"{int(g['usable'].sum())} / {len(g)}",
             f"{tokens(g['length_tokens'].min())}–{tokens(g['length_tokens'].max())}",
-            f"{ci(first, 'energy_per_token_j', scale=1e3)} at {tokens(first['length_tokens'])}" if first is not None else "energy missing",
-            f"{ci(last, 'energy_per_token_j', scale=1e3)} at {tokens(last['length_tokens'])}" if last is not None else "energy missing",
+            at(first, "energy_per_token_j", 1e3), at(last, "energy_per_token_j", 1e3),
             _th_text(_threshold(th, model, engine, "prefill", "efficiency_measured", "energy_per_run_j")),
             _th_text(_threshold(th, model, engine, "prefill", "crossover", "energy_per_run_j")),
             _th_text(_threshold(th, model, engine, "prefill", "power_plateau")),
-            (f"{fmt_ci(r_io.iloc[0]['e_ratio'], r_io.iloc[0]['e_ratio_ci_low'], r_io.iloc[0]['e_ratio_ci_high'])} at "
-             f"{tokens(r_io.iloc[0]['length_tokens'])}; {fmt_ci(r_io.iloc[-1]['e_ratio'], r_io.iloc[-1]['e_ratio_ci_low'], r_io.iloc[-1]['e_ratio_ci_high'])}"
-             f" at {tokens(r_io.iloc[-1]['length_tokens'])}") if len(r_io) else "energy missing",
+            ratios,
         ])
     header = ["model", "engine", "usable cells", "L (tokens)", "prefill mJ/token, smallest L",
               "prefill mJ/token, largest L", "lowest J/token at L", "crossover L* = b/c", "power plateau from L",
@@ -199,10 +202,10 @@ def validity_section(pc: pd.DataFrame) -> str:
            + esc(", ".join(f"{n} {s}" for s, n in counts.items())) + ". ")
     if flagged.empty:
         return out + "No cell carries a flag: every cell enters the fits.</p>"
-    out += (f"{len(flagged)} cell(s) carry a status other than ok or a flag; those not usable are left out of every fit, "
-            "ratio and threshold, and stay in the tables below with their status.</p>")
-    rows = [[r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no", r.excluded_reason or r.status_reason or "–"]
-            for r in flagged.itertuples()]
+    out += (f"{len(flagged)} cell(s) carry a status other than ok or a flag; those not usable are left out of "
+            "every fit, ratio and threshold, and stay in the tables below with their status.</p>")
+    rows = [[r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no",
+             r.excluded_reason or r.status_reason or "–"] for r in flagged.itertuples()]
     return out + html_table(["cell", "status", "flags", "usable", "why"], rows, text_cols=5)
 
 
@@ -301,7 +304,8 @@ def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:
     out = "<h2>Engines at equal L</h2>"
     if er.empty:
         n = pc.loc[pc["usable"], "engine"].nunique()
-        return out + f"<p>No ratio: {n} engine(s) with usable cells; a ratio needs two at the same model, phase and L.</p>"
+        return out + (f"<p>No ratio: {n} engine(s) with usable cells; a ratio needs two at the same model, phase "
+                      "and L.</p>")
     rows = [[r.model, r.phase, tokens(r.length_tokens), f"{r.engine_a} / {r.engine_b}",
              fmt_ci(r.energy_ratio, r.energy_ratio_ci_low, r.energy_ratio_ci_high),
              fmt_ci(r.latency_ratio, r.latency_ratio_ci_low, r.latency_ratio_ci_high)] for r in er.itertuples()]

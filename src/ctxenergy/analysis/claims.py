@@ -65,8 +65,9 @@ def table1(per_cell: pd.DataFrame, archs: dict | None = None) -> pd.DataFrame:
         model = PAPER_MODELS[p["model"]]
         arch = archs.get(model)
         implied = prefill_flops(arch, PAPER["table1_length_tokens"]) / p["latency_s"] / 1e12 if arch else np.nan
-        base = {"paper_model": p["model"], "paper_engine": p["engine"], "paper_length_tokens": PAPER["table1_length_tokens"],
-                "paper_latency_s": p["latency_s"], "paper_energy_j": p["energy_j"], "paper_j_per_token": p["j_per_token"],
+        base = {"paper_model": p["model"], "paper_engine": p["engine"],
+                "paper_length_tokens": PAPER["table1_length_tokens"], "paper_latency_s": p["latency_s"],
+                "paper_energy_j": p["energy_j"], "paper_j_per_token": p["j_per_token"],
                 "paper_implied_tflops": implied, "paper_share_of_device_peak": implied / a100, "model": model}
         ours = prefill[(prefill["model"] == model) & prefill["engine"].isin(ENGINE_FAMILIES[p["engine"]])]
         found = False
@@ -89,11 +90,20 @@ def table1(per_cell: pd.DataFrame, archs: dict | None = None) -> pd.DataFrame:
     cols = ["paper_model", "paper_engine", "paper_length_tokens", "paper_latency_s", "paper_energy_j",
             "paper_j_per_token", "paper_implied_tflops", "paper_share_of_device_peak", "model", "engine",
             "length_tokens", "status", "device_name"] + [
-        f"{k}{s}" for k in ("latency_s", "energy_j", "j_per_token", "achieved_tflops") for s in ("", "_ci_low", "_ci_high")]
+        f"{k}{s}" for k in ("latency_s", "energy_j", "j_per_token", "achieved_tflops")
+        for s in ("", "_ci_low", "_ci_high")]
     out = pd.DataFrame(rows, columns=cols)
     out["length_tokens"] = out["length_tokens"].astype("int64")
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return out
+
+
+def unusable_summary(per_cell: pd.DataFrame) -> str:
+    """' (8 cells not usable: 8 no_energy)', or '' when every cell is usable."""
+    bad = per_cell.loc[~per_cell["usable"], "excluded_reason"].str.split(":").str[0].value_counts()
+    if bad.empty:
+        return ""
+    return f" ({int(bad.sum())} cells not usable: " + ", ".join(f"{n} {r}" for r, n in bad.items()) + ")"
 
 
 def _row(claim: int, subject: str, verdict: str, deciding: str, value=np.nan, lo=np.nan, hi=np.nan, unit="",
@@ -108,7 +118,7 @@ def _subjects(df: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(map(tuple, keys.to_numpy()), key=lambda k: (k[0], engine_rank(k[1])))
 
 
-def _claim1(slopes: pd.DataFrame, thresholds: pd.DataFrame) -> list[dict]:
+def _claim1(slopes: pd.DataFrame, thresholds: pd.DataFrame, why: str = "") -> list[dict]:
     rows = []
     s = slopes[(slopes["phase"] == "prefill") & (slopes["quantity"] == "energy_per_run_j")]
     for model, engine in _subjects(s):
@@ -138,10 +148,10 @@ def _claim1(slopes: pd.DataFrame, thresholds: pd.DataFrame) -> list[dict]:
         else:
             rows.append(_row(1, subject, REFUTED, f"dE/dL at the largest L ({seg(last)}) is not above its minimum "
                              f"({seg(lo_seg)}) beyond the intervals", rise, rlo, rhi, "tokens"))
-    return rows or [_row(1, "", UNTESTABLE, "no usable prefill cells")]
+    return rows or [_row(1, "", UNTESTABLE, "no usable prefill cells" + why)]
 
 
-def _claim2(per_cell: pd.DataFrame, thresholds: pd.DataFrame) -> list[dict]:
+def _claim2(per_cell: pd.DataFrame, thresholds: pd.DataFrame, why: str = "") -> list[dict]:
     rows = []
     paper = PAPER["claims"][2]["plateau_from_tokens"]
     window = (paper / 2, paper * 2)
@@ -170,10 +180,10 @@ def _claim2(per_cell: pd.DataFrame, thresholds: pd.DataFrame) -> list[dict]:
         else:
             rows.append(_row(2, subject, UNTESTABLE, f"no plateau up to L = {lmax}, below the paper's ~{paper}",
                              unit="tokens", paper_value=f"~{paper // 1024}k"))
-    return rows or [_row(2, "", UNTESTABLE, "no usable prefill cells with power")]
+    return rows or [_row(2, "", UNTESTABLE, "no usable prefill cells with power" + why)]
 
 
-def _claim3(per_cell: pd.DataFrame) -> list[dict]:
+def _claim3(per_cell: pd.DataFrame, why: str = "") -> list[dict]:
     until = PAPER["claims"][3]["flat_until_tokens"]
     v = per_cell[(per_cell["engine"] == "vllm") & (per_cell["phase"] == "prefill") & per_cell["usable"]]
     rows = []
@@ -195,10 +205,12 @@ def _claim3(per_cell: pd.DataFrame) -> list[dict]:
                          f"J/token stays within {spread:.0%} of its median over L <= {until} (flat: within "
                          f"{FLAT_TOLERANCE:.0%}) and is {rise:+.0%} against it at L = {int(top['length_tokens'])}",
                          spread, unit="largest relative deviation", paper_value=f"flat until {until // 1024}k"))
-    return rows or [_row(3, "", UNTESTABLE, "no vLLM cells measured", paper_value=f"flat until {until // 1024}k")]
+    measured = (per_cell["engine"] == "vllm").any()
+    text = "no usable vLLM prefill cells" + why if measured else "no vLLM cells measured"
+    return rows or [_row(3, "", UNTESTABLE, text, paper_value=f"flat until {until // 1024}k")]
 
 
-def _ratio_rows(claim: int, io: pd.DataFrame, engines: tuple, points: dict) -> list[dict]:
+def _ratio_rows(claim: int, io: pd.DataFrame, engines: tuple, points: dict, why: str = "") -> list[dict]:
     rows = []
     usable = io[io["usable"] & io["engine"].isin(engines)]
     paper_txt = ", ".join(f"~{v:.0f}x at {k}" for k, v in points.items())
@@ -232,7 +244,8 @@ def _ratio_rows(claim: int, io: pd.DataFrame, engines: tuple, points: dict) -> l
         rows.append(_row(claim, subject, CONFIRMED if ok else REFUTED, "; ".join(parts) + " (paper's denominator G)",
                          last["e_ratio_per_g"], last["e_ratio_per_g_ci_low"], last["e_ratio_per_g_ci_high"], "x",
                          paper_txt))
-    return rows or [_row(claim, "", UNTESTABLE, f"no {'/'.join(engines)} generate and prefill cells at the same L",
+    none = f"no usable {'/'.join(engines)} generate and prefill cells at the same L" + why
+    return rows or [_row(claim, "", UNTESTABLE, none,
                          paper_value=paper_txt)]
 
 
@@ -265,9 +278,11 @@ def _claim6(ratios: pd.DataFrame) -> list[dict]:
 def claims(per_cell: pd.DataFrame, slopes: pd.DataFrame, thresholds: pd.DataFrame, io: pd.DataFrame,
            ratios: pd.DataFrame) -> pd.DataFrame:
     c = PAPER["claims"]
-    rows = (_claim1(slopes, thresholds) + _claim2(per_cell, thresholds) + _claim3(per_cell)
-            + _ratio_rows(4, io, ENGINE_FAMILIES["vLLM"], {"1k": c[4]["ratio_at_1k"], "112k": c[4]["ratio_at_112k"]})
-            + _ratio_rows(5, io, ENGINE_FAMILIES["HF"], {"112k": c[5]["ratio_at_112k"]}) + _claim6(ratios))
+    why = unusable_summary(per_cell)
+    rows = (_claim1(slopes, thresholds, why) + _claim2(per_cell, thresholds, why) + _claim3(per_cell, why)
+            + _ratio_rows(4, io, ENGINE_FAMILIES["vLLM"], {"1k": c[4]["ratio_at_1k"], "112k": c[4]["ratio_at_112k"]},
+                          why)
+            + _ratio_rows(5, io, ENGINE_FAMILIES["HF"], {"112k": c[5]["ratio_at_112k"]}, why) + _claim6(ratios))
     out = pd.DataFrame(rows, columns=["claim_id", "claim", "subject", "paper_value", "value", "ci_low", "ci_high",
                                       "unit", "verdict", "deciding"])
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import ctxenergy
-from ctxenergy.analysis.uncertainty import DRAWS, grid_interval, half_width, rng, sigma95, standard_error
+from ctxenergy.analysis.uncertainty import DRAWS, Z975, grid_interval, half_width, rng, sigma95, standard_error
 from ctxenergy.stats import t975
 
 QUANTITIES = ("energy_per_run_j", "dynamic_energy_per_run_j")
@@ -27,7 +27,8 @@ QUANTITIES = ("energy_per_run_j", "dynamic_energy_per_run_j")
 # is ~1 % (H200 reference cells), and board power limits are enforced to a few per cent.
 PLATEAU_FRACTION = 0.05
 GROUP = ["model", "engine", "phase"]
-COV_COLUMNS = {(0, 0): "cov_aa", (0, 1): "cov_ab", (0, 2): "cov_ac", (1, 1): "cov_bb", (1, 2): "cov_bc", (2, 2): "cov_cc"}
+COV_COLUMNS = {(0, 0): "cov_aa", (0, 1): "cov_ab", (0, 2): "cov_ac", (1, 1): "cov_bb", (1, 2): "cov_bc",
+               (2, 2): "cov_cc"}
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,16 @@ class QuadraticFit:
         design = np.stack([np.ones_like(x), x, x * x], axis=-1)
         return np.sqrt(np.einsum("...i,ij,...j->...", design, self.cov, design))
 
+    @property
+    def quantile(self) -> float:
+        """97.5 % quantile for the intervals: normal while the cells' own errors explain the scatter (known
+        sigma), Student t once the scatter sets the scale (estimated from dof residuals)."""
+        if self.dof <= 0:
+            return float("nan")
+        return t975(self.dof) if self.birge > 1.0 else Z975
+
     def interval(self) -> tuple[np.ndarray, np.ndarray]:
-        h = t975(self.dof) * np.sqrt(np.diag(self.cov)) if self.dof > 0 else np.full(3, np.nan)
+        h = self.quantile * np.sqrt(np.diag(self.cov))
         return self.coef - h, self.coef + h
 
 
@@ -58,7 +67,8 @@ def fit_from_row(row) -> QuadraticFit:
     for (i, j), name in COV_COLUMNS.items():
         cov[i, j] = cov[j, i] = row[name]
     coef = np.array([row["a_j"], row["b_j_per_token"], row["c_j_per_token2"]], dtype=float)
-    return QuadraticFit(coef=coef, cov=cov, dof=int(row["dof"]), chi2=float(row["chi2"]), birge=float(row["birge_factor"]))
+    return QuadraticFit(coef=coef, cov=cov, dof=int(row["dof"]), chi2=float(row["chi2"]),
+                        birge=float(row["birge_factor"]))
 
 
 def fit_quadratic(length, energy, se) -> QuadraticFit:
@@ -215,7 +225,7 @@ def _fit_thresholds(key, q, f: QuadraticFit | None, gen) -> list[dict]:
         return rows
     a, b, c = f.coef
     # draws of (a, b, c) whose 95 % region matches the t-intervals of the coefficients
-    scale = (t975(f.dof) / 1.959964) if f.dof > 0 else np.nan
+    scale = f.quantile / Z975
     if np.isfinite(scale):
         coefs = gen.multivariate_normal(f.coef, f.cov * scale**2, size=DRAWS, method="svd")
     else:

@@ -1,0 +1,124 @@
+"""The HTML report and the reproduction write-up, from the H200 reference and from cells without energy."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctxenergy.analysis.derive import TABLES, derive, read_cell_tables, write_derived
+from ctxenergy.cli import main
+from ctxenergy.errors import CtxEnergyError
+from ctxenergy.figures import PLOTTERS, make_figures
+from ctxenergy.grid import cached_cell_tables
+from ctxenergy.paper import markdown_to_html, render_markdown
+from ctxenergy.report import fmt_ci
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = ROOT / "data" / "reference" / "nvidia-h200"
+
+
+def build(raw: pd.DataFrame, out: Path, cell_tables=None, figures=True) -> dict:
+    """Derived tables + PNG figures + report + paper under `out`, as the workflow lays them out."""
+    tables = derive(raw, cell_tables or {})
+    table_paths = write_derived(tables, [out / "analysis" / f"{t}.parquet" for t in TABLES])
+    figs = [out / "figures" / f"{n}.png" for n in PLOTTERS] if figures else []
+    if figures:
+        make_figures(tables, figs)
+    args = ["--tables", *map(str, table_paths), "--figures", *map(str, figs)]
+    assert main(["report", *args, "--out", str(out / "report" / "report.html")]) == 0
+    assert main(["paper", *args, "--template", str(ROOT / "paper" / "template.md"),
+                 "--out", str(out / "paper" / "paper.html"), "--markdown", str(out / "paper" / "paper.md")]) == 0
+    return {"tables": tables, "report": (out / "report" / "report.html").read_text(),
+            "paper_html": (out / "paper" / "paper.html").read_text(), "paper_md": (out / "paper" / "paper.md").read_text()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    raw = pd.read_parquet(REF / "cells.parquet")
+    return build(raw, tmp_path_factory.mktemp("ref"), read_cell_tables(cached_cell_tables(REF / "cells")))
+
+
+@pytest.fixture(scope="module")
+def no_energy(tmp_path_factory):
+    raw = pd.read_parquet(REF / "cells.parquet")
+    cols = [c for c in raw if c.startswith(("energy_per_run", "dynamic_energy", "mean_power", "power_cap"))]
+    raw[cols] = np.nan
+    raw["flags"] = "no_energy"
+    oom = raw["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L16384"
+    raw.loc[oom, ["status", "status_reason"]] = ["oom", "out of device memory"]
+    return build(raw, tmp_path_factory.mktemp("cpu"), figures=False)
+
+
+def self_contained(page: str) -> bool:
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page)
+    return all(r.startswith("data:") or r.startswith("#") for r in refs)
+
+
+def test_report_opens_with_summary_hardware_and_validity(reference):
+    page = reference["report"]
+    order = [page.index(h) for h in ("<h2>Summary", "<h2>Hardware and versions", "<h2>Validity", "<h2>Figures")]
+    assert order == sorted(order)
+    for text in ("NVIDIA H200", "580.159.04", "2.11.0+cu130", "5.17.0", "nvml-counter-edge-aligned", "14 ok"):
+        assert text in page, text
+    pc = reference["tables"]["per_cell"].set_index("cell_id")
+    r = pc.loc["llama-3.1-8b/hf-sdpa/prefill/L16384"]
+    expected = fmt_ci(r["energy_per_token_j"], r["energy_per_token_j_ci_low"], r["energy_per_token_j_ci_high"],
+                      scale=1e3)
+    assert f"{expected} at 16,384" in page  # the summary's largest-L prefill J/token, from the table
+
+
+def test_report_is_one_self_contained_page(reference):
+    page = reference["report"]
+    assert page.count("<img ") == len(PLOTTERS)
+    assert self_contained(page)
+    assert "G − 1" in page and "understates" in page  # the E_out denominator and why
+
+
+def test_report_without_energy_says_so_and_keeps_every_cell(no_energy):
+    page = no_energy["report"]
+    assert "Energy is missing" in page and "no readable energy counter" in page
+    assert page.count("llama-3.1-8b") >= 14  # every cell has its row
+    assert "status oom: out of device memory" in page
+    assert "<h2>Validity" in page and "oom" in page
+    assert "not fitted" in page
+
+
+def test_paper_compares_table1_and_judges_each_claim(reference):
+    md = reference["paper_md"]
+    for number in ("25.54", "7,600.2", "0.0678", "3.54", "1,005.1", "23.04", "6,832.0", "2.71", "769.6"):
+        assert number in md, number
+    assert "not measured" in md
+    for cid in range(1, 7):
+        assert f"### ({cid})" in md
+    claims = reference["tables"]["claims"].set_index("claim_id")
+    assert f"**{claims.loc[2, 'verdict']}**" in md and claims.loc[2, "deciding"] in md
+    assert "7.56x energy, 7.21x latency" in md  # the paper's gap recomputed from its own Table 1
+    assert "${" not in md  # every placeholder filled
+
+
+def test_paper_html_embeds_figures_and_md_links_them(reference):
+    assert self_contained(reference["paper_html"])
+    assert reference["paper_html"].count("<img ") == len(PLOTTERS)
+    assert "](../figures/energy_intensity.png)" in reference["paper_md"]
+    assert "<table>" in reference["paper_html"] and "<h3>" in reference["paper_html"]
+
+
+def test_paper_without_energy(no_energy):
+    md = no_energy["paper_md"]
+    assert "Energy is missing" in md and "not testable" in md and "confirmed" not in md.split("## Definitions")[0]
+
+
+def test_markdown_subset():
+    html = markdown_to_html("# T\n\nsome `a<b` and **bold**\n\n- one\n- two\n\n| x | y |\n|---|---|\n| 1 | 2 \\| 3 |\n\n"
+                            "![cap](../figures/f.png)\n", images={"f.png": "data:image/png;base64,AAAA"})
+    assert "<h1>T</h1>" in html and "<code>a&lt;b</code>" in html and "<b>bold</b>" in html
+    assert "<ul><li>one</li><li>two</li></ul>" in html
+    assert "<td>2 | 3</td>" in html
+    assert 'src="data:image/png;base64,AAAA"' in html and "<figcaption>cap</figcaption>" in html
+
+
+def test_a_template_placeholder_without_value_is_an_error():
+    with pytest.raises(CtxEnergyError, match=r"\$\{nope\}"):
+        render_markdown("${nope}", {"a": "1"})
