@@ -54,7 +54,7 @@ def test_prefill_returns_one_token_with_ordered_timestamps(hf_engine, length):
     r = hf_engine.run(ids, 1)
     assert r.tokens_out == 1 and r.tokens_in == length
     assert r.start <= r.first_token <= r.end
-    assert r.end - r.first_token < 0.5 * r.total_s + 0.01  # the one token is also the last: little comes after it
+    assert r.end - r.first_token < 0.5 * r.total_s + 0.05  # the one token is also the last: little comes after it
 
 
 def test_generate_returns_exactly_g_tokens(hf_engine):
@@ -120,8 +120,10 @@ def test_paged_gives_up_with_out_of_memory_when_no_chunk_fits(monkeypatch):
 
     from ctxenergy.engines.hf import HFPagedEngine
 
-    def warmup(self):
-        raise MemoryError("Memory footprint is more than available memory")
+    def warmup(self):  # transformers' own check first, then a real allocation failure
+        if self.continuous_batching_config.max_batch_tokens > 1024:
+            raise MemoryError("Memory footprint is more than available memory")
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 25.00 GiB")
 
     monkeypatch.setattr(ContinuousBatchingManager, "warmup", warmup)
     engine = HFPagedEngine("hf-paged", tiny_spec(), "float32", "cpu")

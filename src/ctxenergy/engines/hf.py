@@ -168,6 +168,7 @@ class HFPagedEngine(HFEngine):
 
     def _start_manager(self, num_blocks: int, batch_tokens: int):
         """A started manager whose cache and static tensors exist, or None when they do not fit in memory."""
+        import torch
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -179,7 +180,7 @@ class HFPagedEngine(HFEngine):
             # Builds the cache and static tensors here, in this thread and outside every window, instead of in the
             # worker at the first request; raises MemoryError when transformers' footprint check refuses them.
             manager.warmup()
-        except MemoryError:
+        except (MemoryError, torch.OutOfMemoryError):
             manager.batch_processor = None
             if manager._original_attn_impl is not None:
                 self.model.set_attn_implementation(manager._original_attn_impl)
