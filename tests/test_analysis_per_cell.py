@@ -103,3 +103,13 @@ def test_cpu_tables_store_none_and_still_load(raw):
     assert (cells["driver_version"] == "").all()
     out = per_cell_metrics(cells)
     assert out["tflops_share_of_peak"].isna().all() and out["achieved_tflops"].notna().any()
+
+
+def test_a_time_interval_reaching_zero_leaves_the_rate_open(raw):
+    """Three noisy windows on a CPU can give a time interval below 0; the rate's upper bound is then unknown."""
+    df = raw.copy()
+    cell = df["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L1024"
+    df.loc[cell, "prefill_s_ci_low"] = -0.01
+    out = per_cell_metrics(prepare_cells(df)).set_index("cell_id").loc["llama-3.1-8b/hf-sdpa/prefill/L1024"]
+    assert np.isnan(out["achieved_tflops_ci_high"])
+    assert 0 < out["achieved_tflops_ci_low"] < out["achieved_tflops"]

@@ -22,7 +22,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from ctxenergy.analysis.cells import engine_rank  # noqa: E402
-from ctxenergy.analysis.paper_values import ENGINE_FAMILIES, PAPER  # noqa: E402
+from ctxenergy.analysis.paper_values import PAPER  # noqa: E402
 from ctxenergy.analysis.scaling import fit_from_row  # noqa: E402
 from ctxenergy.errors import CtxEnergyError  # noqa: E402
 
@@ -187,8 +187,9 @@ def io_energy(t: dict) -> plt.Figure:
         lmax = d["length_tokens"].max()
         for x, y, fam in paper_pts:
             if x <= lmax * 1.5:
-                eng = ENGINE_FAMILIES[fam][-1] if fam == "vLLM" else "hf-sdpa"
-                bottom.plot([x], [y], marker="x", ms=7, color=colour(eng), ls="none", label=f"paper ({fam}, per G)")
+                # black, not an engine's colour: these are the paper's numbers, not one of our engines
+                bottom.plot([x], [y], marker="x" if fam == "vLLM" else "+", ms=8, color="black", ls="none",
+                            label=f"paper, {fam} (per G)")
         top.set_yscale("log")
         for ax in (top, bottom):
             _log2_x(ax)

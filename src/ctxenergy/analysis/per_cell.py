@@ -27,12 +27,19 @@ def _scaled(df: pd.DataFrame, col: str, factor, out: dict, name: str) -> None:
         out[name + suffix] = df[col + suffix].to_numpy(float) * factor
 
 
+def _rate(numerator, seconds) -> np.ndarray:
+    """numerator / seconds, NaN where the time is not positive: a time interval that reaches 0 (few, noisy windows)
+    leaves the rate's upper bound open, and NaN says so rather than a negative rate."""
+    t = np.asarray(seconds, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > 0, numerator / t, np.nan)
+
+
 def _inverse(numerator, df: pd.DataFrame, col: str, out: dict, name: str) -> None:
     """name = numerator / col: the interval's bounds swap (a longer time is a lower rate)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out[name] = numerator / df[col].to_numpy(float)
-        out[name + "_ci_low"] = numerator / df[col + "_ci_high"].to_numpy(float)
-        out[name + "_ci_high"] = numerator / df[col + "_ci_low"].to_numpy(float)
+    out[name] = _rate(numerator, df[col])
+    out[name + "_ci_low"] = _rate(numerator, df[col + "_ci_high"])
+    out[name + "_ci_high"] = _rate(numerator, df[col + "_ci_low"])
 
 
 def decode_times(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | None) -> pd.DataFrame:
@@ -93,10 +100,9 @@ def per_cell_metrics(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | Non
     nbytes = np.array([np.nan if p else decode_bytes(archs.get(m), int(L), int(g))
                        for p, m, L, g in zip(prefill, df["model"], df["length_tokens"], df["output_tokens"])])
     out["decode_bytes"] = nbytes
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["achieved_mem_tb_s"] = nbytes / out["decode_s"] / 1e12
-        out["achieved_mem_tb_s_ci_low"] = nbytes / out["decode_s_ci_high"] / 1e12
-        out["achieved_mem_tb_s_ci_high"] = nbytes / out["decode_s_ci_low"] / 1e12
+    out["achieved_mem_tb_s"] = _rate(nbytes / 1e12, out["decode_s"])
+    out["achieved_mem_tb_s_ci_low"] = _rate(nbytes / 1e12, out["decode_s_ci_high"])
+    out["achieved_mem_tb_s_ci_high"] = _rate(nbytes / 1e12, out["decode_s_ci_low"])
     mem_peak = df["peak_mem_tb_s"].to_numpy(float)
     for s in ("", "_ci_low", "_ci_high"):
         out["mem_share_of_peak" + s] = out["achieved_mem_tb_s" + s] / mem_peak
