@@ -20,6 +20,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/measure.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 

@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--windows", type=int, default=20, help="short windows per length and pattern")
     sp.add_argument("--truth-s", type=float, default=20.0, help="length of the long reference window")
     sp.add_argument("--lengths", default="0.1,0.2,0.5,1,2", help="short window lengths in seconds")
+    sp.add_argument("--patterns", default="bursts,steady", help="load patterns: bursts (idle -> work -> idle), steady")
+    sp.add_argument("--windows-out", help="per-window table (default: beside --out, <name>.windows.<ext>)")
+    sp.add_argument("--quick", action="store_true", help="a ~1 minute check: lengths <= 0.5 s, 8 windows, short references")
     sp.set_defaults(func=_plugin("ctxenergy.calibrate", "main"))
 
     sp = sub.add_parser("analyze", help="table of cells -> derived tables (results/analysis/<table>.parquet)")

@@ -157,7 +157,8 @@ class NvmlMeter(EnergyMeter):
         mean_w = (raw_total / max(t_close - self._t_open, 1e-9)) if raw_total is not None else None
         edge_unc = None if mean_w is None else 2 * read_s * mean_w
         trace = self._samplers[0].snapshot(self._t_open, t_close)
-        in_work = [r for t, r in zip(trace.t, trace.reasons) if work_start <= t <= work_end]
+        # Reasons of every metered GPU: one GPU of a tensor-parallel cell that throttles throttles the cell.
+        in_work = [r for sampler in self._samplers for r in sampler.snapshot(work_start, work_end).reasons]
         cap_fraction = (sum(1 for r in in_work if r & REASON_SW_POWER_CAP) / len(in_work)) if in_work else None
         thermal = any(r & THERMAL_REASONS for r in in_work) or any(
             (st.clock_event_reasons or 0) & THERMAL_REASONS for st in self._state_start + state_end
