@@ -94,7 +94,7 @@ def slurm_run(cluster, tmp_path_factory):
         "--default-resources", "mem_mb=1000", "runtime=10",
     ]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=170)
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=240)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, f"snakemake --executor slurm failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
     return work, elapsed, proc
