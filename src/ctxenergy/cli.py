@@ -88,7 +88,10 @@ def cmd_warmup(args) -> int:
     from ctxenergy.device import check_device
 
     check_device(config["device"])
-    warm_up_engine(config, args.model, args.engine, args.out)
+    from ctxenergy.gpus import claimed_gpus
+
+    with claimed_gpus(config, args.model):  # on a multi-GPU node the warm-up must not land under a measured cell
+        warm_up_engine(config, args.model, args.engine, args.out)
     return 0
 
 

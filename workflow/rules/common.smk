@@ -6,12 +6,14 @@ from snakemake.utils import validate
 from ctxenergy.config import cell_settings_hash, check_semantics, write_effective_config
 from ctxenergy.device import check_device
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import cached_cell_tables, expand_grid
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
     # Analysing cached cells needs no engine installed.
     check_semantics(config, "config", engines_needed=() if config["cells_source"] else None)
+    check_tp_fits_host(config, "config")
 except CtxEnergyError as exc:
     sys.exit(f"ctxenergy: {exc}")
 

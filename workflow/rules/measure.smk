@@ -8,6 +8,7 @@ rule warmup_engine:
     resources:
         gpu=cell_gpus,
         runtime=30,
+        mem_mb=16000,
     params:
         config=EFFECTIVE_CONFIG,
     shell:
@@ -33,6 +34,7 @@ rule measure_cell:
     resources:
         gpu=cell_gpus,
         runtime=60,
+        mem_mb=16000,
     params:
         config=EFFECTIVE_CONFIG,
         settings=cell_settings,

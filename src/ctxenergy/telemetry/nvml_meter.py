@@ -50,7 +50,7 @@ class NvmlMeter(EnergyMeter):
         ]
         self.has_counter = all(self.nv.energy_j(h) is not None for h in self.handles)
         self.method = METHOD_COUNTER if self.has_counter else METHOD_INSTANT
-        self.own_pids = own_pids if own_pids is not None else {os.getpid()}
+        self._own_pids_given = own_pids
         self.counter_period_s = (
             detect_update_period(lambda: self.nv.energy_j(self.handles[0])) if (detect_period and self.has_counter) else None
         )
@@ -68,14 +68,22 @@ class NvmlMeter(EnergyMeter):
         return read
 
     # --- state ---
+    def _own_pids(self) -> set[int]:
+        if self._own_pids_given is not None:
+            return self._own_pids_given
+        from ctxenergy.gpus import own_process_tree
+
+        return own_process_tree()  # an engine's worker processes (vLLM tp) are ours, not foreign
+
     def state(self) -> list[DeviceState]:
+        own = self._own_pids()
         out = []
         for h in self.handles:
             out.append(DeviceState(
                 sm_clock_mhz=self.nv.sm_clock_mhz(h), mem_clock_mhz=self.nv.mem_clock_mhz(h),
                 temperature_c=self.nv.temperature_c(h), power_limit_w=self.nv.power_limit_w(h),
                 clock_event_reasons=self.nv.clock_event_reasons(h),
-                foreign_pids=[p for p in self.nv.process_pids(h) if p not in self.own_pids],
+                foreign_pids=[p for p in self.nv.process_pids(h) if p not in own],
             ))
         return out
 
