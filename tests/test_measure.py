@@ -77,7 +77,10 @@ def test_prefill_cell_energy_matches_the_load(setup):
     assert len(trace) > 10 and trace["power_w"].max() >= 100 + EXTRA_W - 1
     # the engine's start-up and warm-up lie before the first window
     t = meta["timeline"]
-    assert t["load_end"] <= t["warmup_start"] <= t["warmup_end"] <= t["idle_start"] < t["windows_start"] <= runs["start_s"].min()
+    assert t["load_end"] <= t["idle_start"] < t["idle_end"] <= t["warmup_start"] < t["warmup_end"] <= t["windows_start"]
+    assert t["windows_start"] <= runs["start_s"].min()
+    # the warm-up lasts as long as one window, so that the first window starts as warm as the others
+    assert t["warmup_end"] - t["warmup_start"] >= cfg["measure"]["min_window_s"]
     assert meta["device_name"] == "NVIDIA H200" and meta["meter_method"] == "nvml-counter-edge-aligned"
     assert abs(meta["counter_period_s"] - 0.1) < 0.02
 

@@ -24,7 +24,7 @@ from ctxenergy.flops import device_peaks, generate_flops, plausibility, prefill_
 from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.models import load_tokenizer, resolve_model
 from ctxenergy.tables import sibling, write_tables
-from ctxenergy.telemetry import EnergyMeter, IdleBaseline, WindowEnergy, open_meter
+from ctxenergy.telemetry import EnergyMeter, WindowEnergy, open_meter
 
 # A window shorter than this many counter periods is flagged: its edges weigh too much.
 MIN_PERIODS_PER_WINDOW = 3
@@ -102,17 +102,24 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
                  n_out: int, settings: dict, record: CellRecord) -> None:
     """Warm-up, idle baseline, timing pass and the measured windows; fills `record`."""
     t = record.timeline
-    if settings["warmup"]:
-        t["warmup_start"] = time.perf_counter()
-        engine.run(warmup_prompt, n_out)
-        t["warmup_end"] = time.perf_counter()
     engine.synchronize()
     t["idle_start"] = time.perf_counter()
     idle = meter.measure_idle(settings["idle_s"])
     t["idle_end"] = time.perf_counter()
     record.meta["idle_power_w"] = idle.power_w
-    # Timing pass on the warm-up prompt: same length, same cost, and the measured prompt stays unseen.
-    timing = engine.run(warmup_prompt, n_out)
+    # Warm-up right before the windows, for as long as one window: kernels, clocks, power and temperature then
+    # start every window in the same state (a single short run left the first window measurably off).
+    # It runs on the warm-up prompt, so the measured prompt stays unseen by any cache.
+    timing = None
+    if settings["warmup"]:
+        t["warmup_start"] = time.perf_counter()
+        while True:
+            timing = engine.run(warmup_prompt, n_out)
+            if time.perf_counter() - t["warmup_start"] >= settings["min_window_s"]:
+                break
+        t["warmup_end"] = time.perf_counter()
+    # Timing pass (the warm-up's last run when there was one): same length, same cost as a measured run.
+    timing = engine.run(warmup_prompt, n_out) if timing is None else timing
     reps = runs_per_window(timing.total_s, settings["min_window_s"], settings["max_runs_per_window"])
     record.meta["runs_per_window"] = reps
     record.meta["timing_pass_s"] = timing.total_s
