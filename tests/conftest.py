@@ -21,3 +21,22 @@ def repo_copy(tmp_path):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / f)
     return dst
+
+
+REFERENCE = REPO / "data" / "reference" / "nvidia-h200"
+# The analysis tests pin their numbers to one fixed slice of the reference data (llama-3.1-8b under hf-sdpa,
+# L = 256 ... 16384, measured 2026-11-29), so that adding reference cells never changes what they assert.
+SDPA_SLICE = REFERENCE / "cells" / "llama-3.1-8b" / "hf-sdpa"
+
+
+def reference_cells():
+    import pandas as pd
+
+    cells = pd.read_parquet(REFERENCE / "cells.parquet")
+    return cells[(cells["model"] == "llama-3.1-8b") & (cells["engine"] == "hf-sdpa")].reset_index(drop=True)
+
+
+def reference_tables():
+    from ctxenergy.grid import cached_cell_tables
+
+    return cached_cell_tables(SDPA_SLICE)

@@ -1,8 +1,8 @@
 """The paper's Table 1 and claims against our numbers: the H200 reference, plus second engines and lengths built
 by transforming the real table (said in each test), so that every verdict can be seen to flip."""
 
-from pathlib import Path
 
+from conftest import reference_cells
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +11,6 @@ from ctxenergy.analysis.claims import near_table1, paper_engine_ratios, table1
 from ctxenergy.analysis.derive import derive, model_archs
 from ctxenergy.analysis.paper_values import PAPER
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference" / "nvidia-h200"
 ENERGY = ("energy_per_run_j", "dynamic_energy_per_run_j")
 TIME = ("run_s", "prefill_s")
 ARCHS = model_archs(["llama-3.1-8b", "qwen2-7b"])
@@ -23,7 +22,7 @@ def suffixed(cols):
 
 @pytest.fixture(scope="module")
 def raw():
-    return pd.read_parquet(REF / "cells.parquet")
+    return reference_cells()
 
 
 def relabel(df: pd.DataFrame, engine: str | None = None, length_from: int | None = None, length_to: int | None = None,

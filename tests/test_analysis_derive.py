@@ -1,7 +1,7 @@
 """`ctxenergy analyze` end to end on the H200 reference cells, and the derived tables' schema."""
 
+from conftest import reference_cells, reference_tables
 import math
-from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -11,16 +11,15 @@ import pytest
 from ctxenergy.analysis.derive import TABLES, check_table, conform, derive, load_schema
 from ctxenergy.cli import main
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.grid import cached_cell_tables
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference" / "nvidia-h200"
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis")
     paths = [str(out / f"{t}.parquet") for t in TABLES]
-    assert main(["analyze", str(REF / "cells.parquet"), "--cell-tables", *cached_cell_tables(REF / "cells"),
+    reference_cells().to_parquet(out / "cells.parquet")
+    assert main(["analyze", str(out / "cells.parquet"), "--cell-tables", *reference_tables(),
                  "--out", *paths]) == 0
     return {t: pd.read_parquet(out / f"{t}.parquet") for t in TABLES}
 
@@ -43,7 +42,7 @@ def test_every_table_is_written_and_every_row_matches_its_schema(written):
 
 
 def test_derived_tables_are_reproducible(written):
-    again = derive(pd.read_parquet(REF / "cells.parquet"))
+    again = derive(reference_cells())
     # same seed, same numbers: the thresholds' intervals come from seeded draws
     pd.testing.assert_frame_equal(conform("thresholds", again["thresholds"]), written["thresholds"])
     pd.testing.assert_frame_equal(conform("fits", again["fits"]), written["fits"])
@@ -61,11 +60,11 @@ def test_an_unknown_table_name_is_refused_with_the_known_ones(tmp_path):
     with pytest.raises(CtxEnergyError, match="unknown derived table 'figure1'.*per_cell"):
         from ctxenergy.analysis.derive import write_derived
 
-        write_derived(derive(pd.read_parquet(REF / "cells.parquet")), [tmp_path / "figure1.parquet"])
+        write_derived(derive(reference_cells()), [tmp_path / "figure1.parquet"])
 
 
 def test_the_schema_catches_an_undescribed_column():
-    t = derive(pd.read_parquet(REF / "cells.parquet"))
+    t = derive(reference_cells())
     bad = t["slopes"].assign(mystery=1.0)
     with pytest.raises(CtxEnergyError, match="'mystery'"):
         check_table("slopes", bad)
@@ -75,7 +74,7 @@ def test_the_schema_catches_an_undescribed_column():
 
 def test_cells_without_energy_give_empty_but_valid_tables(tmp_path):
     """What a CPU host produces: every energy NaN and flagged no_energy, no power trace."""
-    raw = pd.read_parquet(REF / "cells.parquet")
+    raw = reference_cells()
     cols = [c for c in raw if c.startswith(("energy_per_run", "dynamic_energy", "mean_power", "power_cap"))]
     raw[cols] = np.nan
     raw["flags"] = "no_energy"

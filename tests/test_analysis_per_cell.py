@@ -1,7 +1,7 @@
 """Per-cell metrics on the real H200 reference cells (read from data/reference, not copied)."""
 
-from pathlib import Path
 
+from conftest import reference_cells, reference_tables
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,20 +10,18 @@ from ctxenergy.analysis.cells import prepare_cells
 from ctxenergy.analysis.derive import model_archs
 from ctxenergy.analysis.per_cell import decode_bytes, per_cell_metrics
 from ctxenergy.flops import decode_step_bytes
-from ctxenergy.grid import cached_cell_tables
 from ctxenergy.tables import read_cell
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference" / "nvidia-h200"
 
 
 @pytest.fixture(scope="module")
 def raw():
-    return pd.read_parquet(REF / "cells.parquet")
+    return reference_cells()
 
 
 @pytest.fixture(scope="module")
 def windows():
-    return {str(w["cell_id"].iloc[0]): w for w in (read_cell(p)[0] for p in cached_cell_tables(REF / "cells"))}
+    return {str(w["cell_id"].iloc[0]): w for w in (read_cell(p)[0] for p in reference_tables())}
 
 
 @pytest.fixture(scope="module")

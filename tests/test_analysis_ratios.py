@@ -5,8 +5,8 @@ real table: a copy named "vllm" whose energies are divided by 7.6 and whose time
 are known exactly.
 """
 
-from pathlib import Path
 
+from conftest import reference_cells
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +17,6 @@ from ctxenergy.analysis.io_ratio import io_ratio
 from ctxenergy.analysis.per_cell import per_cell_metrics
 from ctxenergy.analysis.uncertainty import half_width
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference" / "nvidia-h200"
 ENERGY = ("energy_per_run_j", "dynamic_energy_per_run_j")
 TIME = ("run_s", "prefill_s")
 
@@ -37,7 +36,7 @@ def with_second_engine(raw: pd.DataFrame, energy_factor: float, time_factor: flo
 
 @pytest.fixture(scope="module")
 def raw():
-    return pd.read_parquet(REF / "cells.parquet")
+    return reference_cells()
 
 
 def test_e_out_divides_by_g_minus_one(raw):

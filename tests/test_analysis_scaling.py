@@ -1,7 +1,7 @@
 """dE/dL, the weighted E(L) fit and the thresholds: synthetic cases with known answers, then the H200 reference."""
 
-from pathlib import Path
 
+from conftest import reference_cells
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,13 +11,12 @@ from ctxenergy.analysis.per_cell import per_cell_metrics
 from ctxenergy.analysis.scaling import (PLATEAU_FRACTION, fit_from_row, fit_quadratic, fits, plateau_onset,
                                         rise_length, slopes, thresholds)
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference" / "nvidia-h200"
 GRID = 2.0 ** np.arange(8, 17)
 
 
 @pytest.fixture(scope="module")
 def pc():
-    return per_cell_metrics(prepare_cells(pd.read_parquet(REF / "cells.parquet")))
+    return per_cell_metrics(prepare_cells(reference_cells()))
 
 
 def synthetic_cells(a, b, c, rel_half=0.01, power=None, n=5):
@@ -137,7 +136,7 @@ def test_reference_thresholds(pc):
 
 
 def test_an_excluded_cell_leaves_the_fit_and_is_named():
-    raw = pd.read_parquet(REF / "cells.parquet")
+    raw = reference_cells()
     raw.loc[raw["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L4096", ["status", "status_reason"]] = ["oom", "no memory"]
     pc = per_cell_metrics(prepare_cells(raw))
     ft, res, _ = fits(pc)

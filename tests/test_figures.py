@@ -1,18 +1,16 @@
 """Figures from the derived tables: the reference H200 cells, and tables without energy (a CPU host)."""
 
+from conftest import reference_cells, reference_tables
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from ctxenergy.analysis.derive import derive, read_cell_tables
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.figures import ENGINE_PALETTE, PLOTTERS, make_figures
-from ctxenergy.grid import cached_cell_tables
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference" / "nvidia-h200"
 
 
 def all_outputs(directory: Path) -> list[Path]:
@@ -26,7 +24,7 @@ def svg_text(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def reference_figures(tmp_path_factory):
-    tables = derive(pd.read_parquet(REF / "cells.parquet"), read_cell_tables(cached_cell_tables(REF / "cells")))
+    tables = derive(reference_cells(), read_cell_tables(reference_tables()))
     out = tmp_path_factory.mktemp("fig")
     make_figures(tables, all_outputs(out))
     return out
@@ -34,7 +32,7 @@ def reference_figures(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def no_energy_figures(tmp_path_factory):
-    raw = pd.read_parquet(REF / "cells.parquet")
+    raw = reference_cells()
     cols = [c for c in raw if c.startswith(("energy_per_run", "dynamic_energy", "mean_power", "power_cap"))]
     raw[cols] = np.nan
     raw["flags"] = "no_energy"
@@ -76,7 +74,7 @@ def test_figures_without_energy_say_so(no_energy_figures):
 
 
 def test_an_implausible_cell_is_marked_not_hidden(tmp_path):
-    raw = pd.read_parquet(REF / "cells.parquet")
+    raw = reference_cells()
     raw.loc[raw["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L2048", ["status", "flags"]] = ["implausible", "implausible"]
     make_figures(derive(raw), [tmp_path / "achieved_throughput.svg", tmp_path / "energy_intensity.svg"])
     assert "status implausible" in svg_text(tmp_path / "achieved_throughput.svg")

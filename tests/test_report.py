@@ -1,5 +1,6 @@
 """The HTML report and the reproduction write-up, from the H200 reference and from cells without energy."""
 
+from conftest import reference_cells, reference_tables
 import re
 from pathlib import Path
 
@@ -11,12 +12,10 @@ from ctxenergy.analysis.derive import TABLES, derive, read_cell_tables, write_de
 from ctxenergy.cli import main
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.figures import PLOTTERS, make_figures
-from ctxenergy.grid import cached_cell_tables
 from ctxenergy.paper import markdown_to_html, render_markdown
 from ctxenergy.report import fmt_ci
 
 ROOT = Path(__file__).resolve().parents[1]
-REF = ROOT / "data" / "reference" / "nvidia-h200"
 
 
 def build(raw: pd.DataFrame, out: Path, cell_tables=None, figures=True) -> dict:
@@ -36,13 +35,13 @@ def build(raw: pd.DataFrame, out: Path, cell_tables=None, figures=True) -> dict:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    raw = pd.read_parquet(REF / "cells.parquet")
-    return build(raw, tmp_path_factory.mktemp("ref"), read_cell_tables(cached_cell_tables(REF / "cells")))
+    raw = reference_cells()
+    return build(raw, tmp_path_factory.mktemp("ref"), read_cell_tables(reference_tables()))
 
 
 @pytest.fixture(scope="module")
 def no_energy(tmp_path_factory):
-    raw = pd.read_parquet(REF / "cells.parquet")
+    raw = reference_cells()
     cols = [c for c in raw if c.startswith(("energy_per_run", "dynamic_energy", "mean_power", "power_cap"))]
     raw[cols] = np.nan
     raw["flags"] = "no_energy"

@@ -1,6 +1,5 @@
 """The workflow through real Snakemake, in a copy of the repository (results/ of the checkout is never touched)."""
 
-import os
 import re
 import subprocess
 import sys
