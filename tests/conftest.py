@@ -9,10 +9,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # fake_nvml
 
 
-@pytest.fixture
-def repo_copy(tmp_path):
-    """A fresh clone-like copy of the repository's workflow files, so workflow tests never touch results/."""
-    dst = tmp_path / "repo"
+def copy_repo(dst: Path) -> Path:
+    """A clone-like copy of the repository (tracked and unignored files, without the reference data), so that
+    workflow tests never touch the checkout's results/."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split()
     for f in files:
@@ -21,6 +20,11 @@ def repo_copy(tmp_path):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / f)
     return dst
+
+
+@pytest.fixture
+def repo_copy(tmp_path):
+    return copy_repo(tmp_path / "repo")
 
 
 REFERENCE = REPO / "data" / "reference" / "nvidia-h200"

@@ -153,3 +153,15 @@ def test_runs_per_window():
     assert measure_mod.runs_per_window(0.03, 1.0, 512) == 34
     assert measure_mod.runs_per_window(5.0, 1.0, 512) == 1
     assert measure_mod.runs_per_window(1e-6, 1.0, 64) == 64
+
+
+def test_vllm_prefill_of_max_positions_is_recorded_as_exceeding_context(setup):
+    """vLLM refuses prompt + output > max_model_len, so its prefill of exactly max positions cannot run; HF's can."""
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
+    vllm = measure_mod.measure_cell(cfg, Cell("tiny-llama", "vllm", "prefill", 4096), *prompts[4096], tmp / "v.parquet",
+                                    meter=meter)
+    assert vllm.status == "exceeds_context"
+    hf = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[4096], tmp / "h.parquet",
+                                  meter=meter)
+    assert hf.status == "ok"

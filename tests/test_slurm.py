@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, copy_repo
 from ctxenergy.tables import read_metadata
 
 SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -77,13 +77,7 @@ def cluster():
 def slurm_run(cluster, tmp_path_factory):
     """The CPU smoke config through the SLURM executor, its measurement jobs asking for one GPU each."""
     _, env = cluster
-    work = tmp_path_factory.mktemp("slurm") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
-    for f in files:
-        if (REPO / f).is_file() and not f.startswith("data/reference/"):
-            (work / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, work / f)
+    work = copy_repo(tmp_path_factory.mktemp("slurm") / "repo")
     cmd = [
         sys.executable, "-m", "snakemake", "--workflow-profile", "workflow/profiles/slurm",
         "--configfile", "config/smoke.yaml", "--jobs", "4",

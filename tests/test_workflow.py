@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, copy_repo
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -29,17 +29,7 @@ def job_counts(output: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One smoke run shared by the tests below (it is the slow part)."""
-    from conftest import repo_copy as _  # noqa: F401 - documents where the copy logic lives
-
-    dst = tmp_path_factory.mktemp("smoke") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
-    import shutil
-
-    for f in files:
-        if (REPO / f).is_file() and not f.startswith("data/reference/"):
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, dst / f)
+    dst = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
     t0 = time.monotonic()
     proc = smk(["--cores", "2", "--configfile", "config/smoke.yaml"], dst)
     return dst, time.monotonic() - t0, proc
