@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="skip measuring the counter's update period")
     sp.set_defaults(func=cmd_info)
 
+    sp = sub.add_parser("pdf", help="render an HTML page (the write-up) to PDF with a headless Chromium")
+    sp.add_argument("html")
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(func=_plugin("ctxenergy.pdf", "main"))
+
     sp = sub.add_parser("calibrate", help="error of each energy method against a long window, on the GPU")
     sp.add_argument("--out", required=True, help="calibration table (.csv or .parquet)")
     sp.add_argument("--windows", type=int, default=20, help="short windows per length and pattern")

@@ -46,3 +46,18 @@ rule write_paper:
     shell:
         "ctxenergy paper --tables {input.tables} --figures {input.figures} --template {input.template}"
         " --out {output.html} --markdown {output.markdown} > {log} 2>&1"
+
+
+# Not part of the default target: it needs a headless Chromium (Debian: apt-get install chromium).
+rule paper_pdf:
+    input:
+        "results/paper/paper.html",
+    output:
+        "results/paper/paper.pdf",
+    log:
+        "results/logs/paper_pdf.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "ctxenergy pdf {input} --out {output} > {log} 2>&1"
