@@ -84,3 +84,112 @@ def test_an_implausible_cell_is_marked_not_hidden(tmp_path):
 def test_an_unknown_figure_is_refused(tmp_path):
     with pytest.raises(CtxEnergyError, match="unknown figure 'fig9'"):
         make_figures({}, [tmp_path / "fig9.png"])
+
+
+def _drawn(fig):
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def _sdpa_tables_with_an_oom_cell():
+    raw = reference_cells()
+    oom = raw["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L2048"
+    raw.loc[oom, ["status", "status_reason"]] = ["oom", "out of device memory"]
+    return derive(raw, read_cell_tables(reference_tables()))
+
+
+def test_io_energy_footnotes_are_stacked_not_printed_over_each_other():
+    import matplotlib.pyplot as plt
+
+    from ctxenergy.figures import _style, io_energy
+
+    _style()
+    fig = io_energy(_sdpa_tables_with_an_oom_cell())
+    try:
+        renderer = _drawn(fig)
+        notes = {t.get_text().split(":")[0]: t.get_window_extent(renderer) for t in fig.texts}
+        assert set(notes) == {"Excluded from this figure", "E_out = (E_generate - E_prefill) / (G - 1)"}, notes
+        a, b = notes.values()
+        assert not _overlap(a, b)
+        for ax in fig.axes:  # and neither note runs into a panel's tick labels
+            for note in (a, b):
+                assert not _overlap(note, ax.get_tightbbox(renderer)), ax.get_title()
+    finally:
+        plt.close(fig)
+
+
+def test_power_trace_titles_name_each_engines_own_L(tmp_path):
+    import pandas as pd
+
+    tables = derive(reference_cells(), read_cell_tables(reference_tables()))
+    tr = tables["traces"]
+    # a second engine whose smallest L (1k) is not hf-sdpa's (256), and which has no largest-L trace of its own
+    paged = tr[tr["role"] == "smallest L"].copy()
+    paged["engine"], paged["length_tokens"], paged["cell_id"] = "hf-paged", 1024, paged["cell_id"] + "-paged"
+    tables["traces"] = pd.concat([tr, paged], ignore_index=True)
+    from ctxenergy.figures import power_trace_title
+
+    title = power_trace_title(tables["traces"], "prefill", "smallest L")
+    assert title == "prefill, each engine's smallest L (llama-3.1-8b)\nhf-sdpa L=256; hf-paged L=1k"
+    largest = power_trace_title(tables["traces"], "prefill", "largest L")
+    assert largest.endswith("hf-sdpa L=16k; hf-paged: one L only, left")
+    make_figures(tables, [tmp_path / "power_traces.svg"])
+    svg = svg_text(tmp_path / "power_traces.svg")
+    assert "hf-sdpa L=256; hf-paged L=1k" in svg and "llama-3.1-8b L=1k, llama-3.1-8b L=256" not in svg
+
+
+def test_phase_map_length_labels_do_not_overlap_and_reference_lines_come_last():
+    import matplotlib.pyplot as plt
+
+    from ctxenergy.figures import _style, phase_map
+
+    _style()
+    fig = phase_map(derive(reference_cells(), read_cell_tables(reference_tables())))
+    try:
+        renderer = _drawn(fig)
+        ax = fig.axes[0]
+        labels = [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts]
+        assert len(labels) >= 5
+        for i, (ta, a) in enumerate(labels):
+            for tb, b in labels[i + 1:]:
+                assert not _overlap(a, b), (ta, tb)
+        # the prefill cells at 1k-16k sit on top of each other at the power limit: one label for the group
+        assert "1k–16k" in [t for t, _ in labels]
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert legend[:2] == ["hf-sdpa prefill", "hf-sdpa generate"]
+        assert legend[-2:] == ["power limit", "idle (model resident)"]
+    finally:
+        plt.close(fig)
+
+
+def test_a_missing_message_stays_inside_its_panel():
+    import matplotlib.pyplot as plt
+
+    from ctxenergy.figures import _style, energy_fit, energy_intensity
+
+    raw = reference_cells()
+    cols = [c for c in raw if c.startswith(("energy_per_run", "dynamic_energy", "mean_power", "power_cap"))]
+    raw[cols] = np.nan
+    raw["flags"] = "no_energy"
+    tables = derive(raw)
+    _style()
+    for plot in (energy_fit, energy_intensity):
+        fig = plot(tables)
+        try:
+            renderer = _drawn(fig)
+            ax = fig.axes[0]
+            (text,) = ax.texts
+            assert "energy missing" in text.get_text()
+            box, panel = text.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert panel.x0 <= box.x0 and box.x1 <= panel.x1 and panel.y0 <= box.y0 and box.y1 <= panel.y1, plot
+        finally:
+            plt.close(fig)
+
+
+def test_peak_lines_carry_their_unit(reference_figures):
+    svg = svg_text(reference_figures / "achieved_throughput.svg")
+    assert "peak 989 TFLOP/s" in svg  # the number alone said nothing about what it measures

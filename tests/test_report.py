@@ -1,6 +1,7 @@
 """The HTML report and the reproduction write-up, from the H200 reference and from cells without energy."""
 
 from conftest import reference_cells, reference_tables
+import html
 import re
 from pathlib import Path
 
@@ -50,6 +51,10 @@ def no_energy(tmp_path_factory):
     return build(raw, tmp_path_factory.mktemp("cpu"), figures=False)
 
 
+def visible_text(page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
 def self_contained(page: str) -> bool:
     refs = re.findall(r'(?:src|href)="([^"]+)"', page)
     return all(r.startswith("data:") or r.startswith("#") for r in refs)
@@ -65,7 +70,8 @@ def test_report_opens_with_summary_hardware_and_validity(reference):
     r = pc.loc["llama-3.1-8b/hf-sdpa/prefill/L16384"]
     expected = fmt_ci(r["energy_per_token_j"], r["energy_per_token_j_ci_low"], r["energy_per_token_j_ci_high"],
                       scale=1e3)
-    assert f"{expected} at 16,384" in page  # the summary's largest-L prefill J/token, from the table
+    # the summary's largest-L prefill J/token, from the table (as read: the interval sits in a span of its own)
+    assert f"{expected} at 16,384" in visible_text(page)
 
 
 def test_report_is_one_self_contained_page(reference):
@@ -121,3 +127,68 @@ def test_markdown_subset():
 def test_a_template_placeholder_without_value_is_an_error():
     with pytest.raises(CtxEnergyError, match=r"\$\{nope\}"):
         render_markdown("${nope}", {"a": "1"})
+
+
+@pytest.fixture(scope="module")
+def three_engines(tmp_path_factory):
+    """All the committed H200 cells: hf-sdpa on the whole grid, hf-paged at 1k and 16k (generate at 1k only), and
+    hf-eager's one cell, out of memory, with the engine's whole error message as its reason."""
+    raw = pd.read_parquet(ROOT / "data" / "reference" / "nvidia-h200" / "cells.parquet")
+    return build(raw, tmp_path_factory.mktemp("engines"), figures=False)
+
+
+def summary_row(page: str, engine: str) -> str:
+    summary = page[page.index("<h2>Summary"):page.index("<h2>Hardware")]
+    return next(visible_text(r) for r in summary.split("<tr>") if f">{engine}<" in r)
+
+
+def test_summary_says_why_a_group_has_no_energy_and_gives_one_l_once(three_engines):
+    page = three_engines["report"]
+    eager = summary_row(page, "hf-eager")
+    assert "none usable: 1 status oom" in eager and "energy missing" not in eager  # it ran out of memory
+    assert "16,384–16,384" not in eager
+    paged = summary_row(page, "hf-paged")
+    assert paged.count("at 1,024") == 2 and "(one L only)" in paged  # not "x at 1,024; x at 1,024"
+
+
+def test_a_long_reason_is_cut_in_tables_and_whole_under_validity(three_engines):
+    page = three_engines["report"]
+    reason = three_engines["tables"]["per_cell"].set_index("engine").loc["hf-eager", "excluded_reason"]
+    assert len(reason) > 400
+    assert page.count(html.escape(reason)) == 1  # the validity table, and nowhere else
+    assert "(in full under Validity)" in page
+    assert three_engines["paper_md"].count(reason) == 0 and "(in full under Validity in the report)" in \
+        three_engines["paper_md"]
+
+
+def test_verdicts_are_coloured_and_intervals_do_not_break(reference):
+    page = reference["report"]
+    claims = page[page.index("<h2>The paper"):]
+    verdicts = set(reference["tables"]["claims"]["verdict"])
+    for verdict in verdicts:
+        css = {"confirmed": "confirmed", "refuted": "refuted"}.get(verdict, "untestable")
+        assert re.search(rf'<td class="[^"]*\b{css}\b[^"]*">{verdict}</td>', claims), verdict
+    # an interval is one unit for line breaking, in the report and in the write-up
+    assert re.search(r'<span class="ci">\[[\d.,]+, [\d.,]+\]</span>', page)
+    assert re.search(r'<span class="ci">\[[\d.,]+, [\d.,]+\]</span>', reference["paper_html"])
+
+
+def test_paper_tables_align_text_left_and_name_the_stack_once(three_engines):
+    md = three_engines["paper_md"]
+    assert md.count("NVIDIA H200 (driver 580.159.04)") == 1
+    assert "engines hf-eager, hf-sdpa and hf-paged 5.17.0" in md
+    assert "|:---|:---|---:|" in md  # model and engine are text, L a number
+    page = three_engines["paper_html"]
+    assert '<td class="t nw">llama-3.1-8b</td>' in page
+    assert "(the only L with both phases)" in md  # hf-paged's one (prefill, generate) pair, said once
+    assert "### Thresholds of the prefill cells" in md
+
+
+def test_the_report_has_in_page_contents(reference):
+    page = reference["report"]
+    toc = page[page.index('<p class="toc">'):]
+    toc = toc[:toc.index("</p>")]
+    for anchor in re.findall(r'href="#([^"]+)"', toc):
+        assert f'id="{anchor}"' in page, anchor
+    assert toc.count("href=") == page.count("<h2>")
+    assert page.index('<p class="toc">') < page.index("<h2>Summary")

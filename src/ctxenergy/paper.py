@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from string import Template
 
@@ -23,15 +24,20 @@ from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.analysis.uncertainty import DRAWS
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.report import FIGURE_TITLES, ci, finite, fmt, fmt_ci, page, png_data_uri, read_inputs, tokens, write_html
+from ctxenergy.report import (FIGURE_TITLES, brief, ci, finite, fmt, fmt_ci, keep_together, page, png_data_uri,
+                               read_inputs, tokens, write_html)
 
 CLAIM_ORDER = (1, 2, 3, 4, 5, 6)
 
 
-def md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1) -> str:
+    """A pipe table: text columns (the first text_cols, or those indices) left-aligned (:---), numbers right-aligned
+    (---:)."""
     def cell(v) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    text = set(range(text_cols)) if isinstance(text_cols, int) else set(text_cols)
+    align = [":---" if i in text else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -49,15 +55,33 @@ def setup_text(pc: pd.DataFrame) -> str:
     gen = pc[pc["phase"] == "generate"]
     g = sorted({int(x) for x in gen["output_tokens"]})
     lengths = ", ".join(tokens(L) for L in sorted(pc["length_tokens"].unique()))
-    versions = pc.groupby(["device_name", "driver_version", "torch_version", "engine", "engine_version",
-                           "meter_method"], dropna=False).size().reset_index()
-    stack = "; ".join(f"{r.device_name or 'unknown device'} (driver {r.driver_version or '–'}), torch "
-                      f"{r.torch_version or '–'}, {r.engine} {r.engine_version or '–'}, energy by {r.meter_method or '–'}"
-                      for r in versions.itertuples())
+    stack = stack_text(pc)
     windows = sorted({int(x) for x in pc["n_windows"].dropna() if x > 0})
-    return (f"Models {_join(sorted(pc['model'].unique()))}; engines {_join(sorted(pc['engine'].unique()))}; "
+    from ctxenergy.analysis.cells import engine_rank
+
+    engines = sorted(pc["engine"].unique(), key=engine_rank)  # the order of every table and figure
+    return (f"Models {_join(sorted(pc['model'].unique()))}; engines {_join(engines)}; "
             f"context lengths L = {lengths} tokens; generate cells with G = {_join([str(x) for x in g])} output "
             f"tokens; {_join([str(w) for w in windows])} windows per cell. Stack: {stack}.")
+
+
+def stack_text(pc: pd.DataFrame) -> str:
+    """Device, driver, torch and energy method once per distinct combination, with the engines (and their versions)
+    that ran on it: 'NVIDIA H200 (driver 580.159.04), torch 2.11.0+cu130, energy by nvml-...: hf-eager, hf-sdpa and
+    hf-paged 5.17.0'."""
+    from ctxenergy.analysis.cells import engine_rank
+
+    keys = ["device_name", "driver_version", "torch_version", "meter_method"]
+    parts = []
+    for (device, driver, torch, meter), g in pc.fillna({k: "" for k in keys}).groupby(keys, sort=False):
+        by_version: dict[str, list[str]] = {}
+        for engine in sorted(g["engine"].unique(), key=engine_rank):
+            versions = sorted({v for v in g.loc[g["engine"] == engine, "engine_version"] if v}) or ["–"]
+            by_version.setdefault(", ".join(versions), []).append(engine)
+        engines = "; ".join(f"{_join(es)} {v}" for v, es in by_version.items())
+        parts.append(f"{device or 'unknown device'} (driver {driver or '–'}), torch {torch or '–'}, energy by "
+                     f"{meter or '–'}; engines {engines}")
+    return ". ".join(parts)
 
 
 def energy_missing_text(pc: pd.DataFrame) -> str:
@@ -84,7 +108,8 @@ def table1_md(t1: pd.DataFrame) -> str:
                      ci(d, "achieved_tflops") if measured else "–", r.status])
     return md_table(["model", "paper engine", "paper latency (s)", "paper energy (J)", "paper J/token",
                      "TFLOP/s the paper's latency implies", "our engine", "our L", "our latency (s)", "our energy (J)",
-                     "our J/token", "our TFLOP/s", "our status"], rows)
+                     "our J/token", "our TFLOP/s", "our status"], rows,
+                    text_cols=(0, 1, 6, 12))
 
 
 def table1_note(t1: pd.DataFrame) -> str:
@@ -148,9 +173,13 @@ def io_md(io: pd.DataFrame) -> tuple[str, str]:
     for (model, engine), d in usable.groupby(["model", "engine"], sort=False):
         d = d.sort_values("length_tokens")
         lo, hi = d.iloc[0], d.iloc[-1]
-        parts.append(f"{model} / {engine}: E_out/E_in = {fmt_ci(lo.e_ratio, lo.e_ratio_ci_low, lo.e_ratio_ci_high)}x "
-                     f"at L = {tokens(lo.length_tokens)} and {fmt_ci(hi.e_ratio, hi.e_ratio_ci_low, hi.e_ratio_ci_high)}x"
-                     f" at L = {tokens(hi.length_tokens)}; one output token costs "
+        ratio = f"{fmt_ci(lo.e_ratio, lo.e_ratio_ci_low, lo.e_ratio_ci_high)}x at L = {tokens(lo.length_tokens)}"
+        if len(d) > 1:
+            ratio += (f" and {fmt_ci(hi.e_ratio, hi.e_ratio_ci_low, hi.e_ratio_ci_high)}x at L = "
+                      f"{tokens(hi.length_tokens)}")
+        else:
+            ratio += " (the only L with both phases)"
+        parts.append(f"{model} / {engine}: E_out/E_in = {ratio}; one output token costs "
                      f"{fmt_ci(hi.e_out_j, hi.e_out_j_ci_low, hi.e_out_j_ci_high)} J there")
     note = (f"With G = {_join([str(x) for x in g])}, E_out divides the generate-minus-prefill energy by G − 1 "
             "decode steps (the paper's G is shown beside it). " + "; ".join(parts) + ".")
@@ -158,7 +187,7 @@ def io_md(io: pd.DataFrame) -> tuple[str, str]:
              ci(r._asdict(), "e_out_j"), ci(r._asdict(), "e_out_per_g_j"), ci(r._asdict(), "e_ratio"),
              ci(r._asdict(), "e_ratio_per_g"), ci(r._asdict(), "dyn_e_ratio")] for r in usable.itertuples()]
     table = md_table(["model", "engine", "L", "E_in (mJ/token)", "E_out (J/token, G − 1)", "E_out (J/token, G)",
-                      "E_out/E_in (G − 1)", "E_out/E_in (G)", "E_out/E_in above idle"], rows)
+                      "E_out/E_in (G − 1)", "E_out/E_in (G)", "E_out/E_in above idle"], rows, text_cols=2)
     return note, table
 
 
@@ -173,13 +202,15 @@ def scaling_md(fits: pd.DataFrame) -> str:
         rows.append([r.model, r.engine, r.quantity.replace("_per_run_j", ""), r.status,
                      ci(d, "a_j") if fitted else "–", ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
                      ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
-                     fmt(r.chi2 / r.dof, 3) if fitted and finite(r.dof) and r.dof > 0 else "–", r.excluded or "none"])
+                     fmt(r.chi2 / r.dof, 3) if fitted and finite(r.dof) and r.dof > 0 else "–",
+                     brief(r.excluded, where="Validity in the report") if r.excluded else "none"])
         if fitted and r.quantity == "energy_per_run_j":
             sentences.append(f"For {r.model} / {r.engine}, E(L) = {fmt(r.a_j)} J + {fmt(r.b_j_per_token * 1e3)} "
                              f"mJ/token · L + {fmt(r.c_j_per_token2 * 1e9)} nJ/token² · L² over L = "
                              f"{tokens(r.length_min)}–{tokens(r.length_max)}.")
     return (" ".join(sentences) + "\n\n" + md_table(["model", "engine", "energy", "status", "a (J)", "b (mJ/token)",
-                                                     "c (nJ/token²)", "χ²/dof", "cells left out"], rows))
+                                                     "c (nJ/token²)", "χ²/dof", "cells left out"], rows,
+                                                    text_cols=(0, 1, 2, 3, 8)))
 
 
 def thresholds_md(th: pd.DataFrame) -> str:
@@ -194,7 +225,8 @@ def thresholds_md(th: pd.DataFrame) -> str:
         else:
             value = fmt_ci(r.value, r.ci_low, r.ci_high, 2)
         rows.append([r.model, r.engine, r.threshold, value, r.unit, r.method, r.note or "–"])
-    return md_table(["model", "engine", "threshold", "value", "unit", "method", "note"], rows)
+    return md_table(["model", "engine", "threshold", "value", "unit", "method", "note"], rows,
+                    text_cols=(0, 1, 2, 4, 5, 6))
 
 
 def figures_md(figures: dict[str, Path], out_md: Path | None) -> str:
@@ -267,9 +299,19 @@ def _table_html(lines: list[str]) -> str:
     def cells(line: str) -> list[str]:
         parts = re.split(r"(?<!\\)\|", line.strip().strip("|"))
         return [p.strip().replace("\\|", "|") for p in parts]
-    head = "".join(f"<th>{_inline(c)}</th>" for c in cells(lines[0]))
-    body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in cells(line)) + "</tr>" for line in lines[2:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # ':---' is a left-aligned (text) column; '---' and '---:' keep the page's right alignment of numbers
+    left = [c.startswith(":") and not c.endswith(":") for c in cells(lines[1])] if len(lines) > 1 else []
+
+    def cell(tag: str, i: int, c: str) -> str:
+        classes = ["t"] if i < len(left) and left[i] else []
+        if tag == "td" and c and len(c) <= 40 and not re.search(r"\s", c):
+            classes.append("nw")  # a name or a number: never broken across lines
+        cls = f' class="{" ".join(classes)}"' if classes else ""
+        return f"<{tag}{cls}>{keep_together(_inline(c))}</{tag}>"
+    head = "".join(cell("th", i, c) for i, c in enumerate(cells(lines[0])))
+    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(cells(line))) + "</tr>"
+                   for line in lines[2:])
+    return f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def markdown_to_html(md: str, images: dict[str, str] | None = None) -> str:

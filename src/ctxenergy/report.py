@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -35,14 +37,19 @@ color:#222;line-height:1.45}
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 h3{font-size:1.05em}
 table{border-collapse:collapse;margin:.6em 0 1em;font-size:.85em}
+.tw{overflow-x:auto;margin:.6em 0 1em}.tw table{margin:0}table.wide{font-size:.76em}
+table.wide th,table.wide td{padding:.2em .35em}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
-th{background:#f3f3f3}td.t,th.t{text-align:left}
+th{background:#f3f3f3}td.t,th.t{text-align:left}td.nw,.ci{white-space:nowrap}.ci{color:#555}
+tbody tr:nth-child(even){background:#fafafa}
 .warn{background:#fff3f0;border-left:4px solid #b03030;padding:.6em 1em;margin:1em 0}
 .note{color:#555;font-size:.9em}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#444}
 code{background:#f5f5f5;padding:0 .2em}
 .confirmed{color:#1a7f37;font-weight:600}.refuted{color:#b03030;font-weight:600}
 .untestable{color:#777;font-weight:600}
+.toc{font-size:.9em;color:#444}.toc a{color:#2a5db0;text-decoration:none;margin-right:.2em}
+@media print{body{max-width:none;margin:0}.tw{overflow:visible}figure,tr{break-inside:avoid}h2,h3{break-after:avoid}}
 """
 
 
@@ -84,15 +91,54 @@ def tokens(L) -> str:
     return f"{int(L):,}" if finite(L) else "–"
 
 
-def html_table(header: list[str], rows: list[list[str]], text_cols: int = 1) -> str:
-    """A table; the first text_cols columns are left-aligned text, the rest right-aligned numbers. Cells are
-    escaped here, so callers pass plain strings."""
+def length_range(lengths) -> str:
+    lo, hi = min(lengths, default=float("nan")), max(lengths, default=float("nan"))
+    return tokens(lo) if lo == hi or not finite(hi) else f"{tokens(lo)}–{tokens(hi)}"
+
+
+class Cell(str):
+    """A table cell's text with a CSS class of its own (a verdict's colour)."""
+
+    css: str = ""
+
+    def __new__(cls, text, css: str = ""):
+        obj = super().__new__(cls, text)
+        obj.css = css
+        return obj
+
+
+def keep_together(escaped: str) -> str:
+    """Each bracketed interval of an escaped cell in a span that does not break: '36.9 [34.3, 39.4]' wraps, where
+    it must, before the bracket and not after the comma."""
+    return re.sub(r"\[[^\[\]<>]*\]", lambda m: f'<span class="ci">{m.group(0)}</span>', escaped)
+
+
+def brief(text, n: int = 140, where: str = "Validity") -> str:
+    """A long reason (an engine's whole error message) cut to its start for a table cell; the report's validity
+    table keeps it whole."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + f" … (in full under {where})"
+
+
+def html_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1,
+               wide: bool = False) -> str:
+    """A table; text columns (the first text_cols, or those indices) are left-aligned, the rest right-aligned
+    numbers. A line breaks between a value and its [interval], never inside either, nor inside a name without a
+    space (llama-3.1-8b, hf-paged). Cells are escaped here, so callers pass plain strings (or Cell)."""
+    text = set(range(text_cols)) if isinstance(text_cols, int) else set(text_cols)
+
     def cell(tag, i, v):
-        cls = ' class="t"' if i < text_cols else ""
-        return f"<{tag}{cls}>{esc(v)}</{tag}>"
+        v = "" if v is None else v
+        classes = ["t"] if i in text else []
+        if tag == "td" and len(str(v)) <= 40 and not re.search(r"\s", str(v)):
+            classes.append("nw")
+        classes += [c for c in [getattr(v, "css", "")] if c]
+        cls = f' class="{" ".join(classes)}"' if classes else ""
+        return f"<{tag}{cls}>{keep_together(esc(v))}</{tag}>"
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = '<table class="wide">' if wide else "<table>"  # wide: many columns, a smaller font so that it fits
+    return f'<div class="tw">{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def png_data_uri(path: str | Path) -> str:
@@ -134,15 +180,26 @@ def _th_text(r: pd.Series | None) -> str:
     return tokens(r["value"])
 
 
+def none_usable(cells: pd.DataFrame) -> str:
+    """What a summary cell says where a group has no usable cell: 'energy missing' on a host without an energy
+    counter, otherwise the statuses that kept the cells out ('none usable: 1 status oom')."""
+    if cells.empty:
+        return "not measured"
+    reasons = cells.loc[~cells["usable"], "excluded_reason"].str.split(":").str[0].value_counts()
+    if set(reasons.index) <= {"no_energy"}:
+        return "energy missing"
+    return "none usable: " + ", ".join(f"{n} {r}" for r, n in reasons.items())
+
+
 def energy_missing(pc: pd.DataFrame) -> bool:
     return not pc["usable"].any()
 
 
 def summary_section(t: dict) -> str:
     pc, th, io = t["per_cell"], t["thresholds"], t["io_ratio"]
-    def at(r, col: str, scale: float = 1.0) -> str:
+    def at(r, col: str, scale: float = 1.0, why: str = "energy missing") -> str:
         if r is None:
-            return "energy missing"
+            return why
         return f"{fmt_ci(r[col], r[f'{col}_ci_low'], r[f'{col}_ci_high'], scale=scale)} at {tokens(r['length_tokens'])}"
 
     rows = []
@@ -151,11 +208,17 @@ def summary_section(t: dict) -> str:
         pre = g[(g["phase"] == "prefill") & g["usable"]].sort_values("length_tokens")
         r_io = io[(io["model"] == model) & (io["engine"] == engine) & io["usable"]].sort_values("length_tokens")
         first, last = (pre.iloc[0], pre.iloc[-1]) if len(pre) else (None, None)
-        ratios = f"{at(r_io.iloc[0], 'e_ratio')}; {at(r_io.iloc[-1], 'e_ratio')}" if len(r_io) else "energy missing"
+        why = none_usable(g[g["phase"] == "prefill"])
+        if len(r_io) > 1:
+            ratios = f"{at(r_io.iloc[0], 'e_ratio')}; {at(r_io.iloc[-1], 'e_ratio')}"
+        elif len(r_io):
+            ratios = f"{at(r_io.iloc[0], 'e_ratio')} (one L only)"
+        else:
+            ratios = "no usable prefill and generate at one L" if g["usable"].any() else none_usable(g)
         rows.append([
             model, engine, f"{int(g['usable'].sum())} / {len(g)}",
-            f"{tokens(g['length_tokens'].min())}–{tokens(g['length_tokens'].max())}",
-            at(first, "energy_per_token_j", 1e3), at(last, "energy_per_token_j", 1e3),
+            length_range(g["length_tokens"]),
+            at(first, "energy_per_token_j", 1e3, why), at(last, "energy_per_token_j", 1e3, why),
             _th_text(_threshold(th, model, engine, "prefill", "efficiency_measured", "energy_per_run_j")),
             _th_text(_threshold(th, model, engine, "prefill", "crossover", "energy_per_run_j")),
             _th_text(_threshold(th, model, engine, "prefill", "power_plateau")),
@@ -233,7 +296,7 @@ def cells_section(pc: pd.DataFrame) -> str:
               "mean power (W)", "time at cap", "TFLOP/s", "of peak", "decode TB/s", "of peak", "windows"]
     return ("<h2>Cells</h2><p class=\"note\">Tokens per run: L for prefill, L + G for generate. TFLOP/s: the prefill's "
             "FLOP (ctxenergy.flops) over the time to first token. Decode TB/s: weights + KV cache read by the G - 1 "
-            "decode steps over the decode time.</p>" + html_table(header, rows, text_cols=6))
+            "decode steps over the decode time.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 4, 5), wide=True))
 
 
 def slopes_section(sl: pd.DataFrame) -> str:
@@ -258,12 +321,12 @@ def fits_section(ft: pd.DataFrame) -> str:
                      ci(d, "a_j") if fitted else "–", ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
                      ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
                      fmt(r.chi2 / r.dof, 3) if fitted and finite(r.dof) and r.dof > 0 else "–",
-                     r.excluded or "none"])
+                     brief(r.excluded) if r.excluded else "none"])
     header = ["model", "engine", "phase", "energy", "status", "a (J)", "b (mJ/token)", "c (nJ/token²)", "chi²/dof",
               "cells left out"]
     return ("<h2>Fits E(L) = a + bL + cL²</h2><p class=\"note\">Weighted least squares (weights 1/SE² of each cell's "
             "mean). Where chi²/dof > 1 the coefficient intervals are widened by it. Cells that are not usable are "
-            "left out and named in the last column.</p>" + html_table(header, rows, text_cols=5))
+            "left out and named in the last column.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 3, 4, 9)))
 
 
 def thresholds_section(th: pd.DataFrame) -> str:
@@ -277,7 +340,7 @@ def thresholds_section(th: pd.DataFrame) -> str:
     return (f"<h2>Thresholds</h2><p class=\"note\">Power plateau: the smallest L from which mean power stays within "
             f"{PLATEAU_FRACTION:.0%} of its maximum.</p>"
             + html_table(["model", "engine", "phase", "threshold", "on", "value", "unit", "method", "note"], rows,
-                         text_cols=5))
+                         text_cols=(0, 1, 2, 3, 4, 6, 7, 8)))
 
 
 def io_section(io: pd.DataFrame) -> str:
@@ -291,13 +354,13 @@ def io_section(io: pd.DataFrame) -> str:
     for r in io.itertuples():
         d = r._asdict()
         if not r.usable:
-            rows.append([r.model, r.engine, tokens(r.length_tokens), "–", "–", "–", "–", "–", "–", r.note])
+            rows.append([r.model, r.engine, tokens(r.length_tokens), *["–"] * 6, brief(r.note)])
             continue
         rows.append([r.model, r.engine, tokens(r.length_tokens), ci(d, "e_in_j", scale=1e3), ci(d, "e_out_j"),
                      ci(d, "e_out_per_g_j"), ci(d, "e_ratio"), ci(d, "e_ratio_per_g"), ci(d, "dyn_e_ratio"), "–"])
     header = ["model", "engine", "L", "E_in (mJ/token)", "E_out (J/token, G−1)", "E_out (J/token, per G)",
               "E_out/E_in (G−1)", "E_out/E_in (per G)", "E_out/E_in above idle", "note"]
-    return out + html_table(header, rows, text_cols=2)
+    return out + html_table(header, rows, text_cols=(0, 1, 9))
 
 
 def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:
@@ -314,10 +377,11 @@ def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:
 
 
 def claims_section(cl: pd.DataFrame) -> str:
-    rows = [[str(r.claim_id), r.claim, r.subject or "–", r.verdict, r.deciding] for r in cl.itertuples()]
+    rows = [[str(r.claim_id), r.claim, r.subject or "–", Cell(r.verdict, verdict_class(r.verdict)), r.deciding]
+            for r in cl.itertuples()]
     return ("<h2>The paper's claims</h2><p class=\"note\">The full comparison, with the paper's Table 1, is in the "
             "reproduction write-up (results/paper/paper.html).</p>"
-            + html_table(["#", "claim", "subject", "verdict", "deciding number"], rows, text_cols=5))
+            + html_table(["#", "claim", "subject", "verdict", "deciding number"], rows, text_cols=(1, 2, 3, 4)))
 
 
 def build_report(t: dict, figures: dict[str, Path]) -> str:
@@ -329,7 +393,22 @@ def build_report(t: dict, figures: dict[str, Path]) -> str:
     body += figures_section(figures) + cells_section(pc) + io_section(t["io_ratio"]) + slopes_section(t["slopes"])
     body += fits_section(t["fits"]) + thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)
     body += claims_section(t["claims"])
-    return page("ctxenergy report", body)
+    return page("ctxenergy report", with_contents(body))
+
+
+def _slug(title: str) -> str:
+    return "sec-" + re.sub(r"[^a-z0-9]+", "-", html.unescape(title).lower()).strip("-")
+
+
+def with_contents(body: str) -> str:
+    """Anchors on the sections and a line of links to them under the title (in-page links only)."""
+    titles = re.findall(r"<h2>(.*?)</h2>", body)
+    if not titles:
+        return body
+    body = re.sub(r"<h2>(.*?)</h2>", lambda m: f'<a id="{_slug(m.group(1))}"></a>{m.group(0)}', body)
+    toc = '<p class="toc">Contents: ' + " · ".join(f'<a href="#{_slug(t)}">{t}</a>' for t in titles) + "</p>"
+    end = body.find("</p>", body.find("</h1>")) + len("</p>")
+    return body[:end] + toc + body[end:]
 
 
 def read_inputs(table_paths, figure_paths) -> tuple[dict, dict]:
