@@ -157,3 +157,16 @@ def test_no_usable_cell_makes_every_claim_untestable_and_says_why(raw):
     c = claims_of(df)
     assert set(c["verdict"]) == {"not testable"}
     assert "14 no_energy" in c.set_index("claim_id").loc[1, "deciding"]
+
+
+def test_a_claim_about_vllm_cites_only_vllm_cells(raw):
+    """An unusable HF cell (here a real out-of-memory hf-eager cell) is no reason given for an untestable vLLM claim."""
+    oom = raw.iloc[[0]].assign(engine="hf-eager", cell_id="llama-3.1-8b/hf-eager/prefill/L16384", status="oom",
+                               energy_per_run_j=np.nan)
+    claims = derive(pd.concat([raw, oom], ignore_index=True))["claims"]
+    for claim_id in (3, 4):
+        deciding = claims.loc[claims["claim_id"] == claim_id, "deciding"].iloc[0]
+        assert deciding.lower() == "no vllm cells measured", deciding
+        assert "oom" not in deciding
+    hf = claims.loc[claims["claim_id"] == 5, "deciding"].tolist()
+    assert all("112k" in d for d in hf)  # the HF claim is untestable for want of L, said per HF engine

@@ -244,7 +244,10 @@ def _ratio_rows(claim: int, io: pd.DataFrame, engines: tuple, points: dict, why:
         rows.append(_row(claim, subject, CONFIRMED if ok else REFUTED, "; ".join(parts) + " (paper's denominator G)",
                          last["e_ratio_per_g"], last["e_ratio_per_g_ci_low"], last["e_ratio_per_g_ci_high"], "x",
                          paper_txt))
-    none = f"no usable {'/'.join(engines)} generate and prefill cells at the same L" + why
+    if not io["engine"].isin(engines).any():
+        none = f"no {'/'.join(engines)} cells measured"
+    else:
+        none = f"no usable {'/'.join(engines)} generate and prefill cells at the same L" + why
     return rows or [_row(claim, "", UNTESTABLE, none,
                          paper_value=paper_txt)]
 
@@ -279,10 +282,14 @@ def claims(per_cell: pd.DataFrame, slopes: pd.DataFrame, thresholds: pd.DataFram
            ratios: pd.DataFrame) -> pd.DataFrame:
     c = PAPER["claims"]
     why = unusable_summary(per_cell)
-    rows = (_claim1(slopes, thresholds, why) + _claim2(per_cell, thresholds, why) + _claim3(per_cell, why)
-            + _ratio_rows(4, io, ENGINE_FAMILIES["vLLM"], {"1k": c[4]["ratio_at_1k"], "112k": c[4]["ratio_at_112k"]},
-                          why)
-            + _ratio_rows(5, io, ENGINE_FAMILIES["HF"], {"112k": c[5]["ratio_at_112k"]}, why) + _claim6(ratios))
+
+    def why_for(engines) -> str:  # a claim about one engine family cites only that family's unusable cells
+        return unusable_summary(per_cell[per_cell["engine"].isin(engines)])
+
+    vllm, hf = ENGINE_FAMILIES["vLLM"], ENGINE_FAMILIES["HF"]
+    rows = (_claim1(slopes, thresholds, why) + _claim2(per_cell, thresholds, why) + _claim3(per_cell, why_for(vllm))
+            + _ratio_rows(4, io, vllm, {"1k": c[4]["ratio_at_1k"], "112k": c[4]["ratio_at_112k"]}, why_for(vllm))
+            + _ratio_rows(5, io, hf, {"112k": c[5]["ratio_at_112k"]}, why_for(hf)) + _claim6(ratios))
     out = pd.DataFrame(rows, columns=["claim_id", "claim", "subject", "paper_value", "value", "ci_low", "ci_high",
                                       "unit", "verdict", "deciding"])
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
