@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+
+# When this job's Python got here (imports of the standard library only): the start of a cell's timeline.
+JOB_START = time.perf_counter()
 
 from ctxenergy.errors import CtxEnergyError
 
@@ -70,7 +74,7 @@ def cmd_measure(args) -> int:
     with claimed_gpus(config, cell) as uuids:
         from ctxenergy.measure import measure_cell
 
-        record = measure_cell(config, cell, prompt, warmup, out, gpu_uuids=uuids)
+        record = measure_cell(config, cell, prompt, warmup, out, gpu_uuids=uuids, job_start=JOB_START)
     summary = {"cell": cell.cell_id, "status": record.status, "flags": record.flags, "out": str(out)}
     if record.windows:
         e = [w["energy_per_run_j"] for w in record.windows]

@@ -178,12 +178,19 @@ def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -
 
 
 def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, meter: EnergyMeter | None = None,
-                 gpu_uuids: list[str] | None = None) -> CellRecord:
-    """Measure one cell and write its tables atomically to out_path (+ .runs / .trace siblings)."""
+                 gpu_uuids: list[str] | None = None, job_start: float | None = None) -> CellRecord:
+    """Measure one cell and write its tables atomically to out_path (+ .runs / .trace siblings).
+
+    job_start (perf_counter) lets the timeline show what the job spent before this call (imports, GPU claim):
+    the pipeline's own cost against the measured windows.
+    """
     spec = resolve_model(config, cell.model)
     settings = config["measure"]
     n_out = output_tokens(config, cell.phase)
     record = CellRecord(cell)
+    if job_start is not None:
+        record.timeline["job_start"] = job_start
+    record.timeline["measure_start"] = time.perf_counter()
     record.meta.update({
         "study": config.get("study"), "model": cell.model, "engine": cell.engine, "phase": cell.phase,
         "length_tokens": cell.length, "output_tokens": n_out, "dtype": config["dtype"], "device": config["device"],
@@ -208,7 +215,9 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
                                 "the cell is recorded but not measured")
     else:
         own_meter = meter is None
+        record.timeline["meter_open_start"] = time.perf_counter()
         meter = meter or open_meter(config["device"], uuids=gpu_uuids, sample_interval_s=settings["sample_interval_s"])
+        record.timeline["meter_open_end"] = time.perf_counter()
         try:
             dev = meter.devices[0]
             record.meta.update({
@@ -239,6 +248,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
     peaks = device_peaks(record.meta.get("device_name"))
     record.meta["peak_bf16_tflops"] = peaks["bf16_tflops"] if peaks else None
     record.meta["peak_mem_tb_s"] = peaks["mem_tb_s"] if peaks else None
+    record.timeline["write_start"] = time.perf_counter()
     write_cell(record, out_path)
     return record
 

@@ -1,0 +1,21 @@
+"""benchmarks/pipeline_overhead.py on the committed H200 jobs: the breakdown adds up."""
+
+import importlib.util
+
+from conftest import REFERENCE, REPO
+
+spec = importlib.util.spec_from_file_location("pipeline_overhead", REPO / "benchmarks" / "pipeline_overhead.py")
+overhead = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(overhead)
+
+
+def test_breakdown_of_the_reference_jobs():
+    df = overhead.overhead_table(REFERENCE / "cells", REFERENCE / "jobs" / "measure_cell")
+    assert len(df) == 17  # 18 cells, less the oom cell, which measured nothing
+    assert (df["job_s"] > df["windows_s"]).all() and (df["windows_s"] > 0).all()
+    parts = df[["before_load_s", "load_s", "idle_s", "warmup_s", "timing_pass_s", "window_span_s"]].sum(axis=1)
+    assert ((parts - df["job_s"]).abs() < 1e-6).all()  # the parts account for the job's wall time
+    # these cells ran the timing pass as a run of its own: its gap matches the run time the cell recorded
+    gen = df[df["cell"].str.contains("hf-sdpa/generate")]
+    assert ((gen["timing_pass_s"] > 2.0) & (gen["timing_pass_s"] < 6.0)).all()
+    assert 2.5 < df["job_s"].sum() / df["windows_s"].sum() < 4.5  # 3.39x measured on 2026-11-29
