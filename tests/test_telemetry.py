@@ -372,3 +372,24 @@ def test_no_energy_source_records_none_with_the_reason(tmp_path, monkeypatch):
     w = meter.end_window(t, t + 0.01, idle)
     assert w.energy_j is None and w.raw_energy_j is None and w.method == "none"
     assert w.notes and "energy not recorded" in w.notes[0]
+
+
+def test_sampler_survives_failing_reads_and_counts_them():
+    import time as _time
+
+    from ctxenergy.telemetry.sampler import PowerSampler
+
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] % 2:
+            raise RuntimeError("NVML_ERROR_UNKNOWN")
+        return 100.0, 0
+
+    sampler = PowerSampler(flaky, interval_s=0.005).start()
+    _time.sleep(0.15)
+    sampler.stop()
+    trace = sampler.snapshot(0, _time.perf_counter())
+    assert sampler.failed_reads >= 5 and "NVML_ERROR_UNKNOWN" in sampler.last_error
+    assert len(trace.t) >= 5  # it kept sampling after the failures

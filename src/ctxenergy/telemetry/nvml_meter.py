@@ -174,6 +174,10 @@ class NvmlMeter(EnergyMeter):
         foreign = any(st.foreign_pids for st in self._state_start + state_end)
         if not self.has_counter:
             notes.append("this GPU has no energy counter: energy is the integral of the instant-power trace")
+        for i, sampler in enumerate(self._samplers):
+            if sampler.failed_reads:
+                notes.append(f"gpu{i}: {sampler.failed_reads} power samples failed so far ({sampler.last_error}); "
+                             "the trace has gaps, the counter's energy does not depend on it")
         for i in range(len(self.handles)):
             self._samplers[i].clear_before(self._t_open - 1.0)
         return WindowEnergy(

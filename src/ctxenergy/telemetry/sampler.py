@@ -34,6 +34,8 @@ class PowerSampler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ctxenergy-power-sampler", daemon=True)
+        self.failed_reads = 0
+        self.last_error: str | None = None
 
     def start(self) -> "PowerSampler":
         self._thread.start()
@@ -42,12 +44,17 @@ class PowerSampler:
     def _run(self) -> None:
         next_t = time.perf_counter()
         while not self._stop.is_set():
-            watts, reasons = self._read()
-            now = time.perf_counter()
-            with self._lock:
-                self._trace.t.append(now)
-                self._trace.power_w.append(watts)
-                self._trace.reasons.append(reasons)
+            try:
+                watts, reasons = self._read()
+            except Exception as exc:  # noqa: BLE001 - a failed read (driver hiccup) must not end the trace silently
+                self.failed_reads += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                now = time.perf_counter()
+                with self._lock:
+                    self._trace.t.append(now)
+                    self._trace.power_w.append(watts)
+                    self._trace.reasons.append(reasons)
             next_t += self._interval
             delay = next_t - time.perf_counter()
             if delay > 0:
