@@ -1,8 +1,9 @@
 """The measurement protocol of one cell (DESIGN.md "Measurement protocol for one cell").
 
-load engine -> warm-up on a different prompt -> idle baseline (model resident) -> timing pass ->
-`repeats` windows of R back-to-back runs, each window >= min_window_s -> per-window energy and times.
-Engine start-up, warm-up and the timing pass all happen before the first window opens.
+load engine -> idle baseline (model resident) -> warm-up on a different prompt for one window's length (its last
+run is the timing pass) -> `repeats` windows of R back-to-back runs, each window >= min_window_s -> per-window
+energy and times. Engine start-up, idle baseline and warm-up all happen before the first window opens, and the
+warm-up ends right before it, so that the first window starts as warm as the later ones.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _state_columns(prefix: str, states) -> dict:
     }
 
 
-def _window_row(index: int, runs: list, w: WindowEnergy, tokens_per_run: int) -> dict:
+def _window_row(index: int, runs: list, w: WindowEnergy) -> dict:
     n = len(runs)
     row = {
         "window": index,
@@ -100,7 +101,7 @@ def warmup_prompt_for(config: dict, cell: Cell, prompt: np.ndarray, warmup_promp
 
 def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, warmup_prompt: np.ndarray,
                  n_out: int, settings: dict, record: CellRecord) -> None:
-    """Warm-up, idle baseline, timing pass and the measured windows; fills `record`."""
+    """Idle baseline, warm-up (whose last run is the timing pass) and the measured windows; fills `record`."""
     t = record.timeline
     engine.synchronize()
     t["idle_start"] = time.perf_counter()
@@ -130,7 +131,7 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
         meter.begin_window()
         runs = [engine.run(prompt, n_out) for _ in range(reps)]
         energy = meter.end_window(runs[0].start, runs[-1].end, idle)
-        record.windows.append(_window_row(w, runs, energy, int(prompt.size)))
+        record.windows.append(_window_row(w, runs, energy))
         for i, r in enumerate(runs):
             record.runs.append({"window": w, "run": i, "start_s": r.start, "first_token_s": r.first_token,
                                 "end_s": r.end, "tokens_in": r.tokens_in, "tokens_out": r.tokens_out})
