@@ -44,3 +44,14 @@ def reference_tables():
     from ctxenergy.grid import cached_cell_tables
 
     return cached_cell_tables(SDPA_SLICE)
+
+
+def reference_cells_without_energy():
+    """The reference slice as a host without a readable energy source would have measured it."""
+    import numpy as np
+
+    raw = reference_cells()
+    cols = [c for c in raw if c.startswith(("energy_per_run", "dynamic_energy", "mean_power", "power_cap"))]
+    raw[cols] = np.nan
+    raw["flags"] = "no_energy"
+    return raw

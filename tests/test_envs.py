@@ -3,7 +3,6 @@ reachable) must stay consistent with pyproject.toml, and every rule must name on
 
 import re
 import tomllib
-from pathlib import Path
 
 import yaml
 

@@ -1,10 +1,9 @@
 """Figures from the derived tables: the reference H200 cells, and tables without energy (a CPU host)."""
 
-from conftest import reference_cells, reference_tables
+from conftest import reference_cells, reference_cells_without_energy, reference_tables
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ctxenergy.analysis.derive import derive, read_cell_tables
@@ -32,10 +31,7 @@ def reference_figures(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def no_energy_figures(tmp_path_factory):
-    raw = reference_cells()
-    cols = [c for c in raw if c.startswith(("energy_per_run", "dynamic_energy", "mean_power", "power_cap"))]
-    raw[cols] = np.nan
-    raw["flags"] = "no_energy"
+    raw = reference_cells_without_energy()
     out = tmp_path_factory.mktemp("fig_cpu")
     make_figures(derive(raw), all_outputs(out))
     return out
@@ -171,10 +167,7 @@ def test_a_missing_message_stays_inside_its_panel():
 
     from ctxenergy.figures import _style, energy_fit, energy_intensity
 
-    raw = reference_cells()
-    cols = [c for c in raw if c.startswith(("energy_per_run", "dynamic_energy", "mean_power", "power_cap"))]
-    raw[cols] = np.nan
-    raw["flags"] = "no_energy"
+    raw = reference_cells_without_energy()
     tables = derive(raw)
     _style()
     for plot in (energy_fit, energy_intensity):

@@ -1,11 +1,10 @@
 """The HTML report and the reproduction write-up, from the H200 reference and from cells without energy."""
 
-from conftest import reference_cells, reference_tables
+from conftest import reference_cells, reference_cells_without_energy, reference_tables
 import html
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -42,10 +41,7 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def no_energy(tmp_path_factory):
-    raw = reference_cells()
-    cols = [c for c in raw if c.startswith(("energy_per_run", "dynamic_energy", "mean_power", "power_cap"))]
-    raw[cols] = np.nan
-    raw["flags"] = "no_energy"
+    raw = reference_cells_without_energy()
     oom = raw["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L16384"
     raw.loc[oom, ["status", "status_reason"]] = ["oom", "out of device memory"]
     return build(raw, tmp_path_factory.mktemp("cpu"), figures=False)
