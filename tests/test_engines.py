@@ -65,6 +65,12 @@ def test_generate_returns_exactly_g_tokens(hf_engine):
     assert r.prefill_s < r.total_s
 
 
+def test_load_says_where_its_time_went(hf_engine):
+    timings = hf_engine.load_timings
+    assert set(timings) == {"import_s", "config_s", "build_s"}
+    assert all(v >= 0 for v in timings.values()) and timings["build_s"] > 0
+
+
 def test_paged_cache_is_one_request_long_and_never_shares_blocks():
     """Left to transformers, the KV cache takes ~90 % of free memory (of RAM on a CPU: 20 GB and a minute here)."""
     from ctxenergy.engines.hf import HFPagedEngine, paged_num_blocks

@@ -232,6 +232,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
             engine.load()
             t["load_end"] = time.perf_counter()
             record.meta["engine_settings"] = engine.settings()
+            record.meta["load_breakdown_s"] = getattr(engine, "load_timings", {})
             run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record)
         except OutOfMemory as exc:
             record.status, record.status_reason = "oom", f"out of device memory: {exc}"

@@ -18,20 +18,32 @@ def _torch_dtype(name: str):
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
 
 
-def build_hf_model(spec: ModelSpec, attn_implementation: str, dtype: str, device: str):
-    """Random weights from the shipped architecture config (built on the device directly), or real weights."""
+def build_hf_model(spec: ModelSpec, attn_implementation: str, dtype: str, device: str, timings: dict | None = None):
+    """Random weights from the shipped architecture config (built on the device directly), or real weights.
+
+    `timings` receives where the load's time went (seconds): the engine load is the largest cost of a cell job.
+    """
+    t0 = time.perf_counter()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    t1 = time.perf_counter()
     torch_dtype = _torch_dtype(dtype)
     if spec.weights:
         model = AutoModelForCausalLM.from_pretrained(
             spec.weights, dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True, device_map=device
         )
+        t2 = time.perf_counter()
     else:
         cfg = AutoConfig.from_pretrained(str(spec.config_path.parent), local_files_only=True)
+        t2 = time.perf_counter()
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype, attn_implementation=attn_implementation)
+    if device == "cuda":
+        torch.cuda.synchronize()  # the random initialisation runs asynchronously on the GPU
+    t3 = time.perf_counter()
+    if timings is not None:
+        timings.update(import_s=t1 - t0, config_s=t2 - t1, build_s=t3 - t2)
     model.eval()
     # Greedy and EOS-free, so that a generate run always produces exactly G tokens.
     gc = model.generation_config
@@ -71,7 +83,8 @@ class HFEngine(Engine):
         self.model = None
 
     def load(self) -> None:
-        self.model = build_hf_model(self.spec, ATTENTION[self.name], self.dtype, self.device)
+        self.load_timings: dict[str, float] = {}
+        self.model = build_hf_model(self.spec, ATTENTION[self.name], self.dtype, self.device, self.load_timings)
 
     def synchronize(self) -> None:
         import torch
