@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -411,25 +410,12 @@ def windows_path(out: str | Path) -> Path:
 
 @contextlib.contextmanager
 def claimed_gpu(backend, timeout_s: float = 3600.0):
-    """Hold one GPU with the lock every measurement job takes (gpus.py) and make it the only one CUDA sees.
+    """Hold one GPU with the lock every measurement job takes: a calibration sharing a GPU with a cell would spoil
+    both. Must run before CUDA is initialised in this process."""
+    from ctxenergy.gpus import claimed_devices
 
-    Must run before CUDA is initialised in this process. A calibration sharing a GPU with a cell would spoil both.
-    """
-    from ctxenergy.gpus import claim, host_gpu_uuids, resolve_visible
-
-    given = os.environ.get("CUDA_VISIBLE_DEVICES")
-    tokens = [t.strip() for t in (given or "").split(",") if t.strip()]
-    pool = resolve_visible(tokens, backend) if given is not None else host_gpu_uuids(backend)
-    got = claim(pool, 1, timeout_s)
-    os.environ["CUDA_VISIBLE_DEVICES"] = got.uuids[0]
-    try:
-        yield got.uuids[0]
-    finally:
-        got.release()
-        if given is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = given
+    with claimed_devices(1, timeout_s, backend, who="the calibration") as uuids:
+        yield uuids[0]
 
 
 def run_on_gpu(settings: CalibrationSettings, log: Callable[[str], None],

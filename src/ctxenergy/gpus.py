@@ -273,19 +273,15 @@ def _model_tp(config: dict, model: str) -> int:
 
 
 @contextlib.contextmanager
-def claimed_gpus(config: dict, cell, backend=None):
-    """Yield the UUIDs of the GPUs this cell runs on (None on CPU), with CUDA_VISIBLE_DEVICES set to them.
+def claimed_devices(count: int, timeout_s: float, backend=None, who: str = "a cell"):
+    """Claim `count` GPUs (among those CUDA_VISIBLE_DEVICES gives, else all of the host's), make them the only ones
+    CUDA sees, and yield their UUIDs; the environment is restored and the GPUs released on exit.
 
-    `cell` is a Cell or a model name (the warm-up job has no cell). Raises GpuClaimError, before anything is
-    loaded, when the cell's tp exceeds the GPUs available or none frees up within measure.gpu_claim_timeout_s.
+    Must run before CUDA is initialised in this process. Measurement cells and the calibration both claim through
+    here, so neither can share a GPU with the other.
     """
-    if config["device"] != "cuda":
-        yield None
-        return
     from ctxenergy.telemetry.nvml_api import open_backend
 
-    model = getattr(cell, "model", cell)
-    tp = _model_tp(config, model)
     nv = backend or open_backend()
     given = os.environ.get("CUDA_VISIBLE_DEVICES")
     if given is not None:  # SLURM or the user chose: claim among those GPUs only
@@ -295,12 +291,12 @@ def claimed_gpus(config: dict, cell, backend=None):
     else:
         tokens, pool = [], host_gpu_uuids(nv)
         where = "this host has"
-    if tp > len(pool):
+    if count > len(pool):
         raise GpuClaimError(
-            f"model '{model}' has tp={tp} but {where} {len(pool)} GPU(s)"
-            f"{' (' + ', '.join(pool) + ')' if pool else ''}; lower tp or run on a node with {tp} GPUs"
+            f"{who} has tp={count} but {where} {len(pool)} GPU(s)"
+            f"{' (' + ', '.join(pool) + ')' if pool else ''}; lower tp or run on a node with {count} GPUs"
         )
-    got = claim(pool, tp, config["measure"]["gpu_claim_timeout_s"])
+    got = claim(pool, count, timeout_s)
     saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
     try:
         if given is None:
@@ -324,6 +320,22 @@ def claimed_gpus(config: dict, cell, backend=None):
             else:
                 os.environ[k] = v
         got.release()
+
+
+@contextlib.contextmanager
+def claimed_gpus(config: dict, cell, backend=None):
+    """Yield the UUIDs of the GPUs this cell runs on (None on CPU), with CUDA_VISIBLE_DEVICES set to them.
+
+    `cell` is a Cell or a model name (the warm-up job has no cell). Raises GpuClaimError, before anything is
+    loaded, when the cell's tp exceeds the GPUs available or none frees up within measure.gpu_claim_timeout_s.
+    """
+    if config["device"] != "cuda":
+        yield None
+        return
+    model = getattr(cell, "model", cell)
+    with claimed_devices(_model_tp(config, model), config["measure"]["gpu_claim_timeout_s"], backend,
+                         who=f"model '{model}'") as uuids:
+        yield uuids
 
 
 def main(argv: list[str] | None = None) -> int:
