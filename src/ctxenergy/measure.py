@@ -23,7 +23,7 @@ from ctxenergy.config import cell_settings_hash
 from ctxenergy.engines import OutOfMemory, make_engine
 from ctxenergy.flops import device_peaks, generate_flops, plausibility, prefill_flops
 from ctxenergy.grid import Cell, output_tokens
-from ctxenergy.models import load_tokenizer, resolve_model
+from ctxenergy.models import resolve_model, tokenizer_label
 from ctxenergy.tables import sibling, write_tables
 from ctxenergy.telemetry import EnergyMeter, WindowEnergy, open_meter
 
@@ -205,7 +205,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
     record.meta["warmup_prompt"] = "measured" if warmup_prompt is prompt else "different"
     if prompt.size != cell.length:
         raise ValueError(f"{prompt_file} holds {prompt.size} tokens, the cell needs exactly {cell.length}")
-    record.meta["tokenizer"] = load_tokenizer(spec).name
+    record.meta["tokenizer"] = tokenizer_label(spec)
     engine = None
     # HF computes a prefill of exactly max positions (the new token needs no position of its own); vLLM refuses any
     # request whose prompt plus output exceeds max_model_len. A cell that cannot fit is recorded, not measured.
