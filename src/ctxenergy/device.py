@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from ctxenergy.errors import NoDeviceError
 
 SMOKE_HINT = "on a host without a GPU run the CPU smoke config: snakemake --cores 2 --configfile config/smoke.yaml"
 
 
 def check_device(device: str) -> None:
+    """One line naming the problem and the smoke config when a cuda study cannot reach a GPU."""
     if device != "cuda":
         return
-    if importlib.util.find_spec("pynvml") is None:
-        raise NoDeviceError(f"the default config measures an NVIDIA GPU, but nvidia-ml-py is not installed; {SMOKE_HINT}")
-    import pynvml
+    from ctxenergy.telemetry.nvml_api import open_backend
 
-    try:
-        pynvml.nvmlInit()
-        count = pynvml.nvmlDeviceGetCount()
-    except pynvml.NVMLError as exc:
-        raise NoDeviceError(f"no NVIDIA GPU is usable here (NVML: {exc}); {SMOKE_HINT}") from None
-    if count < 1:
+    nv = open_backend()  # NoDeviceError (one line) when NVML is missing, refused or finds no driver
+    if nv.device_count() < 1:
         raise NoDeviceError(f"NVML sees no GPU on this host; {SMOKE_HINT}")

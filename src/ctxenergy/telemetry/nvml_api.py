@@ -25,17 +25,20 @@ class NvmlBackend:
     """Real NVML through nvidia-ml-py (module pynvml). Handles are opaque to callers."""
 
     def __init__(self):
+        from ctxenergy.device import SMOKE_HINT
+
         try:
             import pynvml
         except ImportError:
-            raise NoDeviceError("NVML is not available: the package nvidia-ml-py is not installed (pip install nvidia-ml-py)") from None
+            raise NoDeviceError(
+                f"NVML is not available: the package nvidia-ml-py is not installed (pip install nvidia-ml-py); {SMOKE_HINT}"
+            ) from None
         self._nv = pynvml
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
             raise NoDeviceError(
-                f"NVML could not start ({exc}): no NVIDIA driver, or this container may not read the GPU; "
-                "on a host without a GPU use the CPU smoke config: --configfile config/smoke.yaml"
+                f"NVML could not start ({exc}): no NVIDIA driver, or this container may not read the GPU; {SMOKE_HINT}"
             ) from None
         self._energy_supported: dict[int, bool] = {}
         self._instant_supported: dict[int, bool] = {}
