@@ -1,6 +1,6 @@
 """Pure logic of a cumulative energy counter that is published every ~100 ms.
 
-Two facts shape everything here (FINDINGS.md sections 1 and 10): the counter's value only changes at
+Two facts shape everything here (docs/measurement.md): the counter's value only changes at
 update instants ~100 ms apart, and a read costs a few ms. So a window's edges are placed on observed
 updates: the window opens at the read that first shows a new value and closes at the read that shows
 the second new value after the work. Each edge is then known to one read (~4 ms), and the energy between
