@@ -29,6 +29,15 @@ onstart:
     exit_unless_device_usable()
 
 
+# Engine hosts outlive their jobs by design; the workflow's end is the end of their use.
+onsuccess:
+    stop_engine_hosts()
+
+
+onerror:
+    stop_engine_hosts()
+
+
 rule all:
     default_target: True
     input:

@@ -89,6 +89,20 @@ def test_smoke_config_runs_end_to_end_on_cpu(smoke_run):
         assert not cell.name.startswith(".")
 
 
+def test_cells_share_one_engine_host_per_engine_which_the_workflow_stops(smoke_run):
+    from ctxenergy.tables import read_cell
+
+    dst, _, _ = smoke_run
+    hosts = {}
+    for path in (dst / "results" / "cells").rglob("L*[0-9].parquet"):
+        meta = read_cell(path)[3]
+        hosts.setdefault(meta["engine"], set()).add(meta["engine_host"]["pid"])
+        assert meta["engine_host"]["load_s"] > 0
+    # Each engine's 4 cells ran on one or two hosts (--cores 2 may run two cells of one engine side by side).
+    assert set(hosts) == {"hf-eager", "hf-sdpa"} and all(1 <= len(p) <= 2 for p in hosts.values())
+    assert not list((dst / "results" / "engine-hosts").glob("*.sock"))  # onsuccess stopped them
+
+
 def test_rerunning_one_cell_touches_only_that_cell(smoke_run):
     dst, _, _ = smoke_run
     target = "results/cells/tiny-llama/hf-sdpa/prefill/L64.parquet"

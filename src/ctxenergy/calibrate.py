@@ -412,8 +412,10 @@ def windows_path(out: str | Path) -> Path:
 def claimed_gpu(backend, timeout_s: float = 3600.0):
     """Hold one GPU with the lock every measurement job takes: a calibration sharing a GPU with a cell would spoil
     both. Must run before CUDA is initialised in this process."""
+    from ctxenergy.engine_host import stop_idle_hosts
     from ctxenergy.gpus import claimed_devices
 
+    stop_idle_hosts()  # an idle engine host may hold the GPU
     with claimed_devices(1, timeout_s, backend, who="the calibration") as uuids:
         yield uuids[0]
 

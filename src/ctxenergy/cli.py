@@ -69,19 +69,53 @@ def cmd_measure(args) -> int:
         save_ids(measured_ids, prompt)
         save_ids(warmup_ids, warmup)
     out = Path(args.out) if args.out else cell.path
-    from ctxenergy.gpus import claimed_gpus
+    if _use_engine_host(args, config):
+        from ctxenergy import engine_host
 
-    with claimed_gpus(config, cell) as uuids:
-        from ctxenergy.measure import measure_cell
+        message = {"op": "measure", "cell": {"model": cell.model, "engine": cell.engine, "phase": cell.phase,
+                                             "length": cell.length},
+                   "prompt": str(prompt), "warmup_prompt": str(warmup), "out": str(out), "job_start": JOB_START}
+        summary = engine_host.request(_config_files(args), config, cell.model, cell.engine, message)["summary"]
+    else:
+        from ctxenergy.engine_host import stop_idle_hosts
+        from ctxenergy.gpus import claimed_gpus
+        from ctxenergy.measure import measure_cell, summary as cell_summary
 
-        record = measure_cell(config, cell, prompt, warmup, out, gpu_uuids=uuids, job_start=JOB_START)
-    summary = {"cell": cell.cell_id, "status": record.status, "flags": record.flags, "out": str(out)}
-    if record.windows:
-        e = [w["energy_per_run_j"] for w in record.windows]
-        summary.update(runs_per_window=record.meta.get("runs_per_window"), energy_per_run_j=e,
-                       run_s=[w["run_s"] for w in record.windows])
+        stop_idle_hosts()  # an idle host may hold the GPU this cell needs
+        with claimed_gpus(config, cell) as uuids:
+            record = measure_cell(config, cell, prompt, warmup, out, gpu_uuids=uuids, job_start=JOB_START)
+        summary = cell_summary(record, out)
     print(json.dumps(summary, default=str))
     return 0
+
+
+def _config_files(args) -> list[str]:
+    return [args.config, *(args.configfile or [])]
+
+
+def _use_engine_host(args, config: dict) -> bool:
+    """--engine-host (the workflow passes it) unless the config or a batch scheduler rules it out."""
+    if not args.engine_host:
+        return False
+    from ctxenergy.engine_host import reuse_enabled
+
+    enabled, why_not = reuse_enabled(config)
+    if not enabled:
+        print(f"ctxenergy: no engine host ({why_not}): the engine loads in this job", file=sys.stderr)
+    return enabled
+
+
+def cmd_engine_host(args) -> int:
+    """Serve cells on one loaded engine (started by the first cell job), or, with --stop, stop the idle hosts."""
+    from ctxenergy import engine_host
+
+    if args.stop:
+        stopped = engine_host.stop_idle_hosts()
+        print(f"stopped {len(stopped)} idle engine host(s)" + (f": pids {stopped}" if stopped else ""))
+        return 0
+    if not (args.model and args.engine and args.socket):
+        raise CtxEnergyError("engine-host needs --model, --engine and --socket (or --stop)")
+    return engine_host.serve(_config_files(args), args.model, args.engine, args.socket, args.idle_s)
 
 
 def cmd_warmup(args) -> int:
@@ -94,6 +128,15 @@ def cmd_warmup(args) -> int:
     check_device(config["device"])
     from ctxenergy.gpus import claimed_gpus
 
+    if _use_engine_host(args, config):
+        # The host this starts keeps the engine for the cells that follow: the warm-up is their engine load.
+        from ctxenergy import engine_host
+
+        engine_host.request(_config_files(args), config, args.model, args.engine, {"op": "warmup", "out": args.out})
+        return 0
+    from ctxenergy.engine_host import stop_idle_hosts
+
+    stop_idle_hosts()  # an idle host of another engine may hold the GPU this needs
     with claimed_gpus(config, args.model):  # on a multi-GPU node the warm-up must not land under a measured cell
         warm_up_engine(config, args.model, args.engine, args.out)
     return 0
@@ -148,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True)
     sp.add_argument("--engine", required=True)
     sp.add_argument("--out", required=True)
+    sp.add_argument("--engine-host", action="store_true", help="load the engine in a host that the cells reuse")
     sp.set_defaults(func=cmd_warmup)
 
     sp = with_config(sub.add_parser("measure", help="measure one cell (model, engine, phase, L)"))
@@ -158,7 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--prompt", help="measured prompt (.npy); made if missing")
     sp.add_argument("--warmup-prompt", help="warm-up prompt (.npy); made if missing")
     sp.add_argument("--out", help="cell table (default: results/cells/<model>/<engine>/<phase>/L<n>.parquet)")
+    sp.add_argument("--engine-host", action="store_true",
+                    help="measure on the engine host of this (model, engine), starting it if needed (the workflow's way)")
     sp.set_defaults(func=cmd_measure)
+
+    sp = with_config(sub.add_parser("engine-host", help="keep one engine loaded for the cell jobs (started by them)"))
+    sp.add_argument("--model")
+    sp.add_argument("--engine")
+    sp.add_argument("--socket", help="Unix socket to listen on")
+    sp.add_argument("--idle-s", type=float, default=120.0, help="exit after this long without a request")
+    sp.add_argument("--stop", action="store_true", help="stop every idle engine host of this directory")
+    sp.set_defaults(func=cmd_engine_host)
 
     sp = sub.add_parser("aggregate", help="all cell tables -> one table of cells")
     sp.add_argument("cells", nargs="+")

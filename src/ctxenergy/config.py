@@ -146,6 +146,10 @@ def load_config(path: str | Path, overrides: list[str | Path] = ()) -> dict:
     return config
 
 
+# Measurement settings that decide how jobs reach the GPU, not what a cell measures: left out of the cell hash.
+HOW_NOT_WHAT = ("engine_reuse", "engine_host_idle_s")
+
+
 def cell_settings_hash(config: dict, model: str) -> str:
     """Hash of the settings that change a cell's numbers (not figure options), recorded in every cell."""
     relevant = {
@@ -153,7 +157,7 @@ def cell_settings_hash(config: dict, model: str) -> str:
         "dtype": config["dtype"],
         "model": next(m for m in config["models"] if m["name"] == model),
         "generate_tokens": config["generate_tokens"],
-        "measure": config["measure"],
+        "measure": {k: v for k, v in config["measure"].items() if k not in HOW_NOT_WHAT},
         "engine_options": config["engine_options"],
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

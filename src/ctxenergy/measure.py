@@ -179,11 +179,13 @@ def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -
 
 
 def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, meter: EnergyMeter | None = None,
-                 gpu_uuids: list[str] | None = None, job_start: float | None = None) -> CellRecord:
+                 gpu_uuids: list[str] | None = None, job_start: float | None = None, resident=None) -> CellRecord:
     """Measure one cell and write its tables atomically to out_path (+ .runs / .trace siblings).
 
-    job_start (perf_counter) lets the timeline show what the job spent before this call (imports, GPU claim):
-    the pipeline's own cost against the measured windows.
+    job_start (perf_counter, one clock for all processes of the host) lets the timeline show what the job spent
+    before this call (imports, GPU claim): the pipeline's own cost against the measured windows.
+    resident (an engine_host.ResidentEngine) is an engine loaded earlier and kept after this cell; without it the
+    engine is loaded here and closed at the end.
     """
     spec = resolve_model(config, cell.model)
     settings = config["measure"]
@@ -226,13 +228,23 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
                 "device_uuid": ",".join(d.uuid or "" for d in meter.devices), "driver_version": dev.driver_version,
                 "power_limit_w": dev.power_limit_w, "n_devices": len(meter.devices),
             })
-            engine = make_engine(cell.engine, spec, config)
             t = record.timeline
-            t["load_start"] = time.perf_counter()
-            engine.load()
-            t["load_end"] = time.perf_counter()
+            if resident is None:
+                engine = make_engine(cell.engine, spec, config)
+                t["load_start"] = time.perf_counter()
+                engine.load()
+                t["load_end"] = time.perf_counter()
+                record.meta["load_breakdown_s"] = getattr(engine, "load_timings", {})
+            else:
+                record.meta["engine_host"] = resident.provenance()
+                record.meta["load_breakdown_s"] = resident.load_breakdown_s
+                resident.cells_served += 1
+                if resident.load_error is not None:
+                    raise resident.load_error
+                engine = resident.engine
+                engine.reset()
+                t["load_start"] = t["load_end"] = time.perf_counter()  # loaded before this cell, by the host
             record.meta["engine_settings"] = engine.settings()
-            record.meta["load_breakdown_s"] = getattr(engine, "load_timings", {})
             run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record)
         except OutOfMemory as exc:
             record.status, record.status_reason = "oom", f"out of device memory: {exc}"
@@ -240,7 +252,10 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
         finally:
             if engine is not None:
                 record.meta["versions"] = _versions(engine)
-                engine.close()
+                if resident is None:
+                    engine.close()
+                else:
+                    engine.reset()  # what this cell left in device memory is not the next cell's business
             if own_meter:
                 meter.close()
         _apply_validity(record, spec.arch, meter)
@@ -253,6 +268,18 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
     record.timeline["write_start"] = time.perf_counter()
     write_cell(record, out_path)
     return record
+
+
+def summary(record: CellRecord, out_path) -> dict:
+    """The one-line result a measurement job prints."""
+    result = {"cell": record.cell.cell_id, "status": record.status, "flags": record.flags, "out": str(out_path)}
+    if record.windows:
+        result.update(runs_per_window=record.meta.get("runs_per_window"),
+                      energy_per_run_j=[w["energy_per_run_j"] for w in record.windows],
+                      run_s=[w["run_s"] for w in record.windows])
+    if "engine_host" in record.meta:
+        result["engine_host"] = record.meta["engine_host"]
+    return result
 
 
 CELL_COLUMNS = [

@@ -17,16 +17,36 @@ from ctxenergy.models import resolve_model
 
 
 def warm_up_engine(config: dict, model: str, engine_name: str, out) -> dict:
+    """Load the engine in this process, run one short request, close it."""
     spec = resolve_model(config, model)
     engine = make_engine(engine_name, spec, config)
     t0 = time.perf_counter()
     engine.load()
     t1 = time.perf_counter()
+    try:
+        return _write(_first_request(model, engine_name, engine, t1 - t0), out)
+    finally:
+        engine.close()
+
+
+def warm_up_resident(model: str, engine_name: str, resident, out) -> dict:
+    """The same on an engine host's resident engine, which then stays loaded for the cells."""
+    if resident.load_error is not None:
+        raise resident.load_error
+    result = _first_request(model, engine_name, resident.engine, resident.load_s)
+    resident.engine.reset()
+    result["engine_host_pid"] = resident.provenance()["pid"]
+    return _write(result, out)
+
+
+def _first_request(model: str, engine_name: str, engine, load_s: float) -> dict:
     ids = (np.arange(64, dtype=np.int64) % 200) + 3
     run = engine.run(ids, 2)
-    result = {"model": model, "engine": engine_name, "load_s": t1 - t0, "first_request_s": run.total_s,
-              "tokens_out": run.tokens_out, "versions": engine.versions(), "settings": engine.settings()}
-    engine.close()
+    return {"model": model, "engine": engine_name, "load_s": load_s, "first_request_s": run.total_s,
+            "tokens_out": run.tokens_out, "versions": engine.versions(), "settings": engine.settings()}
+
+
+def _write(result: dict, out) -> dict:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

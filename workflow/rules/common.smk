@@ -42,6 +42,12 @@ def exit_unless_device_usable():
         sys.exit(f"ctxenergy: {exc}")
 
 
+def stop_engine_hosts():
+    from ctxenergy.engine_host import stop_idle_hosts
+
+    stop_idle_hosts()
+
+
 def engine_env(wildcards):
     return f"../../envs/{ENGINE_ENV[wildcards.engine]}.yaml"
 

@@ -1,8 +1,14 @@
+# Cell jobs measure on an engine host that the (model, engine)'s warm-up job starts and that keeps the engine
+# loaded between cells (src/ctxenergy/engine_host.py); every cell is still its own job and output.
+
+
 rule warmup_engine:
     output:
         "results/warmup/{model}/{engine}.json",
     log:
         "results/logs/warmup_engine/{model}/{engine}.log",
+    benchmark:
+        "results/benchmarks/warmup_engine/{model}/{engine}.tsv"
     conda:
         engine_env
     resources:
@@ -13,7 +19,7 @@ rule warmup_engine:
         config=EFFECTIVE_CONFIG,
     shell:
         "ctxenergy warmup --config {params.config} --model {wildcards.model} --engine {wildcards.engine}"
-        " --out {output} > {log} 2>&1"
+        " --engine-host --out {output} > {log} 2>&1"
 
 
 rule measure_cell:
@@ -29,6 +35,8 @@ rule measure_cell:
         "results/logs/measure_cell/{model}/{engine}/{phase}/L{length}.log",
     benchmark:
         "results/benchmarks/measure_cell/{model}/{engine}/{phase}/L{length}.tsv"
+    # Once an engine is warm, its cells go next: no other engine's warm-up evicts the host in between.
+    priority: 1
     conda:
         engine_env
     resources:
@@ -41,4 +49,4 @@ rule measure_cell:
     shell:
         "ctxenergy measure --config {params.config} --model {wildcards.model} --engine {wildcards.engine}"
         " --phase {wildcards.phase} --length {wildcards.length} --prompt {input.prompt}"
-        " --warmup-prompt {input.warmup_prompt} --out {output.cell} > {log} 2>&1"
+        " --warmup-prompt {input.warmup_prompt} --engine-host --out {output.cell} > {log} 2>&1"

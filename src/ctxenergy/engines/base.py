@@ -56,5 +56,9 @@ class Engine(ABC):
         """Engine settings that change the numbers (recorded in each cell)."""
         return {}
 
+    def reset(self) -> None:
+        """Between two cells on one loaded engine: drop what the last cell left behind (caches, freed memory held
+        by an allocator), keep the model."""
+
     def close(self) -> None:
         pass

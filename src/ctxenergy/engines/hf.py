@@ -119,6 +119,9 @@ class HFEngine(Engine):
         produced = int(out.shape[1] - input_ids.shape[1])
         return RunTiming(start, clock.first_token or end, end, int(ids.size), produced)
 
+    def reset(self) -> None:
+        self._release()
+
     def _release(self) -> None:
         import gc
 

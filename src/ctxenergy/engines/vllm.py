@@ -261,6 +261,12 @@ class VllmEngine(Engine):
         return {"compilation_mode": None if mode is None else str(getattr(mode, "name", mode)),
                 "cudagraph_mode": graphs_name, "cuda_graphs": graphs_on}
 
+    def reset(self) -> None:
+        # A cell on a reused engine must not find the previous cell's prompt in the prefix cache (the prompts of
+        # all lengths share their beginning); with caching off there is nothing to drop.
+        if self.llm is not None and self.kwargs["enable_prefix_caching"]:
+            self.llm.reset_prefix_cache()
+
     def close(self) -> None:
         if self.llm is None:
             return
