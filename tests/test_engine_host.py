@@ -148,3 +148,47 @@ def test_reuse_settings_do_not_change_the_cell_hash():
     assert cell_settings_hash(config, "tiny-llama") == before
     config["measure"]["repeats"] += 1
     assert cell_settings_hash(config, "tiny-llama") != before
+
+
+def slow_config(repo: Path) -> str:
+    cfg = yaml.safe_load((repo / "config" / "quick.yaml").read_text())
+    cfg["measure"].update(repeats=3, min_window_s=5.0, max_runs_per_window=100000)
+    (repo / "config" / "slow.yaml").write_text(yaml.safe_dump(cfg))
+    return "config/slow.yaml"
+
+
+def start_slow_cell(repo: Path) -> tuple[subprocess.Popen, int]:
+    """A client measuring a ~20 s cell; returns it and its host's pid once the host is measuring."""
+    config = slow_config(repo)
+    env = dict(os.environ, CTXENERGY_HOST_DIR=str(repo / "hosts"))
+    client = subprocess.Popen([sys.executable, "-m", "ctxenergy", "measure", "--config", config, "--model", "tiny-llama",
+                               "--engine", "hf-sdpa", "--phase", "prefill", "--length", "64", "--engine-host"],
+                              cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list((repo / "hosts").glob("*.log")) if (repo / "hosts").exists() else []
+        if logs and "loaded in" in logs[0].read_text():
+            break
+        time.sleep(0.1)
+    time.sleep(2.0)  # inside the cell's protocol now
+    pid = int(next((repo / "hosts").glob("*.pid")).read_text())
+    return client, pid
+
+
+def test_a_stopped_job_takes_its_host_down_without_writing_the_cell(smoke_repo):
+    client, host_pid = start_slow_cell(smoke_repo)
+    client.send_signal(signal.SIGTERM)
+    client.wait(timeout=30)
+    assert client.returncode != 0
+    assert wait_gone(host_pid, timeout=30)
+    assert not (smoke_repo / "results" / "cells" / "tiny-llama" / "hf-sdpa" / "prefill" / "L64.parquet").exists()
+
+
+def test_stop_does_not_wait_for_a_host_measuring_for_a_dead_job(smoke_repo):
+    client, host_pid = start_slow_cell(smoke_repo)
+    client.kill()  # SIGKILL: the job cannot tell its host
+    client.wait(timeout=30)
+    t0 = time.monotonic()
+    stop(smoke_repo)
+    assert time.monotonic() - t0 < engine_host.STOP_REPLY_TIMEOUT_S + 15
+    assert wait_gone(host_pid, timeout=30)

@@ -71,6 +71,39 @@ def test_load_says_where_its_time_went(hf_engine):
     assert all(v >= 0 for v in timings.values()) and timings["build_s"] > 0
 
 
+def test_prefill_graph_is_recorded_off_on_a_cpu_and_a_failed_capture_runs_eagerly():
+    from ctxenergy.engines.hf import HFEngine
+
+    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {"prefill_cuda_graph": True})
+    engine.load()
+    try:
+        ids = np.arange(32, dtype=np.int64) % 500 + 3
+        assert engine.settings()["prefill_cuda_graph"] is False
+        engine.run(ids, 1)
+        assert engine.run_notes() == {"prefill_cuda_graph": "off (not a CUDA device)"}
+        # Forced on where no CUDA exists, the capture fails: the cell says so and still gets its token.
+        engine.graph_enabled = True
+        r = engine.run(ids, 1)
+        assert r.tokens_out == 1
+        assert engine.run_notes()["prefill_cuda_graph"].startswith("capture failed, ran eagerly")
+        assert engine.graph_enabled is False
+    finally:
+        engine.close()
+
+
+def test_prefill_graph_is_skipped_above_its_length_limit():
+    from ctxenergy.engines.hf import HFEngine
+
+    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {"prefill_cuda_graph_max_tokens": 16})
+    engine.load()
+    try:
+        engine.graph_enabled = True  # as on a GPU: the length limit is checked before any capture
+        engine.run(np.arange(32, dtype=np.int64) % 500 + 3, 1)
+        assert engine.run_notes() == {"prefill_cuda_graph": "not used above 16 tokens"}
+    finally:
+        engine.close()
+
+
 def test_paged_cache_is_one_request_long_and_never_shares_blocks():
     """Left to transformers, the KV cache takes ~90 % of free memory (of RAM on a CPU: 20 GB and a minute here)."""
     from ctxenergy.engines.hf import HFPagedEngine, paged_num_blocks
@@ -426,3 +459,43 @@ def test_vllm_settings_record_what_changes_the_numbers():
     assert s["compilation_mode"] is None and s["cudagraph_mode"] is None
     assert s["max_model_len"] == 131072 and s["tensor_parallel_size"] == 1 and s["load_format"] == "dummy"
     assert {"compilation_level", "compilation_mode", "cudagraph_mode", "first_token_source", "in_process"} <= set(s)
+
+
+def test_a_graph_capture_keeps_sdpa_on_its_causal_path(monkeypatch):
+    """transformers builds a full mask while it thinks a CUDA graph is being captured (no flash kernel then);
+    during our capture it must take the eager decision: no mask, is_causal. Simulated on the CPU."""
+    import torch.nn.functional as F
+    from transformers.utils import import_utils
+
+    from ctxenergy.engines.hf import HFEngine, mask_decisions_as_in_eager
+
+    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu")
+    engine.load()
+    seen = []
+    real_sdpa = F.scaled_dot_product_attention
+
+    def recording_sdpa(*args, **kwargs):
+        seen.append((kwargs.get("attn_mask") is None, kwargs.get("is_causal")))
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    ids = torch.arange(16).unsqueeze(0) + 3
+    try:
+        with torch.inference_mode():
+            engine.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            eager = set(seen)
+            seen.clear()
+            monkeypatch.setattr(import_utils, "is_cuda_stream_capturing", lambda: True)
+            engine.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            captured_plain = set(seen)
+            seen.clear()
+            with mask_decisions_as_in_eager():
+                engine.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            captured_ours = set(seen)
+    finally:
+        engine.close()
+    assert eager == {(True, True)}
+    assert captured_plain == {(False, False)}  # the full mask: what made captured 16k prefills 1.6x slower
+    assert captured_ours == eager
+    assert import_utils.is_cuda_stream_capturing() is True  # restored (to the monkeypatched value)

@@ -42,6 +42,8 @@ DEFAULT_HOST_DIR = "results/engine-hosts"
 MAX_SLOTS = 16
 LISTEN_TIMEOUT_S = 60.0  # from spawning a host to its socket existing (it listens before importing torch)
 STOP_TIMEOUT_S = 60.0
+# An idle host answers a stop at once; one that does not is still measuring for a job that died: it is terminated.
+STOP_REPLY_TIMEOUT_S = 10.0
 
 
 class EngineHostError(CtxEnergyError):
@@ -224,8 +226,14 @@ def stop_idle_hosts(except_key: str | None = None) -> list[int]:
                 _remove_stale(paths)
                 continue
             with conn:
-                _send(conn, {"op": "stop"})
-                _receive(conn)
+                conn.settimeout(STOP_REPLY_TIMEOUT_S)
+                try:
+                    _send(conn, {"op": "stop"})
+                    _receive(conn)
+                except OSError:  # no answer: busy with a cell whose job is gone
+                    if pid:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT_S
             while pid and _pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -234,6 +242,26 @@ def stop_idle_hosts(except_key: str | None = None) -> list[int]:
         finally:
             _unlock(fd)
     return stopped
+
+
+def _await_reply(conn: socket.socket, pid_path: Path) -> dict | None:
+    """Wait for the host's answer. If this job is stopped meanwhile (Snakemake ending it, Ctrl-C), the host is
+    terminated too: it abandons the cell without writing it, instead of measuring on for a job that is gone and
+    holding the GPU while it does."""
+    def stopped(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        return _receive(conn)
+    except (KeyboardInterrupt, SystemExit):
+        pid = _read_pid(pid_path)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def request(config_files: list, config: dict, model: str, engine: str, message: dict) -> dict:
@@ -259,7 +287,7 @@ def request(config_files: list, config: dict, model: str, engine: str, message: 
                 raise EngineHostError(f"cannot connect to the engine host at {paths['sock']}; see {paths['log']}")
         with conn:
             _send(conn, dict(message, key=key))
-            reply = _receive(conn)
+            reply = _await_reply(conn, paths["pid"])
     finally:
         _unlock(fd)
     if reply is None:

@@ -246,6 +246,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
                 t["load_start"] = t["load_end"] = time.perf_counter()  # loaded before this cell, by the host
             record.meta["engine_settings"] = engine.settings()
             run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record)
+            record.meta["engine_settings"].update(engine.run_notes())
         except OutOfMemory as exc:
             record.status, record.status_reason = "oom", f"out of device memory: {exc}"
             record.windows.clear()

@@ -19,7 +19,7 @@ def make_engine(name: str, spec: ModelSpec, config: dict) -> Engine:
     if name in ("hf-eager", "hf-sdpa"):
         from ctxenergy.engines.hf import HFEngine
 
-        return HFEngine(name, spec, config["dtype"], config["device"])
+        return HFEngine(name, spec, config["dtype"], config["device"], config["engine_options"].get("hf"))
     if name == "hf-paged":
         from ctxenergy.engines.hf import HFPagedEngine
 

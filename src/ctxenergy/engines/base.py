@@ -56,6 +56,10 @@ class Engine(ABC):
         """Engine settings that change the numbers (recorded in each cell)."""
         return {}
 
+    def run_notes(self) -> dict:
+        """How the last cell's runs were executed where that can vary per cell (recorded in the cell)."""
+        return {}
+
     def reset(self) -> None:
         """Between two cells on one loaded engine: drop what the last cell left behind (caches, freed memory held
         by an allocator), keep the model."""

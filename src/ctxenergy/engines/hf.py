@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -56,6 +57,35 @@ def build_hf_model(spec: ModelSpec, attn_implementation: str, dtype: str, device
     return model
 
 
+@contextlib.contextmanager
+def mask_decisions_as_in_eager():
+    """Let transformers decide the attention mask during a CUDA-graph capture as it does when running eagerly.
+
+    transformers counts a stream capture as tracing and then builds the full L x L causal mask instead of passing
+    is_causal to SDPA, which takes SDPA off its flash kernel: a captured 16k-token prefill ran 1.6x slower than the
+    eager one on the H200 (docs/measurement.md). Our prompts carry no padding mask, so the eager decision depends on
+    shapes only and holds in the graph as well.
+    """
+    import transformers.masking_utils as masking
+    from transformers.utils import import_utils
+
+    original = masking.is_tracing
+
+    def is_tracing_outside_capture(tensor=None):
+        capturing = import_utils.is_cuda_stream_capturing
+        import_utils.is_cuda_stream_capturing = lambda: False
+        try:
+            return original(tensor)
+        finally:
+            import_utils.is_cuda_stream_capturing = capturing
+
+    masking.is_tracing = is_tracing_outside_capture
+    try:
+        yield
+    finally:
+        masking.is_tracing = original
+
+
 class _FirstTokenClock:
     """A generate() streamer that only notes when the first new token reaches the host."""
 
@@ -73,14 +103,27 @@ class _FirstTokenClock:
 
 
 class HFEngine(Engine):
-    """hf-eager and hf-sdpa: one forward pass for prefill, generate() for G tokens."""
+    """hf-eager and hf-sdpa: one forward pass for prefill, generate() for G tokens.
 
-    def __init__(self, name: str, spec: ModelSpec, dtype: str, device: str):
+    A prefill of up to `prefill_cuda_graph_max_tokens` tokens replays a CUDA graph of that forward pass, captured at
+    the cell's first (warm-up) run. Short HF prefills are otherwise bound by the host launching ~1,000 kernels one by
+    one: on the H200 a 1k-token prefill ran 31.7 ms in some windows and 37 ms in others at lower power, because this
+    host's CPU speed varied (docs/measurement.md). The graph runs the same kernels on the same shapes (see
+    mask_decisions_as_in_eager), launched at once: the cell then measures the GPU's work, not the host's jitter.
+    Each cell records whether it ran one.
+    """
+
+    def __init__(self, name: str, spec: ModelSpec, dtype: str, device: str, options: dict | None = None):
         self.name = name
         self.spec = spec
         self.dtype = dtype
         self.device = device
         self.model = None
+        options = options or {}
+        self.graph_max_tokens = int(options.get("prefill_cuda_graph_max_tokens", 4096))
+        self.graph_enabled = bool(options.get("prefill_cuda_graph", True)) and device == "cuda"
+        self._graph = None  # (length, static input ids, graph, static logits)
+        self.graph_note = self._idle_note()
 
     def load(self) -> None:
         self.load_timings: dict[str, float] = {}
@@ -103,8 +146,16 @@ class HFEngine(Engine):
                 if max_new_tokens == 1:
                     # Prefill: the full forward pass over L tokens (filling the KV cache, as generate would),
                     # logits only for the last position; the token exists once it is on the host.
-                    out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
-                    int(out.logits[0, -1].argmax())
+                    graph = self._prefill_graph(input_ids)
+                    if graph is not None:
+                        _, static_ids, g, logits = graph
+                        static_ids.copy_(input_ids)
+                        self.synchronize()
+                        start = time.perf_counter()
+                        g.replay()
+                    else:
+                        logits = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1).logits
+                    int(logits[0, -1].argmax())
                     end = time.perf_counter()
                     return RunTiming(start, end, end, int(ids.size), 1)
                 clock = _FirstTokenClock()
@@ -119,7 +170,53 @@ class HFEngine(Engine):
         produced = int(out.shape[1] - input_ids.shape[1])
         return RunTiming(start, clock.first_token or end, end, int(ids.size), produced)
 
+    def _prefill_graph(self, input_ids):
+        """The captured prefill of this length (captured now if needed), or None where the eager call runs."""
+        import torch
+
+        length = int(input_ids.shape[1])
+        if not self.graph_enabled or length > self.graph_max_tokens:
+            if self.graph_enabled:
+                self.graph_note = f"not used above {self.graph_max_tokens} tokens"
+            return None
+        if self._graph is not None and self._graph[0] == length:
+            return self._graph
+        self._graph = None
+        self._release()
+        static_ids = input_ids.clone()
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up iterations off the capture stream, as torch recommends
+                for _ in range(2):
+                    self.model(input_ids=static_ids, use_cache=True, logits_to_keep=1)
+            torch.cuda.current_stream().wait_stream(side)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g), mask_decisions_as_in_eager():
+                out = self.model(input_ids=static_ids, use_cache=True, logits_to_keep=1)
+            self.synchronize()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be captured runs eagerly, and says so
+            self.graph_enabled = False
+            self.graph_note = f"capture failed, ran eagerly: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            self._release()
+            return None
+        self._graph = (length, static_ids, g, out.logits)
+        self.graph_note = "used"
+        return self._graph
+
+    def run_notes(self) -> dict:
+        return {"prefill_cuda_graph": self.graph_note}
+
+    def _idle_note(self) -> str:
+        if self.device != "cuda":
+            return "off (not a CUDA device)"
+        return "no prefill-only run" if self.graph_enabled else "off"
+
     def reset(self) -> None:
+        self._graph = None
+        self.graph_note = self._idle_note()
         self._release()
 
     def _release(self) -> None:
@@ -138,9 +235,11 @@ class HFEngine(Engine):
         return {"torch": torch.__version__, "transformers": transformers.__version__}
 
     def settings(self) -> dict:
-        return {"attn_implementation": ATTENTION[self.name]}
+        return {"attn_implementation": ATTENTION[self.name], "prefill_cuda_graph": self.graph_enabled,
+                "prefill_cuda_graph_max_tokens": self.graph_max_tokens}
 
     def close(self) -> None:
+        self._graph = None
         self.model = None
         self._release()
 
