@@ -90,6 +90,8 @@ download() {
 
 install() {
     local parts=${1:?usage: vllm_wheels.sh install PARTS DEPS TARGET} deps=${2:?DEPS} target=${3:?TARGET}
+    # Absolute paths: the checks below run in other directories (a relative DEPS failed there on the GPU machine).
+    parts=$(cd "$parts" && pwd) && deps=$(cd "$deps" && pwd) || exit 1
     local wheel
     wheel=$(awk '{print $2}' "$deps/vllm.sha256")
     tmp=$(mktemp -d)
@@ -103,7 +105,7 @@ install() {
         [ -f "$parts/$wheel.part$k" ] || { echo "vllm_wheels.sh: $parts/$wheel.part$k is missing" >&2; exit 1; }
         cat "$parts/$wheel.part$k" >> "$tmp/$wheel"
     done
-    (cd "$tmp" && sha256sum --check --quiet "$(cd "$deps" && pwd)/vllm.sha256")
+    (cd "$tmp" && sha256sum --check --quiet "$deps/vllm.sha256")
     (cd "$deps" && sha256sum --check --quiet SHA256SUMS)
     python3 -m pip install --no-index --no-deps --quiet --target "$target" "$tmp/$wheel" "$deps"/*.whl
     PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import vllm; print('vllm', vllm.__version__, 'in $target')"
