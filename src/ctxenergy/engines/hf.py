@@ -331,6 +331,9 @@ class HFPagedEngine(HFEngine):
         first = result.timestamps[0] if result.timestamps else end
         return RunTiming(start, first, end, int(ids.size), len(result.generated_tokens))
 
+    def run_notes(self) -> dict:
+        return {}  # the manager runs its own forward passes (and its own CUDA-graph setting, in settings())
+
     def settings(self) -> dict:
         cb = self.manager.continuous_batching_config
         graphs = cb.use_cuda_graph
