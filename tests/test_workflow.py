@@ -1,6 +1,7 @@
 """The workflow through real Snakemake, in a copy of the repository (results/ of the checkout is never touched)."""
 
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -111,6 +112,26 @@ def test_rerunning_one_cell_touches_only_that_cell(smoke_run):
     proc = smk(["-n", "--configfile", "config/smoke.yaml", "--forcerun", "aggregate_cells"], dst)
     counts = job_counts(proc.stdout)
     assert "measure_cell" not in counts and counts["aggregate_cells"] == 1
+
+
+def test_committed_cells_survive_a_fresh_checkout_that_adds_a_length(smoke_run, tmp_path):
+    """Continuing a campaign elsewhere: only the cells are carried (no prompts, warm-ups or Snakemake metadata);
+    adding a length makes new prompts and warm-ups, and must measure only the new cells."""
+    dst, _, _ = smoke_run
+    fresh = copy_repo(tmp_path / "fresh")
+    shutil.copytree(dst / "results" / "cells", fresh / "results" / "cells")
+    (fresh / "more.yaml").write_text("lengths: [64, 128, 256]\n")
+    # And one engine's cells at L=64 were never measured: the L=64 prompt is made again, hf-sdpa's cells there stay.
+    for phase in ("prefill", "generate"):
+        for f in (fresh / "results" / "cells" / "tiny-llama" / "hf-eager" / phase).glob("L64.*"):
+            f.unlink()
+    proc = smk(["missing_cells", "--cores", "2", "--configfile", "config/smoke.yaml", "more.yaml"], fresh)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts.get("measure_cell") == 6, proc.stdout  # 2 engines x 2 phases at L=128, hf-eager at L=64
+    assert counts.get("make_prompts") == 2 and counts.get("warmup_engine") == 2
+    proc = smk(["-n", "--configfile", "config/smoke.yaml", "more.yaml"], fresh)
+    counts = job_counts(proc.stdout)
+    assert "measure_cell" not in counts and counts.get("aggregate_cells") == 1, proc.stdout
 
 
 def test_nothing_to_do_after_a_complete_run(smoke_run):

@@ -68,5 +68,11 @@ def cell_paths():
     return [str(c.path) for c in CELLS]
 
 
+def missing_cell_paths():
+    from pathlib import Path
+
+    return [p for p in cell_paths() if not Path(p).exists()] if not config["cells_source"] else []
+
+
 def final_outputs():
     return ["results/cells.parquet", *REPORT_TARGETS]
