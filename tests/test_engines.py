@@ -496,6 +496,8 @@ def test_a_graph_capture_keeps_sdpa_on_its_causal_path(monkeypatch):
     finally:
         engine.close()
     assert eager == {(True, True)}
-    assert captured_plain == {(False, False)}  # the full mask: what made captured 16k prefills 1.6x slower
+    # transformers 5.17 (the GPU image's) passes the full mask while capturing: what made captured 16k prefills 1.6x
+    # slower; 5.22 no longer does when there is no padding mask. Either way ours takes the eager decision.
+    assert captured_plain in ({(False, False)}, eager)
     assert captured_ours == eager
     assert import_utils.is_cuda_stream_capturing() is True  # restored (to the monkeypatched value)

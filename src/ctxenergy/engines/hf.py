@@ -63,8 +63,8 @@ def mask_decisions_as_in_eager():
 
     transformers counts a stream capture as tracing and then builds the full L x L causal mask instead of passing
     is_causal to SDPA, which takes SDPA off its flash kernel: a captured 16k-token prefill ran 1.6x slower than the
-    eager one on the H200 (docs/measurement.md). Our prompts carry no padding mask, so the eager decision depends on
-    shapes only and holds in the graph as well.
+    eager one on the H200 with transformers 5.17 (docs/measurement.md); 5.22 decides as in eager mode when there is
+    no padding mask. Our prompts carry none, so the eager decision depends on shapes only and holds in the graph.
     """
     import transformers.masking_utils as masking
     from transformers.utils import import_utils
