@@ -81,7 +81,16 @@ def test_detect_update_period_on_the_fake():
     nv = FakeNvml([g])
     assert detect_update_period(lambda: nv.energy_j(g), duration_s=0.6) == pytest.approx(0.1, abs=0.005)
     frozen = FakeGpu("GPU-b", period_s=10.0)
-    assert detect_update_period(lambda: nv.energy_j(frozen), duration_s=0.2) is None
+    assert detect_update_period(lambda: nv.energy_j(frozen), duration_s=0.2, max_s=0.3) is None
+
+
+def test_detect_update_period_watches_longer_for_a_slow_counter():
+    # A counter that ticks every 0.4 s: 0.6 s shows one change; watching on (up to max_s) finds the period.
+    values = [float(int(i * 0.01 / 0.4)) for i in range(1, 1000)]  # one read per 10 ms clock step
+    read, clock = _scripted(values, step=0.01)
+    assert detect_update_period(read, duration_s=0.6, max_s=3.0, clock=clock) == pytest.approx(0.4, abs=0.02)
+    read, clock = _scripted(values, step=0.01)
+    assert detect_update_period(read, duration_s=0.6, max_s=0.6, clock=clock) is None  # the old, fixed 0.6 s
 
 
 def test_integrate_trace_holds_each_sample():

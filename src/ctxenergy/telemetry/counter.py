@@ -58,13 +58,19 @@ def wait_for_update(read: Callable[[], float], previous: float | None = None, ti
             return CounterRead(now, value)  # a counter that never moves: the caller sees a zero delta
 
 
-def detect_update_period(read: Callable[[], float], duration_s: float = 0.6,
+def detect_update_period(read: Callable[[], float], duration_s: float = 0.6, max_s: float = 3.0,
                          clock: Callable[[], float] = time.perf_counter) -> float | None:
-    """Median interval between observed counter changes over `duration_s`; None if it never changed twice."""
+    """Median interval between observed counter changes, watched for `duration_s` and, while fewer than 3 changes
+    have been seen, on up to `max_s` (a counter ticking every 0.3-1 s still gets a period); None if it changed fewer
+    than 3 times by then."""
     changes: list[float] = []
     last = read()
-    end = clock() + duration_s
-    while clock() < end:
+    start = clock()
+    end, limit = start + duration_s, start + max(max_s, duration_s)
+    while True:
+        now = clock()
+        if now >= limit or (now >= end and len(changes) >= 3):
+            break
         value = read()
         if value != last:
             changes.append(clock())
