@@ -91,3 +91,11 @@ def test_unreadable_yaml_is_one_line(tmp_path):
     p.write_text("models: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(p)
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid_over_the_default(path):
+    """Each file in config/ is used as `--configfile` over config.yaml: together they must pass the schema and the
+    semantic checks (engines need not be installed here)."""
+    config = load_config(REPO_ROOT / "config.yaml", [path])
+    check_semantics(config, str(path), engines_needed=())
