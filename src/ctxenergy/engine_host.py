@@ -7,9 +7,9 @@ and the following ones send it their cell over a Unix socket, wait, and exit wit
 with the same `measure_cell` as a job without a host, and writes the cell's tables itself (atomically).
 
 A host ends when it has been idle for `measure.engine_host_idle_s`, when a job for another engine needs the GPU
-(on a GPU study the job asks idle hosts to stop before it starts its own), when the workflow ends (the Snakefile's onsuccess and
-onerror stop every idle host), on SIGTERM, and after any error other than running out of memory (a later job
-starts a fresh one). A host is keyed by the effective config, model, engine, visible GPUs and this package's
+(on a GPU study the job asks idle hosts to stop before it starts its own), when the workflow ends (the Snakefile's
+onsuccess and onerror stop every idle host), on SIGTERM, and after any error other than running out of memory (a
+later job starts a fresh one). A host is keyed by the effective config, model, engine, visible GPUs and this package's
 code: change any of them and the next job starts a new host instead of reusing a stale one.
 
 Not used under a batch scheduler (SLURM_JOB_ID set): a process outliving its job there would hold a GPU the
@@ -244,14 +244,16 @@ def stop_idle_hosts(except_key: str | None = None) -> list[int]:
     return stopped
 
 
+def _exit_on_signal(signum, frame):
+    """SIGTERM as SystemExit, so that `finally` blocks (closing the engine, removing the socket) run."""
+    raise SystemExit(128 + signum)
+
+
 def _await_reply(conn: socket.socket, pid_path: Path) -> dict | None:
     """Wait for the host's answer. If this job is stopped meanwhile (Snakemake ending it, Ctrl-C), the host is
     terminated too: it abandons the cell without writing it, instead of measuring on for a job that is gone and
     holding the GPU while it does."""
-    def stopped(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stopped)
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         return _receive(conn)
     except (KeyboardInterrupt, SystemExit):
@@ -364,11 +366,7 @@ def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s:
     pid_path = socket_path.with_suffix(".pid")
     server = _listen(socket_path)
     pid_path.write_text(str(os.getpid()))
-
-    def terminate(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     print(f"engine host {key}-{slot} pid {os.getpid()}: {model}/{engine_name}", flush=True)
     status = 0
     meter = None

@@ -241,8 +241,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
                 resident.cells_served += 1
                 if resident.load_error is not None:
                     raise resident.load_error
-                engine = resident.engine
-                engine.reset()
+                engine = resident.engine  # reset after its last use (the warm-up request or the previous cell)
                 t["load_start"] = t["load_end"] = time.perf_counter()  # loaded before this cell, by the host
             record.meta["engine_settings"] = engine.settings()
             run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record)
