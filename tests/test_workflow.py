@@ -148,3 +148,19 @@ def test_cli_measure_without_gpu_is_one_line(repo_copy):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("ctxenergy: ") and "smoke.yaml" in proc.stderr
     assert not (repo_copy / "results" / "cells").exists()
+
+
+def test_one_engine_pair_at_a_time_on_one_gpu_slot(tmp_path):
+    """With one job at a time, Snakemake runs a (model, engine)'s warm-up and all its cells before the next pair's
+    warm-up: every switch of pair would restart the engine host (a model load, minutes for vLLM)."""
+    dst = copy_repo(tmp_path / "repo")
+    (dst / "order.yaml").write_text(
+        "lengths: [64, 128]\ngenerate_tokens: 2\n"
+        "measure: {repeats: 2, min_window_s: 0.02, idle_s: 0.02, cooldown_s: 0.0, max_runs_per_window: 4}\n"
+    )
+    proc = smk(["missing_cells", "--cores", "1", "--configfile", "config/smoke.yaml", "order.yaml"], dst)
+    jobs = re.findall(r"^(?:local)?rule (\w+):.*?^\s+wildcards: ([^\n]*)", proc.stdout + proc.stderr, re.M | re.S)
+    gpu_jobs = [(rule, re.search(r"engine=([\w-]+)", wc).group(1)) for rule, wc in jobs
+                if rule in ("warmup_engine", "measure_cell")]
+    assert [e for _, e in gpu_jobs] == ["hf-eager"] * 5 + ["hf-sdpa"] * 5, gpu_jobs
+    assert gpu_jobs[0][0] == gpu_jobs[5][0] == "warmup_engine"

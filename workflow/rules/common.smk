@@ -48,6 +48,24 @@ def stop_engine_hosts():
     stop_idle_hosts()
 
 
+# One (model, engine) at a time: its warm-up, then its cells, then the next pair's. Each switch of pair restarts
+# the engine host (a model load; for vLLM, minutes of start-up), and Snakemake otherwise picks among ready jobs
+# in no useful order. Prompts (CPU, seconds) come first so that a pair's cells are ready when its warm-up is done.
+ENGINE_PAIRS = [(m, e) for m in MODELS for e in config["engines"]]
+PROMPTS_PRIORITY = 2 * len(ENGINE_PAIRS) + 2
+
+
+def pair_priority(offset):
+    """Priority of a job of one (model, engine): the pair's cells (offset 1) above its warm-up (0), both above
+    every later pair's jobs."""
+
+    def priority(wildcards):
+        rank = ENGINE_PAIRS.index((wildcards.model, wildcards.engine))
+        return 2 * (len(ENGINE_PAIRS) - rank) + offset
+
+    return priority
+
+
 def engine_env(wildcards):
     return f"../../envs/{ENGINE_ENV[wildcards.engine]}.yaml"
 

@@ -9,6 +9,7 @@ rule warmup_engine:
         "results/logs/warmup_engine/{model}/{engine}.log",
     benchmark:
         "results/benchmarks/warmup_engine/{model}/{engine}.tsv"
+    priority: pair_priority(0)
     conda:
         engine_env
     resources:
@@ -37,8 +38,8 @@ rule measure_cell:
         "results/logs/measure_cell/{model}/{engine}/{phase}/L{length}.log",
     benchmark:
         "results/benchmarks/measure_cell/{model}/{engine}/{phase}/L{length}.tsv"
-    # Once an engine is warm, its cells go next: no other engine's warm-up evicts the host in between.
-    priority: 1
+    # Once an engine is warm, its cells go next: no other pair's warm-up evicts the host in between.
+    priority: pair_priority(1)
     conda:
         engine_env
     resources:

@@ -4,6 +4,7 @@ rule make_prompts:
         warmup="results/prompts/{model}/L{length}.warmup.npy",
     log:
         "results/logs/make_prompts/{model}/L{length}.log",
+    priority: PROMPTS_PRIORITY
     localrule: True
     conda:
         "../../envs/hf.yaml"
