@@ -31,7 +31,7 @@ import pandas as pd
 
 from ctxenergy.config import load_config
 from ctxenergy.grid import cached_cell_tables
-from ctxenergy.stats import t975
+from ctxenergy.stats import t975, welch_diff_pct
 from ctxenergy.tables import read_cell
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,16 +123,6 @@ def parallel(args) -> int:
     ratio = rows[0]["wall_s"] / rows[1]["wall_s"]
     print(f"gpu=2 / gpu=1 wall time: {ratio:.2f} (target <= 0.6)")
     return 0
-
-
-def welch_diff_pct(base: np.ndarray, other: np.ndarray) -> tuple[float, float, float]:
-    """(other / base - 1) in %, with a 95 % interval from Welch's t on the difference of means."""
-    m1, m2 = base.mean(), other.mean()
-    v1, v2 = base.var(ddof=1) / base.size, other.var(ddof=1) / other.size
-    se = math.sqrt(v1 + v2)
-    df = (v1 + v2) ** 2 / (v1 ** 2 / (base.size - 1) + v2 ** 2 / (other.size - 1)) if se > 0 else base.size - 1
-    half = t975(max(1, int(df))) * se
-    return 100 * (m2 - m1) / m1, 100 * (m2 - m1 - half) / m1, 100 * (m2 - m1 + half) / m1
 
 
 def _measure(config: str, model: str, engine: str, length: int, out: Path) -> None:

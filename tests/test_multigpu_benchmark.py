@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
+from ctxenergy.stats import welch_diff_pct
 
 spec = importlib.util.spec_from_file_location("multigpu", REPO / "benchmarks" / "multigpu.py")
 multigpu = importlib.util.module_from_spec(spec)
@@ -25,9 +26,9 @@ def test_welch_difference_in_percent():
     rng = np.random.default_rng(0)
     base = 100 + rng.normal(0, 0.5, 15)
     same, higher = 100 + rng.normal(0, 0.5, 15), 103 + rng.normal(0, 0.5, 15)
-    d, lo, hi = multigpu.welch_diff_pct(base, same)
+    d, lo, hi = welch_diff_pct(base, same)
     assert lo < 0 < hi and hi - lo < 1.5
-    d, lo, hi = multigpu.welch_diff_pct(base, higher)
+    d, lo, hi = welch_diff_pct(base, higher)
     assert 2 < lo < d < hi < 4
 
 

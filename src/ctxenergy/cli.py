@@ -214,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stop", action="store_true", help="stop every idle engine host of this directory")
     sp.set_defaults(func=cmd_engine_host)
 
+    sp = sub.add_parser("compare", help="cells measured twice: a rerun against reference cells, with intervals")
+    sp.add_argument("reference", help="directory of reference cells, e.g. data/reference/nvidia-h200/campaign/cells")
+    sp.add_argument("candidate", help="directory of the rerun's cells, e.g. results/cells")
+    sp.add_argument("--tolerance-pct", type=float, default=3.0,
+                    help="difference still accepted between GPUs of one model (default 3, docs/measurement.md)")
+    sp.add_argument("--out", help="also write the table (.csv or .parquet)")
+    sp.set_defaults(func=_plugin("ctxenergy.compare", "main"))
+
     sp = sub.add_parser("aggregate", help="all cell tables -> one table of cells")
     sp.add_argument("cells", nargs="+")
     sp.add_argument("--out", required=True)

@@ -46,16 +46,17 @@ def prompt_path(model: str, length: int, warmup: bool = False) -> Path:
     return PROMPTS_DIR / model / (f"L{length}.warmup.npy" if warmup else f"L{length}.npy")
 
 
-def cached_cell_tables(directory: str | Path) -> list[str]:
-    """The main table of every cell under a directory of cells (not their .runs/.trace siblings)."""
+def cached_cell_tables(directory: str | Path, what: str = "cells_source") -> list[str]:
+    """The main table of every cell under a directory of cells (not their .runs/.trace siblings); `what` names the
+    setting or argument that gave the directory, for the error."""
     directory = Path(directory)
     if not directory.is_dir():
         from ctxenergy.errors import ConfigError
 
-        raise ConfigError(f"cells_source '{directory}' is not a directory of cell tables")
+        raise ConfigError(f"{what} '{directory}' is not a directory of cell tables")
     found = sorted(p for p in directory.rglob("L*.parquet") if p.name.count(".") == 1)
     if not found:
         from ctxenergy.errors import ConfigError
 
-        raise ConfigError(f"cells_source '{directory}' holds no cell tables (L<n>.parquet)")
+        raise ConfigError(f"{what} '{directory}' holds no cell tables (L<n>.parquet)")
     return [str(p) for p in found]

@@ -1,4 +1,4 @@
-"""Small statistics for windows: median and a 95 % interval of the mean (Student t)."""
+"""Small statistics for windows: median and a 95 % interval of the mean (Student t), and of a difference."""
 
 from __future__ import annotations
 
@@ -28,3 +28,14 @@ def summarize(values) -> dict[str, float]:
         return {"median": float(x[0]), "mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": 1}
     half = t975(n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
     return {"median": float(np.median(x)), "mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def welch_diff_pct(base, other) -> tuple[float, float, float]:
+    """(other / base - 1) in %, with a 95 % interval from Welch's t on the difference of the means."""
+    base, other = np.asarray(base, dtype=float), np.asarray(other, dtype=float)
+    m1, m2 = base.mean(), other.mean()
+    v1, v2 = base.var(ddof=1) / base.size, other.var(ddof=1) / other.size
+    se = math.sqrt(v1 + v2)
+    df = (v1 + v2) ** 2 / (v1**2 / (base.size - 1) + v2**2 / (other.size - 1)) if se > 0 else base.size - 1
+    half = t975(max(1, int(df))) * se
+    return 100 * (m2 - m1) / m1, 100 * (m2 - m1 - half) / m1, 100 * (m2 - m1 + half) / m1

@@ -1,0 +1,128 @@
+"""Cells measured twice, compared: a rerun (another day, board or machine) against reference cells.
+
+A cell's 95 % interval covers what varies between its windows within one job on one GPU. A rerun elsewhere also
+carries what differs between boards of one GPU model (on four H200 boards, GPU-bound prefill cells differed by
+1.3-2.7 %: docs/measurement.md) and, for host-bound engines, between host CPUs: HF `generate` at batch 1 waits on
+Python, so its run time, and with it the total energy, follows the host's speed while its energy above idle
+changes much less. So each shared cell gets the difference with its own interval (Welch, over windows), a verdict
+that separates "within the intervals" from "within the board-to-board tolerance", and a note when the two runs
+differ in run time, settings or GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ctxenergy.config import HOW_NOT_WHAT
+from ctxenergy.errors import CtxEnergyError
+from ctxenergy.grid import cached_cell_tables
+from ctxenergy.stats import summarize, welch_diff_pct
+from ctxenergy.tables import read_metadata, write_table
+
+KEY = ("model", "engine", "phase", "length_tokens")
+# Above this run-time difference the two runs did not do the same thing at the same speed (host-bound engine,
+# other settings, a throttled GPU): the note says so.
+RUN_TIME_NOTE_PCT = 10.0
+
+
+def _cells(directory: str | Path, what: str) -> dict[tuple, tuple[pd.DataFrame, dict]]:
+    cells = {}
+    for path in cached_cell_tables(directory, what):
+        windows = pd.read_parquet(path)
+        first = windows.iloc[0]
+        measured = windows[windows["window"] >= 0] if "window" in windows else windows.iloc[0:0]
+        cells[tuple(first[k] for k in KEY)] = (measured, {**read_metadata(path), **first.to_dict()})
+    return cells
+
+
+def _values(windows: pd.DataFrame, col: str) -> list[float]:
+    return windows[col].dropna().astype(float).tolist() if col in windows else []
+
+
+def _diff(ref: list[float], new: list[float]) -> tuple[float, float, float]:
+    if len(ref) >= 2 and len(new) >= 2:
+        return welch_diff_pct(ref, new)
+    if ref and new:
+        mid = 100 * (sum(new) / len(new) / (sum(ref) / len(ref)) - 1)
+        return mid, math.nan, math.nan
+    return math.nan, math.nan, math.nan
+
+
+def _differing(ref, new) -> list[str]:
+    """'key ref / new' for each setting that the two cells recorded differently."""
+    ref, new = ref if isinstance(ref, dict) else {}, new if isinstance(new, dict) else {}
+    keys = sorted((set(ref) | set(new)) - set(HOW_NOT_WHAT))  # how a run was organised, not what it measured
+    return [f"{k} {ref.get(k)} / {new.get(k)}" for k in keys if ref.get(k) != new.get(k)]
+
+
+def _verdict(status_ok: bool, diff: float, low: float, high: float, tolerance_pct: float) -> str:
+    if not status_ok or math.isnan(diff):
+        return "not comparable"
+    if not math.isnan(low) and low <= 0 <= high:
+        return "agrees"
+    return "within tolerance" if abs(diff) <= tolerance_pct else "differs"
+
+
+def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: float = 3.0) -> pd.DataFrame:
+    """One row per cell found under both directories (matched on model, engine, phase and L)."""
+    ref, new = _cells(reference, "reference"), _cells(candidate, "candidate")
+    shared = sorted(set(ref) & set(new))
+    if not shared:
+        raise CtxEnergyError(f"compare: no cell is in both '{reference}' and '{candidate}' "
+                             "(cells match on model, engine, phase and L)")
+    rows = []
+    for key in shared:
+        (rw, rm), (nw, nm) = ref[key], new[key]
+        r_e, n_e = _values(rw, "energy_per_run_j"), _values(nw, "energy_per_run_j")
+        r_s, n_s = summarize(r_e), summarize(n_e)
+        diff, low, high = _diff(r_e, n_e)
+        dyn = _diff(_values(rw, "dynamic_energy_per_run_j"), _values(nw, "dynamic_energy_per_run_j"))[0]
+        run = _diff(_values(rw, "run_s"), _values(nw, "run_s"))[0]
+        ok = rm.get("status") == "ok" and nm.get("status") == "ok"
+        notes = []
+        if not ok:
+            notes.append(f"status {rm.get('status')} / {nm.get('status')}")
+        if abs(run) > RUN_TIME_NOTE_PCT:
+            notes.append(f"run time differs {run:+.0f} %: compare the energy above idle ({dyn:+.1f} %)")
+        differing = _differing(rm.get("settings"), nm.get("settings")) + _differing(
+            rm.get("engine_settings"), nm.get("engine_settings"))
+        if differing:
+            notes.append("settings differ: " + ", ".join(differing))
+        elif rm.get("config_hash") != nm.get("config_hash"):
+            notes.append("config_hash differs (an option of the model or another engine)")
+        same_gpu = rm.get("device_uuid") == nm.get("device_uuid")
+        if not same_gpu and rm.get("device_name") != nm.get("device_name"):
+            notes.append(f"other GPU model: {rm.get('device_name')} / {nm.get('device_name')}")
+        rows.append({
+            **dict(zip(KEY, key)),
+            "reference_j": r_s["median"], "reference_ci_low": r_s["ci_low"], "reference_ci_high": r_s["ci_high"],
+            "candidate_j": n_s["median"], "candidate_ci_low": n_s["ci_low"], "candidate_ci_high": n_s["ci_high"],
+            "diff_pct": diff, "diff_ci_low_pct": low, "diff_ci_high_pct": high,
+            "dynamic_diff_pct": dyn, "run_s_diff_pct": run,
+            "same_gpu": same_gpu, "reference_gpu": rm.get("device_uuid"), "candidate_gpu": nm.get("device_uuid"),
+            "verdict": _verdict(ok, diff, low, high, tolerance_pct), "note": "; ".join(notes),
+        })
+    return pd.DataFrame(rows)
+
+
+def summary_line(df: pd.DataFrame, tolerance_pct: float) -> str:
+    counts = df["verdict"].value_counts()
+    parts = [f"{counts.get(v, 0)} {v}" for v in ("agrees", "within tolerance", "differs", "not comparable")]
+    return f"{len(df)} cells compared: " + ", ".join(parts) + f" (tolerance {tolerance_pct:g} %)"
+
+
+def main(args) -> int:
+    df = compare_cells(args.reference, args.candidate, args.tolerance_pct)
+    if args.out:
+        out = Path(args.out)
+        df.to_csv(out, index=False) if out.suffix == ".csv" else write_table(df, out)
+    shown = df.assign(cell=df["model"] + "/" + df["engine"] + "/" + df["phase"] + "/L" + df["length_tokens"].astype(str))
+    cols = ["cell", "reference_j", "candidate_j", "diff_pct", "diff_ci_low_pct", "diff_ci_high_pct",
+            "dynamic_diff_pct", "run_s_diff_pct", "same_gpu", "verdict", "note"]
+    with pd.option_context("display.width", 250, "display.max_colwidth", 90):
+        print(shown[cols].round(2).to_string(index=False))
+    print(summary_line(df, args.tolerance_pct))
+    return 1 if (df["verdict"] == "differs").any() else 0

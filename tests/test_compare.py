@@ -1,0 +1,74 @@
+"""`ctxenergy compare`: a rerun's cells against reference cells, with the difference's interval and a verdict."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from ctxenergy.compare import compare_cells
+from ctxenergy.errors import CtxEnergyError
+from ctxenergy.tables import read_cell, write_table
+
+REF = REPO / "data" / "reference" / "nvidia-h200"
+CELL = "llama-3.1-8b/hf-sdpa/prefill/L16384"
+
+
+def _copy_scaled(tmp_path, factor: float):
+    """The campaign's prefill cell at 16k, with every window's energy scaled (a rerun that read `factor` more)."""
+    src = REF / "campaign" / "cells" / f"{CELL}.parquet"
+    dst = tmp_path / "cells" / f"{CELL}.parquet"
+    dst.parent.mkdir(parents=True)
+    windows, _, _, meta = read_cell(src)
+    for col in ("energy_per_run_j", "dynamic_energy_per_run_j", "energy_j"):
+        windows[col] = windows[col] * factor
+    write_table(windows, dst, meta)
+    return tmp_path / "cells"
+
+
+def test_same_cells_agree_and_a_ten_percent_shift_differs(tmp_path):
+    ref = REF / "campaign" / "cells"
+    same = compare_cells(ref, _copy_scaled(tmp_path / "a", 1.0))
+    row = same.iloc[0]
+    assert len(same) == 1 and row["verdict"] == "agrees" and row["same_gpu"]
+    assert row["diff_pct"] == pytest.approx(0, abs=1e-9) and row["diff_ci_low_pct"] < 0 < row["diff_ci_high_pct"]
+    shifted = compare_cells(ref, _copy_scaled(tmp_path / "b", 1.10)).iloc[0]
+    assert shifted["verdict"] == "differs" and shifted["diff_pct"] == pytest.approx(10, rel=1e-6)
+    assert shifted["diff_ci_low_pct"] > 9 and shifted["note"] == ""
+    rerun = _copy_scaled(tmp_path / "c", 1.02)
+    assert compare_cells(ref, rerun).iloc[0]["verdict"] == "within tolerance"  # outside the intervals, inside
+    assert compare_cells(ref, rerun, tolerance_pct=1).iloc[0]["verdict"] == "differs"  # the board tolerance
+
+
+def test_two_h200_boards_differ_by_the_documented_tolerance():
+    """Committed cells of two sessions (two boards): GPU-bound prefills differ by 1-2 %, outside their intervals;
+    HF generate at 1k is host-bound, its run time and total energy follow the host, and the note says so."""
+    df = compare_cells(REF / "engines-h200" / "cells", REF / "campaign" / "cells").set_index(["phase", "length_tokens"])
+    long = df.loc[("prefill", 114688)]
+    assert not long["same_gpu"] and long["verdict"] == "within tolerance"
+    assert -2.5 < long["diff_ci_low_pct"] < long["diff_pct"] < long["diff_ci_high_pct"] < 0
+    assert "prefill_cuda_graph_max_tokens 16384 / 4096" in long["note"]  # a setting that does not touch this cell
+    gen = df.loc[("generate", 1024)]
+    assert gen["run_s_diff_pct"] > 50 and "run time differs" in gen["note"] and gen["verdict"] == "differs"
+    assert abs(gen["dynamic_diff_pct"]) < abs(gen["diff_pct"]) / 2
+
+
+def test_cli_exit_status_and_one_line_errors(tmp_path):
+    ref = str(REF / "campaign" / "cells")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True,
+                                    text=True, cwd=REPO)
+    ok = run(ref, str(_copy_scaled(tmp_path / "a", 1.0)), "--out", str(tmp_path / "cmp.csv"))
+    assert ok.returncode == 0 and "1 cells compared: 1 agrees" in ok.stdout and (tmp_path / "cmp.csv").exists()
+    bad = run(ref, str(_copy_scaled(tmp_path / "b", 1.10)))
+    assert bad.returncode == 1 and "1 differs" in bad.stdout
+    other = tmp_path / "other" / "cells" / "qwen2-7b" / "hf-sdpa" / "prefill"
+    other.mkdir(parents=True)
+    shutil.copy(REF / "campaign" / "cells" / "qwen2-7b" / "hf-sdpa" / "prefill" / "L256.parquet", other)
+    none = run(str(REF / "engines-h200" / "cells"), str(tmp_path / "other" / "cells"))
+    lines = none.stderr.strip().splitlines()
+    assert none.returncode != 0 and len(lines) == 1 and "no cell is in both" in lines[0]
+    missing = run(ref, str(tmp_path / "nowhere"))
+    assert missing.returncode != 0 and "candidate" in missing.stderr and "Traceback" not in missing.stderr
+    with pytest.raises(CtxEnergyError):
+        compare_cells(ref, tmp_path / "nowhere")
