@@ -2,8 +2,9 @@
 
 1. Calibration (ctxenergy.calibrate): every method's error over short windows against a long reference
    window, on bursts (idle -> work -> idle) and on a steady load.
-2. Sampler overhead: prefill of a Llama-3.1-8B-shaped model (random bf16 weights, hf-sdpa) at L=4096,
-   in blocks with the meter's power-sampler thread running and blocks without, interleaved.
+2. Sampler overhead: a Llama-3.1-8B-shaped model (random bf16 weights, hf-sdpa), prefill at L=4096 (GPU-bound)
+   and generate at L=1024 with G=16 (host-bound decode), in blocks with the meter's power-sampler thread running
+   and blocks without, interleaved.
 
 Run on a GPU host from the repository root (no Snakemake needed):
     PYTHONPATH=src python3 benchmarks/energy_accuracy.py [--out-dir benchmarks/results] [--quick]
@@ -83,10 +84,12 @@ def slowdown(rows: list[dict], seed: int = 0) -> dict:
     }
 
 
-def sampler_overhead(backend, length: int, intervals: list[float], rounds: int, block: int,
+def sampler_overhead(backend, workloads: list[tuple[str, int, int]], intervals: list[float], rounds: int, block: int,
                      log: Callable[[str], None], model: str = MODEL,
                      device: str = "cuda") -> tuple[list[dict], list[dict]]:
-    """Prefill timings with the meter's sampler thread running and without; `device="cpu"` only to try the code."""
+    """Run times with the meter's sampler thread running and without, per workload (phase, L, output tokens):
+    a GPU-bound prefill, and an HF generate whose decode steps wait on the host (where a sampler thread competing
+    for the interpreter would show). `device="cpu"` only to try the code."""
     import torch
 
     from ctxenergy.engines.hf import HFEngine
@@ -97,43 +100,45 @@ def sampler_overhead(backend, length: int, intervals: list[float], rounds: int, 
     config_path = REPO / "data" / "models" / model / "config.json"
     arch = json.loads(config_path.read_text())
     spec = ModelSpec(name=model, config_path=config_path, arch=arch, weights=None, tokenizer="bytes")
-    engine = HFEngine("hf-sdpa", spec, "bfloat16" if device == "cuda" else "float32", device)
+    on_gpu = device == "cuda"
+    engine = HFEngine("hf-sdpa", spec, "bfloat16" if on_gpu else "float32", device)
     t0 = time.perf_counter()
     engine.load()  # build_hf_model: random weights from the shipped config, built on the device
     log(f"{model} built in {time.perf_counter() - t0:.1f} s")
-    ids = np.random.default_rng(0).integers(0, int(arch["vocab_size"]), size=length, dtype=np.int64)
-    on_gpu = device == "cuda"
     uuid = nvml_uuid(torch.device("cuda", torch.cuda.current_device())) if on_gpu else None
-
-    def run_once() -> float:
-        r = engine.run(ids, 1)
-        return r.end - r.start
-
-    for _ in range(3):
-        run_once()
-    workload = f"prefill L={length}, {model} shape (random {'bf16' if on_gpu else 'fp32'}, hf-sdpa)"
     device_name = torch.cuda.get_device_name() if on_gpu else device
     summary, runs = [], []
-    for interval in intervals:
-        # The production sampler exactly: NvmlMeter's own thread, reading instant power and clock-event reasons.
-        def sampler_on(interval=interval):
-            return NvmlMeter(uuids=[uuid] if uuid else None, sample_interval_s=interval, backend=backend,
-                             detect_period=False)
+    for phase, length, tokens in workloads:
+        ids = np.random.default_rng(0).integers(0, int(arch["vocab_size"]), size=length, dtype=np.int64)
 
-        rows = interleaved_timings(run_once, sampler_on, rounds, block)
-        s = slowdown(rows)
-        summary.append({"device": device_name, "workload": workload, "sampler_interval_s": interval, **s})
-        runs += [{"sampler_interval_s": interval, **r} for r in rows]
-        log(f"sampler every {interval * 1e3:.0f} ms: {s['slowdown_pct']:+.2f} % "
-            f"(95 % CI {s['slowdown_ci95_low_pct']:+.2f} .. {s['slowdown_ci95_high_pct']:+.2f} %)")
+        def run_once(ids=ids, tokens=tokens) -> float:
+            r = engine.run(ids, tokens)
+            return r.end - r.start
+
+        for _ in range(3):
+            run_once()
+        what = f"prefill L={length}" if phase == "prefill" else f"generate L={length}, G={tokens}"
+        workload = f"{what}, {model} shape (random {'bf16' if on_gpu else 'fp32'}, hf-sdpa)"
+        for interval in intervals:
+            # The production sampler exactly: NvmlMeter's own thread, reading instant power and clock-event reasons.
+            def sampler_on(interval=interval):
+                return NvmlMeter(uuids=[uuid] if uuid else None, sample_interval_s=interval, backend=backend,
+                                 detect_period=False)
+
+            rows = interleaved_timings(run_once, sampler_on, rounds, block)
+            s = slowdown(rows)
+            summary.append({"device": device_name, "workload": workload, "sampler_interval_s": interval, **s})
+            runs += [{"workload": workload, "sampler_interval_s": interval, **r} for r in rows]
+            log(f"{what}, sampler every {interval * 1e3:.0f} ms: {s['slowdown_pct']:+.2f} % "
+                f"(95 % CI {s['slowdown_ci95_low_pct']:+.2f} .. {s['slowdown_ci95_high_pct']:+.2f} %)")
     engine.close()
     return summary, runs
 
 
 def format_overhead(summary: list[dict]) -> str:
-    lines = [f"{'workload':<52} {'sampler':>8} {'off s':>8} {'on s':>8} {'slowdown':>10} {'95 % CI':>18}"]
+    lines = [f"{'workload':<66} {'sampler':>8} {'off s':>8} {'on s':>8} {'slowdown':>10} {'95 % CI':>18}"]
     for r in summary:
-        lines.append(f"{r['workload']:<52} {r['sampler_interval_s'] * 1e3:>6.0f}ms {r['median_off_s']:>8.4f} "
+        lines.append(f"{r['workload']:<66} {r['sampler_interval_s'] * 1e3:>6.0f}ms {r['median_off_s']:>8.4f} "
                      f"{r['median_on_s']:>8.4f} {r['slowdown_pct']:>+9.2f}% "
                      f"{r['slowdown_ci95_low_pct']:>+8.2f}..{r['slowdown_ci95_high_pct']:+.2f}%")
     return "\n".join(lines)
@@ -152,6 +157,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lengths", default="0.1,0.2,0.5,1,2")
     p.add_argument("--patterns", default="bursts,steady")
     p.add_argument("--length", type=int, default=4096, help="prefill length of the overhead workload")
+    p.add_argument("--generate-length", type=int, default=1024, help="prompt length of the generate workload")
+    p.add_argument("--generate-tokens", type=int, default=16, help="output tokens of the generate workload (0: none)")
     p.add_argument("--rounds", type=int, default=12,
                    help="overhead rounds (each: a block with the sampler, one without)")
     p.add_argument("--block", type=int, default=3, help="prefills per block")
@@ -179,11 +186,14 @@ def run(args: argparse.Namespace) -> int:
         tables.append(f"Calibration on {meta['device']}: median / max |error| per method\n{format_table(summary)}")
     if "overhead" in parts:
         rounds = min(args.rounds, 6) if args.quick else args.rounds
-        summary_rows, runs = sampler_overhead(backend, args.length, [PRODUCTION_INTERVAL_S, CALIBRATION_INTERVAL_S],
+        workloads = [("prefill", args.length, 1)]
+        if args.generate_tokens:
+            workloads.append(("generate", args.generate_length, args.generate_tokens))
+        summary_rows, runs = sampler_overhead(backend, workloads, [PRODUCTION_INTERVAL_S, CALIBRATION_INTERVAL_S],
                                               rounds, args.block, log)
         write_table(pd.DataFrame(summary_rows), out / "sampler_overhead.csv")
         write_table(pd.DataFrame(runs), out / "sampler_overhead.runs.csv")
-        tables.append("Sampler overhead (prefill time with the power-sampler thread vs without)\n"
+        tables.append("Sampler overhead (run time with the power-sampler thread vs without)\n"
                       + format_overhead(summary_rows))
     print("\n\n".join(tables))
     print(f"\n{time.perf_counter() - t0:.0f} s; tables in {out}")

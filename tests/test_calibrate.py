@@ -244,3 +244,15 @@ def test_calibration_claims_a_free_gpu_like_a_measurement_job(tmp_path, monkeypa
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
     finally:
         held.release()
+
+
+def test_benchmark_sampler_overhead_runs_prefill_and_generate_workloads_on_cpu():
+    """The overhead part end to end on the CPU (tiny model, fake NVML): one row per workload and interval."""
+    bench = _benchmark_module()
+    summary, runs = bench.sampler_overhead(FakeNvml([FakeGpu("GPU-a")]), [("prefill", 32, 1), ("generate", 32, 4)],
+                                           [0.01], rounds=2, block=1, log=lambda line: None, model="tiny-llama",
+                                           device="cpu")
+    assert [r["workload"].split(",")[0] for r in summary] == ["prefill L=32", "generate L=32"]
+    assert "G=4" in summary[1]["workload"] and all(r["rounds"] == 2 for r in summary)
+    assert len(runs) == 8 and all(r["seconds"] > 0 for r in runs)
+    assert "generate L=32, G=4" in bench.format_overhead(summary)
