@@ -15,14 +15,17 @@ REF = REPO / "data" / "reference" / "nvidia-h200"
 CELL = "llama-3.1-8b/hf-sdpa/prefill/L16384"
 
 
-def _copy_scaled(tmp_path, factor: float):
-    """The campaign's prefill cell at 16k, with every window's energy scaled (a rerun that read `factor` more)."""
+def _copy_scaled(tmp_path, factor: float, host: str | None = None):
+    """The campaign's prefill cell at 16k, with every window's energy scaled (a rerun that read `factor` more),
+    recorded as measured on `host` (the committed cells predate the host_cpu record)."""
     src = REF / "campaign" / "cells" / f"{CELL}.parquet"
     dst = tmp_path / "cells" / f"{CELL}.parquet"
     dst.parent.mkdir(parents=True)
     windows, _, _, meta = read_cell(src)
     for col in ("energy_per_run_j", "dynamic_energy_per_run_j", "energy_j"):
         windows[col] = windows[col] * factor
+    if host:
+        windows["host_cpu"] = meta["host_cpu"] = host
     write_table(windows, dst, meta)
     return tmp_path / "cells"
 
@@ -72,3 +75,10 @@ def test_cli_exit_status_and_one_line_errors(tmp_path):
     assert missing.returncode != 0 and "candidate" in missing.stderr and "Traceback" not in missing.stderr
     with pytest.raises(CtxEnergyError):
         compare_cells(ref, tmp_path / "nowhere")
+
+
+def test_a_rerun_on_another_host_cpu_says_so(tmp_path):
+    ref = _copy_scaled(tmp_path / "ref", 1.0, host="CPU A x16")
+    row = compare_cells(ref, _copy_scaled(tmp_path / "new", 1.0, host="CPU B x32")).iloc[0]
+    assert row["verdict"] == "agrees" and row["note"] == "host CPU CPU A x16 / CPU B x32"
+    assert compare_cells(ref, _copy_scaled(tmp_path / "same", 1.0, host="CPU A x16")).iloc[0]["note"] == ""

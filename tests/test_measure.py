@@ -1,5 +1,6 @@
 """The protocol of one cell, with a fake engine on a fake GPU: numbers, statuses and atomic outputs."""
 
+import os
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import ctxenergy.measure as measure_mod
 from ctxenergy.config import check_semantics, load_config
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
 from ctxenergy.grid import Cell
+from ctxenergy.info import host_cpu
 from ctxenergy.paths import REPO_ROOT
 from ctxenergy.prompts import save_ids
 from ctxenergy.tables import read_cell, sibling
@@ -83,6 +85,8 @@ def test_prefill_cell_energy_matches_the_load(setup):
     assert t["warmup_end"] - t["warmup_start"] >= cfg["measure"]["min_window_s"]
     assert meta["device_name"] == "NVIDIA H200" and meta["meter_method"] == "nvml-counter-edge-aligned"
     assert abs(meta["counter_period_s"] - 0.1) < 0.02
+    # the host CPU is part of the cell: host-bound engines run as fast as it lets them
+    assert meta["host_cpu"] == host_cpu() and (windows["host_cpu"] == host_cpu()).all()
 
 
 def test_generate_cell_records_g_tokens(setup):
@@ -165,3 +169,10 @@ def test_vllm_prefill_of_max_positions_is_recorded_as_exceeding_context(setup):
     hf = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[4096], tmp / "h.parquet",
                                   meter=meter)
     assert hf.status == "ok"
+
+
+def test_host_cpu_names_the_model_and_the_logical_cpus(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)  Platinum 8480+\n")
+    assert host_cpu(cpuinfo) == f"Intel(R) Xeon(R) Platinum 8480+ x{os.cpu_count()}"
+    assert host_cpu(tmp_path / "absent").endswith(f" x{os.cpu_count()}")  # no /proc: the platform's name

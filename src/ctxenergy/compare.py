@@ -93,6 +93,8 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
             notes.append("settings differ: " + ", ".join(differing))
         elif rm.get("config_hash") != nm.get("config_hash"):
             notes.append("config_hash differs (an option of the model or another engine)")
+        if rm.get("host_cpu") and nm.get("host_cpu") and rm["host_cpu"] != nm["host_cpu"]:
+            notes.append(f"host CPU {rm['host_cpu']} / {nm['host_cpu']}")
         same_gpu = rm.get("device_uuid") == nm.get("device_uuid")
         if not same_gpu and rm.get("device_name") != nm.get("device_name"):
             notes.append(f"other GPU model: {rm.get('device_name')} / {nm.get('device_name')}")
@@ -119,7 +121,8 @@ def main(args) -> int:
     if args.out:
         out = Path(args.out)
         df.to_csv(out, index=False) if out.suffix == ".csv" else write_table(df, out)
-    shown = df.assign(cell=df["model"] + "/" + df["engine"] + "/" + df["phase"] + "/L" + df["length_tokens"].astype(str))
+    cell = df["model"] + "/" + df["engine"] + "/" + df["phase"] + "/L" + df["length_tokens"].astype(str)
+    shown = df.assign(cell=cell)
     cols = ["cell", "reference_j", "candidate_j", "diff_pct", "diff_ci_low_pct", "diff_ci_high_pct",
             "dynamic_diff_pct", "run_s_diff_pct", "same_gpu", "verdict", "note"]
     with pd.option_context("display.width", 250, "display.max_colwidth", 90):

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import time
+from pathlib import Path
 
 from ctxenergy.telemetry import rapl_packages
 
 
+def host_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The host CPU's model and logical CPU count, e.g. 'AMD EPYC 9654 96-Core Processor x16'. Recorded with every
+    cell: engines whose steps wait on Python (HF decode at batch 1) run as fast as this CPU lets them."""
+    model = ""
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.lower().startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    name = " ".join((model or platform.processor() or platform.machine() or "unknown CPU").split())
+    return f"{name} x{os.cpu_count()}"
+
+
 def device_info(measure_period: bool = True) -> dict:
-    info: dict = {"rapl_domains": [str(p) for p in rapl_packages()]}
+    info: dict = {"host_cpu": host_cpu(), "rapl_domains": [str(p) for p in rapl_packages()]}
     try:
         from ctxenergy.telemetry.counter import detect_update_period
         from ctxenergy.telemetry.nvml_api import open_backend

@@ -23,6 +23,7 @@ from ctxenergy.config import cell_settings_hash
 from ctxenergy.engines import OutOfMemory, make_engine
 from ctxenergy.flops import device_peaks, generate_flops, plausibility, prefill_flops
 from ctxenergy.grid import Cell, output_tokens
+from ctxenergy.info import host_cpu
 from ctxenergy.models import resolve_model, tokenizer_label
 from ctxenergy.tables import sibling, write_tables
 from ctxenergy.telemetry import EnergyMeter, WindowEnergy, open_meter
@@ -200,7 +201,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
         "weights": spec.weights_label, "config_hash": cell_settings_hash(config, cell.model),
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "tp": spec.tp,
-        "settings": settings,
+        "settings": settings, "host_cpu": host_cpu(),
     })
     prompt, warmup_prompt = np.load(prompt_file), np.load(warmup_file)
     warmup_prompt = warmup_prompt_for(config, cell, prompt, warmup_prompt)
@@ -286,7 +287,7 @@ CELL_COLUMNS = [
     "model", "engine", "phase", "length_tokens", "output_tokens", "dtype", "device", "device_name", "device_uuid",
     "driver_version", "power_limit_w", "meter_method", "counter_period_s", "idle_power_w", "runs_per_window",
     "weights", "tokenizer", "config_hash", "measured_at", "cuda_visible_devices", "tp", "flops_per_run",
-    "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops",
+    "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops", "host_cpu",
 ]
 
 

@@ -248,14 +248,14 @@ def missing_banner(pc: pd.DataFrame) -> str:
 
 
 def hardware_section(pc: pd.DataFrame) -> str:
-    cols = ["device_name", "driver_version", "torch_version", "engine", "engine_version", "meter_method"]
+    cols = ["device_name", "driver_version", "torch_version", "engine", "engine_version", "meter_method", "host_cpu"]
     rows = []
     for key, g in pc.groupby(cols, sort=False, dropna=False):
         rows.append([*(k or "–" for k in key), fmt(g["power_limit_w"].max(), 4), fmt(g["idle_power_w"].median(), 4),
                      fmt(g["peak_bf16_tflops"].max(), 4), fmt(g["peak_mem_tb_s"].max(), 3), str(len(g))])
-    header = ["device", "driver", "torch", "engine", "engine version", "energy method", "power limit (W)",
+    header = ["device", "driver", "torch", "engine", "engine version", "energy method", "host CPU", "power limit (W)",
               "idle power, median (W)", "peak bf16 (TFLOP/s)", "peak memory (TB/s)", "cells"]
-    return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=6)
+    return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=7)
 
 
 def validity_section(pc: pd.DataFrame) -> str:

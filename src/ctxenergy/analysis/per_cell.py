@@ -18,7 +18,8 @@ from ctxenergy.stats import summarize
 
 IDENTITY = ["cell_id", "model", "engine", "phase", "length_tokens", "output_tokens", "status", "status_reason", "flags",
             "usable", "excluded_reason", "n_windows", "device_name", "driver_version", "torch_version",
-            "engine_version", "meter_method", "power_limit_w", "idle_power_w", "peak_bf16_tflops", "peak_mem_tb_s"]
+            "engine_version", "meter_method", "host_cpu", "power_limit_w", "idle_power_w", "peak_bf16_tflops",
+            "peak_mem_tb_s"]
 
 
 def _scaled(df: pd.DataFrame, col: str, factor, out: dict, name: str) -> None:
