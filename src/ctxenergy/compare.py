@@ -1,12 +1,12 @@
 """Cells measured twice, compared: a rerun (another day, board or machine) against reference cells.
 
 A cell's 95 % interval covers what varies between its windows within one job on one GPU. A rerun elsewhere also
-carries what differs between boards of one GPU model (on four H200 boards, GPU-bound prefill cells differed by
-1.3-2.7 %: docs/measurement.md) and, for host-bound engines, between host CPUs: HF `generate` at batch 1 waits on
-Python, so its run time, and with it the total energy, follows the host's speed while its energy above idle
-changes much less. So each shared cell gets the difference with its own interval (Welch, over windows), a verdict
-that separates "within the intervals" from "within the board-to-board tolerance", and a note when the two runs
-differ in run time, settings or GPU.
+carries what differs between boards of one GPU model (of the H200 boards in the reference data, one read 1.4-1.7 %
+less than the others on the same GPU-bound prefills: docs/measurement.md) and, for host-bound engines, between
+host CPUs: HF `generate` at batch 1 waits on Python, so its run time, and with it the total energy, follows the
+host's speed while its energy above idle changes much less. So each shared cell gets the difference with its own
+interval (Welch, over windows), a verdict that separates "within the intervals" from "within the board-to-board
+tolerance", and a note when the two runs differ in run time, settings, host CPU or GPU model.
 """
 
 from __future__ import annotations
