@@ -166,7 +166,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctxenergy.calibrate import format_table, run_on_gpu, settings_from_args, windows_path, write_table
+    from ctxenergy.calibrate import format_table, run_on_gpu, settings_from_args, windows_path
+    from ctxenergy.tables import write_csv_or_parquet
 
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     backend = require_gpu()
@@ -180,8 +181,8 @@ def run(args: argparse.Namespace) -> int:
     tables = []
     if "calibration" in parts:
         summary, windows, meta = run_on_gpu(settings_from_args(args), log)
-        path = write_table(summary, out / "calibration.csv")
-        write_table(windows, windows_path(path))
+        path = write_csv_or_parquet(summary, out / "calibration.csv")
+        write_csv_or_parquet(windows, windows_path(path))
         (out / "calibration.meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         tables.append(f"Calibration on {meta['device']}: median / max |error| per method\n{format_table(summary)}")
     if "overhead" in parts:
@@ -191,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
             workloads.append(("generate", args.generate_length, args.generate_tokens))
         summary_rows, runs = sampler_overhead(backend, workloads, [PRODUCTION_INTERVAL_S, CALIBRATION_INTERVAL_S],
                                               rounds, args.block, log)
-        write_table(pd.DataFrame(summary_rows), out / "sampler_overhead.csv")
-        write_table(pd.DataFrame(runs), out / "sampler_overhead.runs.csv")
+        write_csv_or_parquet(pd.DataFrame(summary_rows), out / "sampler_overhead.csv")
+        write_csv_or_parquet(pd.DataFrame(runs), out / "sampler_overhead.runs.csv")
         tables.append("Sampler overhead (run time with the power-sampler thread vs without)\n"
                       + format_overhead(summary_rows))
     print("\n\n".join(tables))

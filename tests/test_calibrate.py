@@ -30,11 +30,11 @@ from ctxenergy.calibrate import (
     steady_estimates,
     summarise,
     windows_path,
-    write_table,
 )
 from ctxenergy.cli import main as cli_main
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import LOCK_DIR_ENV, claim
+from ctxenergy.tables import write_csv_or_parquet
 from ctxenergy.telemetry.counter import CounterRead
 from ctxenergy.telemetry.sampler import Trace
 
@@ -133,8 +133,8 @@ def test_outputs_paths(tmp_path):
     assert windows_path(tmp_path / "calibration.csv") == tmp_path / "calibration.windows.csv"
     assert windows_path(tmp_path / "c.parquet") == tmp_path / "c.windows.parquet"
     df = pd.DataFrame({"a": [1.0]})
-    assert pd.read_csv(write_table(df, tmp_path / "x" / "t.csv")).equals(df)
-    assert pd.read_parquet(write_table(df, tmp_path / "t.parquet")).equals(df)
+    assert pd.read_csv(write_csv_or_parquet(df, tmp_path / "x" / "t.csv")).equals(df)
+    assert pd.read_parquet(write_csv_or_parquet(df, tmp_path / "t.parquet")).equals(df)
 
 
 # --- the protocol on the fake ---

@@ -35,6 +35,7 @@ from typing import Callable, Protocol
 import pandas as pd
 
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.tables import write_csv_or_parquet
 from ctxenergy.telemetry.base import IdleBaseline
 from ctxenergy.telemetry.counter import CounterRead, counter_delta_j, integrate_trace, wait_for_update
 from ctxenergy.telemetry.sampler import PowerSampler, Trace
@@ -392,16 +393,6 @@ def settings_from_args(args) -> CalibrationSettings:
     return s
 
 
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        df.to_parquet(path, index=False)
-    else:
-        df.to_csv(path, index=False)
-    return path
-
-
 def windows_path(out: str | Path) -> Path:
     """calibration.csv -> calibration.windows.csv"""
     out = Path(out)
@@ -443,8 +434,8 @@ def main(args) -> int:
     with claimed_gpu(backend) as uuid:
         print(f"ctxenergy: calibrating {uuid}", file=sys.stderr, flush=True)
         summary, windows, meta = run_on_gpu(settings, lambda line: print(line, file=sys.stderr, flush=True), backend)
-    out = write_table(summary, args.out)
-    write_table(windows, getattr(args, "windows_out", None) or windows_path(out))
+    out = write_csv_or_parquet(summary, args.out)
+    write_csv_or_parquet(windows, getattr(args, "windows_out", None) or windows_path(out))
     print(format_table(summary))
     print(f"{meta['device']}: {len(summary)} rows -> {out} ({meta['elapsed_s']:.0f} s)")
     return 0

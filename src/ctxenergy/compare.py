@@ -20,7 +20,7 @@ from ctxenergy.config import HOW_NOT_WHAT
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.grid import cached_cell_tables
 from ctxenergy.stats import summarize, welch_diff_pct
-from ctxenergy.tables import read_metadata, write_table
+from ctxenergy.tables import read_metadata, write_csv_or_parquet
 
 KEY = ("model", "engine", "phase", "length_tokens")
 # Above this run-time difference the two runs did not do the same thing at the same speed (host-bound engine,
@@ -119,8 +119,7 @@ def summary_line(df: pd.DataFrame, tolerance_pct: float) -> str:
 def main(args) -> int:
     df = compare_cells(args.reference, args.candidate, args.tolerance_pct)
     if args.out:
-        out = Path(args.out)
-        df.to_csv(out, index=False) if out.suffix == ".csv" else write_table(df, out)
+        write_csv_or_parquet(df, args.out)
     cell = df["model"] + "/" + df["engine"] + "/" + df["phase"] + "/L" + df["length_tokens"].astype(str)
     shown = df.assign(cell=cell)
     cols = ["cell", "reference_j", "candidate_j", "diff_pct", "diff_ci_low_pct", "diff_ci_high_pct",

@@ -61,6 +61,25 @@ def write_table(df: pd.DataFrame, path: str | Path, metadata: dict | None = None
     write_tables({Path(path): (df, metadata)})
 
 
+def write_csv_or_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    """A table for people or for programs: Parquet for a .parquet path, CSV otherwise; atomic either way."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        write_table(df, path)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_csv(tmp, index=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def read_metadata(path: str | Path) -> dict:
     meta = pq.read_schema(path).metadata or {}
     return json.loads(meta[META_KEY]) if META_KEY in meta else {}
