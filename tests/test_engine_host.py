@@ -192,3 +192,27 @@ def test_stop_does_not_wait_for_a_host_measuring_for_a_dead_job(smoke_repo):
     stop(smoke_repo)
     assert time.monotonic() - t0 < engine_host.STOP_REPLY_TIMEOUT_S + 15
     assert wait_gone(host_pid, timeout=30)
+
+
+def test_the_socket_path_appears_only_once_the_host_listens(tmp_path, monkeypatch):
+    """A client that sees the path must be able to connect: between bind and listen a connect is refused, which
+    under load made a freshly spawned host look unreachable."""
+    import socket
+
+    path = tmp_path / "h.sock"
+    exists_at_listen = []
+    real_listen = socket.socket.listen
+
+    def listen(self, *args):
+        exists_at_listen.append(path.exists())
+        return real_listen(self, *args)
+
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    server = engine_host._listen(path)
+    try:
+        assert exists_at_listen == [False] and path.exists()
+        conn = engine_host._connect(path)
+        assert conn is not None
+        conn.close()
+    finally:
+        server.close()

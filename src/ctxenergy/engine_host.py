@@ -304,16 +304,22 @@ def request(config_files: list, config: dict, model: str, engine: str, message: 
 
 
 def _listen(path: Path) -> socket.socket:
+    """Listen on `path`. The socket is bound and listening under a temporary name and then renamed into place, so
+    that a client which sees the path can connect (between bind and listen a connect is refused)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+    tmp = path.with_name(path.name + "~")  # not *.sock; one byte longer (AF_UNIX paths are limited to ~107 bytes)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # only this user may connect
     try:
-        s.bind(str(path))
+        s.bind(str(tmp))
     finally:
         os.umask(old)
     s.listen(64)
+    os.replace(tmp, path)
     return s
 
 
