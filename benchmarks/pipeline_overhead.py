@@ -59,12 +59,20 @@ def overhead_table(cells_dir: Path, jobs_dir: Path) -> pd.DataFrame:
     return df
 
 
-def warmup_jobs_s(directory: Path) -> dict[str, float]:
-    """Wall time of each warm-up job ((model, engine) -> s) found under `directory`."""
+def warmup_jobs_s(directory: Path) -> dict[str, list[float]]:
+    """Wall times of the warm-up jobs of each (model, engine) found under `directory`, one per row of its benchmark
+    file: a campaign over several device calls loads an engine once per call and keeps one row for each."""
     if not directory.is_dir():
         return {}
-    return {str(tsv.relative_to(directory).with_suffix("")): float(pd.read_csv(tsv, sep="\t")["s"].iloc[0])
+    return {str(tsv.relative_to(directory).with_suffix("")): pd.read_csv(tsv, sep="\t")["s"].astype(float).tolist()
             for tsv in sorted(directory.rglob("*.tsv"))}
+
+
+def unmeasured_jobs_s(jobs_dir: Path, measured: pd.DataFrame) -> list[float]:
+    """Wall times of the jobs that measured nothing (status oom, exceeds_context): GPU time the campaign spent too."""
+    done = set(measured["cell"])
+    return [float(pd.read_csv(tsv, sep="\t")["s"].iloc[0]) for tsv in sorted(jobs_dir.rglob("*.tsv"))
+            if str(tsv.relative_to(jobs_dir).with_suffix("")) not in done]
 
 
 def main(argv: list[str]) -> int:
@@ -84,9 +92,13 @@ def main(argv: list[str]) -> int:
     print()
     print(f"{len(df)} jobs: {total['job_s']:.0f} s of job wall time for {total['windows_s']:.0f} s of measured windows "
           f"({total['job_s'] / total['windows_s']:.2f}x)")
-    if warmups:
-        gpu_s = total["job_s"] + sum(warmups.values())
-        print(f"+ {len(warmups)} warm-up jobs (engine loads): {sum(warmups.values()):.0f} s -> {gpu_s:.0f} s in all, "
+    warmup_s = [s for times in warmups.values() for s in times]
+    unmeasured_s = unmeasured_jobs_s(Path(argv[1]), df)
+    if unmeasured_s:
+        print(f"+ {len(unmeasured_s)} jobs that measured nothing (oom, exceeds_context): {sum(unmeasured_s):.0f} s")
+    if warmup_s or unmeasured_s:
+        gpu_s = total["job_s"] + sum(warmup_s) + sum(unmeasured_s)
+        print(f"+ {len(warmup_s)} warm-up jobs (engine loads): {sum(warmup_s):.0f} s -> {gpu_s:.0f} s in all, "
               f"{gpu_s / total['windows_s']:.2f}x the windows (goal <= 1.5x)")
     for k in ("before_load_s", "load_s", "warmup_s", "idle_s", "timing_pass_s", "edges_and_cooldowns_s"):
         print(f"  {k[:-2]:<22} {total[k]:7.0f} s  ({total[k] / total['job_s']:.0%} of job time)")

@@ -2,6 +2,8 @@
 
 import importlib.util
 
+import pandas as pd
+
 from conftest import REFERENCE, REPO
 
 spec = importlib.util.spec_from_file_location("pipeline_overhead", REPO / "benchmarks" / "pipeline_overhead.py")
@@ -19,3 +21,16 @@ def test_breakdown_of_the_reference_jobs():
     gen = df[df["cell"].str.contains("hf-sdpa/generate")]
     assert ((gen["timing_pass_s"] > 2.0) & (gen["timing_pass_s"] < 6.0)).all()
     assert 2.5 < df["job_s"].sum() / df["windows_s"].sum() < 4.5  # 3.39x measured on 2026-11-29
+
+
+def test_campaign_counts_every_engine_load_and_the_jobs_that_measured_nothing():
+    jobs = REFERENCE / "campaign" / "jobs"
+    df = overhead.overhead_table(REFERENCE / "campaign" / "cells", jobs / "measure_cell")
+    warmups = overhead.warmup_jobs_s(jobs / "warmup_engine")
+    # hf-sdpa loaded once in each of two sessions, hf-eager once: one benchmark row per load
+    assert sorted(len(times) for times in warmups.values()) == [1, 1, 2, 2]
+    unmeasured = overhead.unmeasured_jobs_s(jobs / "measure_cell", df)
+    cells = pd.read_parquet(REFERENCE / "campaign" / "cells.parquet")
+    assert len(unmeasured) == int((cells["status"] != "ok").sum())  # oom and exceeds_context jobs
+    assert len(df) + len(unmeasured) == len(cells)
+    assert all(0 < s < 10 for s in unmeasured)  # they fail or skip within seconds, before any window
