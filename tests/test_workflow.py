@@ -88,6 +88,8 @@ def test_smoke_config_runs_end_to_end_on_cpu(smoke_run):
     assert (gen["output_tokens"] == 8).all()
     for cell in (dst / "results" / "cells").rglob("L*.parquet"):
         assert not cell.name.startswith(".")
+    provenance = (dst / "results" / "provenance.md").read_text()  # part of the default target
+    assert "8 cells: 8 ok" in provenance and "measure_cell: 8 jobs" in provenance
 
 
 def test_cells_share_one_engine_host_per_engine_which_the_workflow_stops(smoke_run):
@@ -164,3 +166,14 @@ def test_one_engine_pair_at_a_time_on_one_gpu_slot(tmp_path):
                 if rule in ("warmup_engine", "measure_cell")]
     assert [e for _, e in gpu_jobs] == ["hf-eager"] * 5 + ["hf-sdpa"] * 5, gpu_jobs
     assert gpu_jobs[0][0] == gpu_jobs[5][0] == "warmup_engine"
+
+
+def test_provenance_of_cached_cells_reads_the_jobs_kept_beside_them(repo_copy):
+    campaign = REPO / "data" / "reference" / "nvidia-h200" / "campaign"
+    smk(["results/provenance.md", "--cores", "1", "--configfile", "config/campaign.yaml", "--config",
+         f"cells_source={campaign / 'cells'}", f'provenance_logs=["{REPO}/docs/gpu-runs/*-campaign-*.log"]'],
+        repo_copy)
+    text = (repo_copy / "results" / "provenance.md").read_text()
+    n_cells = len(pd.read_parquet(campaign / "cells.parquet"))
+    assert f"measure_cell: {n_cells} jobs" in text and "warmup_engine: " in text
+    assert "--configfile config/campaign.yaml" in text and "## GPUs" in text

@@ -222,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="also write the table (.csv or .parquet)")
     sp.set_defaults(func=_plugin("ctxenergy.compare", "main"))
 
+    sp = sub.add_parser("provenance", help="where the cells came from: dates, boards, versions, commands, GPU time")
+    sp.add_argument("--cells", required=True, help="table of cells (results/cells.parquet)")
+    sp.add_argument("--jobs", help="Snakemake benchmark files of the jobs (results/benchmarks)")
+    sp.add_argument("--logs", nargs="*", default=[], help="Snakemake logs of the runs that measured the cells")
+    sp.add_argument("--out", required=True, help="Markdown file to write")
+    sp.set_defaults(func=_plugin("ctxenergy.provenance", "main"))
+
     sp = sub.add_parser("aggregate", help="all cell tables -> one table of cells")
     sp.add_argument("cells", nargs="+")
     sp.add_argument("--out", required=True)

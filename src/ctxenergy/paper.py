@@ -25,7 +25,8 @@ from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.analysis.uncertainty import DRAWS
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.report import (FIGURE_TITLES, brief, ci, finite, fmt, fmt_ci, keep_together, page, png_data_uri,
-                               read_inputs, tokens, write_html)
+                               read_inputs, tokens)
+from ctxenergy.tables import write_text
 
 CLAIM_ORDER = (1, 2, 3, 4, 5, 6)
 
@@ -383,7 +384,7 @@ def main(args) -> int:
     if not template.is_file():
         raise CtxEnergyError(f"paper template '{template}' not found (paper/template.md in the repository)")
     md, page_html = build_paper(tables, figures, template.read_text(encoding="utf-8"), Path(args.markdown))
-    write_html(md, args.markdown)
-    write_html(page_html, args.out)
+    write_text(md, args.markdown)
+    write_text(page_html, args.out)
     print(f"paper -> {args.out}, {args.markdown}")
     return 0

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.tables import write_text
 
 NEEDED = ("per_cell", "slopes", "fits", "thresholds", "io_ratio", "engine_ratios", "claims")
 FIGURE_TITLES = {
@@ -422,16 +423,8 @@ def read_inputs(table_paths, figure_paths) -> tuple[dict, dict]:
     return tables, figures
 
 
-def write_html(text: str, out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-
-
 def main(args) -> int:
     tables, figures = read_inputs(args.tables, args.figures)
-    write_html(build_report(tables, figures), args.out)
+    write_text(build_report(tables, figures), args.out)
     print(f"report -> {args.out} ({len(figures)} figures embedded)")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -61,22 +62,37 @@ def write_table(df: pd.DataFrame, path: str | Path, metadata: dict | None = None
     write_tables({Path(path): (df, metadata)})
 
 
+@contextmanager
+def _replacing(path: Path):
+    """A temporary file beside `path` that replaces it once written: readers never see a half-written `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_csv_or_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     """A table for people or for programs: Parquet for a .parquet path, CSV otherwise; atomic either way."""
     path = Path(path)
     if path.suffix == ".parquet":
         write_table(df, path)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with _replacing(path) as tmp:
         df.to_csv(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return path
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """A page (HTML, Markdown) written atomically, UTF-8."""
+    path = Path(path)
+    with _replacing(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
     return path
 
 

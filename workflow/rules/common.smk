@@ -92,5 +92,20 @@ def missing_cell_paths():
     return [p for p in cell_paths() if not Path(p).exists()] if not config["cells_source"] else []
 
 
+def provenance_jobs_dir():
+    """The jobs' benchmark files: this run's, or those kept beside cached cells (<cells_source>/../jobs)."""
+    from pathlib import Path
+
+    if config["cells_source"]:
+        return str(Path(config["cells_source"]).parent / "jobs")
+    return "results/benchmarks"
+
+
+def provenance_logs():
+    import glob
+
+    return sorted({p for pattern in config["provenance_logs"] for p in glob.glob(pattern)})
+
+
 def final_outputs():
     return ["results/cells.parquet", *REPORT_TARGETS]

@@ -2,6 +2,7 @@ REPORT_TARGETS = [
     "results/report/report.html",
     "results/paper/paper.html",
     "results/paper/paper.md",
+    "results/provenance.md",
 ]
 
 
@@ -46,6 +47,29 @@ rule write_paper:
     shell:
         "ctxenergy paper --tables {input.tables} --figures {input.figures} --template {input.template}"
         " --out {output.html} --markdown {output.markdown} > {log} 2>&1"
+
+
+rule write_provenance:
+    input:
+        cells="results/cells.parquet",
+    output:
+        report(
+            "results/provenance.md",
+            caption="../report/provenance.rst",
+            category="Report",
+            labels={"document": "provenance"},
+        ),
+    log:
+        "results/logs/write_provenance.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        jobs=provenance_jobs_dir(),
+        logs=provenance_logs(),
+    shell:
+        "ctxenergy provenance --cells {input.cells} --jobs {params.jobs:q} --logs {params.logs:q}"
+        " --out {output} > {log} 2>&1"
 
 
 # Not part of the default target: it needs a headless Chromium (Debian: apt-get install chromium).

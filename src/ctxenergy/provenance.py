@@ -1,0 +1,129 @@
+"""Where a set of cells came from, as a short Markdown page generated from the cells themselves.
+
+    ctxenergy provenance --cells results/cells.parquet [--jobs results/benchmarks] [--logs LOG ...] --out PROVENANCE.md
+
+It lists the measurement dates, each GPU board (name, UUID, driver, power limit) with its cells, the software
+versions per engine, the host CPUs, the weights, the energy method, the commands that ran (the `Command:` line
+of each Snakemake log given, with the run's elapsed time) and the GPU time: the wall time of every job from
+Snakemake's `benchmark:` files (cell jobs and warm-up jobs, one row per run) against the measured windows.
+Written from the data, so it cannot drift from what is committed beside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ctxenergy.tables import write_text
+
+COMMAND = re.compile(r"^\s*Command:\s*(.+?)\s*$")
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")  # Snakemake's job time stamps
+ELAPSED = re.compile(r"^Elapsed time:\s*(?:(\d+) days?, )?(\d+):(\d+):(\d+(?:\.\d+)?)\s*$")
+
+
+def snakemake_runs(logs: list[str | Path]) -> list[dict]:
+    """The command line, first time stamp and elapsed seconds of each Snakemake log, in the order they ran
+    (elapsed is None for a run that did not end)."""
+    runs = []
+    for path in logs:
+        command, started, elapsed = None, None, None
+        for line in Path(path).read_text(errors="replace").splitlines():
+            if command is None and (m := COMMAND.match(line)):
+                command = m.group(1)
+            elif started is None and (m := STAMP.match(line)):
+                started = dt.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+            elif m := ELAPSED.match(line):
+                days, h, mi, s = m.groups()
+                elapsed = int(days or 0) * 86400 + int(h) * 3600 + int(mi) * 60 + float(s)
+        if command is not None:
+            runs.append({"log": Path(path).name, "command": command, "started": started, "elapsed_s": elapsed})
+    return sorted(runs, key=lambda r: (r["started"] or dt.datetime.max, r["log"]))
+
+
+def job_seconds(jobs_dir: str | Path | None) -> pd.DataFrame:
+    """Wall time of every job with a Snakemake benchmark file under `jobs_dir`: rule, job and seconds per row."""
+    rows = []
+    if jobs_dir is not None and Path(jobs_dir).is_dir():
+        root = Path(jobs_dir)
+        for tsv in sorted(root.rglob("*.tsv")):
+            rel = tsv.relative_to(root)
+            for s in pd.read_csv(tsv, sep="\t")["s"]:
+                rows.append({"rule": rel.parts[0], "job": str(rel.with_suffix("")), "s": float(s)})
+    return pd.DataFrame(rows, columns=["rule", "job", "s"])
+
+
+def _measured_window_s(cells: pd.DataFrame) -> float:
+    ok = cells[cells["status"] == "ok"]
+    return float((ok["window_s"] * ok["n_windows"]).sum())
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("–" if pd.isna(v) else str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _seconds(s: float) -> str:
+    return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.2f} h"
+
+
+# Columns that tables of cells from older versions may lack (host_cpu is recorded since the third H200 session).
+DESCRIBED = ["measured_at", "device_name", "device_uuid", "driver_version", "power_limit_w", "engine_version",
+             "torch_version", "host_cpu", "weights", "meter_method", "window_s", "n_windows"]
+
+
+def provenance(cells: pd.DataFrame, jobs: pd.DataFrame, runs: list[dict]) -> str:
+    cells = cells.assign(**{c: None for c in DESCRIBED if c not in cells})
+    measured = cells[cells["measured_at"].notna()]
+    dates = sorted({str(t)[:10] for t in measured["measured_at"]})
+    out = ["# Provenance", ""]
+    counts = cells["status"].value_counts()
+    out.append(f"{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
+               + (f"Measured {measured['measured_at'].min()} to {measured['measured_at'].max()} "
+                  f"({', '.join(dates)})." if len(measured) else "No cell was measured."))
+    out += ["", "## GPUs", ""]
+    on_gpu = cells[cells["device_uuid"].notna()]
+    rows = [[name, uuid, driver, f"{limit:.0f}" if pd.notna(limit) else None, len(g),
+             f"{g['measured_at'].min()} to {g['measured_at'].max()}"]
+            for (name, uuid, driver, limit), g in on_gpu.groupby(
+                ["device_name", "device_uuid", "driver_version", "power_limit_w"], dropna=False, sort=False)]
+    out.append(_table(["device", "board (UUID)", "driver", "power limit (W)", "cells", "measured"], rows))
+    out += ["", "## Software, host and method", ""]
+    rows = [[engine, ev, tv, cpu, w, m, len(g)]
+            for (engine, ev, tv, cpu, w, m), g in on_gpu.groupby(
+                ["engine", "engine_version", "torch_version", "host_cpu", "weights", "meter_method"],
+                dropna=False, sort=False)]
+    out.append(_table(["engine", "engine version", "torch", "host CPU", "weights", "energy method", "cells"], rows))
+    if runs:
+        out += ["", "## Commands", "", "As Snakemake logged them (shell quoting not kept), in the order they ran:", ""]
+        out.append(_table(["log", "started", "command", "elapsed"],
+                          [[r["log"], r["started"] or "–", f"`{r['command']}`",
+                            _seconds(r["elapsed_s"]) if r["elapsed_s"] is not None else "did not end"]
+                           for r in runs]))
+    out += ["", "## GPU time", ""]
+    windows = _measured_window_s(cells)
+    if len(jobs):
+        per_rule = jobs.groupby("rule")["s"].agg(["count", "sum"])
+        total = float(jobs["s"].sum())
+        out.append(", ".join(f"{r}: {int(c)} jobs, {_seconds(s)}" for r, (c, s) in per_rule.iterrows())
+                   + f". In all {_seconds(total)} of job wall time"
+                   + (f", {total / windows:.2f}x the measured windows (about {_seconds(windows)}: each cell's median "
+                      "window times its number of windows)." if windows else "."))
+    else:
+        out.append(f"No job benchmark files given; measured windows: {_seconds(windows)}.")
+    ended = [r["elapsed_s"] for r in runs if r["elapsed_s"] is not None]
+    if ended:
+        out.append(f"The Snakemake runs above took {_seconds(sum(ended))} from start to end (engine loads, "
+                   "prompt jobs and scheduling included).")
+    return "\n".join(out) + "\n"
+
+
+def main(args) -> int:
+    cells = pd.read_parquet(args.cells)
+    text = provenance(cells, job_seconds(args.jobs), snakemake_runs(sorted(args.logs or [])))
+    write_text(text, args.out)
+    print(f"provenance of {len(cells)} cells -> {args.out}")
+    return 0
