@@ -104,6 +104,19 @@ def test_slopes_are_finite_differences_of_the_reference(pc):
     e, L = pre["energy_per_run_j"].to_numpy(), pre["length_tokens"].to_numpy()
     got = sl[(sl["phase"] == "prefill") & (sl["quantity"] == "energy_per_run_j")]["de_dl_j_per_token"].to_numpy()
     assert np.allclose(got, np.diff(e) / np.diff(L))
+    assert sl["same_board"].eq(True).all()  # the reference slice ran on one board
+
+
+def test_a_slope_between_two_boards_says_so(pc):
+    moved = pc.copy()
+    one = moved["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L4096"
+    moved.loc[one, "device_uuid"] = "GPU-another-board"
+    sl = slopes(moved).query("phase == 'prefill' and quantity == 'energy_per_run_j'")
+    across = {(r.length_low, r.length_high) for r in sl.itertuples() if r.same_board is False}
+    assert across == {(2048, 4096), (4096, 8192)}
+    moved.loc[one, "device_uuid"] = ""  # a cell that does not record its board: unknown, not "same"
+    sl = slopes(moved).query("phase == 'prefill' and quantity == 'energy_per_run_j'")
+    assert sl.set_index("length_high").loc[4096, "same_board"] is None
 
 
 def test_reference_prefill_fit_is_convex_and_close_to_the_cells(pc):

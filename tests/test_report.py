@@ -60,7 +60,8 @@ def test_report_opens_with_summary_hardware_and_validity(reference):
     page = reference["report"]
     order = [page.index(h) for h in ("<h2>Summary", "<h2>Hardware and versions", "<h2>Validity", "<h2>Figures")]
     assert order == sorted(order)
-    for text in ("NVIDIA H200", "580.159.04", "2.11.0+cu130", "5.17.0", "nvml-counter-edge-aligned", "14 ok"):
+    for text in ("NVIDIA H200", "580.159.04", "2.11.0+cu130", "5.17.0", "nvml-counter-edge-aligned", "14 ok",
+                 "board (UUID)", *reference["tables"]["per_cell"]["device_uuid"].unique()):
         assert text in page, text
     pc = reference["tables"]["per_cell"].set_index("cell_id")
     r = pc.loc["llama-3.1-8b/hf-sdpa/prefill/L16384"]

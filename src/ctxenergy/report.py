@@ -249,14 +249,16 @@ def missing_banner(pc: pd.DataFrame) -> str:
 
 
 def hardware_section(pc: pd.DataFrame) -> str:
-    cols = ["device_name", "driver_version", "torch_version", "engine", "engine_version", "meter_method", "host_cpu"]
+    cols = ["device_name", "device_uuid", "driver_version", "torch_version", "engine", "engine_version",
+            "meter_method", "host_cpu"]
+    pc = pc.assign(**{c: "" for c in cols if c not in pc})
     rows = []
     for key, g in pc.groupby(cols, sort=False, dropna=False):
         rows.append([*(k or "–" for k in key), fmt(g["power_limit_w"].max(), 4), fmt(g["idle_power_w"].median(), 4),
                      fmt(g["peak_bf16_tflops"].max(), 4), fmt(g["peak_mem_tb_s"].max(), 3), str(len(g))])
-    header = ["device", "driver", "torch", "engine", "engine version", "energy method", "host CPU", "power limit (W)",
-              "idle power, median (W)", "peak bf16 (TFLOP/s)", "peak memory (TB/s)", "cells"]
-    return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=7)
+    header = ["device", "board (UUID)", "driver", "torch", "engine", "engine version", "energy method", "host CPU",
+              "power limit (W)", "idle power, median (W)", "peak bf16 (TFLOP/s)", "peak memory (TB/s)", "cells"]
+    return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=8)
 
 
 def validity_section(pc: pd.DataFrame) -> str:
@@ -304,11 +306,15 @@ def slopes_section(sl: pd.DataFrame) -> str:
     d = sl[sl["quantity"] == "energy_per_run_j"]
     if d.empty:
         return "<h2>dE/dL</h2><p>No pair of neighbouring usable cells.</p>"
-    rows = [[r.model, r.engine, r.phase, f"{tokens(r.length_low)}–{tokens(r.length_high)}",
+    across = d["same_board"].eq(False) if "same_board" in d else pd.Series(False, index=d.index)
+    rows = [[r.model, r.engine, r.phase, f"{tokens(r.length_low)}–{tokens(r.length_high)}" + (" †" if x else ""),
              fmt_ci(r.de_dl_j_per_token, r.de_dl_j_per_token_ci_low, r.de_dl_j_per_token_ci_high, scale=1e3)]
-            for r in d.itertuples()]
+            for r, x in zip(d.itertuples(), across)]
+    note = (f"<p>† {int(across.sum())} of {len(d)} pairs ran on two boards: their interval holds each cell's own "
+            "spread, not the offset between boards (1.4-1.7 % between H200 boards on the same prefills, "
+            "docs/measurement.md).</p>" if across.any() else "")
     return ("<h2>dE/dL between neighbouring L</h2>"
-            + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token)"], rows, text_cols=4))
+            + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token)"], rows, text_cols=4) + note)
 
 
 def fits_section(ft: pd.DataFrame) -> str:

@@ -24,7 +24,7 @@ SUMMARISED = ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_
 NUMERIC = ["length_tokens", "output_tokens", "power_limit_w", "counter_period_s", "idle_power_w", "runs_per_window",
            "flops_per_run", "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops", "n_windows"]
 TEXT = ["cell_id", "model", "engine", "phase", "status", "status_reason", "flags", "device_name", "driver_version",
-        "torch_version", "engine_version", "meter_method", "weights", "tokenizer", "host_cpu"]
+        "torch_version", "engine_version", "meter_method", "weights", "tokenizer", "host_cpu", "device_uuid"]
 
 
 def flag_list(flags) -> list[str]:

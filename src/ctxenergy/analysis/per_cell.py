@@ -17,7 +17,7 @@ from ctxenergy.flops import decode_step_bytes
 from ctxenergy.stats import summarize
 
 IDENTITY = ["cell_id", "model", "engine", "phase", "length_tokens", "output_tokens", "status", "status_reason", "flags",
-            "usable", "excluded_reason", "n_windows", "device_name", "driver_version", "torch_version",
+            "usable", "excluded_reason", "n_windows", "device_name", "device_uuid", "driver_version", "torch_version",
             "engine_version", "meter_method", "host_cpu", "power_limit_w", "idle_power_w", "peak_bf16_tflops",
             "peak_mem_tb_s"]
 

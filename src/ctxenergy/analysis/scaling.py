@@ -115,18 +115,27 @@ def slopes(per_cell: pd.DataFrame) -> pd.DataFrame:
             L = g["length_tokens"].to_numpy(float)
             e = g[q].to_numpy(float)
             h = half_width(g[f"{q}_ci_low"], g[f"{q}_ci_high"])
+            boards = g["device_uuid"].to_numpy() if "device_uuid" in g else np.full(len(g), "")
             for i in range(len(g) - 1):
                 dl = L[i + 1] - L[i]
                 v = (e[i + 1] - e[i]) / dl
                 hh = np.hypot(h[i], h[i + 1]) / dl
                 rows.append(dict(zip(GROUP, key), quantity=q, length_low=int(L[i]), length_high=int(L[i + 1]),
                                  de_dl_j_per_token=v, de_dl_j_per_token_ci_low=v - hh,
-                                 de_dl_j_per_token_ci_high=v + hh))
+                                 de_dl_j_per_token_ci_high=v + hh, same_board=_same_board(boards[i], boards[i + 1])))
     cols = GROUP + ["quantity", "length_low", "length_high", "de_dl_j_per_token", "de_dl_j_per_token_ci_low",
-                    "de_dl_j_per_token_ci_high"]
+                    "de_dl_j_per_token_ci_high", "same_board"]
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return out
+
+
+def _same_board(a, b) -> bool | None:
+    """Whether two cells ran on one board: a slope between boards also carries their offset (~1-2 % between
+    H200 boards), which neither cell's interval holds. None where a cell does not record its board."""
+    if not isinstance(a, str) or not isinstance(b, str) or not a or not b:
+        return None
+    return a == b
 
 
 def _excluded_note(all_cells: pd.DataFrame) -> str:
