@@ -168,12 +168,20 @@ def test_one_engine_pair_at_a_time_on_one_gpu_slot(tmp_path):
     assert gpu_jobs[0][0] == gpu_jobs[5][0] == "warmup_engine"
 
 
-def test_provenance_of_cached_cells_reads_the_jobs_kept_beside_them(repo_copy):
+def test_published_outputs_of_cached_cells_with_their_provenance(repo_copy):
     campaign = REPO / "data" / "reference" / "nvidia-h200" / "campaign"
-    smk(["results/provenance.md", "--cores", "1", "--configfile", "config/campaign.yaml", "--config",
-         f"cells_source={campaign / 'cells'}", f'provenance_logs=["{REPO}/docs/gpu-runs/*-campaign-*.log"]'],
-        repo_copy)
-    text = (repo_copy / "results" / "provenance.md").read_text()
+    logs = sorted((REPO / "docs" / "gpu-runs").glob("*-campaign-*.log"))
+    (repo_copy / "docs" / "gpu-runs").mkdir(parents=True, exist_ok=True)
+    for log in logs:  # config/campaign.yaml names the committed logs of its runs
+        shutil.copy2(log, repo_copy / "docs" / "gpu-runs" / log.name)
+    smk(["publish_outputs", "--cores", "1", "--configfile", "config/campaign.yaml", "--config",
+         f"cells_source={campaign / 'cells'}", "publish_to=published"], repo_copy)
+    out = repo_copy / "published"
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
+        "analysis", "figures", "report", "paper", "provenance.md"}
+    assert (out / "report" / "report.html").stat().st_size > 0 and (out / "figures" / "energy_fit.svg").exists()
+    assert "](../figures/energy_intensity.png)" in (out / "paper" / "paper.md").read_text()  # links still resolve
+    text = (out / "provenance.md").read_text()
     n_cells = len(pd.read_parquet(campaign / "cells.parquet"))
-    assert f"measure_cell: {n_cells} jobs" in text and "warmup_engine: " in text
-    assert "--configfile config/campaign.yaml" in text and "## GPUs" in text
+    assert f"measure_cell: {n_cells} jobs" in text and "warmup_engine: " in text  # the jobs kept beside the cells
+    assert text.count("--configfile config/campaign.yaml") == len(logs) >= 5

@@ -72,6 +72,29 @@ rule write_provenance:
         " --out {output} > {log} 2>&1"
 
 
+# Not part of the default target: the analysis outputs copied into a folder of their own (config publish_to), in
+# the layout of results/ (paper.md links ../figures/), to be committed beside reference cells.
+rule publish_outputs:
+    input:
+        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        figures=expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=["png", "svg"]),
+        report="results/report/report.html",
+        paper=["results/paper/paper.html", "results/paper/paper.md"],
+        provenance="results/provenance.md",
+    output:
+        directory(config["publish_to"]),
+    log:
+        "results/logs/publish_outputs.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "(mkdir -p {output}/analysis {output}/figures {output}/report {output}/paper"
+        " && cp {input.tables} {output}/analysis/ && cp {input.figures} {output}/figures/"
+        " && cp {input.report} {output}/report/ && cp {input.paper} {output}/paper/"
+        " && cp {input.provenance} {output}/) > {log} 2>&1"
+
+
 # Not part of the default target: it needs a headless Chromium (Debian: apt-get install chromium).
 rule paper_pdf:
     input:
