@@ -189,3 +189,24 @@ def test_the_report_has_in_page_contents(reference):
         assert f'id="{anchor}"' in page, anchor
     assert toc.count("href=") == page.count("<h2>")
     assert page.index('<p class="toc">') < page.index("<h2>Summary")
+
+
+def test_paper_names_only_devices_that_ran_and_cuts_a_long_table1_status(tmp_path):
+    raw = reference_cells()
+    base = raw[raw["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L16384"].iloc[0]
+    oom = base.copy()
+    oom["cell_id"], oom["length_tokens"] = "llama-3.1-8b/hf-sdpa/prefill/L114688", 114688
+    oom["status"], oom["status_reason"] = "oom", "out of device memory: " + "CUDA said a great deal. " * 20
+    skipped = base.copy()  # recorded, never run: no device, no versions
+    skipped["cell_id"], skipped["phase"], skipped["length_tokens"] = "llama-3.1-8b/hf-sdpa/generate/L131072", \
+        "generate", 131072
+    skipped["status"], skipped["status_reason"] = "exceeds_context", "L + G exceeds the model's context"
+    skipped["output_tokens"] = 128
+    for col in ("device_name", "device_uuid", "driver_version", "torch_version", "engine_version", "meter_method"):
+        skipped[col] = None
+    built = build(pd.concat([raw, oom.to_frame().T, skipped.to_frame().T], ignore_index=True), tmp_path,
+                  figures=False)
+    md = built["paper_md"]
+    assert "unknown device" not in md and "Stack: NVIDIA H200 (driver 580.159.04)" in md
+    row = next(line for line in md.splitlines() if "| hf-sdpa | 114,688 |" in line)
+    assert "oom" in row and "… (in full under Validity in the report)" in row and len(row) < 500

@@ -73,6 +73,8 @@ def stack_text(pc: pd.DataFrame) -> str:
     from ctxenergy.analysis.cells import engine_rank
 
     keys = ["device_name", "driver_version", "torch_version", "meter_method"]
+    ran = pc[pc["device_name"].fillna("") != ""]  # a cell recorded but never run (exceeds_context) has no device
+    pc = ran if len(ran) else pc
     parts = []
     for (device, driver, torch, meter), g in pc.fillna({k: "" for k in keys}).groupby(keys, sort=False):
         by_version: dict[str, list[str]] = {}
@@ -106,7 +108,7 @@ def table1_md(t1: pd.DataFrame) -> str:
                      ci(d, "latency_s") if measured else "not measured",
                      ci(d, "energy_j", 4) if measured else "not measured",
                      ci(d, "j_per_token") if measured else "not measured",
-                     ci(d, "achieved_tflops") if measured else "–", r.status])
+                     ci(d, "achieved_tflops") if measured else "–", brief(r.status, where="Validity in the report")])
     return md_table(["model", "paper engine", "paper latency (s)", "paper energy (J)", "paper J/token",
                      "TFLOP/s the paper's latency implies", "our engine", "our L", "our latency (s)", "our energy (J)",
                      "our J/token", "our TFLOP/s", "our status"], rows,
