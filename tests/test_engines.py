@@ -501,3 +501,43 @@ def test_a_graph_capture_keeps_sdpa_on_its_causal_path(monkeypatch):
     assert captured_plain in ({(False, False)}, eager)
     assert captured_ours == eager
     assert import_utils.is_cuda_stream_capturing() is True  # restored (to the monkeypatched value)
+
+
+def test_scalar_tensors_for_a_cuda_device_are_filled_on_the_device_during_capture(monkeypatch):
+    """eager attention's mask makes torch.tensor(0.0, device=<cuda>), a host copy that a capture refuses: inside our
+    capture context such a scalar comes from torch.full (a fill kernel), with torch.tensor's dtype. Simulated on the
+    CPU: torch.full is recorded instead of run for the CUDA device."""
+    from ctxenergy.engines.hf import HFEngine, scalar_tensors_made_on_device
+
+    original = torch.tensor
+    calls = []
+    real_full = torch.full
+
+    def recording_full(size, value, *, dtype=None, device=None):
+        calls.append((size, value, dtype, device))
+        return real_full(size, value, dtype=dtype)  # made on the CPU here: no CUDA on this host
+
+    monkeypatch.setattr(torch, "full", recording_full)
+    with scalar_tensors_made_on_device():
+        assert torch.tensor(0.0, device="cuda:0", dtype=torch.bfloat16).dtype == torch.bfloat16
+        torch.tensor(1, device="cuda")
+        torch.tensor(True, device=torch.device("cuda", 0))
+        torch.tensor(0.5, device="cuda")
+        assert len(calls) == 4
+        kept = [torch.tensor([1.0, 2.0], device="cpu"), torch.tensor(3.0), torch.tensor(3.0, device="cpu")]
+    assert calls == [((), 0.0, torch.bfloat16, "cuda:0"), ((), 1, torch.int64, "cuda"),
+                     ((), True, torch.bool, torch.device("cuda", 0)), ((), 0.5, torch.float32, "cuda")]
+    assert len(calls) == 4 and [t.tolist() for t in kept] == [[1.0, 2.0], 3.0, 3.0]  # the rest: torch.tensor itself
+    assert torch.tensor is original
+
+    engine = HFEngine("hf-eager", tiny_spec(), "float32", "cpu")
+    engine.load()
+    ids = torch.arange(16).unsqueeze(0) + 3
+    try:
+        with torch.inference_mode():
+            plain = engine.model(input_ids=ids, use_cache=True, logits_to_keep=1).logits
+            with scalar_tensors_made_on_device():
+                inside = engine.model(input_ids=ids, use_cache=True, logits_to_keep=1).logits
+    finally:
+        engine.close()
+    assert torch.equal(plain, inside)  # the eager model itself is unchanged by the context

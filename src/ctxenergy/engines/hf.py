@@ -86,6 +86,35 @@ def mask_decisions_as_in_eager():
         masking.is_tracing = original
 
 
+@contextlib.contextmanager
+def scalar_tensors_made_on_device():
+    """Let torch.tensor(<Python scalar>, device=<CUDA device>) be recorded by a CUDA-graph capture.
+
+    transformers' eager attention mask (masking_utils.eager_mask in 5.17) calls torch.tensor(0.0, device=...): a copy
+    from pageable host memory, which a stream capture refuses ("Cannot copy between CPU and CUDA tensors during CUDA
+    graph capture"), so on the H200 hf-eager's prefill capture failed and its short prefills ran without the graph.
+    torch.full makes the same scalar (same value and dtype) with a fill kernel on the device, which the graph records.
+    Anything else goes to torch.tensor unchanged.
+    """
+    import torch
+
+    original = torch.tensor
+
+    def tensor(data, *args, **kwargs):
+        device = kwargs.get("device")
+        if (not args and isinstance(data, bool | int | float) and set(kwargs) <= {"device", "dtype"}
+                and device is not None and torch.device(device).type == "cuda"):
+            dtype = kwargs.get("dtype")
+            return torch.full((), data, dtype=dtype if dtype is not None else original(data).dtype, device=device)
+        return original(data, *args, **kwargs)
+
+    torch.tensor = tensor
+    try:
+        yield
+    finally:
+        torch.tensor = original
+
+
 class _FirstTokenClock:
     """A generate() streamer that only notes when the first new token reaches the host."""
 
@@ -192,7 +221,7 @@ class HFEngine(Engine):
                     self.model(input_ids=static_ids, use_cache=True, logits_to_keep=1)
             torch.cuda.current_stream().wait_stream(side)
             g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g), mask_decisions_as_in_eager():
+            with torch.cuda.graph(g), mask_decisions_as_in_eager(), scalar_tensors_made_on_device():
                 out = self.model(input_ids=static_ids, use_cache=True, logits_to_keep=1)
             self.synchronize()
         except torch.OutOfMemoryError:
