@@ -23,6 +23,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/spot_check.smk"
 
 
 onstart:

@@ -87,3 +87,21 @@ def test_a_rerun_on_another_host_cpu_says_so(tmp_path):
     row = compare_cells(ref, _copy_scaled(tmp_path / "new", 1.0, host="CPU B x32")).iloc[0]
     assert row["verdict"] == "agrees" and row["note"] == "host CPU CPU A x16 / CPU B x32"
     assert compare_cells(ref, _copy_scaled(tmp_path / "same", 1.0, host="CPU A x16")).iloc[0]["note"] == ""
+
+
+def test_named_cells_only_each_in_both_and_exit_zero_on_request(tmp_path):
+    ref = REF / "campaign" / "cells"
+    one = compare_cells(ref, ref, cells=[CELL, "qwen2-7b/hf-sdpa/prefill/L256"])
+    assert one[["model", "length_tokens"]].values.tolist() == [["llama-3.1-8b", 16384], ["qwen2-7b", 256]]
+    with pytest.raises(CtxEnergyError, match="cell qwen2-7b/hf-sdpa/prefill/L256 is not in the candidate cells"):
+        compare_cells(ref, _copy_scaled(tmp_path / "a", 1.0), cells=[CELL, "qwen2-7b/hf-sdpa/prefill/L256"])
+    with pytest.raises(CtxEnergyError, match="is not a cell id"):
+        compare_cells(ref, ref, cells=["llama-3.1-8b/hf-sdpa/L16384"])
+    with pytest.raises(CtxEnergyError, match="no cell given"):
+        compare_cells(ref, ref, cells=[])
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True,
+                                    text=True, cwd=REPO)
+    shifted = str(_copy_scaled(tmp_path / "b", 1.10))
+    assert run(str(ref), shifted, "--cells", CELL).returncode == 1
+    kept = run(str(ref), shifted, "--cells", CELL, "--exit-zero", "--out", str(tmp_path / "t.csv"))
+    assert kept.returncode == 0 and "1 differs" in kept.stdout and (tmp_path / "t.csv").exists()

@@ -185,3 +185,21 @@ def test_published_outputs_of_cached_cells_with_their_provenance(repo_copy):
     n_cells = len(pd.read_parquet(campaign / "cells.parquet"))
     assert f"measure_cell: {n_cells} jobs" in text and "warmup_engine: " in text  # the jobs kept beside the cells
     assert text.count("--configfile config/campaign.yaml") == len(logs) >= 5
+
+
+def test_spot_check_measures_the_named_cells_and_compares_them(smoke_run, repo_copy):
+    reference = repo_copy.parent / "reference-cells"
+    shutil.copytree(smoke_run[0] / "results" / "cells", reference)
+    spot = f'spot_check={{"reference": "{reference}", "cells": ["tiny-llama/hf-sdpa/prefill/L64"]}}'
+    proc = smk(["spot_check", "--cores", "1", "--configfile", "config/smoke.yaml", "--config", spot], repo_copy)
+    assert job_counts(proc.stdout + proc.stderr).get("measure_cell") == 1  # only the named cell is measured
+    table = pd.read_csv(repo_copy / "results" / "spot_check.csv")
+    assert table[["model", "engine", "phase", "length_tokens"]].values.tolist() == [
+        ["tiny-llama", "hf-sdpa", "prefill", 64]]
+    assert table["verdict"].iloc[0] == "not comparable"  # no energy counter on this host: nothing is invented
+    # a cell outside the grid is refused in one line before anything runs
+    bad = smk(["spot_check", "--cores", "1", "--configfile", "config/smoke.yaml", "--config",
+               spot.replace("L64", "L128")], repo_copy, check=False)
+    lines = [line for line in bad.stderr.strip().splitlines() if "spot_check" in line]
+    assert bad.returncode != 0 and "length 128 is not in this config's lengths (64, 256)" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(lines) == 1

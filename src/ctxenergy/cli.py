@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tolerance-pct", type=float, default=3.0,
                     help="difference still accepted between GPUs of one model (default 3, docs/measurement.md)")
     sp.add_argument("--out", help="also write the table (.csv or .parquet)")
+    sp.add_argument("--cells", nargs="*", help="only these cells (<model>/<engine>/<phase>/L<n>), each in both")
+    sp.add_argument("--exit-zero", action="store_true", help="exit 0 even when a cell differs (the table says so)")
     sp.set_defaults(func=_plugin("ctxenergy.compare", "main"))
 
     sp = sub.add_parser("provenance", help="where the cells came from: dates, boards, versions, commands, GPU time")

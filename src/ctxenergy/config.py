@@ -121,7 +121,20 @@ def check_semantics(config: dict, source: str = "config", engines_needed: tuple[
                 f"{source}: engine '{engine}' needs the Python package '{package}', which is not installed; "
                 f"install it with: pip install -e '.[{extra}]'"
             )
+    _check_spot_check(config, source)
     return config
+
+
+def _check_spot_check(config: dict, source: str) -> None:
+    """Every spot-check cell must be a cell of this grid (else its job would not exist), before any GPU time."""
+    grid = {"model": [m["name"] for m in config["models"]], "engine": config["engines"], "phase": config["phases"],
+            "length": config["lengths"]}
+    for cell_id in config["spot_check"]["cells"]:
+        model, engine, phase, length = cell_id.split("/")
+        for what, value in (("model", model), ("engine", engine), ("phase", phase), ("length", int(length[1:]))):
+            if value not in grid[what]:
+                raise ConfigError(f"{source}: spot_check.cells: {cell_id}: {what} {value} is not in this config's "
+                                  f"{what}s ({', '.join(map(str, grid[what]))})")
 
 
 def _looks_like_path(weights: str) -> bool:
