@@ -51,7 +51,8 @@ def job_seconds(jobs_dir: str | Path | None) -> pd.DataFrame:
         for tsv in sorted(root.rglob("*.tsv")):
             rel = tsv.relative_to(root)
             for s in pd.read_csv(tsv, sep="\t")["s"]:
-                rows.append({"rule": rel.parts[0], "job": str(rel.with_suffix("")), "s": float(s)})
+                rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem  # calibrate.tsv lies at the top
+                rows.append({"rule": rule, "job": str(rel.with_suffix("")), "s": float(s)})
     return pd.DataFrame(rows, columns=["rule", "job", "s"])
 
 
