@@ -1,5 +1,6 @@
 """`ctxenergy compare`: a rerun's cells against reference cells, with the difference's interval and a verdict."""
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from ctxenergy.tables import read_cell, write_table
 
 REF = REPO / "data" / "reference" / "nvidia-h200"
 CELL = "llama-3.1-8b/hf-sdpa/prefill/L16384"
+RERUNS = itertools.count()
 
 
 def _copy_scaled(tmp_path, factor: float, host: str | None = None):
@@ -24,6 +26,7 @@ def _copy_scaled(tmp_path, factor: float, host: str | None = None):
     windows, _, _, meta = read_cell(src)
     for col in ("energy_per_run_j", "dynamic_energy_per_run_j", "energy_j"):
         windows[col] = windows[col] * factor
+    windows["measured_at"] = meta["measured_at"] = f"2026-12-01T12:00:{next(RERUNS):02d}+00:00"  # a rerun, not a copy
     if host:
         windows["host_cpu"] = meta["host_cpu"] = host
     write_table(windows, dst, meta)
@@ -48,10 +51,11 @@ def test_two_h200_boards_differ_by_the_documented_tolerance():
     """Committed cells of two sessions (two boards): GPU-bound prefills differ by 1-2 %, outside their intervals;
     HF generate at 1k is host-bound, its run time and total energy follow the host, and the note says so."""
     df = compare_cells(REF / "engines-h200" / "cells", REF / "campaign" / "cells")
-    # the campaign took five hf-paged cells over from the engine comparison: the very same cells agree exactly
+    # the campaign took five hf-paged cells over from the engine comparison: copies, which compare does not pass
+    # off as a remeasurement that agrees
     paged = df[df["engine"] == "hf-paged"]
     assert len(paged) == 5 and paged["same_gpu"].all() and (paged["diff_pct"] == 0).all()
-    assert set(paged["verdict"]) == {"agrees"}
+    assert set(paged["verdict"]) == {"same measurement"} and paged["note"].str.startswith("the same measurement").all()
     df = df[df["engine"] == "hf-sdpa"].set_index(["phase", "length_tokens"])
     long = df.loc[("prefill", 114688)]
     assert not long["same_gpu"] and long["verdict"] == "within tolerance"

@@ -118,6 +118,10 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
         same_gpu = rm.get("device_uuid") == nm.get("device_uuid")
         if not same_gpu and rm.get("device_name") != nm.get("device_name"):
             notes.append(f"other GPU model: {rm.get('device_name')} / {nm.get('device_name')}")
+        # a cell copied from the reference (e.g. seeded into results/cells) is no remeasurement: say so
+        copy = same_gpu and rm.get("measured_at") is not None and rm.get("measured_at") == nm.get("measured_at")
+        if copy:
+            notes.insert(0, "the same measurement (a copy of the reference cell), not a remeasurement")
         rows.append({
             **dict(zip(KEY, key)),
             "reference_j": r_s["median"], "reference_ci_low": r_s["ci_low"], "reference_ci_high": r_s["ci_high"],
@@ -125,7 +129,8 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
             "diff_pct": diff, "diff_ci_low_pct": low, "diff_ci_high_pct": high,
             "dynamic_diff_pct": dyn, "run_s_diff_pct": run,
             "same_gpu": same_gpu, "reference_gpu": rm.get("device_uuid"), "candidate_gpu": nm.get("device_uuid"),
-            "verdict": _verdict(ok, diff, low, high, tolerance_pct), "note": "; ".join(notes),
+            "verdict": "same measurement" if copy else _verdict(ok, diff, low, high, tolerance_pct),
+            "note": "; ".join(notes),
         })
     return pd.DataFrame(rows)
 
@@ -133,6 +138,8 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
 def summary_line(df: pd.DataFrame, tolerance_pct: float) -> str:
     counts = df["verdict"].value_counts()
     parts = [f"{counts.get(v, 0)} {v}" for v in ("agrees", "within tolerance", "differs", "not comparable")]
+    if counts.get("same measurement"):
+        parts.append(f"{counts['same measurement']} the same measurement (copied, not remeasured)")
     return f"{len(df)} cells compared: " + ", ".join(parts) + f" (tolerance {tolerance_pct:g} %)"
 
 
