@@ -46,6 +46,12 @@ def test_default_and_smoke_configs_validate_and_get_defaults():
         (lambda c: c["models"][0].update(weights="./no/such/dir"), "weights path './no/such/dir' does not exist"),
         (lambda c: c["measure"].update(repeats=0), "measure.repeats: 0 is less than the minimum of 1"),
         (lambda c: c["models"][0].update(tp=2), "tp=2, which engines ['hf-eager', 'hf-sdpa'] do not support"),
+        (lambda c: c.update(spot_check={"cells": ["llama-3.1-8b/hf-sdpa/prefill/L1024"]}),
+         "spot_check.cells names cells but spot_check.reference is not set"),
+        (lambda c: c.update(spot_check={"reference": "r", "cells": ["llama-3.1-8b/vllm/prefill/L1024"]}),
+         "spot_check.cells: llama-3.1-8b/vllm/prefill/L1024: engine vllm is not in this config's engines"),
+        (lambda c: c.update(spot_check={"reference": "r", "cells": ["llama-3.1-8b/hf-sdpa/decode/L1024"]}),
+         "spot_check.cells[0]: 'llama-3.1-8b/hf-sdpa/decode/L1024' does not match"),
     ],
 )
 def test_bad_config_fails_with_one_line(mutate, message):

@@ -203,3 +203,7 @@ def test_spot_check_measures_the_named_cells_and_compares_them(smoke_run, repo_c
     lines = [line for line in bad.stderr.strip().splitlines() if "spot_check" in line]
     assert bad.returncode != 0 and "length 128 is not in this config's lengths (64, 256)" in bad.stderr
     assert "Traceback" not in bad.stderr and len(lines) == 1
+    nowhere = smk(["spot_check", "--cores", "1", "--configfile", "config/smoke.yaml", "--config",
+                   spot.replace(str(reference), str(reference) + "-missing")], repo_copy, check=False)
+    assert nowhere.returncode != 0 and "Missing input files for rule spot_check" in nowhere.stdout + nowhere.stderr
+    assert job_counts(nowhere.stdout).get("measure_cell") is None  # stopped before any cell was measured

@@ -129,7 +129,11 @@ def _check_spot_check(config: dict, source: str) -> None:
     """Every spot-check cell must be a cell of this grid (else its job would not exist), before any GPU time."""
     grid = {"model": [m["name"] for m in config["models"]], "engine": config["engines"], "phase": config["phases"],
             "length": config["lengths"]}
-    for cell_id in config["spot_check"]["cells"]:
+    spot = config["spot_check"]
+    if spot["cells"] and not spot["reference"]:
+        raise ConfigError(f"{source}: spot_check.cells names cells but spot_check.reference is not set; set it to a "
+                          "folder of reference cells, e.g. data/reference/nvidia-h200/campaign/cells")
+    for cell_id in spot["cells"]:
         model, engine, phase, length = cell_id.split("/")
         for what, value in (("model", model), ("engine", engine), ("phase", phase), ("length", int(length[1:]))):
             if value not in grid[what]:

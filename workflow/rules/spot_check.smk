@@ -2,7 +2,9 @@
 # cells; the table gives each difference with its interval and a verdict. It is written even when a cell differs.
 rule spot_check:
     input:
-        expand("results/cells/{cell}.parquet", cell=config["spot_check"]["cells"]),
+        # the reference folder first: a missing one stops the run before any cell is measured
+        reference=config["spot_check"]["reference"] or [],
+        cells=expand("results/cells/{cell}.parquet", cell=config["spot_check"]["cells"]),
     output:
         "results/spot_check.csv",
     log:
@@ -11,8 +13,7 @@ rule spot_check:
     conda:
         "../../envs/analysis.yaml"
     params:
-        reference=config["spot_check"]["reference"] or "",
         cells=config["spot_check"]["cells"],
     shell:
-        "ctxenergy compare {params.reference:q} results/cells --cells {params.cells:q} --exit-zero --out {output}"
+        "ctxenergy compare {input.reference:q} results/cells --cells {params.cells:q} --exit-zero --out {output}"
         " 2>&1 | tee {log}"
