@@ -12,13 +12,14 @@ tolerance", and a note when the two runs differ in run time, settings, host CPU 
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 from pathlib import Path
 
 import pandas as pd
 
 from ctxenergy.config import HOW_NOT_WHAT
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.grid import cached_cell_tables
+from ctxenergy.grid import Cell, cached_cell_tables
 from ctxenergy.stats import summarize, welch_diff_pct
 from ctxenergy.tables import read_metadata, write_csv_or_parquet
 
@@ -67,12 +68,11 @@ def _verdict(status_ok: bool, diff: float, low: float, high: float, tolerance_pc
 
 
 def cell_key(cell_id: str) -> tuple:
-    """'llama-3.1-8b/hf-sdpa/prefill/L16384' -> ('llama-3.1-8b', 'hf-sdpa', 'prefill', 16384)"""
-    parts = cell_id.strip("/").split("/")
-    if len(parts) != 4 or not parts[3].startswith("L") or not parts[3][1:].isdigit():
-        raise CtxEnergyError(f"compare: '{cell_id}' is not a cell id (<model>/<engine>/<phase>/L<n>, "
-                             "e.g. llama-3.1-8b/hf-sdpa/prefill/L16384)")
-    return (*parts[:3], int(parts[3][1:]))
+    """'llama-3.1-8b/hf-sdpa/prefill/L16384' -> ('llama-3.1-8b', 'hf-sdpa', 'prefill', 16384), matching KEY"""
+    try:
+        return astuple(Cell.from_id(cell_id))
+    except ValueError as exc:
+        raise CtxEnergyError(f"compare: {exc}") from None
 
 
 def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: float = 3.0,

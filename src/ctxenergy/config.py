@@ -12,6 +12,7 @@ import jsonschema
 import yaml
 
 from ctxenergy.errors import ConfigError
+from ctxenergy.grid import Cell
 from ctxenergy.paths import CONFIG_SCHEMA, MODELS_DIR, REPO_ROOT
 
 KNOWN_ENGINES = ("hf-eager", "hf-sdpa", "hf-paged", "vllm")
@@ -134,8 +135,9 @@ def _check_spot_check(config: dict, source: str) -> None:
         raise ConfigError(f"{source}: spot_check.cells names cells but spot_check.reference is not set; set it to a "
                           "folder of reference cells, e.g. data/reference/nvidia-h200/campaign/cells")
     for cell_id in spot["cells"]:
-        model, engine, phase, length = cell_id.split("/")
-        for what, value in (("model", model), ("engine", engine), ("phase", phase), ("length", int(length[1:]))):
+        cell = Cell.from_id(cell_id)  # the schema has checked the id's form
+        for what, value in (("model", cell.model), ("engine", cell.engine), ("phase", cell.phase),
+                            ("length", cell.length)):
             if value not in grid[what]:
                 raise ConfigError(f"{source}: spot_check.cells: {cell_id}: {what} {value} is not in this config's "
                                   f"{what}s ({', '.join(map(str, grid[what]))})")

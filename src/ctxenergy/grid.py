@@ -21,6 +21,15 @@ class Cell:
     def cell_id(self) -> str:
         return f"{self.model}/{self.engine}/{self.phase}/L{self.length}"
 
+    @classmethod
+    def from_id(cls, cell_id: str) -> Cell:
+        """The inverse of cell_id: 'llama-3.1-8b/hf-sdpa/prefill/L16384' -> Cell(...)."""
+        parts = cell_id.strip("/").split("/")
+        if len(parts) != 4 or not parts[3].startswith("L") or not parts[3][1:].isdigit():
+            raise ValueError(f"'{cell_id}' is not a cell id (<model>/<engine>/<phase>/L<n>, "
+                             "e.g. llama-3.1-8b/hf-sdpa/prefill/L16384)")
+        return cls(*parts[:3], int(parts[3][1:]))
+
     @property
     def path(self) -> Path:
         """The cell's windows table; its runs and power trace sit beside it (see ctxenergy.tables)."""
