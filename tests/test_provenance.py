@@ -54,3 +54,14 @@ def test_without_jobs_or_logs_it_still_describes_the_cells(tmp_path):
     text = out.read_text()
     assert "No job benchmark files given" in text and "## Commands" not in text
     assert "NVIDIA H200" in text
+
+
+def test_a_missing_table_of_cells_is_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "p.md"
+    proc = subprocess.run([sys.executable, "-m", "ctxenergy", "provenance", "--cells", str(tmp_path / "none.parquet"),
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "no table of cells at" in lines[0] and not out.exists()

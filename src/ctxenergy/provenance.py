@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctxenergy.errors import CtxEnergyError
 from ctxenergy.tables import write_text
 
 COMMAND = re.compile(r"^\s*Command:\s*(.+?)\s*$")
@@ -123,6 +124,9 @@ def provenance(cells: pd.DataFrame, jobs: pd.DataFrame, runs: list[dict]) -> str
 
 
 def main(args) -> int:
+    if not Path(args.cells).is_file():
+        raise CtxEnergyError(f"provenance: no table of cells at '{args.cells}' (ctxenergy aggregate writes one, "
+                             "results/cells.parquet in the workflow)")
     cells = pd.read_parquet(args.cells)
     text = provenance(cells, job_seconds(args.jobs), snakemake_runs(sorted(args.logs or [])))
     write_text(text, args.out)
