@@ -105,3 +105,15 @@ def test_every_shipped_config_is_valid_over_the_default(path):
     semantic checks (engines need not be installed here)."""
     config = load_config(REPO_ROOT / "config.yaml", [path])
     check_semantics(config, str(path), engines_needed=())
+
+
+def test_campaign_runs_one_engine_at_a_time_and_spot_checks_with_its_own_file():
+    # The campaign is run engine by engine (--config 'engines=[...]'): no part of campaign.yaml may tie it to one
+    # engine. A spot_check naming hf-sdpa cells once sat in campaign.yaml and refused every hf-eager run.
+    campaign = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / "campaign.yaml"])
+    for engine in campaign["engines"]:
+        check_semantics({**campaign, "engines": [engine]}, engines_needed=())
+    spot = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / "campaign.yaml",
+                                                   REPO_ROOT / "config" / "spot-check.yaml"])
+    check_semantics(spot)  # hf-sdpa only: needs no vLLM
+    assert spot["engines"] == ["hf-sdpa"] and len(spot["spot_check"]["cells"]) == 3
