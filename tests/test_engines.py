@@ -87,6 +87,10 @@ def test_prefill_graph_is_recorded_off_on_a_cpu_and_a_failed_capture_runs_eagerl
         assert r.tokens_out == 1
         assert engine.run_notes()["prefill_cuda_graph"].startswith("capture failed, ran eagerly")
         assert engine.graph_enabled is False
+        # The next cell on this engine says why it runs without the graph (on the GPU it once said just "off").
+        engine.reset()
+        engine.run(ids, 1)
+        assert engine.run_notes()["prefill_cuda_graph"].startswith("off: an earlier capture on this engine failed")
     finally:
         engine.close()
 

@@ -152,6 +152,7 @@ class HFEngine(Engine):
         self.graph_max_tokens = int(options.get("prefill_cuda_graph_max_tokens", 4096))
         self.graph_enabled = bool(options.get("prefill_cuda_graph", True)) and device == "cuda"
         self._graph = None  # (length, static input ids, graph, static logits)
+        self.capture_failure = None  # why the capture failed, for every later cell of this engine
         self.graph_note = self._idle_note()
 
     def load(self) -> None:
@@ -228,7 +229,8 @@ class HFEngine(Engine):
             raise
         except Exception as exc:  # noqa: BLE001 - a model that cannot be captured runs eagerly, and says so
             self.graph_enabled = False
-            self.graph_note = f"capture failed, ran eagerly: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            self.capture_failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            self.graph_note = f"capture failed, ran eagerly: {self.capture_failure}"
             self._release()
             return None
         self._graph = (length, static_ids, g, out.logits)
@@ -239,6 +241,8 @@ class HFEngine(Engine):
         return {"prefill_cuda_graph": self.graph_note}
 
     def _idle_note(self) -> str:
+        if self.capture_failure:  # a plain "off" would read as configured off
+            return f"off: an earlier capture on this engine failed ({self.capture_failure})"
         if self.device != "cuda":
             return "off (not a CUDA device)"
         return "no prefill-only run" if self.graph_enabled else "off"
