@@ -2,7 +2,7 @@
 by transforming the real table (said in each test), so that every verdict can be seen to flip."""
 
 
-from conftest import reference_cells
+from conftest import REFERENCE, reference_cells
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,3 +170,13 @@ def test_a_claim_about_vllm_cites_only_vllm_cells(raw):
         assert "oom" not in deciding
     hf = claims.loc[claims["claim_id"] == 5, "deciding"].tolist()
     assert all("112k" in d for d in hf)  # the HF claim is untestable for want of L, said per HF engine
+
+
+def test_claim2_power_that_falls_after_its_peak_has_no_plateau():
+    """The campaign's hf-eager prefills: mean power peaks near 2k tokens and falls at 8k-16k (memory-bound softmax)
+    before the engine runs out of memory. No plateau, and too short a range to test the paper's ~16k either way; it
+    was once reported as a plateau "from L = 256" (refuted)."""
+    cells = pd.read_parquet(REFERENCE / "campaign" / "cells.parquet")
+    claim2 = claims_of(cells[cells["engine"] == "hf-eager"]).set_index("claim_id").loc[[2]]
+    assert len(claim2) == 2 and set(claim2["verdict"]) == {"not testable"}
+    assert all("falls to" in d and "no plateau" in d for d in claim2["deciding"]), list(claim2["deciding"])

@@ -9,7 +9,7 @@ import pytest
 from ctxenergy.analysis.cells import prepare_cells
 from ctxenergy.analysis.per_cell import per_cell_metrics
 from ctxenergy.analysis.scaling import (PLATEAU_FRACTION, fit_from_row, fit_quadratic, fits, plateau_onset,
-                                        rise_length, slopes, thresholds)
+                                        power_without_plateau, rise_length, slopes, thresholds)
 
 GRID = 2.0 ** np.arange(8, 17)
 
@@ -89,6 +89,13 @@ def test_plateau_onset():
     # a dip back below the band after reaching it moves the onset past the dip
     assert plateau_onset(L, np.array([300, 700, 600, 700, 705, 702.0])) == 2048
     assert np.isnan(plateau_onset(L, np.array([100, 200, 300, 400, 500, 600.0])))  # still rising
+    # power that peaks and falls below the band at the largest L (hf-eager on the H200: 697 W at 2048, 590 W at
+    # 8192) has no plateau; this once gave the smallest L
+    falling = np.array([645, 688, 694, 697, 680, 590.0])
+    assert np.isnan(plateau_onset(L, falling))
+    assert np.isnan(plateau_onset(L, np.stack([falling, falling]))).all()
+    assert power_without_plateau(L, falling) == "power peaks at L = 2048 (697 W) and falls to 590 W at L = 8192: no plateau"
+    assert "still rising" in power_without_plateau(L, np.array([100, 200, 300, 400, 500, 600.0]))
     assert PLATEAU_FRACTION == 0.05
 
 

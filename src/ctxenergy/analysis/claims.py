@@ -175,11 +175,11 @@ def _claim2(per_cell: pd.DataFrame, thresholds: pd.DataFrame, why: str = "") -> 
                              f"(95 % of draws: {r['ci_low']:.0f}-{r['ci_high']:.0f}){cap_txt}; power limit "
                              f"{limit:.0f} W", r["value"], r["ci_low"], r["ci_high"], "tokens", f"~{paper // 1024}k"))
         elif lmax >= window[1]:
-            rows.append(_row(2, subject, REFUTED, f"mean power still rising at L = {lmax} ({pmax:.0f} W)",
-                             unit="tokens", paper_value=f"~{paper // 1024}k"))
+            rows.append(_row(2, subject, REFUTED, r["note"], unit="tokens", paper_value=f"~{paper // 1024}k"))
         else:
-            rows.append(_row(2, subject, UNTESTABLE, f"no plateau up to L = {lmax}, below the paper's ~{paper}",
-                             unit="tokens", paper_value=f"~{paper // 1024}k"))
+            rows.append(_row(2, subject, UNTESTABLE, f"{r['note']}; measured up to L = {lmax} only (a plateau from "
+                             f"~{paper} needs L up to {window[1]:.0f})", unit="tokens",
+                             paper_value=f"~{paper // 1024}k"))
     return rows or [_row(2, "", UNTESTABLE, "no usable prefill cells with power" + why)]
 
 

@@ -205,15 +205,26 @@ def rise_length(length, energy) -> np.ndarray:
 
 def plateau_onset(length, power, fraction: float = PLATEAU_FRACTION) -> np.ndarray:
     """Smallest L from which every larger L has mean power >= (1 - fraction) * max; NaN when only the largest L does
-    (power still rising at the end of the measured range: no plateau seen)."""
+    (power still rising at the end of the measured range) or none does (power falls again after a peak): no plateau
+    seen either way."""
     L = np.asarray(length, dtype=float)
     p = np.atleast_2d(power)
     inside = p >= (1.0 - fraction) * p.max(axis=-1, keepdims=True)
     # from the right: all L' >= L inside
     tail = np.flip(np.logical_and.accumulate(np.flip(inside, axis=-1), axis=-1), axis=-1)
-    first = np.argmax(tail, axis=-1)
-    onset = np.where(first < L.size - 1, L[first], np.nan)
+    first = np.argmax(tail, axis=-1)  # 0 also where no L is in the tail: the largest L's check below
+    onset = np.where(tail[..., -1] & (first < L.size - 1), L[first], np.nan)
     return onset if np.ndim(power) > 1 else onset[0]
+
+
+def power_without_plateau(length, power, fraction: float = PLATEAU_FRACTION) -> str:
+    """Why a curve of mean power has no plateau: still rising at its largest L, or falling again after a peak."""
+    L, p = np.asarray(length, dtype=float), np.asarray(power, dtype=float)
+    peak = int(np.argmax(p))
+    if p[-1] >= (1.0 - fraction) * p[peak]:
+        return f"power still rising at the largest L (maximum {p[peak]:.0f} W): no plateau within the measured L"
+    return (f"power peaks at L = {L[peak]:.0f} ({p[peak]:.0f} W) and falls to {p[-1]:.0f} W at L = {L[-1]:.0f}: "
+            "no plateau")
 
 
 def _draws(g: pd.DataFrame, col: str, gen) -> np.ndarray:
@@ -289,7 +300,7 @@ def thresholds(per_cell: pd.DataFrame, fit_objects: dict) -> pd.DataFrame:
             lo, hi = grid_interval(d)
             pmax = g["mean_power_w"].max()
             note = (f"mean power within {PLATEAU_FRACTION:.0%} of its maximum ({pmax:.0f} W)" if np.isfinite(point)
-                    else f"power still rising at the largest L (maximum {pmax:.0f} W): no plateau within the measured L")
+                    else power_without_plateau(g["length_tokens"], g["mean_power_w"]))
             rows.append(_row(key, "mean_power_w", "power_plateau", point, lo, hi, "tokens",
                              f"smallest L from which mean power stays within {PLATEAU_FRACTION:.0%} of the maximum",
                              note, float(np.isfinite(d).mean())))
