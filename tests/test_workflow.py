@@ -136,6 +136,24 @@ def test_committed_cells_survive_a_fresh_checkout_that_adds_a_length(smoke_run, 
     assert "measure_cell" not in counts and counts.get("aggregate_cells") == 1, proc.stdout
 
 
+def test_missing_cells_under_a_budget_plans_only_the_cells_that_fit(repo_copy):
+    """Continuing the campaign on GPU time that ends at a fixed hour: `budget_s` picks the missing cells whose
+    estimated job times fit, so that none is cut off by the limit (a dry run: no GPU needed)."""
+    cells = REPO / "data" / "reference" / "nvidia-h200" / "campaign" / "cells"
+    shutil.copytree(cells, repo_copy / "results" / "cells")
+    missing = 44 - len(list((cells).glob("*/hf-paged/*/L*[0-9].parquet")))
+    args = ["missing_cells", "-n", "--cores", "1", "--configfile", "config/campaign.yaml", "--config",
+            'engines=["hf-paged"]']
+    jobs = [str(REPO / "data" / "reference" / "nvidia-h200" / d / "jobs") for d in ("campaign", "engines-h200")]
+    proc = smk(args + ["budget_s=300", f"job_times={jobs}".replace("'", '"')], repo_copy)
+    line = [x for x in proc.stderr.splitlines() if x.startswith("ctxenergy: budget 300 s: ")]
+    assert len(line) == 1, proc.stderr
+    chosen = int(re.search(rf": (\d+) of {missing} missing cells", line[0]).group(1))
+    assert 0 < chosen < missing and job_counts(proc.stdout)["measure_cell"] == chosen, proc.stdout
+    everything = job_counts(smk(args, repo_copy).stdout)["measure_cell"]
+    assert everything == missing
+
+
 def test_nothing_to_do_after_a_complete_run(smoke_run):
     dst, _, _ = smoke_run
     proc = smk(["-n", "--configfile", "config/smoke.yaml"], dst)

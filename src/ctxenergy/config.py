@@ -123,7 +123,20 @@ def check_semantics(config: dict, source: str = "config", engines_needed: tuple[
                 f"install it with: pip install -e '.[{extra}]'"
             )
     _check_spot_check(config, source)
+    _check_budget(config, source)
     return config
+
+
+def _check_budget(config: dict, source: str) -> None:
+    if config["budget_s"] is None:
+        return
+    if not config["job_times"]:
+        raise ConfigError(f"{source}: budget_s needs job_times to estimate job times from: set it to folders of "
+                          "earlier jobs' benchmark files, e.g. data/reference/nvidia-h200/campaign/jobs")
+    missing = [d for d in config["job_times"] if not Path(d, "measure_cell").is_dir()]
+    if missing:
+        raise ConfigError(f"{source}: job_times: {missing[0]} has no measure_cell/ folder of job benchmark files; "
+                          "name a folder like results/benchmarks or data/reference/nvidia-h200/campaign/jobs")
 
 
 def _check_spot_check(config: dict, source: str) -> None:

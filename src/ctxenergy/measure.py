@@ -210,10 +210,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
         raise ValueError(f"{prompt_file} holds {prompt.size} tokens, the cell needs exactly {cell.length}")
     record.meta["tokenizer"] = tokenizer_label(spec)
     engine = None
-    # HF computes a prefill of exactly max positions (the new token needs no position of its own); vLLM refuses any
-    # request whose prompt plus output exceeds max_model_len. A cell that cannot fit is recorded, not measured.
-    allowance = 1 if (n_out == 1 and cell.engine != "vllm") else 0
-    if spec.max_positions and cell.length + n_out > spec.max_positions + allowance:
+    if spec.exceeds_context(cell.length, n_out, cell.engine):  # recorded, not measured
         record.status = "exceeds_context"
         record.status_reason = (f"L + G = {cell.length + n_out} exceeds max_position_embeddings={spec.max_positions}; "
                                 "the cell is recorded but not measured")

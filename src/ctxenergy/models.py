@@ -24,6 +24,13 @@ class ModelSpec:
     def max_positions(self) -> int | None:
         return self.arch.get("max_position_embeddings")
 
+    def exceeds_context(self, length: int, n_out: int, engine: str) -> bool:
+        """Whether a run of `length` prompt tokens and `n_out` output tokens cannot fit the model's positions. HF
+        computes a prefill of exactly max positions (the new token needs no position of its own); vLLM refuses any
+        request whose prompt plus output exceeds max_model_len."""
+        allowance = 1 if (n_out == 1 and engine != "vllm") else 0
+        return bool(self.max_positions) and length + n_out > self.max_positions + allowance
+
     @property
     def vocab_size(self) -> int:
         return int(self.arch["vocab_size"])

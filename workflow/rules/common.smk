@@ -87,9 +87,16 @@ def cell_paths():
 
 
 def missing_cell_paths():
-    from pathlib import Path
+    """The grid's cells not on disk; under budget_s only those whose estimated job times fit (ctxenergy.budget)."""
+    if config["cells_source"]:
+        return []
+    missing = [c for c in CELLS if not c.path.exists()]
+    if config["budget_s"] is not None and missing:
+        from ctxenergy.budget import within_budget
 
-    return [p for p in cell_paths() if not Path(p).exists()] if not config["cells_source"] else []
+        missing, summary = within_budget(missing, config["budget_s"], config["job_times"], config)
+        print(f"ctxenergy: {summary}", file=sys.stderr)
+    return [str(c.path) for c in missing]
 
 
 def provenance_jobs_dir():

@@ -1,0 +1,94 @@
+"""missing_cells under a time budget: job times estimated from earlier jobs, longest cells first, none cut off."""
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REFERENCE, REPO
+from ctxenergy.budget import RESERVE_S, SAFETY, estimate_s, job_times, within_budget
+from ctxenergy.config import check_semantics, load_config, validate_schema
+from ctxenergy.errors import ConfigError
+from ctxenergy.grid import Cell, expand_grid
+
+CONFIG = load_config(REPO / "config.yaml")
+
+
+def write_jobs(root: Path, cells: dict[str, float], loads: dict[str, list[float]]) -> Path:
+    for cell_id, s in cells.items():
+        tsv = root / "measure_cell" / f"{cell_id}.tsv"
+        tsv.parent.mkdir(parents=True, exist_ok=True)
+        tsv.write_text(f"s\th:m:s\n{s}\t0:00:00\n")
+    for pair, rows in loads.items():
+        tsv = root / "warmup_engine" / f"{pair}.tsv"
+        tsv.parent.mkdir(parents=True, exist_ok=True)
+        tsv.write_text("s\th:m:s\n" + "".join(f"{s}\t0:00:00\n" for s in rows))
+    return root
+
+
+def test_estimates_own_time_then_interpolation_then_the_ratio_to_hf_sdpa(tmp_path):
+    jobs = write_jobs(tmp_path, {
+        "llama-3.1-8b/hf-paged/prefill/L1024": 20.0, "llama-3.1-8b/hf-paged/prefill/L4096": 80.0,
+        "llama-3.1-8b/hf-sdpa/prefill/L1024": 16.0, "llama-3.1-8b/hf-sdpa/prefill/L256": 15.0,
+        "qwen2-7b/hf-sdpa/prefill/L4096": 18.0, "llama-3.1-8b/hf-eager/prefill/L16384": 4.0,  # an oom job
+    }, {})
+    t = job_times([jobs])
+    assert estimate_s(t, Cell("llama-3.1-8b", "hf-paged", "prefill", 1024)) == 20.0
+    # between two measured L: log-log, so halfway in log L is the geometric mean
+    assert estimate_s(t, Cell("llama-3.1-8b", "hf-paged", "prefill", 2048)) == pytest.approx(math.sqrt(20 * 80))
+    # below every measured L: hf-sdpa's time there times hf-paged/hf-sdpa at the nearest L both have (1024: 1.25x)
+    assert estimate_s(t, Cell("llama-3.1-8b", "hf-paged", "prefill", 256)) == pytest.approx(15.0 * 20 / 16)
+    # another model: its hf-sdpa time times this engine's ratio, taken from the other model's nearest L with both
+    assert estimate_s(t, Cell("qwen2-7b", "hf-paged", "prefill", 4096)) == pytest.approx(18.0 * 20 / 16)
+    # an engine never measured, or no hf-sdpa time to scale: nothing to estimate from
+    assert estimate_s(t, Cell("llama-3.1-8b", "vllm", "prefill", 1024)) is None
+    assert estimate_s(t, Cell("qwen2-7b", "hf-paged", "generate", 1024)) is None
+    # a job that measured nothing (4 s, oom) is not a neighbour to interpolate from
+    assert estimate_s(t, Cell("llama-3.1-8b", "hf-eager", "prefill", 8192)) is None
+
+
+def test_chooses_the_longest_cells_that_fit_with_one_engine_load_per_pair(tmp_path):
+    cells = {f"llama-3.1-8b/hf-paged/prefill/L{L}": s for L, s in ((1024, 100.0), (2048, 60.0), (4096, 40.0))}
+    jobs = write_jobs(tmp_path, cells, {"llama-3.1-8b/hf-paged": [20.0, 30.0]})
+    todo = [Cell.from_id(c) for c in cells] + [Cell("llama-3.1-8b", "vllm", "prefill", 1024)]
+    # room for the 100 s cell with its load (30 s, the longest warm-up) and the 40 s one, not for the 60 s one
+    budget = RESERVE_S + (100 + 30 + 40) * SAFETY + 1
+    chosen, summary = within_budget(todo, budget, [jobs], CONFIG)
+    assert [c.length for c in chosen] == [1024, 4096]
+    assert f"2 of 4 missing cells, ~{(100 + 30 + 40) * SAFETY:.0f} s" in summary
+    assert "1 without a job time to estimate from, not chosen (e.g. llama-3.1-8b/vllm/prefill/L1024" in summary
+    assert within_budget(todo, RESERVE_S + 50, [jobs], CONFIG)[0] == []  # no cell fits with its engine load
+
+
+def test_a_cell_past_the_models_positions_costs_seconds_without_any_estimate(tmp_path):
+    jobs = write_jobs(tmp_path, {}, {})
+    cell = Cell("llama-3.1-8b", "hf-sdpa", "generate", 131072)  # L + G > 131072 positions: recorded, not measured
+    chosen, summary = within_budget([cell, Cell("llama-3.1-8b", "hf-sdpa", "prefill", 65536)], 60, [jobs], CONFIG)
+    assert chosen == [cell] and "1 without a job time" in summary
+
+
+def test_committed_campaign_plan_fits_its_budget():
+    cfg = load_config(REPO / "config.yaml", [REPO / "config" / "campaign.yaml"])
+    t = job_times(cfg["job_times"])
+    done = {p.relative_to(REFERENCE / "campaign" / "cells").with_suffix("").as_posix()
+            for p in (REFERENCE / "campaign" / "cells").rglob("L*[0-9].parquet")}
+    for engine in ("hf-paged", "vllm"):
+        missing = [c for c in expand_grid({**cfg, "engines": [engine]}) if c.cell_id not in done]
+        chosen, summary = within_budget(missing, 540, cfg["job_times"], cfg)
+        assert chosen and "without a job time" not in summary  # every remaining cell has an estimate
+        cost = sum((estimate_s(t, c) or 5.0) for c in chosen) * SAFETY
+        assert cost <= 540 - RESERVE_S, summary
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"budget_s": 540}, "budget_s needs job_times to estimate job times from"),
+    ({"budget_s": 540, "job_times": ["no/such/jobs"]}, "job_times: no/such/jobs has no measure_cell/ folder"),
+    ({"budget_s": 0, "job_times": ["results/benchmarks"]}, "budget_s: 0 is less than or equal to the minimum of 0"),
+])
+def test_bad_budget_is_one_line_before_any_gpu_time(change, message):
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg.update(change)
+    with pytest.raises(ConfigError) as err:
+        check_semantics(validate_schema(cfg), engines_needed=())
+    assert message in str(err.value) and "\n" not in str(err.value)
