@@ -27,7 +27,9 @@ from ctxenergy.models import resolve_model
 # protocol's fixed parts (idle baseline, warm-up, 5 windows of >= 2 s): such times say nothing about a neighbour L.
 MEASURED_JOB_MIN_S = 10.0
 EXCEEDS_CONTEXT_S = 5.0
-SAFETY = 1.1  # each estimate is taken 10 % longer: job times vary between boards and hosts
+# Each estimate is taken 20 % longer: three H200 calls (2026-11-29, fifth session) took 0.97x, 1.02x and 1.14x
+# their estimated cells and engine loads (job times vary between boards, hosts and graph captures).
+SAFETY = 1.2
 RESERVE_S = 20.0  # Snakemake's start (DAG, config checks) and the prompt jobs, before the first GPU job
 
 
