@@ -208,9 +208,15 @@ def test_published_outputs_of_cached_cells_with_their_provenance(repo_copy):
 def test_spot_check_measures_the_named_cells_and_compares_them(smoke_run, repo_copy):
     reference = repo_copy.parent / "reference-cells"
     shutil.copytree(smoke_run[0] / "results" / "cells", reference)
+    # results/cells holding copies of the reference (as after a "continue" run) must not stand in for a remeasurement
+    shutil.copytree(reference, repo_copy / "results" / "cells")
     spot = f'spot_check={{"reference": "{reference}", "cells": ["tiny-llama/hf-sdpa/prefill/L64"]}}'
     proc = smk(["spot_check", "--cores", "1", "--configfile", "config/smoke.yaml", "--config", spot], repo_copy)
-    assert job_counts(proc.stdout + proc.stderr).get("measure_cell") == 1  # only the named cell is measured
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts.get("measure_spot_cell") == 1 and "measure_cell" not in counts  # only the named cell is measured
+    fresh = repo_copy / "results" / "spot_check" / "cells" / "tiny-llama" / "hf-sdpa" / "prefill" / "L64.parquet"
+    assert pd.read_parquet(fresh)["measured_at"].iloc[0] != pd.read_parquet(reference / fresh.relative_to(
+        fresh.parents[3]))["measured_at"].iloc[0]
     table = pd.read_csv(repo_copy / "results" / "spot_check.csv")
     assert table[["model", "engine", "phase", "length_tokens"]].values.tolist() == [
         ["tiny-llama", "hf-sdpa", "prefill", 64]]
@@ -224,4 +230,4 @@ def test_spot_check_measures_the_named_cells_and_compares_them(smoke_run, repo_c
     nowhere = smk(["spot_check", "--cores", "1", "--configfile", "config/smoke.yaml", "--config",
                    spot.replace(str(reference), str(reference) + "-missing")], repo_copy, check=False)
     assert nowhere.returncode != 0 and "Missing input files for rule spot_check" in nowhere.stdout + nowhere.stderr
-    assert job_counts(nowhere.stdout).get("measure_cell") is None  # stopped before any cell was measured
+    assert job_counts(nowhere.stdout).get("measure_spot_cell") is None  # stopped before any cell was measured
