@@ -94,3 +94,21 @@ def test_engine_ratios_skip_unusable_cells(raw):
     er = engine_ratios(per_cell_metrics(prepare_cells(df)))
     assert len(er) == len(raw) - 1
     assert not ((er["phase"] == "prefill") & (er["length_tokens"] == 1024)).any()
+
+
+def test_e_out_across_two_boards_says_so_in_the_table_and_the_report(raw):
+    from ctxenergy.analysis.derive import conform
+    from ctxenergy.report import io_section
+
+    pc = per_cell_metrics(prepare_cells(raw))
+    io = io_ratio(pc).set_index("length_tokens")
+    assert io["same_board"].eq(True).all()  # the reference slice ran on one board
+    assert "†" not in io_section(io.reset_index())
+    moved = pc.copy()
+    moved.loc[moved["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L4096", "device_uuid"] = "GPU-another-board"
+    io = io_ratio(moved)
+    assert io["same_board"].eq(False).sum() == 1
+    assert not io.set_index("length_tokens").loc[4096, "same_board"]
+    for table in (io, conform("io_ratio", io)):  # as derived, and as written (nullable boolean)
+        html = io_section(table)
+        assert html.count("† prefill and generate on two boards") == 1 and "times E_prefill / (G − 1)" in html

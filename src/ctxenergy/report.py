@@ -306,12 +306,13 @@ def slopes_section(sl: pd.DataFrame) -> str:
     d = sl[sl["quantity"] == "energy_per_run_j"]
     if d.empty:
         return "<h2>dE/dL</h2><p>No pair of neighbouring usable cells.</p>"
-    across = d["same_board"].eq(False) if "same_board" in d else pd.Series(False, index=d.index)
+    across = (d["same_board"].eq(False).fillna(False).astype(bool) if "same_board" in d
+              else pd.Series(False, index=d.index))
     rows = [[r.model, r.engine, r.phase, f"{tokens(r.length_low)}–{tokens(r.length_high)}" + (" †" if x else ""),
              fmt_ci(r.de_dl_j_per_token, r.de_dl_j_per_token_ci_low, r.de_dl_j_per_token_ci_high, scale=1e3)]
             for r, x in zip(d.itertuples(), across)]
     note = (f"<p>† {int(across.sum())} of {len(d)} pairs ran on two boards: their interval holds each cell's own "
-            "spread, not the offset between boards (1.4-1.7 % between H200 boards on the same prefills, "
+            "spread, not the offset between boards (1.2-1.7 % between H200 boards on the same prefills, "
             "docs/measurement.md).</p>" if across.any() else "")
     return ("<h2>dE/dL between neighbouring L</h2>"
             + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token)"], rows, text_cols=4) + note)
@@ -358,16 +359,23 @@ def io_section(io: pd.DataFrame) -> str:
     if io.empty:
         return out + "<p>No cells.</p>"
     rows = []
-    for r in io.itertuples():
+    two_boards = (io["same_board"].eq(False).fillna(False).astype(bool) if "same_board" in io
+                  else pd.Series(False, index=io.index))
+    for r, across in zip(io.itertuples(), two_boards):
         d = r._asdict()
         if not r.usable:
             rows.append([r.model, r.engine, tokens(r.length_tokens), *["–"] * 6, brief(r.note)])
             continue
         rows.append([r.model, r.engine, tokens(r.length_tokens), ci(d, "e_in_j", scale=1e3), ci(d, "e_out_j"),
-                     ci(d, "e_out_per_g_j"), ci(d, "e_ratio"), ci(d, "e_ratio_per_g"), ci(d, "dyn_e_ratio"), "–"])
+                     ci(d, "e_out_per_g_j"), ci(d, "e_ratio"), ci(d, "e_ratio_per_g"), ci(d, "dyn_e_ratio"),
+                     "† prefill and generate on two boards" if across else "–"])
     header = ["model", "engine", "L", "E_in (mJ/token)", "E_out (J/token, G−1)", "E_out (J/token, per G)",
               "E_out/E_in (G−1)", "E_out/E_in (per G)", "E_out/E_in above idle", "note"]
-    return out + html_table(header, rows, text_cols=(0, 1, 9))
+    note = ("<p>† E_out is the difference of two cells measured on two boards: it also carries their offset (1.2-1.7 % "
+            "between H200 boards on the same prefills, docs/measurement.md) times E_prefill / (G − 1), which the "
+            "interval does not hold; small where E_prefill is a small part of E_generate (short L).</p>"
+            if (two_boards & io["usable"].astype(bool)).any() else "")
+    return out + html_table(header, rows, text_cols=(0, 1, 9)) + note
 
 
 def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:

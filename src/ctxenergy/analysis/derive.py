@@ -93,6 +93,8 @@ def conform(name: str, df: pd.DataFrame, schema: dict | None = None) -> pd.DataF
         types = cs["type"] if isinstance(cs["type"], list) else [cs["type"]]
         if types == ["boolean"]:
             df[col] = df[col].astype(bool)
+        elif sorted(types) == ["boolean", "null"]:  # true, false or unknown (pandas' nullable boolean)
+            df[col] = df[col].astype("boolean")
         elif types == ["integer"]:
             df[col] = df[col].astype("int64")
         elif "number" in types:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 import ctxenergy
+from ctxenergy.analysis.scaling import same_board
 from ctxenergy.analysis.uncertainty import half_width, ratio_interval
 
 KEY = ["model", "engine", "length_tokens"]
@@ -26,6 +27,9 @@ def _pair_rows(pre: pd.Series | None, gen: pd.Series | None, key: tuple) -> dict
     row["output_tokens"] = int(gen["output_tokens"]) if gen is not None else np.nan
     row["prefill_cell_id"] = pre["cell_id"] if pre is not None else ""
     row["generate_cell_id"] = gen["cell_id"] if gen is not None else ""
+    # E_out is a difference of the two cells: across boards it also carries their offset times E_prefill / (G - 1)
+    row["same_board"] = (same_board(pre.get("device_uuid"), gen.get("device_uuid"))
+                         if pre is not None and gen is not None else None)
     L = float(key[2])
     for kind, prefix in (("energy_per_run_j", "e"), ("dynamic_energy_per_run_j", "dyn_e")):
         if not row["usable"]:
@@ -67,7 +71,7 @@ def io_ratio(per_cell: pd.DataFrame) -> pd.DataFrame:
         rows.append(_pair_rows(pre.iloc[0] if len(pre) else None, gen.iloc[0] if len(gen) else None, key))
     values = [f"{p}_{n}{s}" for p in ("e", "dyn_e") for n in ("in_j", "out_j", "out_per_g_j", "ratio", "ratio_per_g")
               for s in ("", "_ci_low", "_ci_high")]
-    cols = KEY + ["output_tokens", "usable", "note", "prefill_cell_id", "generate_cell_id"] + values
+    cols = KEY + ["output_tokens", "usable", "note", "prefill_cell_id", "generate_cell_id", "same_board"] + values
     out = pd.DataFrame(rows, columns=cols)
     out["output_tokens"] = out["output_tokens"].astype(float)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)

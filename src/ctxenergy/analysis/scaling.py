@@ -122,7 +122,7 @@ def slopes(per_cell: pd.DataFrame) -> pd.DataFrame:
                 hh = np.hypot(h[i], h[i + 1]) / dl
                 rows.append(dict(zip(GROUP, key), quantity=q, length_low=int(L[i]), length_high=int(L[i + 1]),
                                  de_dl_j_per_token=v, de_dl_j_per_token_ci_low=v - hh,
-                                 de_dl_j_per_token_ci_high=v + hh, same_board=_same_board(boards[i], boards[i + 1])))
+                                 de_dl_j_per_token_ci_high=v + hh, same_board=same_board(boards[i], boards[i + 1])))
     cols = GROUP + ["quantity", "length_low", "length_high", "de_dl_j_per_token", "de_dl_j_per_token_ci_low",
                     "de_dl_j_per_token_ci_high", "same_board"]
     out = pd.DataFrame(rows, columns=cols)
@@ -130,9 +130,9 @@ def slopes(per_cell: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _same_board(a, b) -> bool | None:
-    """Whether two cells ran on one board: a slope between boards also carries their offset (~1-2 % between
-    H200 boards), which neither cell's interval holds. None where a cell does not record its board."""
+def same_board(a, b) -> bool | None:
+    """Whether two cells ran on one board: a slope or difference between boards also carries their offset (~1-2 %
+    between H200 boards), which neither cell's interval holds. None where a cell does not record its board."""
     if not isinstance(a, str) or not isinstance(b, str) or not a or not b:
         return None
     return a == b
