@@ -10,7 +10,8 @@ before, e.g. the reference campaign's `jobs/` folders:
 - else hf-sdpa's job time of that cell times the engine's ratio to hf-sdpa at the nearest L where both were
   measured (the same model's first; a short cell is mostly the protocol's fixed parts, a long one mostly compute);
 - else no estimate: the cell is not chosen under a budget (the summary says how many).
-A generate cell whose L + G exceeds the model's positions is recorded as `exceeds_context` in seconds.
+A cell whose prompt and output exceed the model's positions is recorded as `exceeds_context` in seconds
+(`ModelSpec.exceeds_context`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pandas as pd
-
 from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.models import resolve_model
+from ctxenergy.provenance import job_seconds
 
 # A job that measured nothing (oom, exceeds_context) ends within seconds; one with windows takes longer than the
 # protocol's fixed parts (idle baseline, warm-up, 5 windows of >= 2 s): such times say nothing about a neighbour L.
@@ -33,19 +33,15 @@ SAFETY = 1.2
 RESERVE_S = 20.0  # Snakemake's start (DAG, config checks) and the prompt jobs, before the first GPU job
 
 
-def _read_s(tsv: Path) -> list[float]:
-    return [float(s) for s in pd.read_csv(tsv, sep="\t")["s"]]
-
-
 def job_times(jobs_dirs: list[str | Path]) -> dict[tuple[str, str, str, int], float]:
     """(model, engine, phase, L) -> seconds, from `<dir>/measure_cell/<model>/<engine>/<phase>/L<n>.tsv`; where
     several folders hold one cell, the first folder's time counts."""
     times: dict[tuple[str, str, str, int], float] = {}
     for d in jobs_dirs:
-        root = Path(d) / "measure_cell"
-        for tsv in sorted(root.glob("*/*/*/L*.tsv")):
-            model, engine, phase = tsv.relative_to(root).parts[:3]
-            times.setdefault((model, engine, phase, int(tsv.stem[1:])), _read_s(tsv)[0])
+        jobs = job_seconds(d)
+        for job, s in jobs.loc[jobs["rule"] == "measure_cell", ["job", "s"]].itertuples(index=False):
+            model, engine, phase, name = Path(job).parts[1:]
+            times.setdefault((model, engine, phase, int(name[1:])), s)
     return times
 
 
@@ -54,9 +50,10 @@ def engine_load_times(jobs_dirs: list[str | Path]) -> dict[tuple[str, str], floa
     `<dir>/warmup_engine/<model>/<engine>.tsv` (one row per warm-up job)."""
     loads: dict[tuple[str, str], float] = {}
     for d in jobs_dirs:
-        for tsv in sorted((Path(d) / "warmup_engine").glob("*/*.tsv")):
-            key = (tsv.parent.name, tsv.stem)
-            loads[key] = max([loads.get(key, 0.0), *_read_s(tsv)])
+        jobs = job_seconds(d)
+        for job, s in jobs.loc[jobs["rule"] == "warmup_engine", ["job", "s"]].itertuples(index=False):
+            key = tuple(Path(job).parts[1:])
+            loads[key] = max(loads.get(key, 0.0), s)
     return loads
 
 
