@@ -302,12 +302,18 @@ def cells_section(pc: pd.DataFrame) -> str:
             "decode steps over the decode time.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 4, 5), wide=True))
 
 
+def on_two_boards(table: pd.DataFrame) -> pd.Series:
+    """Rows whose two cells ran on two boards (`same_board` false; unknown and one board: False)."""
+    if "same_board" not in table:
+        return pd.Series(False, index=table.index)
+    return table["same_board"].eq(False).fillna(False).astype(bool)
+
+
 def slopes_section(sl: pd.DataFrame) -> str:
     d = sl[sl["quantity"] == "energy_per_run_j"]
     if d.empty:
         return "<h2>dE/dL</h2><p>No pair of neighbouring usable cells.</p>"
-    across = (d["same_board"].eq(False).fillna(False).astype(bool) if "same_board" in d
-              else pd.Series(False, index=d.index))
+    across = on_two_boards(d)
     rows = [[r.model, r.engine, r.phase, f"{tokens(r.length_low)}–{tokens(r.length_high)}" + (" †" if x else ""),
              fmt_ci(r.de_dl_j_per_token, r.de_dl_j_per_token_ci_low, r.de_dl_j_per_token_ci_high, scale=1e3)]
             for r, x in zip(d.itertuples(), across)]
@@ -359,8 +365,7 @@ def io_section(io: pd.DataFrame) -> str:
     if io.empty:
         return out + "<p>No cells.</p>"
     rows = []
-    two_boards = (io["same_board"].eq(False).fillna(False).astype(bool) if "same_board" in io
-                  else pd.Series(False, index=io.index))
+    two_boards = on_two_boards(io)
     for r, across in zip(io.itertuples(), two_boards):
         d = r._asdict()
         if not r.usable:
