@@ -34,3 +34,16 @@ def test_campaign_counts_every_engine_load_and_the_jobs_that_measured_nothing():
     assert len(unmeasured) == int((cells["status"] != "ok").sum())  # oom and exceeds_context jobs
     assert len(df) + len(unmeasured) == len(cells)
     assert all(0 < s < 10 for s in unmeasured)  # they fail or skip within seconds, before any window
+
+
+def test_provenance_gives_the_same_ratio_as_this_benchmark(tmp_path):
+    """One quantity, one number: the provenance page's job time over measured windows is this script's total."""
+    from ctxenergy.cli import main
+
+    campaign, jobs = REFERENCE / "campaign", REFERENCE / "campaign" / "jobs"
+    df = overhead.overhead_table(campaign / "cells", jobs / "measure_cell")
+    gpu_s = (df["job_s"].sum() + sum(s for t in overhead.warmup_jobs_s(jobs / "warmup_engine").values() for s in t)
+             + sum(overhead.unmeasured_jobs_s(jobs / "measure_cell", df)))
+    out = tmp_path / "provenance.md"
+    assert main(["provenance", "--cells", str(campaign / "cells.parquet"), "--jobs", str(jobs), "--out", str(out)]) == 0
+    assert f"{gpu_s / df['windows_s'].sum():.2f}x the measured windows" in out.read_text()

@@ -26,6 +26,8 @@ def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
         row.pop(col)
     measured = windows[windows["window"] >= 0] if "window" in windows else windows.iloc[0:0]
     row["n_windows"] = len(measured)
+    # the GPU time inside the measured windows, for the pipeline's cost (job time over measured time)
+    row["measured_work_s"] = float(measured["work_s"].sum()) if "work_s" in measured and len(measured) else 0.0
     for col in SUMMARISED:
         s = summarize(measured[col].tolist()) if col in measured and len(measured) else summarize([])
         row[col] = s["median"]
