@@ -231,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="Markdown file to write")
     sp.set_defaults(func=_plugin("ctxenergy.provenance", "main"))
 
+    sp = sub.add_parser("add-cells", help="newly measured cells, with their job times, into reference data")
+    sp.add_argument("results", help="the run's results folder (cells/ and benchmarks/ inside), e.g. results")
+    sp.add_argument("folder", help="the reference folder, e.g. data/reference/nvidia-h200/campaign")
+    sp.set_defaults(func=_plugin("ctxenergy.add_cells", "main"))
+
     sp = sub.add_parser("aggregate", help="all cell tables -> one table of cells")
     sp.add_argument("cells", nargs="+")
     sp.add_argument("--out", required=True)

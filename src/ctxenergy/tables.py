@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +87,15 @@ def write_csv_or_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     with _replacing(path) as tmp:
         df.to_csv(tmp, index=False)
     return path
+
+
+def copy_file(src: str | Path, dst: str | Path) -> Path:
+    """A copy that appears whole or not at all (a cell file copied into reference data)."""
+    dst = Path(dst)
+    with _replacing(dst) as tmp:
+        shutil.copyfile(src, tmp)
+        shutil.copystat(src, tmp)  # keeps the measured file's time
+    return dst
 
 
 def write_text(text: str, path: str | Path) -> Path:
