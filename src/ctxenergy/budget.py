@@ -1,4 +1,4 @@
-"""Which missing cells fit a time budget: for GPU time that ends at a fixed hour (a SLURM `--time`, a lent machine).
+"""Which missing cells fit a time budget: for GPU time that ends at a fixed hour (a SLURM `--time`, a reservation).
 
 A cell whose job is cut off by the time limit is lost with all its GPU time (nothing half-written is kept). So under
 a budget `missing_cells` measures only the missing cells whose estimated job times fit, longest first, plus one engine
