@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.models import resolve_model
 from ctxenergy.provenance import job_seconds
@@ -36,21 +38,22 @@ RESERVE_S = 20.0  # Snakemake's start (DAG, config checks) and the prompt jobs, 
 def job_times(jobs_dirs: list[str | Path]) -> dict[tuple[str, str, str, int], float]:
     """(model, engine, phase, L) -> seconds, from `<dir>/measure_cell/<model>/<engine>/<phase>/L<n>.tsv`; where
     several folders hold one cell, the first folder's time counts."""
+    return _cell_times([job_seconds(d) for d in jobs_dirs])
+
+
+def _cell_times(jobs_per_dir: list[pd.DataFrame]) -> dict[tuple[str, str, str, int], float]:
     times: dict[tuple[str, str, str, int], float] = {}
-    for d in jobs_dirs:
-        jobs = job_seconds(d)
+    for jobs in jobs_per_dir:
         for job, s in jobs.loc[jobs["rule"] == "measure_cell", ["job", "s"]].itertuples(index=False):
             model, engine, phase, name = Path(job).parts[1:]
             times.setdefault((model, engine, phase, int(name[1:])), s)
     return times
 
 
-def engine_load_times(jobs_dirs: list[str | Path]) -> dict[tuple[str, str], float]:
-    """(model, engine) -> the longest recorded warm-up job (where the engine loads), from
-    `<dir>/warmup_engine/<model>/<engine>.tsv` (one row per warm-up job)."""
+def _load_times(jobs_per_dir: list[pd.DataFrame]) -> dict[tuple[str, str], float]:
+    """(model, engine) -> the longest recorded warm-up job (where the engine loads; one row per warm-up job)."""
     loads: dict[tuple[str, str], float] = {}
-    for d in jobs_dirs:
-        jobs = job_seconds(d)
+    for jobs in jobs_per_dir:
         for job, s in jobs.loc[jobs["rule"] == "warmup_engine", ["job", "s"]].itertuples(index=False):
             key = tuple(Path(job).parts[1:])
             loads[key] = max(loads.get(key, 0.0), s)
@@ -83,7 +86,8 @@ def estimate_s(times: dict, cell: Cell) -> float | None:
 def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path],
                   config: dict) -> tuple[list[Cell], str]:
     """The cells of `config` to measure within `budget_s` (longest first), and a one-line summary of the choice."""
-    times, loads = job_times(jobs_dirs), engine_load_times(jobs_dirs)
+    jobs_per_dir = [job_seconds(d) for d in jobs_dirs]  # every benchmark file read once
+    times, loads = _cell_times(jobs_per_dir), _load_times(jobs_per_dir)
     specs = {m["name"]: resolve_model(config, m["name"]) for m in config["models"]}
     engine_loads = {}
     for (_, engine), s in loads.items():
