@@ -54,8 +54,12 @@ def test_two_h200_boards_differ_by_the_documented_tolerance():
     # the campaign took five hf-paged cells over from the engine comparison: copies, which compare does not pass
     # off as a remeasurement that agrees
     paged = df[df["engine"] == "hf-paged"]
-    assert len(paged) == 5 and paged["same_gpu"].all() and (paged["diff_pct"] == 0).all()
-    assert set(paged["verdict"]) == {"same measurement"} and paged["note"].str.startswith("the same measurement").all()
+    copies = paged[paged["same_gpu"]]
+    assert len(copies) == 5 and (copies["diff_pct"] == 0).all()
+    assert set(copies["verdict"]) == {"same measurement"} and copies["note"].str.startswith("the same measurement").all()
+    # the campaign's own hf-paged cells at the comparison's other lengths are remeasurements on another board
+    remeasured = paged[~paged["same_gpu"]]
+    assert len(remeasured) == 3 and set(remeasured["verdict"]) <= {"agrees", "within tolerance"}
     df = df[df["engine"] == "hf-sdpa"].set_index(["phase", "length_tokens"])
     long = df.loc[("prefill", 114688)]
     assert not long["same_gpu"] and long["verdict"] == "within tolerance"

@@ -217,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("compare", help="cells measured twice: a rerun against reference cells, with intervals")
     sp.add_argument("reference", help="directory of reference cells, e.g. data/reference/nvidia-h200/campaign/cells")
     sp.add_argument("candidate", help="directory of the rerun's cells, e.g. results/cells")
-    sp.add_argument("--tolerance-pct", type=float, default=3.0,
-                    help="difference still accepted between GPUs of one model (default 3, docs/measurement.md)")
+    sp.add_argument("--tolerance-pct", type=float,
+                    help="difference still accepted between boards of one GPU model (default 5: NVML's per-board "
+                         "gain error, docs/measurement.md)")
     sp.add_argument("--out", help="also write the table (.csv or .parquet)")
     sp.add_argument("--cells", nargs="*", help="only these cells (<model>/<engine>/<phase>/L<n>), each in both")
     sp.add_argument("--exit-zero", action="store_true", help="exit 0 even when a cell differs (the table says so)")
