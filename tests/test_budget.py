@@ -48,6 +48,23 @@ def test_estimates_own_time_then_interpolation_then_the_ratio_to_hf_sdpa(tmp_pat
     assert estimate_s(t, Cell("llama-3.1-8b", "hf-eager", "prefill", 8192)) is None
 
 
+def test_a_job_that_loaded_the_engine_itself_counts_without_the_load(tmp_path):
+    """The budget charges each (model, engine) load once; a cell job that loaded the engine in its own processes (its
+    memory says so) would otherwise carry a second one into the estimates interpolated from it."""
+    jobs = write_jobs(tmp_path, {"llama-3.1-8b/hf-paged/prefill/L1024": 20.0},
+                      {"llama-3.1-8b/hf-paged": [25.0, 18.0]})
+    for name, s, rss_mb in (("L512", 38.0, 1219.6), ("L4096", 21.0, 69.0)):
+        (jobs / "measure_cell" / "llama-3.1-8b" / "hf-paged" / "prefill" / f"{name}.tsv").write_text(
+            f"s\th:m:s\tmax_rss\n{s}\t0:00:00\t{rss_mb}\n")
+    t = job_times([jobs])
+    loaded, served, no_memory = (t[("llama-3.1-8b", "hf-paged", "prefill", L)] for L in (512, 4096, 1024))
+    assert loaded == 38.0 - 18.0  # the pair's shortest warm-up job taken off: the estimate errs long
+    assert served == 21.0 and no_memory == 20.0  # a job served by an engine host, a file without memory: as they are
+    # in the committed campaign: the first hf-paged cell of a call on a machine whose warm-up had run before
+    committed = job_times([REFERENCE / "campaign" / "jobs"])[("llama-3.1-8b", "hf-paged", "prefill", 512)]
+    assert committed == pytest.approx(33.81 - 18.48)
+
+
 def test_chooses_the_longest_cells_that_fit_with_one_engine_load_per_pair(tmp_path):
     cells = {f"llama-3.1-8b/hf-paged/prefill/L{L}": s for L, s in ((1024, 100.0), (2048, 60.0), (4096, 40.0))}
     jobs = write_jobs(tmp_path, cells, {"llama-3.1-8b/hf-paged": [20.0, 30.0]})

@@ -10,6 +10,8 @@ before, e.g. the reference campaign's `jobs/` folders:
 - else hf-sdpa's job time of that cell times the engine's ratio to hf-sdpa at the nearest L where both were
   measured (the same model's first; a short cell is mostly the protocol's fixed parts, a long one mostly compute);
 - else no estimate: the cell is not chosen under a budget (the summary says how many).
+A cell job that loaded the engine itself (the first job after an earlier run's warm-up, or `engine_reuse: false`)
+counts without that load: the pair's warm-up job time is taken off, since the budget charges each load once.
 A cell whose prompt and output exceed the model's positions is recorded as `exceeds_context` in seconds
 (`ModelSpec.exceeds_context`).
 """
@@ -32,6 +34,9 @@ EXCEEDS_CONTEXT_S = 5.0
 # Each estimate is taken 20 % longer: three H200 calls (2026-11-29, fifth session) took 0.97x, 1.02x and 1.14x
 # their estimated cells and engine loads (job times vary between boards, hosts and graph captures).
 SAFETY = 1.2
+# A cell job served by an engine host holds well under 100 MB (69 MB in the H200 campaign's benchmark files); one that
+# loaded the engine in its own processes held 0.7-1.8 GB: its time includes the engine's start.
+ENGINE_LOADED_RSS_MB = 400.0
 RESERVE_S = 20.0  # Snakemake's start (DAG, config checks) and the prompt jobs, before the first GPU job
 
 
@@ -42,22 +47,36 @@ def job_times(jobs_dirs: list[str | Path]) -> dict[tuple[str, str, str, int], fl
 
 
 def _cell_times(jobs_per_dir: list[pd.DataFrame]) -> dict[tuple[str, str, str, int], float]:
+    # A load is taken off at its shortest (a warm-up job is the load plus a warm-up run): the estimate errs long.
+    loads = _load_times(jobs_per_dir, pick=min)
+    engine_loads = _engine_loads(loads, pick=min)
     times: dict[tuple[str, str, str, int], float] = {}
     for jobs in jobs_per_dir:
-        for job, s in jobs.loc[jobs["rule"] == "measure_cell", ["job", "s"]].itertuples(index=False):
+        cell_jobs = jobs.loc[jobs["rule"] == "measure_cell", ["job", "s", "max_rss_mb"]]
+        for job, s, rss_mb in cell_jobs.itertuples(index=False):
             model, engine, phase, name = Path(job).parts[1:]
+            if rss_mb > ENGINE_LOADED_RSS_MB:  # NaN (no memory column) compares False: taken as it is
+                s = max(s - loads.get((model, engine), engine_loads.get(engine, 0.0)), 1.0)
             times.setdefault((model, engine, phase, int(name[1:])), s)
     return times
 
 
-def _load_times(jobs_per_dir: list[pd.DataFrame]) -> dict[tuple[str, str], float]:
-    """(model, engine) -> the longest recorded warm-up job (where the engine loads; one row per warm-up job)."""
+def _load_times(jobs_per_dir: list[pd.DataFrame], pick=max) -> dict[tuple[str, str], float]:
+    """(model, engine) -> the longest (`pick=max`) recorded warm-up job, where the engine loads; one row per job."""
     loads: dict[tuple[str, str], float] = {}
     for jobs in jobs_per_dir:
         for job, s in jobs.loc[jobs["rule"] == "warmup_engine", ["job", "s"]].itertuples(index=False):
             key = tuple(Path(job).parts[1:])
-            loads[key] = max(loads.get(key, 0.0), s)
+            loads[key] = pick(loads[key], s) if key in loads else s
     return loads
+
+
+def _engine_loads(loads: dict[tuple[str, str], float], pick=max) -> dict[str, float]:
+    """engine -> its longest (`pick=max`) load over models, for a model whose load on it was never recorded."""
+    by_engine: dict[str, float] = {}
+    for (_, engine), s in loads.items():
+        by_engine[engine] = pick(by_engine[engine], s) if engine in by_engine else s
+    return by_engine
 
 
 def estimate_s(times: dict, cell: Cell) -> float | None:
@@ -87,11 +106,9 @@ def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path
                   config: dict) -> tuple[list[Cell], str]:
     """The cells of `config` to measure within `budget_s` (longest first), and a one-line summary of the choice."""
     jobs_per_dir = [job_seconds(d) for d in jobs_dirs]  # every benchmark file read once
-    times, loads = _cell_times(jobs_per_dir), _load_times(jobs_per_dir)
+    loads = _load_times(jobs_per_dir)
+    times, engine_loads = _cell_times(jobs_per_dir), _engine_loads(loads)
     specs = {m["name"]: resolve_model(config, m["name"]) for m in config["models"]}
-    engine_loads = {}
-    for (_, engine), s in loads.items():
-        engine_loads[engine] = max(engine_loads.get(engine, 0.0), s)
     estimated, unknown = [], []
     for cell in cells:
         too_long = specs[cell.model].exceeds_context(cell.length, output_tokens(config, cell.phase), cell.engine)

@@ -45,16 +45,20 @@ def snakemake_runs(logs: list[str | Path]) -> list[dict]:
 
 
 def job_seconds(jobs_dir: str | Path | None) -> pd.DataFrame:
-    """Wall time of every job with a Snakemake benchmark file under `jobs_dir`: rule, job and seconds per row."""
+    """Every job with a Snakemake benchmark file under `jobs_dir`: rule, job, wall seconds and the largest resident
+    memory of its processes in MB (NaN where the file lacks it), one row per benchmark row."""
     rows = []
     if jobs_dir is not None and Path(jobs_dir).is_dir():
         root = Path(jobs_dir)
         for tsv in sorted(root.rglob("*.tsv")):
             rel = tsv.relative_to(root)
-            for s in pd.read_csv(tsv, sep="\t")["s"]:
+            bench = pd.read_csv(tsv, sep="\t")
+            rss = bench["max_rss"] if "max_rss" in bench else pd.Series(float("nan"), index=bench.index)
+            for s, mb in zip(bench["s"], rss):
                 rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem  # calibrate.tsv lies at the top
-                rows.append({"rule": rule, "job": str(rel.with_suffix("")), "s": float(s)})
-    return pd.DataFrame(rows, columns=["rule", "job", "s"])
+                rows.append({"rule": rule, "job": str(rel.with_suffix("")), "s": float(s),
+                             "max_rss_mb": pd.to_numeric(mb, errors="coerce")})
+    return pd.DataFrame(rows, columns=["rule", "job", "s", "max_rss_mb"])
 
 
 def _measured_window_s(cells: pd.DataFrame) -> float:
