@@ -11,7 +11,7 @@ before, e.g. the reference campaign's `jobs/` folders:
   measured (the same model's first; a short cell is mostly the protocol's fixed parts, a long one mostly compute);
 - else no estimate: the cell is not chosen under a budget (the summary says how many).
 A cell job that loaded the engine itself (the first job after an earlier run's warm-up, or `engine_reuse: false`)
-counts without that load: the pair's warm-up job time is taken off, since the budget charges each load once.
+counts without that load (the pair's shortest warm-up job is taken off), since the budget charges each load once.
 A cell whose prompt and output exceed the model's positions is recorded as `exceeds_context` in seconds
 (`ModelSpec.exceeds_context`).
 """

@@ -1,10 +1,10 @@
 """Cells measured twice, compared: a rerun (another day, board or machine) against reference cells.
 
 A cell's 95 % interval covers what varies between its windows within one job on one GPU. A rerun elsewhere also
-carries what differs between boards of one GPU model (the H200 boards of the reference data read up to 3.2 % apart on
-the same GPU-bound prefills, inside NVML's per-board gain error of about 5 %: docs/measurement.md) and, for host-bound engines, between
-host CPUs: HF `generate` at batch 1 waits on Python, so its run time, and with it the total energy, follows the
-host's speed while its energy above idle changes much less. So each shared cell gets the difference with its own
+carries what differs between boards of one GPU model (the H200 boards of the reference data read up to 3.2 % apart
+on the same GPU-bound prefills, inside NVML's per-board gain error of about 5 %: docs/measurement.md) and, for
+host-bound engines, between host CPUs: HF `generate` at batch 1 waits on Python, so its run time, and with it the
+total energy, follows the host's speed while its energy above idle changes much less. So each shared cell gets the difference with its own
 interval (Welch, over windows), a verdict that separates "within the intervals" from "within the board-to-board
 tolerance", and a note when the two runs differ in run time, settings, host CPU or GPU model.
 """
@@ -28,7 +28,7 @@ KEY = ("model", "engine", "phase", "length_tokens")
 # other settings, a throttled GPU): the note says so.
 RUN_TIME_NOTE_PCT = 10.0
 # A difference this small is still one GPU model on another board: NVML's per-board gain error is about 5 %, and the
-# eight H200 boards of the reference data span 3.2 % on the same GPU-bound prefills (docs/measurement.md).
+# nine H200 boards of the reference data span 3.2 % on the same GPU-bound prefills (docs/measurement.md).
 BOARD_TOLERANCE_PCT = 5.0
 
 
