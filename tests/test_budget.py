@@ -76,6 +76,9 @@ def test_chooses_the_longest_cells_that_fit_with_one_engine_load_per_pair(tmp_pa
     assert f"2 of 4 missing cells, ~{(100 + 30 + 40) * SAFETY:.0f} s" in summary
     assert "1 without a job time to estimate from, not chosen (e.g. llama-3.1-8b/vllm/prefill/L1024" in summary
     assert within_budget(todo, RESERVE_S + 50, [jobs], CONFIG)[0] == []  # no cell fits with its engine load
+    # engine_reuse false: every cell job loads the engine, so each is charged a load: only the 100 s cell fits
+    no_reuse = {**CONFIG, "measure": {**CONFIG["measure"], "engine_reuse": False}}
+    assert [c.length for c in within_budget(todo, budget, [jobs], no_reuse)[0]] == [1024]
 
 
 def test_a_cell_past_the_models_positions_costs_seconds_without_any_estimate(tmp_path):

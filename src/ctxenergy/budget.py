@@ -11,7 +11,8 @@ before, e.g. the reference campaign's `jobs/` folders:
   measured (the same model's first; a short cell is mostly the protocol's fixed parts, a long one mostly compute);
 - else no estimate: the cell is not chosen under a budget (the summary says how many).
 A cell job that loaded the engine itself (the first job after an earlier run's warm-up, or `engine_reuse: false`)
-counts without that load (the pair's shortest warm-up job is taken off), since the budget charges each load once.
+counts without that load (the pair's shortest warm-up job is taken off), since the budget charges the loads: once per
+(model, engine), or once per cell under `engine_reuse: false`.
 A cell whose prompt and output exceed the model's positions is recorded as `exceeds_context` in seconds
 (`ModelSpec.exceeds_context`).
 """
@@ -116,9 +117,10 @@ def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path
         (unknown.append(cell) if s is None else estimated.append((s, cell)))
     left = budget_s - RESERVE_S
     chosen, loaded = [], set()
+    reuse = config.get("measure", {}).get("engine_reuse", True)  # false: every cell job loads the engine itself
     for s, cell in sorted(estimated, key=lambda x: (-x[0], x[1].cell_id)):
         pair = (cell.model, cell.engine)
-        load = 0.0 if pair in loaded else loads.get(pair, engine_loads.get(cell.engine, 0.0))
+        load = 0.0 if reuse and pair in loaded else loads.get(pair, engine_loads.get(cell.engine, 0.0))
         cost = (s + load) * SAFETY
         if cost <= left:
             chosen.append(cell)
