@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from ctxenergy.compare import compare_cells
+from ctxenergy.compare import board_offset_line, compare_cells
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.tables import read_cell, write_table
 
@@ -131,3 +131,7 @@ def test_the_lean_protocol_left_the_prefills_energy_unchanged_on_one_board():
     boards = campaign.loc["prefill"]
     assert ((boards["diff_ci_low_pct"] > 2) & (boards["diff_pct"] < 3.5)).all()
     assert set(boards["verdict"]) == {"within tolerance"}
+    # the summary names the shift the three share; on one board (the A/B itself) there is none to name
+    offset = board_offset_line(campaign.reset_index())
+    assert offset.startswith("3 prefill cells on another board: median difference +2.98 % (+2.55 .. +3.20 %)")
+    assert board_offset_line(df.reset_index()) is None

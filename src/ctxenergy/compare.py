@@ -30,6 +30,7 @@ RUN_TIME_NOTE_PCT = 10.0
 # A difference this small is still one GPU model on another board: NVML's per-board gain error is about 5 %, and the
 # nine H200 boards of the reference data span 3.2 % on the same GPU-bound prefills (docs/measurement.md).
 BOARD_TOLERANCE_PCT = 5.0
+VERDICTS_WITH_DIFF = ("agrees", "within tolerance", "differs")  # both cells measured, neither a copy of the other
 
 
 def _cells(directory: str | Path, what: str) -> dict[tuple, tuple[pd.DataFrame, dict]]:
@@ -140,10 +141,22 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
 
 def summary_line(df: pd.DataFrame, tolerance_pct: float) -> str:
     counts = df["verdict"].value_counts()
-    parts = [f"{counts.get(v, 0)} {v}" for v in ("agrees", "within tolerance", "differs", "not comparable")]
+    parts = [f"{counts.get(v, 0)} {v}" for v in (*VERDICTS_WITH_DIFF, "not comparable")]
     if counts.get("same measurement"):
         parts.append(f"{counts['same measurement']} the same measurement (copied, not remeasured)")
     return f"{len(df)} cells compared: " + ", ".join(parts) + f" (tolerance {tolerance_pct:g} %)"
+
+
+def board_offset_line(df: pd.DataFrame) -> str | None:
+    """The prefills remeasured on another board, summarised: a difference that all of them share is the boards'
+    offset, which no cell's interval holds (generate cells are left out: their run time follows the host CPU)."""
+    other = df[(df["phase"] == "prefill") & ~df["same_gpu"] & df["verdict"].isin(VERDICTS_WITH_DIFF)]
+    if len(other) < 2:
+        return None
+    d = other["diff_pct"]
+    return (f"{len(other)} prefill cells on another board: median difference {d.median():+.2f} % "
+            f"({d.min():+.2f} .. {d.max():+.2f} %); a shift that they all share is the boards' offset "
+            "(docs/measurement.md, between boards), not an error of one cell")
 
 
 def main(args) -> int:
@@ -158,4 +171,7 @@ def main(args) -> int:
     with pd.option_context("display.width", 250, "display.max_colwidth", 90):
         print(shown[cols].round(2).to_string(index=False))
     print(summary_line(df, tolerance))
+    offset = board_offset_line(df)
+    if offset:
+        print(offset)
     return 1 if (df["verdict"] == "differs").any() and not args.exit_zero else 0
