@@ -53,11 +53,10 @@ def job_seconds(jobs_dir: str | Path | None) -> pd.DataFrame:
         for tsv in sorted(root.rglob("*.tsv")):
             rel = tsv.relative_to(root)
             bench = pd.read_csv(tsv, sep="\t")
-            rss = bench["max_rss"] if "max_rss" in bench else pd.Series(float("nan"), index=bench.index)
+            rss = pd.to_numeric(bench.get("max_rss", pd.Series(index=bench.index, dtype=float)), errors="coerce")
+            rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem  # calibrate.tsv lies at the top
             for s, mb in zip(bench["s"], rss):
-                rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem  # calibrate.tsv lies at the top
-                rows.append({"rule": rule, "job": str(rel.with_suffix("")), "s": float(s),
-                             "max_rss_mb": pd.to_numeric(mb, errors="coerce")})
+                rows.append({"rule": rule, "job": str(rel.with_suffix("")), "s": float(s), "max_rss_mb": mb})
     return pd.DataFrame(rows, columns=["rule", "job", "s", "max_rss_mb"])
 
 

@@ -302,6 +302,10 @@ def cells_section(pc: pd.DataFrame) -> str:
             "decode steps over the decode time.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 4, 5), wide=True))
 
 
+# What separates two boards' cells (docs/measurement.md, "Between boards and hosts"); one text for every note.
+BOARD_OFFSET = "up to 3.2 % between the H200 boards of the reference data on the same prefills, docs/measurement.md"
+
+
 def on_two_boards(table: pd.DataFrame) -> pd.Series:
     """Rows whose two cells ran on two boards (`same_board` false; unknown and one board: False)."""
     if "same_board" not in table:
@@ -318,8 +322,7 @@ def slopes_section(sl: pd.DataFrame) -> str:
              fmt_ci(r.de_dl_j_per_token, r.de_dl_j_per_token_ci_low, r.de_dl_j_per_token_ci_high, scale=1e3)]
             for r, x in zip(d.itertuples(), across)]
     note = (f"<p>† {int(across.sum())} of {len(d)} pairs ran on two boards: their interval holds each cell's own "
-            "spread, not the offset between boards (1.2-1.7 % between H200 boards on the same prefills, "
-            "docs/measurement.md).</p>" if across.any() else "")
+            f"spread, not the offset between boards ({BOARD_OFFSET}).</p>" if across.any() else "")
     return ("<h2>dE/dL between neighbouring L</h2>"
             + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token)"], rows, text_cols=4) + note)
 
@@ -376,8 +379,8 @@ def io_section(io: pd.DataFrame) -> str:
                      "† prefill and generate on two boards" if across else "–"])
     header = ["model", "engine", "L", "E_in (mJ/token)", "E_out (J/token, G−1)", "E_out (J/token, per G)",
               "E_out/E_in (G−1)", "E_out/E_in (per G)", "E_out/E_in above idle", "note"]
-    note = ("<p>† E_out is the difference of two cells measured on two boards: it also carries their offset (1.2-1.7 % "
-            "between H200 boards on the same prefills, docs/measurement.md) times E_prefill / (G − 1), which the "
+    note = ("<p>† E_out is the difference of two cells measured on two boards: it also carries their offset "
+            f"({BOARD_OFFSET}) times E_prefill / (G − 1), which the "
             "interval does not hold; small where E_prefill is a small part of E_generate (short L).</p>"
             if (two_boards & io["usable"].astype(bool)).any() else "")
     return out + html_table(header, rows, text_cols=(0, 1, 9)) + note
