@@ -116,3 +116,18 @@ def test_bad_budget_is_one_line_before_any_gpu_time(change, message):
     with pytest.raises(ConfigError) as err:
         check_semantics(validate_schema(cfg), engines_needed=())
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_estimates_benchmark_reports_every_new_cell_and_the_jobs_that_loaded_the_engine():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("budget_estimates", REPO / "benchmarks" / "budget_estimates.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # against the engine comparison's jobs (five hf-paged cells, llama-3.1-8b only): a row for each of the others,
+    # estimated where that folder has something to estimate from
+    rows = bench.compare([str(REFERENCE / "engines-h200" / "jobs")], str(REFERENCE / "campaign" / "jobs"), "hf-paged")
+    assert len(rows) == 44 - 5 and all(est is None or est > 0 for _, est, _, _ in rows)
+    assert all(est is None for cell, est, _, _ in rows if cell.startswith("qwen2-7b/"))  # no qwen2-7b job there
+    loaded = {cell for cell, _, _, was_loaded in rows if was_loaded}
+    assert "llama-3.1-8b/hf-paged/prefill/L512" in loaded and "qwen2-7b/hf-paged/prefill/L1024" not in loaded

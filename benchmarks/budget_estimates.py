@@ -1,0 +1,56 @@
+"""How well `budget_s` estimates job times: estimates made from earlier jobs against the jobs measured since.
+
+    python benchmarks/budget_estimates.py BEFORE_JOBS_DIR[,BEFORE_JOBS_DIR...] AFTER_JOBS_DIR [ENGINE]
+
+BEFORE: the `jobs/` folders the estimate had (e.g. those of a checkout of an earlier commit); AFTER: a `jobs/`
+folder that also holds the cells measured since. For every cell job in AFTER and not in BEFORE: the estimate
+(`ctxenergy.budget.estimate_s`), the measured job time, whether the job loaded the engine itself (its time then holds
+the load, which the budget charges apart), and the totals. Run with PYTHONPATH=<older checkout>/src, it gives that
+version's estimates. Used for docs/gpu-runs/2026-11-29f-call-estimates.txt.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ctxenergy.budget import estimate_s, job_times
+from ctxenergy.grid import Cell
+from ctxenergy.provenance import job_seconds
+
+try:
+    from ctxenergy.budget import ENGINE_LOADED_RSS_MB
+except ImportError:  # the package before loads were taken off (run against an older checkout: its estimates)
+    ENGINE_LOADED_RSS_MB = 400.0
+
+
+def compare(before: list[str], after: str, engine: str | None = None) -> list[tuple[str, float, float, bool]]:
+    old = job_times(before)
+    jobs = job_seconds(after)
+    if "max_rss_mb" not in jobs:  # an older job_seconds: whether a job loaded the engine is not known
+        jobs["max_rss_mb"] = float("nan")
+    rows = []
+    for job, s, rss_mb in jobs.loc[jobs["rule"] == "measure_cell", ["job", "s", "max_rss_mb"]].itertuples(index=False):
+        cell = Cell.from_id(job.split("/", 1)[1])
+        if (cell.model, cell.engine, cell.phase, cell.length) in old or (engine and cell.engine != engine):
+            continue
+        rows.append((cell.cell_id, estimate_s(old, cell), float(s), bool(rss_mb > ENGINE_LOADED_RSS_MB)))
+    return sorted(rows)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (2, 3):
+        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    rows = compare(argv[0].split(","), argv[1], argv[2] if len(argv) == 3 else None)
+    print(f"{'cell':40s} {'estimate_s':>10s} {'job_s':>8s}  job loaded the engine")
+    for cell_id, est, s, loaded in rows:
+        print(f"{cell_id:40s} {est if est is not None else float('nan'):10.1f} {s:8.1f}  {'yes' if loaded else ''}")
+    known = [(est, s) for _, est, s, _ in rows if est is not None]
+    est_sum, job_sum = sum(e for e, _ in known), sum(s for _, s in known)
+    print(f"{len(known)} of {len(rows)} cells estimated: {est_sum:.0f} s estimated, {job_sum:.0f} s measured "
+          f"({job_sum / est_sum:.2f}x)" if known else f"{len(rows)} cells, none estimated")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
