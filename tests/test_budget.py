@@ -88,19 +88,32 @@ def test_a_cell_past_the_models_positions_costs_seconds_without_any_estimate(tmp
     assert chosen == [cell] and "1 without a job time" in summary
 
 
-def test_committed_campaign_plan_fits_its_budget():
+def test_fills_one_pairs_cells_before_paying_another_pairs_load(tmp_path):
+    cells = {"llama-3.1-8b/vllm/prefill/L114688": 60.0, "llama-3.1-8b/vllm/prefill/L1024": 20.0,
+             "llama-3.1-8b/vllm/prefill/L2048": 20.0, "qwen2-7b/vllm/prefill/L114688": 50.0}
+    jobs = write_jobs(tmp_path, cells, {"llama-3.1-8b/vllm": [180.0], "qwen2-7b/vllm": [110.0]})
+    todo = [Cell.from_id(c) for c in cells]
+    # room for both longest cells with both loads (400 s); longest first across pairs would take just those two
+    chosen, summary = within_budget(todo, RESERVE_S + 400 * SAFETY + 1, [jobs], CONFIG)
+    assert [c.cell_id for c in chosen] == ["llama-3.1-8b/vllm/prefill/L114688", "llama-3.1-8b/vllm/prefill/L1024",
+                                           "llama-3.1-8b/vllm/prefill/L2048"]
+    assert f"~{280 * SAFETY:.0f} s estimated" in summary  # one load: 180 + 60 + 20 + 20
+    # with room for both pairs, every cell
+    assert len(within_budget(todo, RESERVE_S + 440 * SAFETY + 1, [jobs], CONFIG)[0]) == 4
+
+
+def test_committed_campaign_is_complete_and_a_rerun_is_planned_from_measured_times():
     cfg = load_config(REPO / "config.yaml", [REPO / "config" / "campaign.yaml"])
     t = job_times(cfg["job_times"])
     done = {p.relative_to(REFERENCE / "campaign" / "cells").with_suffix("").as_posix()
             for p in (REFERENCE / "campaign" / "cells").rglob("L*[0-9].parquet")}
-    left = {engine: [c for c in expand_grid({**cfg, "engines": [engine]}) if c.cell_id not in done]
-            for engine in cfg["engines"]}
-    assert left["vllm"]  # the campaign's engine still to measure (hf-paged was completed in the sixth session)
-    for engine, missing in left.items():
-        if not missing:
-            continue
-        chosen, summary = within_budget(missing, 540, cfg["job_times"], cfg)
-        assert chosen and "without a job time" not in summary  # every remaining cell has an estimate
+    grid = expand_grid(cfg)
+    assert len(grid) == 176 and {c.cell_id for c in grid} <= done  # all four engines measured (seventh session)
+    for engine in cfg["engines"]:  # every cell of an engine remeasured (e.g. on another board): a 540 s call
+        cells = [c for c in grid if c.engine == engine]
+        chosen, summary = within_budget(cells, 540, cfg["job_times"], cfg)
+        assert chosen and "without a job time" not in summary, summary  # every cell has an estimate
+        assert len({(c.model, c.engine) for c in chosen}) == 1, summary  # one engine load per call this size
         cost = sum((estimate_s(t, c) or 5.0) for c in chosen) * SAFETY
         assert cost <= 540 - RESERVE_S, summary
 
