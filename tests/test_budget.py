@@ -144,3 +144,15 @@ def test_the_estimates_benchmark_reports_every_new_cell_and_the_jobs_that_loaded
     assert all(est is None for cell, est, _, _ in rows if cell.startswith("qwen2-7b/"))  # no qwen2-7b job there
     loaded = {cell for cell, _, _, was_loaded in rows if was_loaded}
     assert "llama-3.1-8b/hf-paged/prefill/L512" in loaded and "qwen2-7b/hf-paged/prefill/L1024" not in loaded
+
+
+def test_the_choice_benchmark_plans_a_vllm_call_around_one_engine_start(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("budget_choice", REPO / "benchmarks" / "budget_choice.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # no cell measured yet (an empty folder): 44 vLLM cells missing, job times from the committed campaign
+    cells, summary = bench.choose([str(REFERENCE / "campaign" / "jobs")], str(tmp_path), "vllm", 650)
+    assert "of 44 missing cells" in summary and len(cells) >= 10
+    assert {"/".join(c.split("/")[:2]) for c in cells} == {"llama-3.1-8b/vllm"}  # the longest cell's pair only

@@ -28,7 +28,7 @@ KEY = ("model", "engine", "phase", "length_tokens")
 # other settings, a throttled GPU): the note says so.
 RUN_TIME_NOTE_PCT = 10.0
 # A difference this small is still one GPU model on another board: NVML's per-board gain error is about 5 %, and the
-# nine H200 boards of the reference data span 3.2 % on the same GPU-bound prefills (docs/measurement.md).
+# ten H200 boards of the reference data span up to 3.2 % on the same GPU-bound prefills (docs/measurement.md).
 BOARD_TOLERANCE_PCT = 5.0
 VERDICTS_WITH_DIFF = ("agrees", "within tolerance", "differs")  # both cells measured, neither a copy of the other
 
