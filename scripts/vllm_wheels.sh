@@ -62,6 +62,31 @@ for dep in deps:
 PY
 }
 
+# FILE (an absolute path) cut into SIZE parts, part K as DIR/.whl-vllm-<KIND>K/<NAME>.partK; prints how many.
+cut_into_folders() {
+    local file=$1 size=$2 dir=$3 kind=$4 name=$5 cut part n=0
+    cut=$(mktemp -d)
+    (cd "$cut" && split -b "$size" -d -a 2 "$file" part)
+    for part in $(cd "$cut" && ls | sort); do
+        n=$((n + 1))
+        mkdir -p "$dir/.whl-vllm-$kind$n"
+        mv "$cut/$part" "$dir/.whl-vllm-$kind$n/$name.part$n"
+    done
+    rmdir "$cut"
+    echo "$n"
+}
+
+# PARTS/<NAME>.part1, .part2, ... appended to OUT in part-number order (part10 after part9); a gap stops here.
+rejoin() {
+    local parts=$1 name=$2 out=$3 n k
+    n=$(ls "$parts" | grep -c "^$name\.part[0-9]*$" || true)
+    [ "$n" -gt 0 ] || { echo "vllm_wheels.sh: no parts of $name in $parts" >&2; exit 1; }
+    for k in $(seq 1 "$n"); do
+        [ -f "$parts/$name.part$k" ] || { echo "vllm_wheels.sh: $parts/$name.part$k is missing" >&2; exit 1; }
+        cat "$parts/$name.part$k" >> "$out"
+    done
+}
+
 download() {
     local dir=${1:-$(cd "$(dirname "$0")/.." && pwd)}
     tmp=$(mktemp -d)
@@ -73,15 +98,8 @@ download() {
     local wheel
     wheel=$(cd "$tmp" && ls vllm-"$VLLM_VERSION"-*.whl)
     (cd "$tmp" && sha256sum "$wheel") > "$dir/.whl-vllm-deps/vllm.sha256"
-    mkdir -p "$tmp/split"
-    (cd "$tmp/split" && split -b "$PART_SIZE" -d -a 2 "../$wheel" "$wheel.part")
-    local part
-    n=0
-    for part in $(cd "$tmp/split" && ls | sort); do
-        n=$((n + 1))
-        mkdir -p "$dir/.whl-vllm-part$n"
-        mv "$tmp/split/$part" "$dir/.whl-vllm-part$n/$wheel.part$n"
-    done
+    local n
+    n=$(cut_into_folders "$tmp/$wheel" "$PART_SIZE" "$dir" part "$wheel")
 
     local specs
     mapfile -t specs < <(deps_with_vllm_specifiers "$tmp/$wheel" "${DEPS[@]}")
@@ -103,15 +121,8 @@ install() {
     wheel=$(awk '{print $2}' "$deps/vllm.sha256")
     tmp=$(mktemp -d)
     trap "rm -rf '$tmp'" EXIT
-    local expected
-    expected=$(ls "$parts" | grep -c "^$wheel\.part[0-9]*$" || true)
-    [ "$expected" -gt 0 ] || { echo "vllm_wheels.sh: no parts of $wheel in $parts" >&2; exit 1; }
-    # Rejoin in part-number order (part10 after part9), then check the whole wheel against the checksum taken here.
-    local k
-    for k in $(seq 1 "$expected"); do
-        [ -f "$parts/$wheel.part$k" ] || { echo "vllm_wheels.sh: $parts/$wheel.part$k is missing" >&2; exit 1; }
-        cat "$parts/$wheel.part$k" >> "$tmp/$wheel"
-    done
+    # Rejoin, then check the whole wheel against the checksum taken here.
+    rejoin "$parts" "$wheel" "$tmp/$wheel"
     (cd "$tmp" && sha256sum --check --quiet "$deps/vllm.sha256")
     (cd "$deps" && sha256sum --check --quiet SHA256SUMS)
     python3 -m pip install --no-index --no-deps --quiet --target "$target" "$tmp/$wheel" "$deps"/*.whl
@@ -142,15 +153,7 @@ pack() {
     done
     tar -C "$tmp/site" -cf - . | xz -T0 -6 > "$tmp/vllm-site.tar.xz"
     rm -rf "$dir"/.whl-vllm-pack*/
-    mkdir "$tmp/split"
-    (cd "$tmp/split" && split -b "$size" -d -a 2 ../vllm-site.tar.xz vllm-site.tar.xz.part)
-    local part
-    n=0
-    for part in $(cd "$tmp/split" && ls | sort); do
-        n=$((n + 1))
-        mkdir -p "$dir/.whl-vllm-pack$n"
-        mv "$tmp/split/$part" "$dir/.whl-vllm-pack$n/vllm-site.tar.xz.part$n"
-    done
+    n=$(cut_into_folders "$tmp/vllm-site.tar.xz" "$size" "$dir" pack vllm-site.tar.xz)
     (cd "$tmp" && sha256sum vllm-site.tar.xz) > "$dir/.whl-vllm-pack$n/pack.sha256"
     du -sh "$dir"/.whl-vllm-pack*/
     echo "$n parts; there: scripts/vllm_wheels.sh unpack <folder with every part> <target>"
@@ -162,13 +165,7 @@ unpack() {
     tmp=$(mktemp -d)
     trap "rm -rf '$tmp'" EXIT
     [ -f "$parts/pack.sha256" ] || { echo "vllm_wheels.sh: $parts/pack.sha256 is missing (it travels with the last part)" >&2; exit 1; }
-    local n k
-    n=$(ls "$parts" | grep -c '^vllm-site\.tar\.xz\.part[0-9]*$' || true)
-    [ "$n" -gt 0 ] || { echo "vllm_wheels.sh: no vllm-site.tar.xz.partK in $parts" >&2; exit 1; }
-    for k in $(seq 1 "$n"); do
-        [ -f "$parts/vllm-site.tar.xz.part$k" ] || { echo "vllm_wheels.sh: $parts/vllm-site.tar.xz.part$k is missing" >&2; exit 1; }
-        cat "$parts/vllm-site.tar.xz.part$k" >> "$tmp/vllm-site.tar.xz"
-    done
+    rejoin "$parts" vllm-site.tar.xz "$tmp/vllm-site.tar.xz"
     (cd "$tmp" && sha256sum --check --quiet "$parts/pack.sha256")
     mkdir -p "$target" && tar -C "$target" -xJf "$tmp/vllm-site.tar.xz"
     PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import vllm; print('vllm', vllm.__version__, 'in $target')"
