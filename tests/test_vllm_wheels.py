@@ -17,7 +17,7 @@ WHEEL = "vllm-0.24.0-cp38-abi3-manylinux_2_28_x86_64.whl"
 
 def run(*args: str) -> subprocess.CompletedProcess:
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": ""}
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, check=False)
 
 
 def sha256(path: Path) -> str:

@@ -2,8 +2,9 @@
 
 A cell whose job is cut off by the time limit is lost with all its GPU time (nothing half-written is kept). So under
 a budget `missing_cells` measures only the missing cells whose estimated job times fit, plus one engine load per
-(model, engine) it touches: pair by pair (the pair with the longest cell first), each pair's cells longest first. Estimates come from the benchmark files (Snakemake `benchmark:`) of jobs measured
-before, e.g. the reference campaign's `jobs/` folders:
+(model, engine) it touches: pair by pair (the pair with the longest cell first), each pair's cells longest first.
+Estimates come from the benchmark files (Snakemake `benchmark:`) of jobs measured before, e.g. the reference
+campaign's `jobs/` folders:
 
 - the same cell's own job time, where it was measured before (a remeasurement);
 - else interpolated in log-log over the measured lengths of the same (model, engine, phase);
@@ -106,7 +107,8 @@ def estimate_s(times: dict, cell: Cell) -> float | None:
 def _pair_by_pair(estimated: list[tuple[float, Cell]]) -> list[tuple[float, Cell]]:
     """Cells grouped by (model, engine), each group longest first, the groups in the order of their longest cell: a
     pair's cells fill the budget before another pair's engine load is paid. (Longest first across pairs chose, in
-    the H200 campaign's first vLLM call, three cells under two engine starts where one start and 13 cells (two of them past the model's positions) fitted.)"""
+    the H200 campaign's first vLLM call, three cells under two engine starts where one start and 13 cells, two of
+    them past the model's positions, fitted.)"""
     by_pair: dict[tuple[str, str], list[tuple[float, Cell]]] = {}
     for s, cell in sorted(estimated, key=lambda x: (-x[0], x[1].cell_id)):
         by_pair.setdefault((cell.model, cell.engine), []).append((s, cell))
@@ -115,7 +117,8 @@ def _pair_by_pair(estimated: list[tuple[float, Cell]]) -> list[tuple[float, Cell
 
 def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path],
                   config: dict) -> tuple[list[Cell], str]:
-    """The cells of `config` to measure within `budget_s` (pair by pair, longest first), and a one-line summary of the choice."""
+    """The cells of `config` to measure within `budget_s` (pair by pair, longest first), and a one-line summary of
+    the choice."""
     jobs_per_dir = [job_seconds(d) for d in jobs_dirs]  # every benchmark file read once
     loads = _load_times(jobs_per_dir)
     times, engine_loads = _cell_times(jobs_per_dir), _engine_loads(loads)
