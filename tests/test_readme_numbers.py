@@ -100,3 +100,23 @@ def test_committed_outputs_are_what_the_committed_cells_give(tmp_path, table):
     out = tmp_path / f"{table}.parquet"
     assert main(["analyze", str(CAMPAIGN / "cells.parquet"), "--cell-tables", *tables, "--out", str(out)]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(OUTPUTS / f"{table}.parquet"))
+
+
+def test_crossover_lengths_are_the_prefill_fits():
+    t = pd.read_parquet(OUTPUTS / "thresholds.parquet")
+    t = t[(t["phase"] == "prefill") & (t["quantity"] == "energy_per_run_j") & (t["threshold"] == "crossover")]
+    t = t.set_index(["model", "engine"])
+    text = " ".join(HEADLINE.split())
+
+    def k(v: float, digits: int = 1) -> str:
+        return f"{v / 1000:.{digits}f}k"
+
+    for engine, where in (("vllm", "under vLLM"), ("hf-sdpa", "under SDPA")):
+        c = t.loc[("llama-3.1-8b", engine)]
+        assert f"{k(c['value'])} [{k(c['ci_low'])}, {k(c['ci_high'])}] tokens {where}" in text \
+            or f"{k(c['value'])} [{k(c['ci_low'])}, {k(c['ci_high'])}] {where}" in text, engine
+    qwen = [k(t.loc[("qwen2-7b", e), "value"], 0) for e in ("vllm", "hf-sdpa")]
+    assert f"qwen2 {qwen[0]} and {qwen[1]})" in text
+    for engine, where in (("hf-paged", "under transformers' paged path"), ("hf-eager", "under eager attention")):
+        pair = [k(t.loc[(m, engine), "value"], 0) for m in ("llama-3.1-8b", "qwen2-7b")]
+        assert f"{pair[0]} and {pair[1]} {where}" in text, engine
