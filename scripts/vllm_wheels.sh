@@ -87,6 +87,13 @@ rejoin() {
     done
 }
 
+# vLLM imports from TARGET (the check that the install or unpack worked), and how to use it.
+importable_from() {
+    local target=$1
+    PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import vllm; print('vllm', vllm.__version__, 'in $target')"
+    echo "use it with: export PYTHONPATH=$target VLLM_ENABLE_V1_MULTIPROCESSING=0"
+}
+
 download() {
     local dir=${1:-$(cd "$(dirname "$0")/.." && pwd)}
     tmp=$(mktemp -d)
@@ -126,8 +133,7 @@ install() {
     (cd "$tmp" && sha256sum --check --quiet "$deps/vllm.sha256")
     (cd "$deps" && sha256sum --check --quiet SHA256SUMS)
     python3 -m pip install --no-index --no-deps --quiet --target "$target" "$tmp/$wheel" "$deps"/*.whl
-    PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import vllm; print('vllm', vllm.__version__, 'in $target')"
-    echo "use it with: export PYTHONPATH=$target VLLM_ENABLE_V1_MULTIPROCESSING=0"
+    importable_from "$target"
 }
 
 pack() {
@@ -164,12 +170,14 @@ unpack() {
     parts=$(cd "$parts" && pwd) || exit 1
     tmp=$(mktemp -d)
     trap "rm -rf '$tmp'" EXIT
-    [ -f "$parts/pack.sha256" ] || { echo "vllm_wheels.sh: $parts/pack.sha256 is missing (it travels with the last part)" >&2; exit 1; }
+    if [ ! -f "$parts/pack.sha256" ]; then
+        echo "vllm_wheels.sh: $parts/pack.sha256 is missing (it travels with the last part)" >&2
+        exit 1
+    fi
     rejoin "$parts" vllm-site.tar.xz "$tmp/vllm-site.tar.xz"
     (cd "$tmp" && sha256sum --check --quiet "$parts/pack.sha256")
     mkdir -p "$target" && tar -C "$target" -xJf "$tmp/vllm-site.tar.xz"
-    PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}" python3 -c "import vllm; print('vllm', vllm.__version__, 'in $target')"
-    echo "use it with: export PYTHONPATH=$target VLLM_ENABLE_V1_MULTIPROCESSING=0"
+    importable_from "$target"
 }
 
 case "${1:-}" in

@@ -4,9 +4,9 @@ A cell's 95 % interval covers what varies between its windows within one job on 
 carries what differs between boards of one GPU model (the H200 boards of the reference data read up to 3.2 % apart
 on the same GPU-bound prefills, inside NVML's per-board gain error of about 5 %: docs/measurement.md) and, for
 host-bound engines, between host CPUs: HF `generate` at batch 1 waits on Python, so its run time, and with it the
-total energy, follows the host's speed while its energy above idle changes much less. So each shared cell gets the difference with its own
-interval (Welch, over windows), a verdict that separates "within the intervals" from "within the board-to-board
-tolerance", and a note when the two runs differ in run time, settings, host CPU or GPU model.
+total energy, follows the host's speed while its energy above idle changes much less. So each shared cell gets the
+difference with its own interval (Welch, over windows), a verdict that separates "within the intervals" from "within
+the board-to-board tolerance", and a note when the two runs differ in run time, settings, host CPU or GPU model.
 """
 
 from __future__ import annotations
