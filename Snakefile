@@ -1,6 +1,7 @@
 # ctxenergy: the energy of input and output tokens as context grows.
 # Results layout:
 #   results/prompts/{model}/L{length}.npy (+ .warmup.npy)     exact-length token ids
+#   results/weights/{model}/                                   shared random weights (random_weights: shared)
 #   results/warmup/{model}/{engine}.json                       engine loads, start-up time
 #   results/cells/{model}/{engine}/{phase}/L{length}.parquet   one cell (+ .runs/.trace.parquet)
 #   results/cells.parquet                                      all cells, one row each
@@ -18,6 +19,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prompts.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/measure.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/calibrate.smk"

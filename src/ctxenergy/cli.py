@@ -142,6 +142,19 @@ def cmd_warmup(args) -> int:
     return 0
 
 
+def cmd_weights(args) -> int:
+    """Generate a model's shared random weights (random_weights: shared) once, on the config's device."""
+    from ctxenergy.device import check_device
+    from ctxenergy.weights import make_shared_weights
+
+    config, check = _load(args)
+    check(config, str(args.config), engines_needed=("hf-sdpa",))
+    check_device(config["device"])
+    out = make_shared_weights(config, args.model)
+    print(f"{args.model}: shared random weights -> {out}")
+    return 0
+
+
 def cmd_aggregate(args) -> int:
     from ctxenergy.aggregate import aggregate
 
@@ -194,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--engine-host", action="store_true", help="load the engine in a host that the cells reuse")
     sp.set_defaults(func=cmd_warmup)
 
+    sp = with_config(sub.add_parser("weights", help="generate a model's shared random weights (random_weights: shared)"))
+    sp.add_argument("--model", required=True, help="a model of the config whose random_weights is shared")
+    sp.set_defaults(func=cmd_weights)
+
     sp = with_config(sub.add_parser("measure", help="measure one cell (model, engine, phase, L)"))
     sp.add_argument("--model", required=True)
     sp.add_argument("--engine", required=True)
@@ -223,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="also write the table (.csv or .parquet)")
     sp.add_argument("--cells", nargs="*", help="only these cells (<model>/<engine>/<phase>/L<n>), each in both")
     sp.add_argument("--exit-zero", action="store_true", help="exit 0 even when a cell differs (the table says so)")
+    sp.add_argument("--across-models", action="store_true",
+                    help="match on engine, phase and L only: two model entries of one shape, e.g. the weight sets of "
+                         "config/weights-ab.yaml (results/cells/llama-3.1-8b against results/cells/llama-3.1-8b-uniform)")
     sp.set_defaults(func=_plugin("ctxenergy.compare", "main"))
 
     sp = sub.add_parser("provenance", help="where the cells came from: dates, boards, versions, commands, GPU time")

@@ -33,13 +33,13 @@ BOARD_TOLERANCE_PCT = 5.0
 VERDICTS_WITH_DIFF = ("agrees", "within tolerance", "differs")  # both cells measured, neither a copy of the other
 
 
-def _cells(directory: str | Path, what: str) -> dict[tuple, tuple[pd.DataFrame, dict]]:
+def _cells(directory: str | Path, what: str, key: tuple = KEY) -> dict[tuple, tuple[pd.DataFrame, dict]]:
     cells = {}
     for path in cached_cell_tables(directory, what):
         windows = pd.read_parquet(path)
         first = windows.iloc[0]
         measured = windows[windows["window"] >= 0] if "window" in windows else windows.iloc[0:0]
-        cells[tuple(first[k] for k in KEY)] = (measured, {**read_metadata(path), **first.to_dict()})
+        cells[tuple(first[k] for k in key)] = (measured, {**read_metadata(path), **first.to_dict()})
     return cells
 
 
@@ -80,10 +80,14 @@ def cell_key(cell_id: str) -> tuple:
 
 
 def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: float = BOARD_TOLERANCE_PCT,
-                  cells: list[str] | None = None) -> pd.DataFrame:
+                  cells: list[str] | None = None, across_models: bool = False) -> pd.DataFrame:
     """One row per cell found under both directories (matched on model, engine, phase and L), or per cell of
-    `cells` (cell ids), each of which must be in both."""
-    ref, new = _cells(reference, "reference"), _cells(candidate, "candidate")
+    `cells` (cell ids), each of which must be in both. across_models matches on engine, phase and L only: two model
+    entries of one shape (an A/B of weight sets, each arm its own model name); the rows carry the reference's model."""
+    key = KEY[1:] if across_models else KEY
+    ref, new = _cells(reference, "reference", key), _cells(candidate, "candidate", key)
+    if across_models and cells is not None:
+        raise CtxEnergyError("compare: --cells names cells by model; with --across-models compare whole folders")
     if cells is not None:
         if not cells:
             raise CtxEnergyError("compare: no cell given to compare (spot_check.cells in the config, or --cells)")
@@ -98,8 +102,8 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
         raise CtxEnergyError(f"compare: no cell is in both '{reference}' and '{candidate}' "
                              "(cells match on model, engine, phase and L)")
     rows = []
-    for key in shared:
-        (rw, rm), (nw, nm) = ref[key], new[key]
+    for match in shared:
+        (rw, rm), (nw, nm) = ref[match], new[match]
         r_e, n_e = _values(rw, "energy_per_run_j"), _values(nw, "energy_per_run_j")
         r_s, n_s = summarize(r_e), summarize(n_e)
         diff, low, high = _diff(r_e, n_e)
@@ -127,7 +131,7 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
         if copy:
             notes.insert(0, "the same measurement (a copy of the reference cell), not a remeasurement")
         rows.append({
-            **dict(zip(KEY, key)),
+            **{k: rm.get(k) for k in KEY},
             "reference_j": r_s["median"], "reference_ci_low": r_s["ci_low"], "reference_ci_high": r_s["ci_high"],
             "candidate_j": n_s["median"], "candidate_ci_low": n_s["ci_low"], "candidate_ci_high": n_s["ci_high"],
             "diff_pct": diff, "diff_ci_low_pct": low, "diff_ci_high_pct": high,
@@ -161,7 +165,7 @@ def board_offset_line(df: pd.DataFrame) -> str | None:
 
 def main(args) -> int:
     tolerance = BOARD_TOLERANCE_PCT if args.tolerance_pct is None else args.tolerance_pct
-    df = compare_cells(args.reference, args.candidate, tolerance, args.cells)
+    df = compare_cells(args.reference, args.candidate, tolerance, args.cells, args.across_models)
     if args.out:
         write_csv_or_parquet(df, args.out)
     cell = df["model"] + "/" + df["engine"] + "/" + df["phase"] + "/L" + df["length_tokens"].astype(str)

@@ -103,6 +103,11 @@ def check_semantics(config: dict, source: str = "config", engines_needed: tuple[
                 "remove them or use a model with a longer context"
             )
         weights = model.get("weights")
+        if weights and model.get("random_weights", "engine") != "engine":
+            raise ConfigError(
+                f"{source}: model '{model['name']}': random_weights: {model['random_weights']} applies only to random "
+                "weights, but weights names real ones; remove one of the two"
+            )
         if weights and _looks_like_path(weights) and not Path(weights).exists():
             raise ConfigError(
                 f"{source}: model '{model['name']}': weights path '{weights}' does not exist; "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ctxenergy.config import model_config_path, read_model_config
 from ctxenergy.errors import ConfigError
+from ctxenergy.weights import random_weights_mode, shared_weights_dir, weights_label
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tiktoken.model")
 
@@ -16,9 +17,10 @@ class ModelSpec:
     name: str
     config_path: Path
     arch: dict
-    weights: str | None  # None: random weights built from `arch`
+    weights: str | None  # what the engines load; None: random weights built from `arch` by each engine
     tokenizer: str  # "auto", "bytes" or a directory
     tp: int = 1
+    random_weights: str = "engine"  # how random weights are drawn (ctxenergy.weights); "shared" loads `weights`
 
     @property
     def max_positions(self) -> int | None:
@@ -37,19 +39,33 @@ class ModelSpec:
 
     @property
     def weights_label(self) -> str:
-        return self.weights or "random"
+        return weights_label(self.random_weights, self.weights)
+
+    @property
+    def uniform_init(self) -> bool:
+        """Random weights drawn as vLLM's dummy weights, whatever the engine."""
+        return self.random_weights == "uniform" and not self.weights
+
+    def with_engine_init(self) -> ModelSpec:
+        """The same shape with the engine's own random initialisation (what shared weights are generated from)."""
+        return replace(self, weights=None, random_weights="engine")
 
 
 def resolve_model(config: dict, name: str) -> ModelSpec:
     for entry in config["models"]:
         if entry["name"] == name:
+            mode = random_weights_mode(entry)
+            weights = entry.get("weights")
+            if mode == "shared" and not weights:
+                weights = str(shared_weights_dir(config, name))
             return ModelSpec(
                 name=name,
                 config_path=model_config_path(entry),
                 arch=read_model_config(entry),
-                weights=entry.get("weights"),
+                weights=weights,
                 tokenizer=entry.get("tokenizer", "auto"),
                 tp=int(entry.get("tp", 1)),
+                random_weights=mode,
             )
     known = ", ".join(m["name"] for m in config["models"])
     raise ConfigError(f"model '{name}' is not in the config (models: {known})")

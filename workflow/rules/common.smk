@@ -70,6 +70,15 @@ def engine_env(wildcards):
     return f"../../envs/{ENGINE_ENV[wildcards.engine]}.yaml"
 
 
+def shared_weights_input(wildcards):
+    """The model's generated shared random weights, where it asks for them (random_weights: shared)."""
+    from ctxenergy.weights import random_weights_mode, shared_weights_marker
+
+    if random_weights_mode(MODELS[wildcards.model]) != "shared" or MODELS[wildcards.model].get("weights"):
+        return []
+    return ancient(str(shared_weights_marker(config, wildcards.model)))
+
+
 def cell_gpus(wildcards):
     """GPUs a cell occupies: its model's tensor-parallel degree on a GPU study, none on CPU."""
     return MODELS[wildcards.model].get("tp", 1) if config["device"] == "cuda" else 0

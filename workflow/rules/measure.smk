@@ -3,6 +3,8 @@
 
 
 rule warmup_engine:
+    input:
+        shared_weights_input,
     output:
         "results/warmup/{model}/{engine}.json",
     log:

@@ -6,6 +6,7 @@ from ctxenergy.config import ENGINE_PACKAGES, KNOWN_ENGINES, engine_installed
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
 from ctxenergy.errors import ConfigError, EngineUnavailableError
 from ctxenergy.models import ModelSpec
+from ctxenergy.weights import require_shared_weights
 
 
 def make_engine(name: str, spec: ModelSpec, config: dict) -> Engine:
@@ -16,6 +17,7 @@ def make_engine(name: str, spec: ModelSpec, config: dict) -> Engine:
         raise EngineUnavailableError(
             f"engine '{name}' needs the Python package '{package}', which is not installed; install it with: pip install -e '.[{extra}]'"
         )
+    require_shared_weights(spec)
     if name in ("hf-eager", "hf-sdpa"):
         from ctxenergy.engines.hf import HFEngine
 

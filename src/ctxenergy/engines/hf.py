@@ -9,6 +9,7 @@ import numpy as np
 
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
 from ctxenergy.models import ModelSpec
+from ctxenergy.weights import apply_uniform
 
 ATTENTION = {"hf-eager": "eager", "hf-sdpa": "sdpa", "hf-paged": "paged|sdpa"}
 
@@ -20,7 +21,8 @@ def _torch_dtype(name: str):
 
 
 def build_hf_model(spec: ModelSpec, attn_implementation: str, dtype: str, device: str, timings: dict | None = None):
-    """Random weights from the shipped architecture config (built on the device directly), or real weights.
+    """Random weights from the shipped architecture config (built on the device directly; transformers' normal init,
+    or vLLM's uniform one when the model asks for it), or weights from a folder (real or shared random ones).
 
     `timings` receives where the load's time went (seconds): the engine load is the largest cost of a cell job.
     """
@@ -31,15 +33,19 @@ def build_hf_model(spec: ModelSpec, attn_implementation: str, dtype: str, device
     t1 = time.perf_counter()
     torch_dtype = _torch_dtype(dtype)
     if spec.weights:
+        # Loaded on the host, then moved: placing it with device_map (or a torch.device context) needs accelerate,
+        # which the engines do not otherwise use.
         model = AutoModelForCausalLM.from_pretrained(
-            spec.weights, dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True, device_map=device
-        )
+            spec.weights, dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True
+        ).to(device)
         t2 = time.perf_counter()
     else:
         cfg = AutoConfig.from_pretrained(str(spec.config_path.parent), local_files_only=True)
         t2 = time.perf_counter()
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype, attn_implementation=attn_implementation)
+        if spec.uniform_init:
+            apply_uniform(model)
     if device == "cuda":
         torch.cuda.synchronize()  # the random initialisation runs asynchronously on the GPU
     t3 = time.perf_counter()
