@@ -138,6 +138,7 @@ install() {
 
 pack() {
     local dir=${1:-$(cd "$(dirname "$0")/.." && pwd)} size=${2:-36M}
+    dir=$(cd "$dir" && pwd)  # absolute: the checksum steps below run from inside other folders
     local deps="$dir/.whl-vllm-deps" wheel
     wheel=$(awk '{print $2}' "$deps/vllm.sha256")
     tmp=$(mktemp -d)

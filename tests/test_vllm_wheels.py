@@ -94,3 +94,11 @@ def test_pack_refuses_a_wheel_whose_checksum_differs(downloaded):
     (downloaded / ".whl-vllm-deps" / "vllm.sha256").write_text(f"{'0' * 64}  {WHEEL}\n")
     out = run("pack", str(downloaded), "2K")
     assert out.returncode != 0 and not list(downloaded.glob(".whl-vllm-pack*"))
+
+
+def test_pack_takes_a_relative_folder(downloaded):
+    """`pack .` from the repository root (the documented call) once failed: its checksum steps run from other
+    folders, where a relative path to the wheels no longer points at them."""
+    out = subprocess.run(["bash", str(SCRIPT), "pack", ".", "2K"], cwd=downloaded, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert list(downloaded.glob(".whl-vllm-pack*/pack.sha256"))
