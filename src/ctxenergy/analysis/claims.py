@@ -107,6 +107,8 @@ def table1(per_cell: pd.DataFrame, archs: dict | None = None) -> pd.DataFrame:
                              f"{c['status']} ({c['excluded_reason']})", device_name=c["device_name"],
                              **{f"{k}{s}": c[f"{col}{s}"] for k, col in (("latency_s", "run_s"),
                                                                           ("energy_j", "energy_per_run_j"),
+                                                                          ("dynamic_energy_j",
+                                                                           "dynamic_energy_per_run_j"),
                                                                           ("j_per_token", "energy_per_token_j"),
                                                                           ("achieved_tflops", "achieved_tflops"))
                                 for s in ("", "_ci_low", "_ci_high")}))
@@ -115,7 +117,7 @@ def table1(per_cell: pd.DataFrame, archs: dict | None = None) -> pd.DataFrame:
     cols = ["paper_model", "paper_engine", "paper_length_tokens", "paper_latency_s", "paper_energy_j",
             "paper_j_per_token", "paper_implied_tflops", "paper_share_of_device_peak", "model", "engine",
             "length_tokens", "status", "device_name"] + [
-        f"{k}{s}" for k in ("latency_s", "energy_j", "j_per_token", "achieved_tflops")
+        f"{k}{s}" for k in ("latency_s", "energy_j", "dynamic_energy_j", "j_per_token", "achieved_tflops")
         for s in ("", "_ci_low", "_ci_high")]
     out = pd.DataFrame(rows, columns=cols)
     out["length_tokens"] = out["length_tokens"].astype("int64")
