@@ -190,11 +190,11 @@ def claims_md(cl: pd.DataFrame, pc: pd.DataFrame, sy: pd.DataFrame | None = None
             out.append(f"- **{r.verdict}**: {who}{r.deciding}.")
         out.append("")
     out.append(f"The paper measured on an {PAPER['device']}; our cells ran on {devices}. Brackets are statistical 95 % "
-               "intervals (the windows of the cells); \"total\" adds the systematic band in quadrature (Systematics "
-               "below), and every verdict is decided against the total: one that flips inside it is \"not decidable "
-               "within uncertainty\". A threshold tied to the board power limit (the plateau) moves with the board, "
-               "so where the phenomenon is there with another onset the verdict says \"confirmed in kind, onset "
-               "hardware-dependent\".")
+               "intervals (the windows of the cells); \"total\" adds the systematic band in quadrature (\"Two levels "
+               "of uncertainty\", above), and every verdict is decided against the total: one that flips inside it "
+               "is \"not decidable within uncertainty\". A threshold tied to the board power limit (the plateau) "
+               "moves with the board, so where the phenomenon is there with another onset the verdict says "
+               "\"confirmed in kind, onset hardware-dependent\".")
     return "\n".join(out)
 
 

@@ -306,8 +306,15 @@ def cells_section(pc: pd.DataFrame) -> str:
             "decode steps over the decode time.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 4, 5), wide=True))
 
 
-# What separates two boards' cells (docs/measurement.md, "Between boards and hosts"); one text for every note.
-BOARD_OFFSET = "up to 3.2 % between the H200 boards of the reference data on the same prefills, docs/measurement.md"
+def board_offset(sy: pd.DataFrame | None) -> str:
+    """What separates two boards' cells, from the derived table systematics (its one source): one text for every
+    note."""
+    if sy is not None and "board_spread" in set(sy["systematic"]):
+        r = sy.set_index("systematic").loc["board_spread"]
+        if finite(r["relative_half_width"]):
+            return (f"up to {r['relative_half_width']:.1%} between {r['n_boards']} boards of the reference data on "
+                    "the same GPU-bound cells, derived table systematics")
+    return "not measured here; docs/measurement.md, between boards"
 
 
 def on_two_boards(table: pd.DataFrame) -> pd.Series:
@@ -317,7 +324,7 @@ def on_two_boards(table: pd.DataFrame) -> pd.Series:
     return table["same_board"].eq(False).fillna(False).astype(bool)
 
 
-def slopes_section(sl: pd.DataFrame) -> str:
+def slopes_section(sl: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
     d = sl[sl["quantity"] == "energy_per_run_j"]
     if d.empty:
         return "<h2>dE/dL</h2><p>No pair of neighbouring usable cells.</p>"
@@ -326,7 +333,7 @@ def slopes_section(sl: pd.DataFrame) -> str:
              fmt_ci(r.de_dl_j_per_token, r.de_dl_j_per_token_ci_low, r.de_dl_j_per_token_ci_high, scale=1e3)]
             for r, x in zip(d.itertuples(), across)]  # total energy
     note = (f"<p>† {int(across.sum())} of {len(d)} pairs ran on two boards: their interval holds each cell's own "
-            f"spread, not the offset between boards ({BOARD_OFFSET}).</p>" if across.any() else "")
+            f"spread, not the offset between boards ({board_offset(sy)}).</p>" if across.any() else "")
     return ("<h2>dE/dL between neighbouring L</h2>"
             + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token, total energy)"], rows, text_cols=4) + note)
 
@@ -389,7 +396,7 @@ def thresholds_section(th: pd.DataFrame) -> str:
                           "note"], rows, text_cols=(0, 1, 2, 3, 4, 7, 8, 9)))
 
 
-def io_section(io: pd.DataFrame) -> str:
+def io_section(io: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
     out = ("<h2>Input vs output tokens</h2><p>E_in = E_prefill / L. E_out = (E_generate − E_prefill) / (G − 1): the "
            "generate run's first output token is produced by its prefill, so the difference between the two cells "
            "holds G − 1 decode steps, and dividing by G (as the paper does, shown beside it) understates the cost of "
@@ -410,7 +417,7 @@ def io_section(io: pd.DataFrame) -> str:
               "E_out (J/token, total, per G)", "E_out/E_in (total, G−1)", "E_out/E_in (total, per G)",
               "E_out/E_in (dynamic: above idle)", "note"]
     note = ("<p>† E_out is the difference of two cells measured on two boards: it also carries their offset "
-            f"({BOARD_OFFSET}) times E_prefill / (G − 1), which the "
+            f"({board_offset(sy)}) times E_prefill / (G − 1), which the "
             "interval does not hold; small where E_prefill is a small part of E_generate (short L).</p>"
             if (two_boards & io["usable"].astype(bool)).any() else "")
     return out + html_table(header, rows, text_cols=(0, 1, 9)) + note
@@ -447,7 +454,9 @@ def build_report(t: dict, figures: dict[str, Path]) -> str:
     body = (f"<h1>ctxenergy: energy of input and output tokens vs context length</h1>"
             f"<p>{len(pc)} cells on {esc(devices)}; {int(pc['usable'].sum())} with usable energy.</p>")
     body += missing_banner(pc) + summary_section(t) + hardware_section(pc) + validity_section(pc)
-    body += figures_section(figures) + cells_section(pc) + io_section(t["io_ratio"]) + slopes_section(t["slopes"])
+    sy = t.get("systematics")
+    body += figures_section(figures) + cells_section(pc) + io_section(t["io_ratio"], sy)
+    body += slopes_section(t["slopes"], sy)
     body += systematics_section(t.get("systematics")) + fits_section(t["fits"])
     body += thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)
     body += claims_section(t["claims"])

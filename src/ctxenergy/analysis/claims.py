@@ -516,7 +516,7 @@ def _claim6(ratios: pd.DataFrame, sys: Systematics) -> list[dict]:
     paper_of = {PAPER_MODELS[m]: v for m, v in c["energy_ratio"].items()}
     for (model, a, b), g in r.groupby(["model", "engine_a", "engine_b"], sort=False):
         paper = paper_of.get(model)
-        paper_txt = f"{paper}x energy" if paper else "no ratio for this model"
+        paper_txt = ", ".join(f"{v}x ({m})" for m, v in c["energy_ratio"].items()) + " energy"
         L = near_table1(g["length_tokens"])
         subject = f"{model}: {a} / {b}"
         common = dict(metric=metric, energy="total", threshold=threshold, why=reason, paper_value=paper_txt,
@@ -532,7 +532,8 @@ def _claim6(ratios: pd.DataFrame, sys: Systematics) -> list[dict]:
                          "energy "
                          f"{_fmt_t(x['energy_ratio'], x['energy_ratio_ci_low'], x['energy_ratio_ci_high'], *total)}x"
                          f", latency {_fmt(x['latency_ratio'], x['latency_ratio_ci_low'], x['latency_ratio_ci_high'])}x"
-                         f" at L = {L} (paper's Table 1 itself gives {implied}: 7.6x and 8.9x are both energy ratios)",
+                         f" at L = {L}, against the paper's {paper}x for this model (its Table 1 itself gives "
+                         f"{implied}: 7.6x and 8.9x are both energy ratios)",
                          value=x["energy_ratio"], lo=x["energy_ratio_ci_low"], hi=x["energy_ratio_ci_high"],
                          total=total, sys_rel=sys.ratio_rel(), unit="x", **common))
     return rows or [_row(6, "", UNTESTABLE, "needs an HF baseline and a vLLM prefill cell of one model at ~112k "
@@ -624,7 +625,9 @@ def _claim9(per_cell: pd.DataFrame, sys: Systematics, archs: dict | None, why: s
                     f"{_fmt_t(v, lo, hi, *total)}x; "
                     f"at {high['mean_power_w']:.0f} W and {high['achieved_tflops']:.0f} TFLOP/s, "
                     f"{high['mean_power_w']:.0f} W / {high['achieved_tflops']:.0f} TFLOP/s = "
-                    f"{high['mean_power_w'] / high['achieved_tflops']:.3g} pJ/FLOP")
+                    f"{high['mean_power_w'] / high['achieved_tflops']:.3g} pJ/FLOP"
+                    + ("; energy per FLOP rises, as a memory-bound kernel's would (this metric does not name the "
+                       "bottleneck)" if verdict == CONFIRMED else ""))
         rows.append(_row(9, subject, verdict, deciding, value=v, lo=lo, hi=hi, total=total,
                          sys_rel=sys.ratio_rel(), **common))
     return rows or [_row(9, "", UNTESTABLE, "no usable prefill cells" + why, metric=metric, threshold=threshold,

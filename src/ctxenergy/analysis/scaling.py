@@ -196,7 +196,8 @@ def slopes(per_cell: pd.DataFrame) -> pd.DataFrame:
 
 def same_board(a, b) -> bool | None:
     """Whether two cells ran on one board: a slope or difference between boards also carries their offset (up to
-    3.2 % between H200 boards), which neither cell's interval holds. None where a cell does not record its board."""
+    the board spread of ctxenergy.analysis.systematics), which neither cell's interval holds. None where a cell does
+    not record its board."""
     if not isinstance(a, str) or not isinstance(b, str) or not a or not b:
         return None
     return a == b
