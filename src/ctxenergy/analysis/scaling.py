@@ -358,6 +358,10 @@ def _fit_thresholds(key, q, f: QuadraticFit | None, gen) -> list[dict]:
         note = "" if np.isfinite(point) else f"undefined for this fit ({why})"
         if np.isfinite(point) and defined < 0.95:
             note = f"defined in {defined:.0%} of the coefficient draws ({why})"
+        if f.dof > 0 and f.chi2 / f.dof > chi2_limit(f.dof):
+            note = "; ".join(filter(None, [note, f"the quadratic does not describe these cells (chi2/dof "
+                                                 f"{f.chi2 / f.dof:.3g} > {chi2_limit(f.dof):.3g}): a property of the "
+                                                 "fit, not of the cells"]))
         rows.append(_row(key, q, name, point, *interval(d_stat), "tokens", method, note, defined,
                          total=interval(d_total)))
     return rows
