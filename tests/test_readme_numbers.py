@@ -3,6 +3,7 @@ and the committed outputs are what the committed cells give."""
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -27,7 +28,7 @@ def numbers(text: str) -> list[float]:
 def claim_line(claim_id: int) -> str:
     """The README's item for one of the paper's claims, its continuation lines joined."""
     text = HEADLINE[HEADLINE.index(f"\n{claim_id}. ") + 1:]
-    end = re.search(r"\n(\d\. |\n)", text)
+    end = re.search(r"\n(\d+\. |\n)", text)
     return " ".join(text[:end.start() if end else None].split())
 
 
@@ -37,13 +38,16 @@ def test_table1_rows_are_the_campaign_prefill_cells_at_114688():
     paper = (pd.read_parquet(OUTPUTS / "table1.parquet").drop_duplicates(["paper_model", "paper_engine"])
              .set_index(["model", "paper_engine"]))
     for (model, engine), c in pre.iterrows():
-        _, _, latency, energy, per_token, tflops, paper_text = row(model, engine)
+        _, _, latency, energy, dynamic, per_token, tflops, paper_text = row(model, engine)
         if c["status"] == "oom":
-            assert latency == "out of memory" and energy == "", (model, engine)
+            assert latency == "out of memory" and energy == dynamic == "", (model, engine)
             continue
         assert numbers(latency) == [round(c[k], 2) for k in ("run_s", "run_s_ci_low", "run_s_ci_high")]
         assert numbers(energy) == [round(c[k]) for k in
                                    ("energy_per_run_j", "energy_per_run_j_ci_low", "energy_per_run_j_ci_high")]
+        # total and dynamic differ by far more than the interval: both are shown, each labelled
+        assert numbers(dynamic) == [round(c[k]) for k in ("dynamic_energy_per_run_j", "dynamic_energy_per_run_j_ci_low",
+                                                          "dynamic_energy_per_run_j_ci_high")]
         assert numbers(per_token) == [round(c["energy_per_run_j"] / 114688, 4)]
         assert numbers(tflops) == [round(c["achieved_tflops"])]
         if engine in ("hf-sdpa", "vllm"):  # the paper's row beside the engine of its family
@@ -64,10 +68,63 @@ def test_each_claims_verdict_and_quoted_intervals_are_the_claims_table():
         deciding = " ".join(group["deciding"])
         for interval in re.findall(r"\d[\d.]* \[[\d., ]+\]", line):  # every "value [low, high]" quoted
             assert interval in deciding, (claim_id, interval)
-    assert len(claims["claim_id"].unique()) == 6 and claim_line(6)
-    flatness = " ".join(claims.loc[claims["claim_id"] == 3, "deciding"])  # claim 3 is quoted in percent
-    quoted = re.findall(r"(\+?\d+) %", claim_line(3))
-    assert len(quoted) == 4 and all(f"{q}%" in flatness for q in quoted), quoted
+    assert sorted(claims["claim_id"].unique()) == list(range(1, 11)) and claim_line(10)
+    assert (claims["metric"] != "").all() and (claims["threshold"] != "").all()
+
+
+def test_claims_numbers_without_an_interval_are_the_claims_table():
+    claims = pd.read_parquet(OUTPUTS / "claims.parquet").set_index(["claim_id", "subject"])
+    # claim 1: where dE/dL reaches 1.5x its minimum
+    for model, L in (("llama-3.1-8b", 16384), ("qwen2-7b", 32768)):
+        assert f"at L = {L} under hf-sdpa and {L} under vLLM" in claims.loc[(1, f"{model}: hf-sdpa against vllm"),
+                                                                             "deciding"]
+        assert "L = 2048 under hf-eager" in claims.loc[(1, f"{model}: hf-eager against vllm"), "deciding"]
+    assert "(16,384 llama, 32,768 qwen2: refuted)" in claim_line(1) and "(2,048: confirmed)" in claim_line(1)
+    # claim 2: the plateau's onsets
+    onsets = claims.loc[2]
+    onsets = onsets[onsets["verdict"] != "not testable"]["value"]
+    assert f"from L = {onsets.min():,.0f}-{onsets.max():,.0f} on" in claim_line(2) and len(onsets) == 6
+    # claim 6: the paged path's ratio
+    er = pd.read_parquet(OUTPUTS / "engine_ratios.parquet").set_index(["model", "phase", "length_tokens", "engine_a",
+                                                                       "engine_b"])
+    paged = er.loc[("llama-3.1-8b", "prefill", 114688, "hf-paged", "vllm"), "energy_ratio"]
+    assert f"only {paged:.1f}x (llama)" in claim_line(6)
+    # claim 8: the input's share of a 128-token request
+    for engine, name in (("vllm", "vLLM"), ("hf-sdpa", "SDPA")):
+        share = claims.loc[(8, f"llama-3.1-8b / {engine}"), "value"]
+        assert f"{share:.1%}" in claims.loc[(8, f"llama-3.1-8b / {engine}"), "deciding"]
+        assert f"{share * 100:.1f} % ({name})" in claim_line(8)
+    # claim 9: energy per FLOP, and how much it rises where it does
+    vllm = claims.loc[(9, "llama-3.1-8b / vllm"), "deciding"]
+    assert "from 1.15 to 1.09 pJ/FLOP" in vllm and "J/token rises 2.77x" in vllm and "690 W / 635 TFLOP/s" in vllm
+    assert "vLLM llama 1.15 to 1.09 pJ/FLOP" in claim_line(9) and "rises 2.77x" in claim_line(9)
+    rising = claims.loc[9]
+    rising = rising[rising["verdict"] == "confirmed"]["value"]
+    assert f"it rises {rising.min():.1f}-{rising.max():.1f}x" in claim_line(9)
+
+
+def test_systematics_and_fit_quality_are_the_derived_tables():
+    text = " ".join(HEADLINE.split())
+    sy = pd.read_parquet(OUTPUTS / "systematics.parquet").set_index("systematic")
+    board = sy.loc["board_spread"]
+    assert (f"up to {board['relative_half_width']:.1%} between boards ({board['n_pairs']} pairs, "
+            f"{board['n_boards']} boards)").replace("%", " %") in text
+    assert f"at the cap by up to {sy.loc['power_spread', 'relative_half_width']:.1%}".replace("%", " %") in text
+    assert (f"up to {sy.loc['host_spread_total', 'relative_half_width']:.0%} (total energy) and "
+            f"{sy.loc['host_spread_dynamic', 'relative_half_width']:.0%} (above idle)").replace("%", " %") in text
+    absolute = np.hypot(board["relative_half_width"], sy.loc["nvml_gain", "relative_half_width"])
+    assert f"systematic ±{absolute:.1%}".replace("%", " %") in text
+    assert sy.loc["nvml_gain", "relative_half_width"] == 0.05 and "(±5 %)" in text
+    fits = pd.read_parquet(OUTPUTS / "fits.parquet")
+    f = fits[(fits["phase"] == "prefill") & (fits["quantity"] == "energy_per_run_j")]
+    main = f[f["engine"].isin(["hf-sdpa", "vllm"])]
+    assert (f"chi²/dof is then {main['chi2_per_dof'].min():.1f}-{main['chi2_per_dof'].max():.1f} for SDPA and vLLM "
+            f"({main['chi2_per_dof_stat'].min():.1f}-{main['chi2_per_dof_stat'].max():.0f} with the windows' errors "
+            "alone)") in text
+    paged = f[f["engine"] == "hf-paged"]
+    assert (~paged["quadratic_describes"]).all() and paged["model_note"].str.startswith("no polynomial").all()
+    assert "no polynomial of degree 2-4 describes transformers' paged path" in text
+    assert main["quadratic_describes"].all()
 
 
 def test_output_token_costs_are_the_derived_io_table():
@@ -91,7 +148,8 @@ def test_cell_counts_and_pipeline_cost_are_the_committed_ones():
     assert f"{ratio}x the measured windows" in text
 
 
-@pytest.mark.parametrize("table", ["table1", "claims", "io_ratio"])
+@pytest.mark.parametrize("table", ["table1", "claims", "io_ratio", "fits", "thresholds", "systematics",
+                                   "board_pairs"])
 def test_committed_outputs_are_what_the_committed_cells_give(tmp_path, table):
     """`publish_outputs` ran on the cells as committed: rerunning the analysis gives the same tables."""
     from ctxenergy.cli import main
@@ -111,12 +169,28 @@ def test_crossover_lengths_are_the_prefill_fits():
     def k(v: float, digits: int = 1) -> str:
         return f"{v / 1000:.{digits}f}k"
 
-    for engine, where in (("vllm", "under vLLM"), ("hf-sdpa", "under SDPA")):
+    for engine, where in (("vllm", "tokens under vLLM"), ("hf-sdpa", "under SDPA")):
         c = t.loc[("llama-3.1-8b", engine)]
-        assert f"{k(c['value'])} [{k(c['ci_low'])}, {k(c['ci_high'])}] tokens {where}" in text \
-            or f"{k(c['value'])} [{k(c['ci_low'])}, {k(c['ci_high'])}] {where}" in text, engine
+        assert (f"{k(c['value'])} [{k(c['ci_low'])}, {k(c['ci_high'])}] (total {k(c['total_low'])}-"
+                f"{k(c['total_high'])}) {where}") in text, engine
+    # the two engines' L* overlap once the systematic band enters
+    vllm, sdpa = t.loc[("llama-3.1-8b", "vllm")], t.loc[("llama-3.1-8b", "hf-sdpa")]
+    assert vllm["total_high"] > sdpa["total_low"] and "the same within the systematic band" in text
     qwen = [k(t.loc[("qwen2-7b", e), "value"], 0) for e in ("vllm", "hf-sdpa")]
     assert f"qwen2 {qwen[0]} and {qwen[1]})" in text
-    for engine, where in (("hf-paged", "under transformers' paged path"), ("hf-eager", "under eager attention")):
-        pair = [k(t.loc[(m, engine), "value"], 0) for m in ("llama-3.1-8b", "qwen2-7b")]
-        assert f"{pair[0]} and {pair[1]} {where}" in text, engine
+    pair = [k(t.loc[(m, "hf-eager"), "value"], 0) for m in ("llama-3.1-8b", "qwen2-7b")]
+    assert f"{pair[0]} and {pair[1]} under eager attention" in text
+
+
+def test_flop_crossover_is_the_architectures():
+    from ctxenergy.analysis.claims import flop_crossover
+    from ctxenergy.analysis.derive import model_archs
+    from ctxenergy.models import parameter_counts
+
+    text = " ".join(HEADLINE.split())
+    for model, where in (("llama-3.1-8b", "P / (h_attn x layers) = "), ("qwen2-7b", "(qwen2: ")):
+        arch = model_archs([model])[model]
+        p = parameter_counts(arch)
+        quoted = (f"{where}{p['non_embedding'] / 1e9:.3g}e9 / ({p['heads'] * p['head_dim']} x {p['layers']}) = "
+                  f"{flop_crossover(arch) / 1000:.3g}k")
+        assert quoted in text, quoted

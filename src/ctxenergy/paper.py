@@ -19,7 +19,8 @@ from string import Template
 
 import pandas as pd
 
-from ctxenergy.analysis.claims import NEAR_TABLE1, RELATIVE_TOLERANCE, paper_engine_ratios
+from ctxenergy.analysis.claims import (FLAT_TOLERANCE, NEAR_TABLE1, RELATIVE_TOLERANCE, VERDICTS,
+                                       paper_engine_ratios)
 from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.analysis.uncertainty import DRAWS
@@ -28,7 +29,23 @@ from ctxenergy.report import (FIGURE_TITLES, brief, ci, finite, fmt, fmt_ci, kee
                                read_inputs, tokens)
 from ctxenergy.tables import write_text
 
-CLAIM_ORDER = (1, 2, 3, 4, 5, 6)
+CLAIM_ORDER = tuple(range(1, 11))
+# Where a referee finds, in the committed derived tables, the numbers that decide each claim.
+CHECK = {
+    1: "slopes.parquet (prefill, energy_per_run_j): de_dl_j_per_token per pair of neighbouring L; the first pair past "
+       "the smallest whose slope is 1.5x that smallest gives each engine's L; thresholds.parquet (crossover) gives L*",
+    2: "thresholds.parquet (power_plateau, cap_share_at_plateau) and per_cell.parquet (mean_power_w, power_limit_w)",
+    3: "per_cell.parquet (prefill, energy_per_token_j): the lowest value at L <= 32768 and the highest from there "
+       "to 32768; their ratio",
+    4: "io_ratio.parquet: e_ratio_per_g with its _ci and _total columns at L = 1024 and 114688",
+    5: "io_ratio.parquet: e_ratio_per_g (total) and dyn_e_ratio_per_g (above idle) at L = 114688",
+    6: "engine_ratios.parquet (prefill, L = 114688): energy_ratio with its _ci and _total columns",
+    7: "io_ratio.parquet: e_ratio_per_g (total) and dyn_e_ratio_per_g (above idle) at L = 1024",
+    8: "per_cell.parquet: energy_per_run_j of the prefill and of the generate cell at L = 114688; their ratio",
+    9: "per_cell.parquet (prefill): energy_per_run_j over the FLOP of ctxenergy.flops (= mean_power_w / "
+       "achieved_tflops at the cap), at the L of the lowest energy_per_token_j and at the largest L",
+    10: "per_cell.parquet (prefill, latency_per_token_ms): as claim 3, with time in place of energy",
+}
 
 
 def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1) -> str:
@@ -107,12 +124,14 @@ def table1_md(t1: pd.DataFrame) -> str:
                      r.engine or "–", tokens(r.length_tokens) if measured else "–",
                      ci(d, "latency_s") if measured else "not measured",
                      ci(d, "energy_j", 4) if measured else "not measured",
+                     ci(d, "dynamic_energy_j", 4) if measured and "dynamic_energy_j" in d else "–",
                      ci(d, "j_per_token") if measured else "not measured",
                      ci(d, "achieved_tflops") if measured else "–", brief(r.status, where="Validity in the report")])
-    return md_table(["model", "paper engine", "paper latency (s)", "paper energy (J)", "paper J/token",
-                     "TFLOP/s the paper's latency implies", "our engine", "our L", "our latency (s)", "our energy (J)",
-                     "our J/token", "our TFLOP/s", "our status"], rows,
-                    text_cols=(0, 1, 6, 12))
+    return md_table(["model", "paper engine", "paper latency (s)", "paper energy (J, total)", "paper J/token (total)",
+                     "TFLOP/s the paper's latency implies", "our engine", "our L", "our latency (s)",
+                     "our energy (J, total)", "our energy (J, dynamic: above idle)", "our J/token (total)",
+                     "our TFLOP/s", "our status"], rows,
+                    text_cols=(0, 1, 6, 13))
 
 
 def table1_note(t1: pd.DataFrame) -> str:
@@ -142,27 +161,50 @@ def table1_note(t1: pd.DataFrame) -> str:
     return text
 
 
-def claims_md(cl: pd.DataFrame, pc: pd.DataFrame) -> str:
+def verdict_summary(rows: pd.DataFrame) -> str:
+    """'confirmed' when every row agrees; otherwise the count of each verdict, in VERDICTS' order."""
+    counts = rows["verdict"].value_counts()
+    if len(counts) == 1:
+        return counts.index[0]
+    return "mixed: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
+
+
+def claims_md(cl: pd.DataFrame, pc: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
     devices = _join(sorted({d for d in pc["device_name"] if d})) or "no device"
     out = []
     for cid in CLAIM_ORDER:
         rows = cl[cl["claim_id"] == cid]
         if rows.empty:
             continue
-        text = rows.iloc[0]["claim"]
-        verdicts = sorted(set(rows["verdict"]))
-        overall = verdicts[0] if len(verdicts) == 1 else "mixed: " + ", ".join(verdicts)
-        out.append(f"### ({cid}) {text}")
-        out.append(f"Paper: {rows.iloc[0]['paper_value'] or 'no single number'}. Verdict: **{overall}**.")
+        first = rows.iloc[0]
+        out.append(f"### ({cid}) {first['claim']}")
+        energy = f" Energy: {first['energy']}." if first.get("energy") else ""
+        systematic = next((x for x in rows.get("systematic", []) if x), "")
+        out.append(f"Paper: {first['paper_value'] or 'no single number'}. Metric: {first.get('metric') or '–'}. "
+                   f"Threshold: {first.get('threshold') or '–'} ({first.get('threshold_why') or 'no reason given'})."
+                   f"{energy} Systematic band: {systematic or 'none'}. Read it in {CHECK.get(cid, 'claims.parquet')}."
+                   f" Verdict: **{verdict_summary(rows)}**.")
         out.append("")
         for r in rows.itertuples():
             who = f"{r.subject}: " if r.subject else ""
             out.append(f"- **{r.verdict}**: {who}{r.deciding}.")
         out.append("")
-    out.append(f"The paper measured on an {PAPER['device']}; our cells ran on {devices}. A threshold tied to the "
-               "board power limit (the plateau) moves with the board, so a refutation on other hardware is about "
-               "the claim's generality, not about the paper's own measurement.")
+    out.append(f"The paper measured on an {PAPER['device']}; our cells ran on {devices}. Brackets are statistical 95 % "
+               "intervals (the windows of the cells); \"total\" adds the systematic band in quadrature (\"Two levels "
+               "of uncertainty\", above), and every verdict is decided against the total: one that flips inside it "
+               "is \"not decidable within uncertainty\". A threshold tied to the board power limit (the plateau) "
+               "moves with the board, so where the phenomenon is there with another onset the verdict says "
+               "\"confirmed in kind, onset hardware-dependent\".")
     return "\n".join(out)
+
+
+def systematics_md(sy: pd.DataFrame | None) -> str:
+    if sy is None or sy.empty:
+        return "No systematic band: no committed cell was measured on two boards."
+    rows = [[r.systematic, f"{r.relative_half_width:.2%}" if finite(r.relative_half_width) else "not measured",
+             str(r.n_pairs), str(r.n_boards), r.applies_to, r.method] for r in sy.itertuples()]
+    return md_table(["systematic", "95 % half-width", "pairs", "boards", "applies to", "measured as"], rows,
+                    text_cols=(0, 4, 5))
 
 
 def io_md(io: pd.DataFrame) -> tuple[str, str]:
@@ -182,19 +224,22 @@ def io_md(io: pd.DataFrame) -> tuple[str, str]:
                       f"{tokens(hi.length_tokens)}")
         else:
             ratio += " (the only L with both phases)"
-        parts.append(f"{model} / {engine}: E_out/E_in = {ratio}; one output token costs "
-                     f"{fmt_ci(hi.e_out_j, hi.e_out_j_ci_low, hi.e_out_j_ci_high)} J there")
+        parts.append(f"{model} / {engine}: E_out/E_in (total energy) = {ratio}; one output token costs "
+                     f"{fmt_ci(hi.e_out_j, hi.e_out_j_ci_low, hi.e_out_j_ci_high)} J (total) there")
     note = (f"With G = {_join([str(x) for x in g])}, E_out divides the generate-minus-prefill energy by G − 1 "
             "decode steps (the paper's G is shown beside it). " + "; ".join(parts) + ".")
     rows = [[r.model, r.engine, tokens(r.length_tokens), ci(r._asdict(), "e_in_j", scale=1e3),
              ci(r._asdict(), "e_out_j"), ci(r._asdict(), "e_out_per_g_j"), ci(r._asdict(), "e_ratio"),
              ci(r._asdict(), "e_ratio_per_g"), ci(r._asdict(), "dyn_e_ratio")] for r in usable.itertuples()]
-    table = md_table(["model", "engine", "L", "E_in (mJ/token)", "E_out (J/token, G − 1)", "E_out (J/token, G)",
-                      "E_out/E_in (G − 1)", "E_out/E_in (G)", "E_out/E_in above idle"], rows, text_cols=2)
+    table = md_table(["model", "engine", "L", "E_in (mJ/token, total)", "E_out (J/token, total, G − 1)",
+                      "E_out (J/token, total, G)", "E_out/E_in (total, G − 1)", "E_out/E_in (total, G)",
+                      "E_out/E_in (dynamic: above idle, G − 1)"], rows, text_cols=2)
     return note, table
 
 
 def scaling_md(fits: pd.DataFrame) -> str:
+    from ctxenergy.report import energy_label
+
     f = fits[(fits["phase"] == "prefill")]
     if f.empty:
         return "No prefill cells to fit."
@@ -202,18 +247,25 @@ def scaling_md(fits: pd.DataFrame) -> str:
     for r in f.itertuples():
         d = r._asdict()
         fitted = not r.status.startswith("not fitted")
-        rows.append([r.model, r.engine, r.quantity.replace("_per_run_j", ""), r.status,
+        rows.append([r.model, r.engine, energy_label(r.quantity), r.status,
                      ci(d, "a_j") if fitted else "–", ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
                      ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
-                     fmt(r.chi2 / r.dof, 3) if fitted and finite(r.dof) and r.dof > 0 else "–",
+                     fmt(r.chi2_per_dof, 3) if fitted and finite(r.chi2_per_dof) else "–",
+                     fmt(r.chi2_per_dof_stat, 3) if fitted and finite(r.chi2_per_dof_stat) else "–",
+                     r.model_note if fitted else "–",
                      brief(r.excluded, where="Validity in the report") if r.excluded else "none"])
         if fitted and r.quantity == "energy_per_run_j":
             sentences.append(f"For {r.model} / {r.engine}, E(L) = {fmt(r.a_j)} J + {fmt(r.b_j_per_token * 1e3)} "
-                             f"mJ/token · L + {fmt(r.c_j_per_token2 * 1e9)} nJ/token² · L² over L = "
+                             f"mJ/token · L + {fmt(r.c_j_per_token2 * 1e9)} nJ/token² · L² (total energy) over L = "
                              f"{tokens(r.length_min)}–{tokens(r.length_max)}.")
-    return (" ".join(sentences) + "\n\n" + md_table(["model", "engine", "energy", "status", "a (J)", "b (mJ/token)",
-                                                     "c (nJ/token²)", "χ²/dof", "cells left out"], rows,
-                                                    text_cols=(0, 1, 2, 3, 8)))
+    floor = f["error_floor_rel"].dropna()
+    floor_txt = (f"Each cell is weighted by its standard error and a relative error floor of {floor.iloc[0]:.2%} "
+                 "(the board spread / 1.96) in quadrature; χ²/dof is given with that floor and with the windows' "
+                 "errors alone. " if len(floor) else "")
+    return (floor_txt + " ".join(sentences) + "\n\n"
+            + md_table(["model", "engine", "energy", "status", "a (J)", "b (mJ/token)", "c (nJ/token²)",
+                        "χ²/dof (with floor)", "χ²/dof (windows only)", "model test", "cells left out"], rows,
+                       text_cols=(0, 1, 2, 3, 9, 10)))
 
 
 def thresholds_md(th: pd.DataFrame) -> str:
@@ -227,9 +279,15 @@ def thresholds_md(th: pd.DataFrame) -> str:
                      else "undefined" if r.threshold in ("efficiency_fit", "crossover") else "not reached")
         else:
             value = fmt_ci(r.value, r.ci_low, r.ci_high, 2)
-        rows.append([r.model, r.engine, r.threshold, value, r.unit, r.method, r.note or "–"])
-    return md_table(["model", "engine", "threshold", "value", "unit", "method", "note"], rows,
-                    text_cols=(0, 1, 2, 4, 5, 6))
+        total = "–"
+        if finite(getattr(r, "total_low", float("nan"))):
+            total = (f"{tokens(r.total_low)}–{tokens(r.total_high)}" if r.unit == "tokens"
+                     else f"{fmt(r.total_low, 2)}–{fmt(r.total_high, 2)}")
+        energy = {"energy_per_run_j": "total",
+                  "dynamic_energy_per_run_j": "dynamic (above idle)"}.get(r.quantity, "–")
+        rows.append([r.model, r.engine, r.threshold, energy, value, total, r.unit, r.method, r.note or "–"])
+    return md_table(["model", "engine", "threshold", "energy", "value [statistical 95 %]", "total interval", "unit",
+                     "method", "note"], rows, text_cols=(0, 1, 2, 3, 6, 7, 8))
 
 
 def figures_md(figures: dict[str, Path], out_md: Path | None) -> str:
@@ -269,12 +327,13 @@ def values(t: dict, figures: dict[str, Path], out_md: Path | None = None) -> dic
         "energy_missing": energy_missing_text(pc),
         "setup": setup_text(pc),
         "table1": table1_md(t["table1"]), "table1_note": table1_note(t["table1"]),
-        "claims": claims_md(t["claims"], pc),
+        "claims": claims_md(t["claims"], pc, t.get("systematics")),
+        "systematics": systematics_md(t.get("systematics")),
         "io_note": io_note, "io_table": io_table,
         "scaling": scaling_md(t["fits"]), "thresholds": thresholds_md(t["thresholds"]),
         "figures": figures_md(figures, out_md),
         "g_effect": g_effect, "plateau_fraction": f"{PLATEAU_FRACTION:.0%}", "draws": f"{DRAWS:,}",
-        "tolerance": f"{RELATIVE_TOLERANCE:.0%}", "near": f"{NEAR_TABLE1:.0%}",
+        "tolerance": f"{RELATIVE_TOLERANCE:.0%}", "near": f"{NEAR_TABLE1:.0%}", "flat": f"{FLAT_TOLERANCE:.0%}",
     }
 
 

@@ -152,7 +152,9 @@ def page(title: str, body: str) -> str:
 
 
 def verdict_class(verdict: str) -> str:
-    return {"confirmed": "confirmed", "refuted": "refuted"}.get(verdict, "untestable")
+    from ctxenergy.analysis.claims import IN_KIND
+
+    return {"confirmed": "confirmed", IN_KIND: "confirmed", "refuted": "refuted"}.get(verdict, "untestable")
 
 
 # ---- sections ---------------------------------------------------------------------------------------------------
@@ -225,9 +227,10 @@ def summary_section(t: dict) -> str:
             _th_text(_threshold(th, model, engine, "prefill", "power_plateau")),
             ratios,
         ])
-    header = ["model", "engine", "usable cells", "L (tokens)", "prefill mJ/token, smallest L",
-              "prefill mJ/token, largest L", "lowest J/token at L", "crossover L* = b/c", "power plateau from L",
-              "E_out/E_in (x), smallest and largest L"]
+    header = ["model", "engine", "usable cells", "L (tokens)", "prefill mJ/token (total), smallest L",
+              "prefill mJ/token (total), largest L", "lowest J/token at L", "crossover L* = b/c",
+              "power plateau from L",
+              "E_out/E_in (x, total energy), smallest and largest L"]
     out = "<h2>Summary</h2>" + html_table(header, rows, text_cols=2)
     out += ("<p class=\"note\">Values are medians over windows with 95 % intervals in brackets. J/token of a prefill "
             "cell is per input token. Thresholds come with the interval of seeded draws of every cell (grid L) or of "
@@ -295,15 +298,23 @@ def cells_section(pc: pd.DataFrame) -> str:
                      ci(d, "latency_per_token_ms"), ci(d, "mean_power_w"), fmt(r.power_cap_fraction, 2),
                      ci(d, "achieved_tflops"), fmt(r.tflops_share_of_peak, 2),
                      ci(d, "achieved_mem_tb_s"), fmt(r.mem_share_of_peak, 2), fmt(r.n_windows, 2)])
-    header = ["model", "engine", "phase", "L", "status", "usable", "mJ/token", "mJ/token above idle", "ms/token",
+    header = ["model", "engine", "phase", "L", "status", "usable", "mJ/token (total)", "mJ/token (dynamic: above idle)",
+              "ms/token",
               "mean power (W)", "time at cap", "TFLOP/s", "of peak", "decode TB/s", "of peak", "windows"]
     return ("<h2>Cells</h2><p class=\"note\">Tokens per run: L for prefill, L + G for generate. TFLOP/s: the prefill's "
             "FLOP (ctxenergy.flops) over the time to first token. Decode TB/s: weights + KV cache read by the G - 1 "
             "decode steps over the decode time.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 4, 5), wide=True))
 
 
-# What separates two boards' cells (docs/measurement.md, "Between boards and hosts"); one text for every note.
-BOARD_OFFSET = "up to 3.2 % between the H200 boards of the reference data on the same prefills, docs/measurement.md"
+def board_offset(sy: pd.DataFrame | None) -> str:
+    """What separates two boards' cells, from the derived table systematics (its one source): one text for every
+    note."""
+    if sy is not None and "board_spread" in set(sy["systematic"]):
+        r = sy.set_index("systematic").loc["board_spread"]
+        if finite(r["relative_half_width"]):
+            return (f"up to {r['relative_half_width']:.1%} between {r['n_boards']} boards of the reference data on "
+                    "the same GPU-bound cells, derived table systematics")
+    return "not measured here; docs/measurement.md, between boards"
 
 
 def on_two_boards(table: pd.DataFrame) -> pd.Series:
@@ -313,18 +324,23 @@ def on_two_boards(table: pd.DataFrame) -> pd.Series:
     return table["same_board"].eq(False).fillna(False).astype(bool)
 
 
-def slopes_section(sl: pd.DataFrame) -> str:
+def slopes_section(sl: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
     d = sl[sl["quantity"] == "energy_per_run_j"]
     if d.empty:
         return "<h2>dE/dL</h2><p>No pair of neighbouring usable cells.</p>"
     across = on_two_boards(d)
     rows = [[r.model, r.engine, r.phase, f"{tokens(r.length_low)}–{tokens(r.length_high)}" + (" †" if x else ""),
              fmt_ci(r.de_dl_j_per_token, r.de_dl_j_per_token_ci_low, r.de_dl_j_per_token_ci_high, scale=1e3)]
-            for r, x in zip(d.itertuples(), across)]
+            for r, x in zip(d.itertuples(), across)]  # total energy
     note = (f"<p>† {int(across.sum())} of {len(d)} pairs ran on two boards: their interval holds each cell's own "
-            f"spread, not the offset between boards ({BOARD_OFFSET}).</p>" if across.any() else "")
+            f"spread, not the offset between boards ({board_offset(sy)}).</p>" if across.any() else "")
     return ("<h2>dE/dL between neighbouring L</h2>"
-            + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token)"], rows, text_cols=4) + note)
+            + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token, total energy)"], rows, text_cols=4) + note)
+
+
+def energy_label(quantity: str) -> str:
+    """'total' or 'dynamic (above idle)' for an energy column of the derived tables."""
+    return "dynamic (above idle)" if quantity.startswith("dynamic") else "total"
 
 
 def fits_section(ft: pd.DataFrame) -> str:
@@ -334,16 +350,32 @@ def fits_section(ft: pd.DataFrame) -> str:
     for r in ft.itertuples():
         d = r._asdict()
         fitted = not str(r.status).startswith("not fitted")
-        rows.append([r.model, r.engine, r.phase, r.quantity.replace("_per_run_j", ""), r.status,
+        rows.append([r.model, r.engine, r.phase, energy_label(r.quantity), r.status,
                      ci(d, "a_j") if fitted else "–", ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
                      ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
-                     fmt(r.chi2 / r.dof, 3) if fitted and finite(r.dof) and r.dof > 0 else "–",
-                     brief(r.excluded) if r.excluded else "none"])
-    header = ["model", "engine", "phase", "energy", "status", "a (J)", "b (mJ/token)", "c (nJ/token²)", "chi²/dof",
-              "cells left out"]
-    return ("<h2>Fits E(L) = a + bL + cL²</h2><p class=\"note\">Weighted least squares (weights 1/SE² of each cell's "
-            "mean). Where chi²/dof > 1 the coefficient intervals are widened by it. Cells that are not usable are "
-            "left out and named in the last column.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 3, 4, 9)))
+                     fmt(r.chi2_per_dof, 3) if fitted and finite(r.chi2_per_dof) else "–",
+                     fmt(r.chi2_per_dof_stat, 3) if fitted and finite(r.chi2_per_dof_stat) else "–",
+                     r.model_note if fitted else "–", brief(r.excluded) if r.excluded else "none"])
+    header = ["model", "engine", "phase", "energy", "status", "a (J)", "b (mJ/token)", "c (nJ/token²)",
+              "chi²/dof (with floor)", "chi²/dof (windows only)", "model test", "cells left out"]
+    floor = ft["error_floor_rel"].dropna()
+    floor_txt = f"{floor.iloc[0]:.2%}" if len(floor) else "none"
+    return ("<h2>Fits E(L) = a + bL + cL²</h2><p class=\"note\">Weighted least squares; each cell's error is its "
+            f"standard error and a relative error floor of {floor_txt} (the board spread / 1.96, see Systematics) in "
+            "quadrature. Brackets: statistical 95 % intervals; the derived table holds the total ones. Where chi²/dof "
+            "> 1 the total intervals are widened by it. Cells that are not usable are left out and named in the last "
+            "column.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 3, 4, 10, 11)))
+
+
+def systematics_section(sy: pd.DataFrame | None) -> str:
+    if sy is None or sy.empty:
+        return ""
+    rows = [[r.systematic, fmt(r.relative_half_width * 100, 3) + " %" if finite(r.relative_half_width) else
+             "not measured", str(r.n_pairs), str(r.n_boards), r.applies_to, r.method] for r in sy.itertuples()]
+    return ("<h2>Systematics</h2><p class=\"note\">The second level of every interval: measured from the committed "
+            "cells measured on two boards (derived table board_pairs). Totals add it to the statistical interval in "
+            "quadrature.</p>" + html_table(["systematic", "95 % half-width", "pairs", "boards", "applies to",
+                                           "measured as"], rows, text_cols=(0, 4, 5)))
 
 
 def thresholds_section(th: pd.DataFrame) -> str:
@@ -353,14 +385,18 @@ def thresholds_section(th: pd.DataFrame) -> str:
     for r in th.itertuples():
         tok = r.unit == "tokens"
         value = (_th_text(pd.Series(r._asdict())) if tok else fmt_ci(r.value, r.ci_low, r.ci_high, 2))
-        rows.append([r.model, r.engine, r.phase, r.threshold, r.quantity, value, r.unit, r.method, r.note or "–"])
+        total = (f"{tokens(r.total_low)}–{tokens(r.total_high)}" if tok else
+                 f"{fmt(r.total_low, 2)}–{fmt(r.total_high, 2)}") if finite(r.total_low) else "–"
+        rows.append([r.model, r.engine, r.phase, r.threshold, r.quantity, value, total, r.unit, r.method,
+                     r.note or "–"])
     return (f"<h2>Thresholds</h2><p class=\"note\">Power plateau: the smallest L from which mean power stays within "
-            f"{PLATEAU_FRACTION:.0%} of its maximum.</p>"
-            + html_table(["model", "engine", "phase", "threshold", "on", "value", "unit", "method", "note"], rows,
-                         text_cols=(0, 1, 2, 3, 4, 6, 7, 8)))
+            f"{PLATEAU_FRACTION:.0%} of its maximum. energy_per_run_j is total energy, dynamic_energy_per_run_j energy "
+            "above idle. Brackets: statistical 95 % intervals; total: with the systematic band.</p>"
+            + html_table(["model", "engine", "phase", "threshold", "on", "value", "total interval", "unit", "method",
+                          "note"], rows, text_cols=(0, 1, 2, 3, 4, 7, 8, 9)))
 
 
-def io_section(io: pd.DataFrame) -> str:
+def io_section(io: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
     out = ("<h2>Input vs output tokens</h2><p>E_in = E_prefill / L. E_out = (E_generate − E_prefill) / (G − 1): the "
            "generate run's first output token is produced by its prefill, so the difference between the two cells "
            "holds G − 1 decode steps, and dividing by G (as the paper does, shown beside it) understates the cost of "
@@ -377,10 +413,11 @@ def io_section(io: pd.DataFrame) -> str:
         rows.append([r.model, r.engine, tokens(r.length_tokens), ci(d, "e_in_j", scale=1e3), ci(d, "e_out_j"),
                      ci(d, "e_out_per_g_j"), ci(d, "e_ratio"), ci(d, "e_ratio_per_g"), ci(d, "dyn_e_ratio"),
                      "† prefill and generate on two boards" if across else "–"])
-    header = ["model", "engine", "L", "E_in (mJ/token)", "E_out (J/token, G−1)", "E_out (J/token, per G)",
-              "E_out/E_in (G−1)", "E_out/E_in (per G)", "E_out/E_in above idle", "note"]
+    header = ["model", "engine", "L", "E_in (mJ/token, total)", "E_out (J/token, total, G−1)",
+              "E_out (J/token, total, per G)", "E_out/E_in (total, G−1)", "E_out/E_in (total, per G)",
+              "E_out/E_in (dynamic: above idle)", "note"]
     note = ("<p>† E_out is the difference of two cells measured on two boards: it also carries their offset "
-            f"({BOARD_OFFSET}) times E_prefill / (G − 1), which the "
+            f"({board_offset(sy)}) times E_prefill / (G − 1), which the "
             "interval does not hold; small where E_prefill is a small part of E_generate (short L).</p>"
             if (two_boards & io["usable"].astype(bool)).any() else "")
     return out + html_table(header, rows, text_cols=(0, 1, 9)) + note
@@ -394,17 +431,21 @@ def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:
                       "and L.</p>")
     rows = [[r.model, r.phase, tokens(r.length_tokens), f"{r.engine_a} / {r.engine_b}",
              fmt_ci(r.energy_ratio, r.energy_ratio_ci_low, r.energy_ratio_ci_high),
+             fmt_ci(r.dynamic_energy_ratio, r.dynamic_energy_ratio_ci_low, r.dynamic_energy_ratio_ci_high),
              fmt_ci(r.latency_ratio, r.latency_ratio_ci_low, r.latency_ratio_ci_high)] for r in er.itertuples()]
-    return out + html_table(["model", "phase", "L", "engines", "energy ratio (x)", "latency ratio (x)"], rows,
-                            text_cols=4)
+    return out + html_table(["model", "phase", "L", "engines", "energy ratio (x, total)",
+                             "energy ratio (x, dynamic: above idle)", "latency ratio (x)"], rows, text_cols=4)
 
 
 def claims_section(cl: pd.DataFrame) -> str:
-    rows = [[str(r.claim_id), r.claim, r.subject or "–", Cell(r.verdict, verdict_class(r.verdict)), r.deciding]
-            for r in cl.itertuples()]
-    return ("<h2>The paper's claims</h2><p class=\"note\">The full comparison, with the paper's Table 1, is in the "
-            "reproduction write-up (results/paper/paper.html).</p>"
-            + html_table(["#", "claim", "subject", "verdict", "deciding number"], rows, text_cols=(1, 2, 3, 4)))
+    rows = [[str(r.claim_id), r.claim, r.subject or "–", r.metric or "–", r.threshold or "–",
+             Cell(r.verdict, verdict_class(r.verdict)), r.deciding] for r in cl.itertuples()]
+    return ("<h2>The paper's claims</h2><p class=\"note\">Each verdict is decided against the total interval (the "
+            "statistical one and the systematic band in quadrature); one that flips inside it is \"not decidable\". "
+            "The full comparison, with the paper's Table 1, is in the reproduction write-up "
+            "(results/paper/paper.html).</p>"
+            + html_table(["#", "claim", "subject", "metric", "threshold", "verdict", "deciding numbers"], rows,
+                         text_cols=(1, 2, 3, 4, 5, 6)))
 
 
 def build_report(t: dict, figures: dict[str, Path]) -> str:
@@ -413,8 +454,11 @@ def build_report(t: dict, figures: dict[str, Path]) -> str:
     body = (f"<h1>ctxenergy: energy of input and output tokens vs context length</h1>"
             f"<p>{len(pc)} cells on {esc(devices)}; {int(pc['usable'].sum())} with usable energy.</p>")
     body += missing_banner(pc) + summary_section(t) + hardware_section(pc) + validity_section(pc)
-    body += figures_section(figures) + cells_section(pc) + io_section(t["io_ratio"]) + slopes_section(t["slopes"])
-    body += fits_section(t["fits"]) + thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)
+    sy = t.get("systematics")
+    body += figures_section(figures) + cells_section(pc) + io_section(t["io_ratio"], sy)
+    body += slopes_section(t["slopes"], sy)
+    body += systematics_section(t.get("systematics")) + fits_section(t["fits"])
+    body += thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)
     body += claims_section(t["claims"])
     return page("ctxenergy report", with_contents(body))
 

@@ -12,6 +12,8 @@ ANALYSIS_TABLES = [
     "table1",
     "traces",
     "trace_runs",
+    "systematics",
+    "board_pairs",
 ]
 FIGURES = [
     "energy_intensity",

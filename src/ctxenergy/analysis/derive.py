@@ -19,13 +19,16 @@ from ctxenergy.analysis.io_ratio import io_ratio
 from ctxenergy.analysis.paper_values import PAPER_MODELS
 from ctxenergy.analysis.per_cell import per_cell_metrics
 from ctxenergy.analysis.scaling import fits, slopes, thresholds
+from ctxenergy.analysis.systematics import Systematics, reference_systematics, systematics_from_pairs, systematics_table
 from ctxenergy.analysis.traces import representative_traces
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.paths import REPO_ROOT
 
 DERIVED_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "derived.schema.yaml"
+# The derived tables' layout, apart from the cell tables' (ctxenergy.SCHEMA_VERSION): 2 added the systematic band.
+DERIVED_SCHEMA_VERSION = 2
 TABLES = ("per_cell", "slopes", "fits", "fit_residuals", "thresholds", "io_ratio", "engine_ratios", "claims", "table1",
-          "traces", "trace_runs")
+          "traces", "trace_runs", "systematics", "board_pairs")
 
 
 def model_archs(models, config_path: str | Path | None = None) -> dict[str, dict | None]:
@@ -44,22 +47,30 @@ def model_archs(models, config_path: str | Path | None = None) -> dict[str, dict
     return archs
 
 
-def derive(cells: pd.DataFrame, cell_tables: dict | None = None, archs: dict | None = None) -> dict[str, pd.DataFrame]:
-    """cells: the table of cells (prepared or raw); cell_tables: cell_id -> (windows, runs, trace)."""
+def derive(cells: pd.DataFrame, cell_tables: dict | None = None, archs: dict | None = None,
+           board_pairs: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """cells: the table of cells (prepared or raw); cell_tables: cell_id -> (windows, runs, trace); board_pairs: cells
+    measured on two boards (ctxenergy.analysis.systematics.board_pairs), by default those of the committed reference
+    data, which set the systematic band of every number."""
     if "usable" not in cells:
         cells = prepare_cells(cells)
     cell_tables = cell_tables or {}
+    if board_pairs is None:
+        _, board_pairs = reference_systematics()
+    sys: Systematics = systematics_from_pairs(board_pairs)
     windows = {cid: t[0] for cid, t in cell_tables.items()}
     pc = per_cell_metrics(cells, windows, archs)
     sl = slopes(pc)
-    ft, res, objects = fits(pc)
-    th = thresholds(pc, objects)
-    io = io_ratio(pc)
-    er = engine_ratios(pc)
+    ft, res, objects = fits(pc, sys.floor_sigma_rel)
+    th = thresholds(pc, objects, sys.floor_sigma_rel, sys.power_floor_sigma_rel)
+    io = io_ratio(pc, sys)
+    er = engine_ratios(pc, sys)
     tr, tr_runs = representative_traces(pc, cell_tables)
-    return {"per_cell": pc, "slopes": sl, "fits": ft, "fit_residuals": res, "thresholds": th, "io_ratio": io,
-            "engine_ratios": er, "claims": claims(pc, sl, th, io, er), "table1": table1(pc, archs),
-            "traces": tr, "trace_runs": tr_runs}
+    tables = {"per_cell": pc, "slopes": sl, "fits": ft, "fit_residuals": res, "thresholds": th, "io_ratio": io,
+              "engine_ratios": er, "claims": claims(pc, sl, th, io, er, sys, archs), "table1": table1(pc, archs),
+              "traces": tr, "trace_runs": tr_runs, "systematics": systematics_table(board_pairs),
+              "board_pairs": board_pairs}
+    return {name: t.assign(schema_version=DERIVED_SCHEMA_VERSION) for name, t in tables.items()}
 
 
 # ---- the data contract ------------------------------------------------------------------------------------------

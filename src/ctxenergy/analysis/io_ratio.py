@@ -3,7 +3,9 @@
 E_out comes from the generate cell (G output tokens) minus the prefill cell at the same L. The generate run's first
 token is produced by its prefill, so the difference holds G - 1 decode steps: E_out = (E_generate - E_prefill)/(G - 1).
 The paper divides by G; that variant is kept beside it (`*_per_g`), 1/G smaller (0.8 % at G = 128).
-Intervals: the two cells' 95 % half-widths in quadrature for the difference, on the log scale for the ratio.
+Intervals: the two cells' 95 % half-widths in quadrature for the difference, on the log scale for the ratio
+(statistical). The total interval of the ratio adds, in quadrature, the systematic of E_out (the host spread for an
+engine whose decode is host-bound, else the board spread) and the board spread of E_in (ctxenergy.analysis.systematics).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import pandas as pd
 
 import ctxenergy
 from ctxenergy.analysis.scaling import same_board
+from ctxenergy.analysis.systematics import NOT_MEASURED, Systematics, total_interval
 from ctxenergy.analysis.uncertainty import half_width, ratio_interval
 
 KEY = ["model", "engine", "length_tokens"]
 
 
-def _pair_rows(pre: pd.Series | None, gen: pd.Series | None, key: tuple) -> dict:
+def _pair_rows(pre: pd.Series | None, gen: pd.Series | None, key: tuple, systematics: Systematics) -> dict:
     row = dict(zip(KEY, key))
     missing = [name for name, c in (("prefill", pre), ("generate", gen)) if c is None]
     unusable = [f"{c['phase']}: {c['excluded_reason']}" for c in (pre, gen) if c is not None and not c["usable"]]
@@ -37,14 +40,17 @@ def _pair_rows(pre: pd.Series | None, gen: pd.Series | None, key: tuple) -> dict
                 row.update({f"{prefix}_{name}_j": np.nan, f"{prefix}_{name}_j_ci_low": np.nan,
                             f"{prefix}_{name}_j_ci_high": np.nan})
             for name in ("ratio", "ratio_per_g"):
-                row.update({f"{prefix}_{name}": np.nan, f"{prefix}_{name}_ci_low": np.nan,
-                            f"{prefix}_{name}_ci_high": np.nan})
+                row.update({f"{prefix}_{name}{s}": np.nan for s in ("", "_ci_low", "_ci_high", "_total_low",
+                                                                      "_total_high")})
+            row[f"{prefix}_ratio_sys_rel"] = np.nan
             continue
         g = float(gen["output_tokens"])
         ep, eg = float(pre[kind]), float(gen[kind])
         hp = float(half_width(pre[f"{kind}_ci_low"], pre[f"{kind}_ci_high"]))
         hg = float(half_width(gen[f"{kind}_ci_low"], gen[f"{kind}_ci_high"]))
         e_in, h_in = ep / L, hp / L
+        sys_rel = float(np.hypot(systematics.decode_rel(key[1], dynamic=prefix == "dyn_e"), systematics.board_rel))
+        row[f"{prefix}_ratio_sys_rel"] = sys_rel
         diff, h_diff = eg - ep, float(np.hypot(hp, hg))
         for name, steps in (("out", g - 1), ("out_per_g", g)):
             e_out, h_out = diff / steps, h_diff / steps
@@ -54,23 +60,27 @@ def _pair_rows(pre: pd.Series | None, gen: pd.Series | None, key: tuple) -> dict
             rel = float(np.hypot(h_out / abs(e_out), h_in / e_in)) if e_out != 0 else np.nan
             lo, hi = ratio_interval(ratio, rel)
             suffix = "ratio" if name == "out" else "ratio_per_g"
+            tlo, thi = total_interval(ratio, lo, hi, sys_rel)
             row.update({f"{prefix}_{suffix}": ratio, f"{prefix}_{suffix}_ci_low": float(lo),
-                        f"{prefix}_{suffix}_ci_high": float(hi)})
+                        f"{prefix}_{suffix}_ci_high": float(hi), f"{prefix}_{suffix}_total_low": float(tlo),
+                        f"{prefix}_{suffix}_total_high": float(thi)})
         # E_in keeps the prefill cell's own (possibly asymmetric) interval
         row.update({f"{prefix}_in_j": e_in, f"{prefix}_in_j_ci_low": float(pre[f"{kind}_ci_low"]) / L,
                     f"{prefix}_in_j_ci_high": float(pre[f"{kind}_ci_high"]) / L})
     return row
 
 
-def io_ratio(per_cell: pd.DataFrame) -> pd.DataFrame:
+def io_ratio(per_cell: pd.DataFrame, systematics: Systematics = NOT_MEASURED) -> pd.DataFrame:
     """One row per (model, engine, L) that has a prefill or a generate cell."""
     rows = []
     for key, g in per_cell.groupby(KEY, sort=False):
         pre = g[g["phase"] == "prefill"]
         gen = g[g["phase"] == "generate"]
-        rows.append(_pair_rows(pre.iloc[0] if len(pre) else None, gen.iloc[0] if len(gen) else None, key))
+        rows.append(_pair_rows(pre.iloc[0] if len(pre) else None, gen.iloc[0] if len(gen) else None, key,
+                               systematics))
     values = [f"{p}_{n}{s}" for p in ("e", "dyn_e") for n in ("in_j", "out_j", "out_per_g_j", "ratio", "ratio_per_g")
-              for s in ("", "_ci_low", "_ci_high")]
+              for s in ("", "_ci_low", "_ci_high") + (("_total_low", "_total_high") if "ratio" in n else ())]
+    values += ["e_ratio_sys_rel", "dyn_e_ratio_sys_rel"]
     cols = KEY + ["output_tokens", "usable", "note", "prefill_cell_id", "generate_cell_id", "same_board"] + values
     out = pd.DataFrame(rows, columns=cols)
     out["output_tokens"] = out["output_tokens"].astype(float)
