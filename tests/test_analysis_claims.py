@@ -332,3 +332,22 @@ def test_claim10_latency_flat_for_vllm_rising_for_hf():
     flat, rising = flat_then_rising(32768, 1.4), flat_then_rising(2048, 1.5)
     assert verdicts_of({("vllm", "prefill"): flat, ("hf-eager", "prefill"): rising}, 10) == ["confirmed", "confirmed"]
     assert verdicts_of({("vllm", "prefill"): rising, ("hf-eager", "prefill"): rising}, 10) == ["refuted", "refuted"]
+
+
+def test_board_pairs_are_boards_of_one_gpu_model():
+    """The same cell with the same settings on an H100 and an H200 is two GPU models, not a board spread."""
+    from ctxenergy.analysis.systematics import board_pairs
+
+    base = {"model": "m", "engine": "hf-sdpa", "phase": "prefill", "length_tokens": 4096, "host_cpu": "x",
+            "settings": "s", "energy_j": 100.0, "dynamic_energy_j": 80.0, "run_s": 1.0, "mean_power_w": 690.0,
+            "power_limit_w": 700.0}
+    cells = pd.DataFrame([
+        {**base, "device_name": "NVIDIA H200", "device_uuid": "GPU-a", "measured_at": "1", "path": "a"},
+        {**base, "device_name": "NVIDIA H200", "device_uuid": "GPU-b", "measured_at": "2", "path": "b",
+         "energy_j": 102.0},
+        {**base, "device_name": "NVIDIA H100 80GB HBM3", "device_uuid": "GPU-c", "measured_at": "3", "path": "c",
+         "energy_j": 90.0},
+    ])
+    pairs = board_pairs(cells)
+    assert list(zip(pairs["board_a"], pairs["board_b"])) == [("GPU-a", "GPU-b")]
+    assert abs(pairs["energy_diff_rel"].iloc[0] - 0.02) < 1e-12

@@ -105,7 +105,8 @@ def _cell_row(path: Path) -> dict | None:
     # what was measured, not how the run was organised: cells agree on these or are not the same measurement
     settings = {k: v for k, v in (meta.get("settings") or {}).items() if k not in HOW_NOT_WHAT}
     return {"model": meta["model"], "engine": meta["engine"], "phase": meta["phase"],
-            "length_tokens": int(meta["length_tokens"]), "device_uuid": meta["device_uuid"],
+            "length_tokens": int(meta["length_tokens"]), "device_name": meta.get("device_name") or "",
+            "device_uuid": meta["device_uuid"],
             "measured_at": str(meta.get("measured_at", "")), "host_cpu": meta.get("host_cpu") or "",
             "settings": json.dumps([settings, meta.get("engine_settings")], sort_keys=True, default=str),
             "energy_j": float(measured["energy_per_run_j"].median()),
@@ -121,7 +122,7 @@ def committed_cells(root: str = str(REFERENCE_DIR)) -> pd.DataFrame:
     base = Path(root)
     paths = sorted(p for p in base.rglob("L*.parquet") if p.name.count(".") == 1) if base.is_dir() else []
     rows = [r for r in map(_cell_row, paths) if r is not None]
-    cols = KEY + ["device_uuid", "measured_at", "host_cpu", "settings", "energy_j", "dynamic_energy_j", "run_s",
+    cols = KEY + ["device_name", "device_uuid", "measured_at", "host_cpu", "settings", "energy_j", "dynamic_energy_j", "run_s",
                   "mean_power_w", "power_limit_w", "path"]
     df = pd.DataFrame(rows, columns=cols)
     df["path"] = [str(Path(p).relative_to(base)) for p in df["path"]]
@@ -129,10 +130,11 @@ def committed_cells(root: str = str(REFERENCE_DIR)) -> pd.DataFrame:
 
 
 def board_pairs(cells: pd.DataFrame) -> pd.DataFrame:
-    """Every pair of measurements of one cell with the same settings on two boards, with their relative
-    differences (b / a - 1) and whether the pair measures a board (GPU-bound) or a host (host-bound decode)."""
+    """Every pair of measurements of one cell with the same settings on two boards of one GPU model (an H100 and an
+    H200 differ by design, not by board), with their relative differences (b / a - 1) and whether the pair measures a
+    board (GPU-bound) or a host (host-bound decode)."""
     rows = []
-    for key, g in cells.groupby(KEY + ["settings"], sort=True):
+    for key, g in cells.groupby(KEY + ["settings", "device_name"], sort=True):
         for (_, a), (_, b) in itertools.combinations(g.sort_values("measured_at").iterrows(), 2):
             if a["device_uuid"] == b["device_uuid"]:
                 continue
