@@ -194,3 +194,25 @@ def test_flop_crossover_is_the_architectures():
         quoted = (f"{where}{p['non_embedding'] / 1e9:.3g}e9 / ({p['heads'] * p['head_dim']} x {p['layers']}) = "
                   f"{flop_crossover(arch) / 1000:.3g}k")
         assert quoted in text, quoted
+
+
+def test_weights_ab_numbers_are_what_its_committed_cells_give():
+    """The README's same-weights paragraph: every number is in the output of benchmarks/weights_ab.py on the
+    committed A/B cells, and that output is the committed one."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import weights_ab
+
+    lines = weights_ab.report(weights_ab.windows(weights_ab.CELLS))
+    assert "\n".join(lines) + "\n" == (REPO / "docs/gpu-runs/2026-12-06-weights-ab.txt").read_text()
+    text = " ".join(lines)
+    para = README.split("**Same weights in both engines.**")[1].split("\n\n")[0]
+    for quoted in ("-3.07 % [-4.03, -2.11]", "+2.87 % [+2.58, +3.16]", "1.158x", "1.127x [1.124, 1.131]", "1.134x",
+                   "1.094x [1.089, 1.099]"):
+        assert quoted in para and quoted in text, quoted
+    uniform = [float(m) for m in re.findall(r"uniform\(\+-1e-3\) vs own normal\(0, 0.02\): ([-+][\d.]+) %", text)]
+    normal_in_vllm = [float(m) for m in re.findall(r"vllm L=\d+: shared normal\(0, 0.02\) vs own uniform\(\+-1e-3\): "
+                                                   r"([-+][\d.]+) %", text)]
+    low, high = min(-max(uniform), min(normal_in_vllm)), max(-min(uniform), max(normal_in_vllm))
+    assert f"{low:.1f}-{high:.1f} % less" in para
