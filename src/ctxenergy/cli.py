@@ -55,7 +55,9 @@ def cmd_measure(args) -> int:
     from ctxenergy.grid import Cell, prompt_path
     from ctxenergy.models import load_tokenizer, resolve_model
     from ctxenergy.prompts import make_prompts, save_ids
+    from ctxenergy.workflow_process import watch_workflow
 
+    watch_workflow()  # a job outliving a killed Snakemake stops, without writing its cell
     config, check = _load(args)
     check(config, str(args.config), engines_needed=(args.engine,))
     check_device(config["device"])
@@ -120,6 +122,9 @@ def cmd_engine_host(args) -> int:
 
 def cmd_warmup(args) -> int:
     from ctxenergy.warmup import warm_up_engine
+    from ctxenergy.workflow_process import watch_workflow
+
+    watch_workflow()
 
     config, check = _load(args)
     check(config, str(args.config), engines_needed=(args.engine,))

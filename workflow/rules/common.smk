@@ -8,6 +8,12 @@ from ctxenergy.device import check_device
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import cached_cell_tables, expand_grid
+from ctxenergy.workflow_process import enter_workflow
+
+# Jobs and engine hosts end with this Snakemake process; a lock left by a killed run is removed (workflow_process.py).
+STALE_LOCK_REMOVED = enter_workflow()
+if STALE_LOCK_REMOVED:
+    print(STALE_LOCK_REMOVED, file=sys.stderr)
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
