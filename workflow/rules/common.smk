@@ -1,9 +1,8 @@
 import re
 import sys
 
-from snakemake.utils import validate
-
 from ctxenergy.config import cell_settings_hash, check_semantics, write_effective_config
+from ctxenergy.config import validate_workflow_config
 from ctxenergy.device import check_device
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
@@ -15,8 +14,9 @@ STALE_LOCK_REMOVED = enter_workflow()
 if STALE_LOCK_REMOVED:
     print(STALE_LOCK_REMOVED, file=sys.stderr)
 
-validate(config, schema="../schemas/config.schema.yaml")
 try:
+    # The schema (workflow/schemas/config.schema.yaml) with its defaults: a wrong key or type is one line.
+    validate_workflow_config(config, dict(workflow.config_settings.config))
     # Analysing cached cells needs no engine installed.
     check_semantics(config, "config", engines_needed=() if config["cells_source"] else None)
     check_tp_fits_host(config, "config")
