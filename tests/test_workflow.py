@@ -196,7 +196,7 @@ def test_a_run_killed_mid_cell_resumes_with_the_same_command(smoke_run, tmp_path
     time.sleep(3.0)
     assert written() == at_kill
     proc = smk(command, dst)
-    assert "left by a run that was killed" in proc.stderr
+    assert "ctxenergy: resuming a run that was killed part-way (stale lock" in proc.stderr
     assert cell_structure(pd.read_parquet(dst / "results" / "cells.parquet")) == cell_structure(
         pd.read_parquet(smoke_run[0] / "results" / "cells.parquet"))
     assert processes_in(dst) == []

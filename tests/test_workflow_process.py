@@ -45,7 +45,8 @@ def test_a_lock_is_removed_only_when_no_run_of_the_workflow_is_alive(tmp_path):
         proc.wait()
     third = start_run(tmp_path)
     try:
-        assert "left by a run that was killed" in third.first_line and "same command" in third.first_line
+        assert "resuming a run that was killed part-way (stale lock" in third.first_line
+        assert "the same command resumes it" in third.first_line
         assert not locks.exists()
     finally:
         third.kill()
@@ -59,3 +60,14 @@ def test_jobs_see_the_snakemake_process_they_belong_to(tmp_path, monkeypatch):
                           "enter_workflow(); print(os.environ['CTXENERGY_WORKFLOW'], os.getpid())"], cwd=tmp_path,
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[0].split(":")[0] == out[1]
+
+
+def test_unfinished_jobs_of_a_killed_run_are_announced_with_how_to_resume(tmp_path):
+    marker = tmp_path / ".snakemake" / "incomplete" / "cmVzdWx0cy9jZWxscy5wYXJxdWV0"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")
+    code = "from ctxenergy.workflow_process import enter_workflow; print(enter_workflow())"
+    said = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert said.startswith("ctxenergy: resuming a run that was killed part-way; its unfinished cells are measured")
+    assert "with another profile add --rerun-incomplete" in said

@@ -12,7 +12,9 @@ Resuming: a SIGKILLed Snakemake leaves its lock in .snakemake/locks and its runn
 The default profile sets `rerun-incomplete` (those jobs run again, so a cell finished by an orphan after the kill is
 never trusted), and `clear_stale_snakemake_lock` removes a lock whose run is provably gone: every Snakemake reading
 this Snakefile holds a shared flock on `.snakemake/ctxenergy-run.lock` for its whole life, which the kernel drops
-however the process ends; an exclusive flock that succeeds therefore proves that no such run is alive.
+however the process ends; an exclusive flock that succeeds therefore proves that no such run is alive. Limits: only
+Snakemake's default file store of locks is cleared (with `--persistence-backend db` its own `--unlock` message
+stands), and cluster jobs still running (their Snakemake reads the Snakefile too) keep the lock until they end.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import threading
 from pathlib import Path
 
 WORKFLOW_ENV = "CTXENERGY_WORKFLOW"
+RESUME = ("its unfinished cells are measured again (the same command resumes it: the default profile sets "
+          "rerun-incomplete; with another profile add --rerun-incomplete)")
 POLL_S = 0.5
 # After asking itself to stop (SIGTERM: `finally` blocks close the engine), a process stuck in native code is ended.
 FORCE_EXIT_AFTER_S = 30.0
@@ -103,7 +107,7 @@ def watch_workflow() -> WorkflowWatch | None:
 
 def enter_workflow(workdir: str | Path = ".") -> str | None:
     """Called by the Snakefile in the Snakemake process: export its identity to the jobs, mark the run alive and
-    remove a lock left by a killed run. Returns the line to tell the user when a stale lock was removed."""
+    remove a lock left by a killed run. Returns the line that tells the user a killed run is being resumed."""
     global _run_lock_fd
     os.environ[WORKFLOW_ENV] = identity()
     if _run_lock_fd is not None:
@@ -115,19 +119,22 @@ def enter_workflow(workdir: str | Path = ".") -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        pass  # another run of this workflow is alive: its lock is real
+        pass  # another run of this workflow is alive: its lock and its unfinished jobs are real
     else:
-        message = clear_stale_snakemake_lock(meta)
+        removed = clear_stale_snakemake_lock(meta)
+        unfinished = [p for p in (meta / "incomplete").rglob("*") if p.is_file() and p.name != "migration_underway"]
+        if removed or unfinished:
+            message = ("ctxenergy: resuming a run that was killed part-way"
+                       + (f" (stale lock {removed} removed)" if removed else "") + f"; {RESUME}")
     fcntl.flock(fd, fcntl.LOCK_SH)
     _run_lock_fd = fd  # held (and never inherited by jobs: O_CLOEXEC) until this process ends
     return message
 
 
-def clear_stale_snakemake_lock(meta: Path) -> str | None:
+def clear_stale_snakemake_lock(meta: Path) -> Path | None:
     """Remove Snakemake's lock files (what `snakemake --unlock` does), once no run of this workflow is alive."""
     locks = meta / "locks"
     if not any(locks.glob("*.lock")):
         return None
     shutil.rmtree(locks, ignore_errors=True)
-    return (f"ctxenergy: {locks}: left by a run that was killed (no Snakemake runs here now): removed; resuming with "
-            "the same command: the cells it left unfinished are measured again")
+    return locks

@@ -10,9 +10,9 @@ from ctxenergy.grid import cached_cell_tables, expand_grid
 from ctxenergy.workflow_process import enter_workflow
 
 # Jobs and engine hosts end with this Snakemake process; a lock left by a killed run is removed (workflow_process.py).
-STALE_LOCK_REMOVED = enter_workflow()
-if STALE_LOCK_REMOVED:
-    print(STALE_LOCK_REMOVED, file=sys.stderr)
+RESUMING = enter_workflow()
+if RESUMING:
+    print(RESUMING, file=sys.stderr)
 
 try:
     # The schema (workflow/schemas/config.schema.yaml) with its defaults: a wrong key or type is one line.
