@@ -83,6 +83,11 @@ def test_an_invalid_model_config_json_is_one_line_with_its_path(tmp_path):
     assert line.startswith(f"ctxenergy: {arch}: model 'tiny-llama': not valid JSON")
 
 
+def test_a_missing_config_file_is_named():
+    line = one_line(ctxenergy(["check", "--config", "config/smoke.yaml", "--configfile", "config/nope.yaml"]))
+    assert line.startswith("ctxenergy: config/nope.yaml: no such config file; check the path")
+
+
 def test_a_missing_input_file_is_one_line():
     line = one_line(ctxenergy(["aggregate", "no-such-cell.parquet", "--out", "x.parquet"]), exit_code=1)
     assert line.startswith("ctxenergy: no-such-cell.parquet: No such file or directory")

@@ -186,7 +186,8 @@ def load_config(path: str | Path, overrides: list[str | Path] = ()) -> dict:
     for p in [path, *overrides]:
         p = Path(p)
         if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+            raise ConfigError(f"{p}: no such config file; check the path (a study config such as config.yaml or "
+                              "one in config/)")
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
