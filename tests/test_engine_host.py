@@ -157,10 +157,10 @@ def slow_config(repo: Path) -> str:
     return "config/slow.yaml"
 
 
-def start_slow_cell(repo: Path) -> tuple[subprocess.Popen, int]:
+def start_slow_cell(repo: Path, extra_env=None) -> tuple[subprocess.Popen, int]:
     """A client measuring a ~20 s cell; returns it and its host's pid once the host is measuring."""
     config = slow_config(repo)
-    env = dict(os.environ, CTXENERGY_HOST_DIR=str(repo / "hosts"))
+    env = dict(os.environ, CTXENERGY_HOST_DIR=str(repo / "hosts"), **(extra_env or {}))
     client = subprocess.Popen([sys.executable, "-m", "ctxenergy", "measure", "--config", config, "--model", "tiny-llama",
                                "--engine", "hf-sdpa", "--phase", "prefill", "--length", "64", "--engine-host"],
                               cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -182,6 +182,17 @@ def test_a_stopped_job_takes_its_host_down_without_writing_the_cell(smoke_repo):
     assert client.returncode != 0
     assert wait_gone(host_pid, timeout=30)
     assert not (smoke_repo / "results" / "cells" / "tiny-llama" / "hf-sdpa" / "prefill" / "L64.parquet").exists()
+
+
+def test_job_and_host_end_with_a_killed_snakemake_without_writing_the_cell(smoke_repo):
+    """Snakemake killed with SIGKILL tells nobody: the job and its host watch the Snakemake process they serve."""
+    snakemake = subprocess.Popen(["sleep", "300"])  # stands in for the Snakemake process
+    client, host_pid = start_slow_cell(smoke_repo, {"CTXENERGY_WORKFLOW": f"{snakemake.pid}:"})
+    snakemake.kill()
+    snakemake.wait()
+    assert wait_gone(host_pid, timeout=10) and client.wait(timeout=10) != 0
+    assert not (smoke_repo / "results" / "cells" / "tiny-llama" / "hf-sdpa" / "prefill" / "L64.parquet").exists()
+    assert "has ended: stopping" in next((smoke_repo / "hosts").glob("*.log")).read_text()
 
 
 def test_stop_does_not_wait_for_a_host_measuring_for_a_dead_job(smoke_repo):

@@ -1,5 +1,6 @@
 """The workflow through real Snakemake, in a copy of the repository (results/ of the checkout is never touched)."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -155,6 +156,50 @@ def test_missing_cells_under_a_budget_plans_only_the_cells_that_fit(repo_copy):
     assert 0 < chosen < missing and job_counts(proc.stdout)["measure_cell"] == chosen, proc.stdout
     everything = job_counts(smk(args, repo_copy).stdout)["measure_cell"]
     assert everything == missing
+
+
+def processes_in(directory: Path) -> list[int]:
+    """PIDs of the processes whose working directory is `directory` (the workflow's jobs and engine hosts)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == directory:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def cell_structure(cells: pd.DataFrame) -> list:
+    columns = ["cell_id", "status", "n_windows", "output_tokens", "flags"]
+    return cells[columns].sort_values("cell_id").values.tolist()
+
+
+def test_a_run_killed_mid_cell_resumes_with_the_same_command(smoke_run, tmp_path):
+    """kill -9 of Snakemake while a cell is measured: the cell's job and its engine host stop with it (nothing is
+    written after the kill), and the same command again finishes the grid as the uninterrupted run did."""
+    dst = copy_repo(tmp_path / "repo").resolve()
+    command = ["--cores", "1", "--configfile", "config/smoke.yaml"]
+    run = subprocess.Popen(SNAKEMAKE + command, cwd=dst, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list((dst / "results" / "logs").glob("measure_cell/*/*/*/*.log")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside the cell now
+    run.kill()
+    run.wait()
+    written = lambda: sorted((dst / "results" / "cells").rglob("*.parquet"))  # noqa: E731
+    deadline = time.monotonic() + 10
+    while processes_in(dst) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_in(dst) == [], "a job or engine host outlived the killed Snakemake"
+    at_kill = written()
+    time.sleep(3.0)
+    assert written() == at_kill
+    proc = smk(command, dst)
+    assert "ctxenergy: resuming a run that was killed part-way (stale lock" in proc.stderr
+    assert cell_structure(pd.read_parquet(dst / "results" / "cells.parquet")) == cell_structure(
+        pd.read_parquet(smoke_run[0] / "results" / "cells.parquet"))
+    assert processes_in(dst) == []
 
 
 def test_nothing_to_do_after_a_complete_run(smoke_run):

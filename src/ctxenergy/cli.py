@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -11,7 +12,10 @@ from pathlib import Path
 # When this job's Python got here (imports of the standard library only): the start of a cell's timeline.
 JOB_START = time.perf_counter()
 
-from ctxenergy.errors import CtxEnergyError
+from ctxenergy.errors import ConfigError, CtxEnergyError
+
+USER_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EISDIR,
+                    errno.ENOTDIR}
 
 
 def _load(args):
@@ -22,16 +26,26 @@ def _load(args):
 
 
 def cmd_check(args) -> int:
-    """Validate a config (schema and semantics) and, with --device, that its device is usable."""
-    config, check = _load(args)
-    check(config, str(args.config))
+    """Validate a config (schema and semantics) as the workflow sees it and, with --device, that its device is usable.
+
+    Like `snakemake --configfile <file>`, a file other than config.yaml is read over config.yaml, so that the shipped
+    overlays (config/campaign.yaml, config/spot-check.yaml, ...) check as they are used."""
+    from ctxenergy.config import check_semantics, load_config
+
+    files = [args.config, *(args.configfile or [])]
+    base = Path("config.yaml")
+    if base.is_file() and not (Path(args.config).is_file() and Path(args.config).samefile(base)):
+        files.insert(0, str(base))
+    source = " + ".join(files)
+    config = load_config(files[0], files[1:])
+    check_semantics(config, source, engines_needed=() if config["cells_source"] else None)  # as the workflow does
     if args.device:
         from ctxenergy.device import check_device
 
         check_device(config["device"])
     from ctxenergy.grid import expand_grid
 
-    print(f"{args.config}: valid, {len(expand_grid(config))} cells")
+    print(f"{source}: valid, {len(expand_grid(config))} cells")
     return 0
 
 
@@ -55,15 +69,20 @@ def cmd_measure(args) -> int:
     from ctxenergy.grid import Cell, prompt_path
     from ctxenergy.models import load_tokenizer, resolve_model
     from ctxenergy.prompts import make_prompts, save_ids
+    from ctxenergy.workflow_process import watch_workflow
 
+    watch_workflow()  # a job outliving a killed Snakemake stops, without writing its cell
     config, check = _load(args)
-    check(config, str(args.config), engines_needed=(args.engine,))
+    _check_in_config(args, config, "engines", args.engine)
+    _check_in_config(args, config, "models", args.model)
+    check(config, " + ".join(_config_files(args)), engines_needed=(args.engine,))
     check_device(config["device"])
-    if args.engine not in config["engines"]:
-        raise CtxEnergyError(f"engine '{args.engine}' is not in {args.config} (engines: {', '.join(config['engines'])})")
     cell = Cell(args.model, args.engine, args.phase, args.length)
     prompt = Path(args.prompt) if args.prompt else prompt_path(args.model, args.length)
     warmup = Path(args.warmup_prompt) if args.warmup_prompt else prompt_path(args.model, args.length, warmup=True)
+    for given in (prompt, warmup):
+        if given.exists():
+            _check_prompt_file(given, args.length)
     if not prompt.exists() or not warmup.exists():
         measured_ids, warmup_ids = make_prompts(load_tokenizer(resolve_model(config, args.model)), args.length)
         save_ids(measured_ids, prompt)
@@ -87,6 +106,33 @@ def cmd_measure(args) -> int:
         summary = cell_summary(record, out)
     print(json.dumps(summary, default=str))
     return 0
+
+
+def _check_in_config(args, config: dict, key: str, name: str) -> None:
+    """An engine or model the config does not list: one line naming the file whose list it is."""
+    from ctxenergy.config import key_sources
+
+    names = [m["name"] for m in config["models"]] if key == "models" else config[key]
+    if name in names:
+        return
+    files = _config_files(args)
+    source = (key_sources(files, key) or [f"the schema's default (none of {', '.join(files)} sets it)"])[-1]
+    raise ConfigError(f"{source}: {key}: '{name}' is not among {', '.join(names)}; add it there or pick one of those")
+
+
+def _check_prompt_file(path: Path, length: int) -> None:
+    """A prompt file must hold exactly `length` integer token ids: caught here in one line, before any GPU time."""
+    import numpy as np
+
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        why = "not a NumPy array" if "pickle" in str(exc) else str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not a readable token-id file (.npy: {why}); delete it to have it made again, or "
+                          "pass another with --prompt / --warmup-prompt") from None
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or ids.size != length:
+        raise ConfigError(f"{path}: holds {ids.size} {ids.dtype} values of shape {ids.shape}, not {length} integer "
+                          "token ids; delete it to have it made again, or pass the prompt of this length")
 
 
 def _config_files(args) -> list[str]:
@@ -120,6 +166,9 @@ def cmd_engine_host(args) -> int:
 
 def cmd_warmup(args) -> int:
     from ctxenergy.warmup import warm_up_engine
+    from ctxenergy.workflow_process import watch_workflow
+
+    watch_workflow()
 
     config, check = _load(args)
     check(config, str(args.config), engines_needed=(args.engine,))
@@ -180,8 +229,26 @@ def _plugin(module: str, func: str):
     return call
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line that names the fix, like every other user error."""
+
+    def error(self, message):
+        self.exit(2, f"ctxenergy: {self.prog.removeprefix('ctxenergy').strip() or 'ctxenergy'}: {message}; see "
+                     f"{self.prog} --help\n")
+
+
+def positive_tokens(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of tokens")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ctxenergy", description=__doc__)
+    p = OneLineParser(prog="ctxenergy", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
 
     def with_config(sp):
@@ -195,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_config(sub.add_parser("prompts", help="write the exact-length measured and warm-up prompts"))
     sp.add_argument("--model", required=True)
-    sp.add_argument("--length", type=int, required=True)
+    sp.add_argument("--length", type=positive_tokens, required=True)
     sp.add_argument("--out", required=True)
     sp.add_argument("--warmup-out", required=True)
     sp.set_defaults(func=cmd_prompts)
@@ -215,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True)
     sp.add_argument("--engine", required=True)
     sp.add_argument("--phase", required=True, choices=["prefill", "generate"])
-    sp.add_argument("--length", type=int, required=True)
+    sp.add_argument("--length", type=positive_tokens, required=True)
     sp.add_argument("--prompt", help="measured prompt (.npy); made if missing")
     sp.add_argument("--warmup-prompt", help="warm-up prompt (.npy); made if missing")
     sp.add_argument("--out", help="cell table (default: results/cells/<model>/<engine>/<phase>/L<n>.parquet)")
@@ -316,6 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     except CtxEnergyError as exc:
         print(f"ctxenergy: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A file the user named or a disk the user chose: missing, unreadable, full, read-only. Other OSErrors (no
+        # file involved) are bugs and keep their traceback.
+        filename, problem = exc.filename, exc.strerror
+        if filename is None and type(exc) is FileNotFoundError and len(exc.args) == 1:  # pyarrow's form
+            filename, problem = exc.args[0], "No such file or directory"
+        elif filename is None or exc.errno not in USER_FILE_ERRNOS:
+            raise
+        print(f"ctxenergy: {filename}: {problem}; check the path, its permissions and the free space", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -53,12 +54,16 @@ def _path_of(error: jsonschema.ValidationError) -> str:
 
 def validate_schema(config: dict, source: str = "config") -> dict:
     """Validate against the JSON schema and fill defaults, in place; one line per error."""
-    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
+    e = _first_schema_error(config)
+    if e is not None:
         raise ConfigError(f"{source}: {_path_of(e)}: {e.message}")
     return config
+
+
+def _first_schema_error(config: dict) -> jsonschema.ValidationError | None:
+    validator = _with_defaults(jsonschema.Draft202012Validator)(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    return errors[0] if errors else None
 
 
 def model_config_path(model: dict) -> Path:
@@ -73,7 +78,11 @@ def read_model_config(model: dict) -> dict:
             f"model '{model['name']}': no architecture config at {path}; "
             f"add data/models/{model['name']}/config.json or set models[].config"
         )
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: model '{model['name']}': not valid JSON ({exc}); fix the file or point "
+                          "models[].config at a model's config.json") from None
 
 
 def engine_installed(engine: str) -> bool:
@@ -166,21 +175,79 @@ def _looks_like_path(weights: str) -> bool:
     return weights.startswith(("/", ".", "~")) or weights.count("/") != 1 or Path(weights).exists()
 
 
+def merge_config(config: dict, overlay: dict) -> dict:
+    """Merge `overlay` into `config` in place as Snakemake merges config files: mappings key by key, others replaced."""
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            merge_config(config[key], value)
+        else:
+            config[key] = value
+    return config
+
+
 def load_config(path: str | Path, overrides: list[str | Path] = ()) -> dict:
-    """Read a YAML config (later files replace top-level keys, like Snakemake's --configfile), validate it."""
+    """Read a YAML config and the files layered over it (merged like Snakemake's --configfile), validate it."""
     config: dict[str, Any] = {}
     for p in [path, *overrides]:
         p = Path(p)
         if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+            raise ConfigError(f"{p}: no such config file; check the path (a study config such as config.yaml or "
+                              "one in config/)")
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        config.update(data)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: not a mapping of config keys (it holds a {type(data).__name__}); see config.yaml")
+        merge_config(config, data)
     source = str(path)
     validate_schema(config, source)
     return config
+
+
+def key_sources(files: list[str | Path], key: str) -> list[str]:
+    """The files among `files` (read in order) that set top-level `key`: the last one decides its value."""
+    found = []
+    for p in files:
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            data = yaml.safe_load(Path(p).read_text())
+            if isinstance(data, dict) and key in data:
+                found.append(str(p))
+    return found
+
+
+def _as_in_a_config_file(value):
+    """A --config value with its scalars read as YAML, as a config file would give them."""
+    if isinstance(value, str):
+        parsed = yaml.safe_load(value) if value.strip() else value
+        return parsed if isinstance(parsed, (int, float, bool, str, type(None))) else value
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _as_in_a_config_file(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_in_a_config_file(v) for v in value]
+    return value
+
+
+def validate_workflow_config(config: dict, command_line: dict) -> dict:
+    """The workflow's merged config: values given with Snakemake's --config typed as YAML (Snakemake passes the items
+    of a list as strings: 'lengths=[256,1024]' arrives as ['256', '1024']), then the schema, with defaults, one line."""
+    merge_config(config, {k: _as_in_a_config_file(v) for k, v in command_line.items()})
+    e = _first_schema_error(config)
+    if e is None:
+        return config
+    message = f"config: {_path_of(e)}: {e.message}"
+    key = next(iter(e.absolute_path), None)
+    if key not in command_line:
+        raise ConfigError(message)
+    wants = e.validator_value if e.validator == "type" else None
+    given = command_line[key]
+    if wants == "array":
+        fix = f"write a list: --config '{key}=[a, b]'"
+    elif wants == "object" or (hasattr(given, "items") and any(":" in str(k) for k in given)):
+        fix = f"write a mapping with a space after each colon: --config '{key}={{name: value}}'"
+    else:
+        fix = f"correct --config {key}=..."
+    raise ConfigError(f"{message}; {fix}, or set {key} in a file given with --configfile")
 
 
 # Measurement settings that decide how jobs reach the GPU, not what a cell measures: left out of the cell hash.

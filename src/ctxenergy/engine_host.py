@@ -8,8 +8,9 @@ with the same `measure_cell` as a job without a host, and writes the cell's tabl
 
 A host ends when it has been idle for `measure.engine_host_idle_s`, when a job for another engine needs the GPU
 (on a GPU study the job asks idle hosts to stop before it starts its own), when the workflow ends (the Snakefile's
-onsuccess and onerror stop every idle host), on SIGTERM, and after any error other than running out of memory (a
-later job starts a fresh one). A host is keyed by the effective config, model, engine, visible GPUs and this package's
+onsuccess and onerror stop every idle host), when the Snakemake process of the run it serves is gone, even killed
+with SIGKILL (workflow_process.py; the cell in progress is then not written), on SIGTERM, and after any error other
+than running out of memory (a later job starts a fresh one). A host is keyed by the effective config, model, engine, visible GPUs and this package's
 code: change any of them and the next job starts a new host instead of reusing a stale one.
 
 Not used under a batch scheduler (SLURM_JOB_ID set): a process outliving its job there would hold a GPU the
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import ctxenergy
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.workflow_process import WorkflowWatch, current_workflow
 
 HOST_DIR_ENV = "CTXENERGY_HOST_DIR"
 DEFAULT_HOST_DIR = "results/engine-hosts"
@@ -288,7 +290,7 @@ def request(config_files: list, config: dict, model: str, engine: str, message: 
             if conn is None:
                 raise EngineHostError(f"cannot connect to the engine host at {paths['sock']}; see {paths['log']}")
         with conn:
-            _send(conn, dict(message, key=key))
+            _send(conn, dict(message, key=key, workflow=current_workflow()))
             reply = _await_reply(conn, paths["pid"])
     finally:
         _unlock(fd)
@@ -373,6 +375,8 @@ def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s:
     server = _listen(socket_path)
     pid_path.write_text(str(os.getpid()))
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    # Gone with the run it serves (SIGTERM, as from a stop): a cell it was measuring is abandoned, not written.
+    workflow_watch = WorkflowWatch(current_workflow())
     print(f"engine host {key}-{slot} pid {os.getpid()}: {model}/{engine_name}", flush=True)
     status = 0
     meter = None
@@ -404,6 +408,7 @@ def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s:
                     if message.get("key") != key:
                         _send(conn, {"ok": False, "error": "request for another host key"})
                         continue
+                    workflow_watch.follow(message.get("workflow"))
                     try:
                         reply = _handle(message, config, model, engine_name, resident, meter, uuids)
                         fatal = False

@@ -1,16 +1,22 @@
 import re
 import sys
 
-from snakemake.utils import validate
-
 from ctxenergy.config import cell_settings_hash, check_semantics, write_effective_config
+from ctxenergy.config import validate_workflow_config
 from ctxenergy.device import check_device
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import cached_cell_tables, expand_grid
+from ctxenergy.workflow_process import enter_workflow
 
-validate(config, schema="../schemas/config.schema.yaml")
+# Jobs and engine hosts end with this Snakemake process; a lock left by a killed run is removed (workflow_process.py).
+RESUMING = enter_workflow()
+if RESUMING:
+    print(RESUMING, file=sys.stderr)
+
 try:
+    # The schema (workflow/schemas/config.schema.yaml) with its defaults: a wrong key or type is one line.
+    validate_workflow_config(config, dict(workflow.config_settings.config))
     # Analysing cached cells needs no engine installed.
     check_semantics(config, "config", engines_needed=() if config["cells_source"] else None)
     check_tp_fits_host(config, "config")

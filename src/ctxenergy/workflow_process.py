@@ -1,0 +1,140 @@
+"""The Snakemake process a run belongs to: its jobs and engine hosts end with it, and a run killed outright (SIGKILL,
+a lost session) resumes with the same command.
+
+Why a watch and not the kernel's help: `prctl(PR_SET_PDEATHSIG)` fires when the *parent* dies, but an engine host's
+parent is the job that started it, which ends normally after its cell while the host must live on for the next
+cells; and a job's parent is a shell that outlives Snakemake. Snakemake's jobs share its process group, but SIGKILL
+of the Snakemake process signals nobody else. So Snakemake exports its identity (pid and start time, so that a
+reused pid is not mistaken for it) when it reads the Snakefile; every job inherits it, and jobs and hosts poll it
+and stop themselves, without writing the cell they were measuring, once it is gone.
+
+Resuming: a SIGKILLed Snakemake leaves its lock in .snakemake/locks and its running jobs' outputs marked incomplete.
+The default profile sets `rerun-incomplete` (those jobs run again, so a cell finished by an orphan after the kill is
+never trusted), and `clear_stale_snakemake_lock` removes a lock whose run is provably gone: every Snakemake reading
+this Snakefile holds a shared flock on `.snakemake/ctxenergy-run.lock` for its whole life, which the kernel drops
+however the process ends; an exclusive flock that succeeds therefore proves that no such run is alive. Limits: only
+Snakemake's default file store of locks is cleared (with `--persistence-backend db` its own `--unlock` message
+stands), and cluster jobs still running (their Snakemake reads the Snakefile too) keep the lock until they end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import sys
+import threading
+from pathlib import Path
+
+WORKFLOW_ENV = "CTXENERGY_WORKFLOW"
+RESUME = ("its unfinished cells are measured again (the same command resumes it: the default profile sets "
+          "rerun-incomplete; with another profile add --rerun-incomplete)")
+POLL_S = 0.5
+# After asking itself to stop (SIGTERM: `finally` blocks close the engine), a process stuck in native code is ended.
+FORCE_EXIT_AFTER_S = 30.0
+_run_lock_fd: int | None = None
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """The process's state letter and start time (clock ticks since boot) from /proc (Linux), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()  # the name before ")" may hold spaces
+    except OSError:
+        return None
+    return fields[0], fields[19]
+
+
+def identity(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    stat = _stat(pid)
+    return f"{pid}:{stat[1] if stat else ''}"
+
+
+def alive(process_identity: str) -> bool:
+    """Whether that process still runs: not gone, not a zombie, and its pid not reused by another process."""
+    pid_text, _, started = process_identity.partition(":")
+    pid = int(pid_text)
+    stat = _stat(pid)
+    if stat is None:
+        if Path("/proc/self/stat").exists():
+            return False
+        try:  # no /proc (macOS): the pid alone
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    state, now = stat
+    return state != "Z" and (not started or now == started)
+
+
+def current_workflow() -> str | None:
+    return os.environ.get(WORKFLOW_ENV) or None
+
+
+class WorkflowWatch:
+    """A daemon thread that sends SIGTERM to this process once the followed Snakemake process has ended."""
+
+    def __init__(self, workflow: str | None = None):
+        self._workflow = workflow
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, name="workflow-watch", daemon=True).start()
+
+    def follow(self, workflow: str | None) -> None:
+        """Follow another run's Snakemake (an engine host serves whichever run sent its current request)."""
+        if workflow:
+            self._workflow = workflow
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_S):
+            workflow = self._workflow
+            if workflow and not alive(workflow):
+                print(f"ctxenergy: the run's Snakemake (pid {workflow.partition(':')[0]}) has ended: stopping",
+                      file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                if not self._stop.wait(FORCE_EXIT_AFTER_S):
+                    os._exit(128 + signal.SIGTERM)
+                return
+
+
+def watch_workflow() -> WorkflowWatch | None:
+    """In a job started by Snakemake: end this process when Snakemake has ended (None outside a workflow)."""
+    workflow = current_workflow()
+    return WorkflowWatch(workflow) if workflow else None
+
+
+def enter_workflow(workdir: str | Path = ".") -> str | None:
+    """Called by the Snakefile in the Snakemake process: export its identity to the jobs, mark the run alive and
+    remove a lock left by a killed run. Returns the line that tells the user a killed run is being resumed."""
+    global _run_lock_fd
+    os.environ[WORKFLOW_ENV] = identity()
+    if _run_lock_fd is not None:
+        return None
+    meta = Path(workdir, ".snakemake")
+    meta.mkdir(exist_ok=True)
+    fd = os.open(meta / "ctxenergy-run.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    message = None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass  # another run of this workflow is alive: its lock and its unfinished jobs are real
+    else:
+        removed = clear_stale_snakemake_lock(meta)
+        unfinished = [p for p in (meta / "incomplete").rglob("*") if p.is_file() and p.name != "migration_underway"]
+        if removed or unfinished:
+            message = ("ctxenergy: resuming a run that was killed part-way"
+                       + (f" (stale lock {removed} removed)" if removed else "") + f"; {RESUME}")
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _run_lock_fd = fd  # held (and never inherited by jobs: O_CLOEXEC) until this process ends
+    return message
+
+
+def clear_stale_snakemake_lock(meta: Path) -> Path | None:
+    """Remove Snakemake's lock files (what `snakemake --unlock` does), once no run of this workflow is alive."""
+    locks = meta / "locks"
+    if not any(locks.glob("*.lock")):
+        return None
+    shutil.rmtree(locks, ignore_errors=True)
+    return locks

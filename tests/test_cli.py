@@ -1,0 +1,153 @@
+"""Every user error is one line on stderr (`ctxenergy: <file or key>: <problem>; <fix>`), no traceback, exit 2 (or 1
+for a file the system refused); a bug keeps its traceback. Through the real `ctxenergy` and `snakemake` commands."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+CTXENERGY = [sys.executable, "-m", "ctxenergy"]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+MEASURE_SMOKE = ["measure", "--configfile", "config/smoke.yaml", "--model", "tiny-llama", "--engine", "hf-sdpa",
+                 "--phase", "prefill"]
+
+
+def one_line(proc: subprocess.CompletedProcess, exit_code: int = 2) -> str:
+    """The single stderr line of a failed command (asserting that it is one line and no traceback)."""
+    assert proc.returncode == exit_code, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ctxenergy: "), proc.stderr
+    return lines[0]
+
+
+def ctxenergy(args, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(CTXENERGY + [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def snakemake_line(args, cwd) -> str:
+    """The `ctxenergy:` line of a Snakemake run stopped by the workflow at parse time."""
+    proc = subprocess.run(SNAKEMAKE + ["-n"] + args, cwd=cwd, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out and "Failed validating" not in out, out
+    lines = [line for line in out.splitlines() if line.startswith("ctxenergy: ")]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+@pytest.mark.parametrize("length", ["0", "-5", "abc"])
+def test_a_length_that_is_not_a_positive_number_is_one_line(length):
+    line = one_line(ctxenergy(MEASURE_SMOKE + ["--length", length]))
+    assert f"--length: '{length}' is not a positive number of tokens" in line and "ctxenergy measure --help" in line
+
+
+def test_a_missing_argument_is_one_line():
+    line = one_line(ctxenergy(["measure", "--model", "tiny-llama"]))
+    assert "required: --engine, --phase, --length" in line
+
+
+def test_an_engine_not_in_the_config_names_the_file_whose_list_it_is(tmp_path):
+    line = one_line(ctxenergy(MEASURE_SMOKE[:5] + ["--engine", "vllm", "--phase", "prefill", "--length", "64"]))
+    assert line.startswith("ctxenergy: config/smoke.yaml: engines: 'vllm' is not among hf-eager, hf-sdpa")
+    line = one_line(ctxenergy(MEASURE_SMOKE[:3] + ["--model", "nope", "--engine", "hf-sdpa", "--phase", "prefill",
+                                                   "--length", "64"]))
+    assert line.startswith("ctxenergy: config/smoke.yaml: models: 'nope' is not among tiny-llama")
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b""], ids=["garbage", "empty"])
+def test_a_corrupt_prompt_file_is_named(tmp_path, content):
+    bad = tmp_path / "L64.npy"
+    bad.write_bytes(content)
+    line = one_line(ctxenergy(MEASURE_SMOKE + ["--length", "64", "--prompt", bad, "--out", tmp_path / "c.parquet"]))
+    assert line.startswith(f"ctxenergy: {bad}: not a readable token-id file") and "delete it" in line
+    assert not (tmp_path / "c.parquet").exists()
+
+
+def test_a_prompt_of_another_length_is_named(tmp_path):
+    short = tmp_path / "L64.npy"
+    np.save(short, np.arange(10))
+    line = one_line(ctxenergy(MEASURE_SMOKE + ["--length", "64", "--prompt", short, "--out", tmp_path / "c.parquet"]))
+    assert line.startswith(f"ctxenergy: {short}: holds 10 int64 values") and "not 64 integer token ids" in line
+
+
+def test_an_invalid_model_config_json_is_one_line_with_its_path(tmp_path):
+    arch = tmp_path / "config.json"
+    arch.write_text("{not json")
+    overlay = tmp_path / "model.yaml"
+    overlay.write_text(f"models:\n  - name: tiny-llama\n    config: {arch}\n")
+    line = one_line(ctxenergy(["check", "--config", "config/smoke.yaml", "--configfile", overlay]))
+    assert line.startswith(f"ctxenergy: {arch}: model 'tiny-llama': not valid JSON")
+
+
+def test_a_missing_config_file_is_named():
+    line = one_line(ctxenergy(["check", "--config", "config/smoke.yaml", "--configfile", "config/nope.yaml"]))
+    assert line.startswith("ctxenergy: config/nope.yaml: no such config file; check the path")
+
+
+def test_a_missing_input_file_is_one_line():
+    line = one_line(ctxenergy(["aggregate", "no-such-cell.parquet", "--out", "x.parquet"]), exit_code=1)
+    assert line.startswith("ctxenergy: no-such-cell.parquet: No such file or directory")
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch, capsys):
+    from ctxenergy import cli
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_info", broken)
+    with pytest.raises(KeyError):
+        cli.main(["info", "--quick"])
+    with pytest.raises(OSError):  # an OSError without a file the user named is a bug too
+        monkeypatch.setattr(cli, "cmd_info", lambda args: (_ for _ in ()).throw(OSError("no file")))
+        cli.main(["info", "--quick"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_check_reads_every_shipped_config_over_config_yaml_as_the_workflow_does(path):
+    proc = ctxenergy(["check", "--config", path.relative_to(REPO)])
+    if proc.returncode == 0:
+        assert proc.stdout.startswith(f"config.yaml + config/{path.name}: valid, ")
+    else:  # only an engine that is not installed here (vLLM), said in one line with the command that installs it
+        assert "needs the Python package 'vllm'" in one_line(proc) and "pip install" in one_line(proc)
+
+
+def test_config_files_merge_mappings_key_by_key_like_snakemake(tmp_path):
+    from ctxenergy.config import load_config
+
+    overlay = tmp_path / "more.yaml"
+    overlay.write_text("measure:\n  repeats: 7\n")
+    config = load_config(REPO / "config.yaml", [REPO / "config" / "smoke.yaml", overlay])
+    assert config["measure"]["repeats"] == 7 and config["measure"]["min_window_s"] == 0.2  # smoke's, kept
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("generate_tokens=abc", "ctxenergy: config: generate_tokens: 'abc' is not of type 'integer'; correct --config"),
+    ("lengths=256", "ctxenergy: config: lengths: 256 is not of type 'array'; write a list: --config 'lengths=[a, b]'"),
+    ("measure={repeats:5}", "write a mapping with a space after each colon: --config 'measure={name: value}'"),
+    ("engines=[vlm]", "ctxenergy: config: engines[0] 'vlm' is not a known engine"),
+])
+def test_a_bad_config_value_through_snakemake_is_one_line_with_its_key_and_fix(repo_copy, value, expected):
+    line = snakemake_line(["--configfile", "config/smoke.yaml", "--config", value], repo_copy)
+    assert expected in line, line
+
+
+def test_lists_and_mappings_given_with_config_are_read_as_in_a_config_file(repo_copy):
+    proc = subprocess.run(SNAKEMAKE + ["-n", "--configfile", "config/smoke.yaml", "--config", "lengths=[64, 128]",
+                                       "measure={repeats: 2}"], cwd=repo_copy, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "L128.parquet" in proc.stdout  # and repeats is the number 2, or the schema would have refused it
+
+
+def test_snakemake_with_a_missing_configfile_fails_before_the_workflow_with_the_file_named(repo_copy):
+    """Snakemake reads --configfile before the workflow, so its own error stands; its last line names the file."""
+    proc = subprocess.run(SNAKEMAKE + ["-n", "--configfile", "nope.yaml"], cwd=repo_copy, capture_output=True,
+                          text=True)
+    assert proc.returncode != 0
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == "FileNotFoundError: [Errno 2] No such file or directory: 'nope.yaml'", proc.stdout
+    assert not Path(repo_copy / "results").joinpath("cells").exists()
