@@ -194,7 +194,7 @@ HOW_NOT_WHAT = ("engine_reuse", "engine_host_idle_s")
 PROTOCOL_OPT_IN = {
     "target_half_width_pct": None,  # None: `repeats` windows, as before
     "min_windows": 3,
-    "max_windows": 10,
+    "max_windows": 5,  # the campaign's count: a target only ever shortens a cell
     "idle_recheck_s": None,  # None: a full idle baseline in every cell
     "idle_recheck_tolerance_pct": 2.0,
     "warmup_shared_s": None,  # None: every cell warms up for one window
