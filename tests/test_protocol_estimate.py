@@ -67,3 +67,17 @@ def test_committed_output_is_what_the_script_prints(tmp_path):
     command = committed[0].removeprefix("# ").split()
     out = subprocess.run([sys.executable, *command[1:]], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == committed[1:]
+
+
+def test_readme_and_docs_quote_the_committed_estimate():
+    text = (REPO / "benchmarks" / "results" / "protocol_estimate.txt").read_text()
+    block = text[text.index("config/protocol-target.yaml, central spread"):]
+    line = next(l for l in block.splitlines() if l.strip().startswith("estimated:"))
+    minutes, ratio = line.split("h (")[1].split(" min")[0], line.split("windows (")[1].split("x)")[0]
+    committed = next(l for l in block.splitlines() if l.strip().startswith("committed protocol:"))
+    committed_min = round(float(committed.split(":")[1].split(" s")[0]) / 60)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"an estimated {minutes} instead of {committed_min} GPU-minutes, {ratio}x their shorter windows" in readme
+    docs = (REPO / "docs" / "measurement.md").read_text()
+    windows = line.split(" for ")[1].split(" s of windows")[0]
+    assert f"({minutes} min) | {windows} s | {ratio}x |" in docs  # the table row of docs/measurement.md
