@@ -176,7 +176,8 @@ def warm_up(engine, warmup_prompt: np.ndarray, n_out: int, settings: dict, previ
     For as long as one window: kernels, clocks, power and temperature then start every window in the same state (a
     single short run left the first window measurably off). With `warmup_shared_s`, a cell whose engine finished
     another cell's windows within SHARED_WARMUP_MAX_GAP_S is already warm: it runs only that long, but at least two
-    runs (the first captures this length's CUDA graph, the second times a replay) and never longer than one window.
+    runs (the first captures this length's CUDA graph, the second times a replay) unless one run already lasts a
+    window, which bounds every warm-up.
     """
     shared_s = measure_setting(settings, "warmup_shared_s")
     start = time.perf_counter()
