@@ -146,7 +146,8 @@ def one_sitting_s(facts: pd.DataFrame, per_cell: pd.DataFrame, warmups: dict[str
     over several sessions and boards, which started engines again; engine hosts make one load per pair."""
     before = facts.set_index("cell")["before_load_s"]
     extra = (before - before.median()).clip(lower=0.0)
-    return float((per_cell.set_index("cell")["job_s_new"] - extra).sum()) + sum(map(min, warmups.values())) + unmeasured_s
+    cell_jobs = float((per_cell.set_index("cell")["job_s_new"] - extra).sum())
+    return cell_jobs + sum(map(min, warmups.values())) + unmeasured_s
 
 
 def _summary(name: str, per_cell: pd.DataFrame, other_jobs_s: float, n_warmups: int, n_unmeasured: int) -> list[str]:
@@ -198,8 +199,8 @@ def main(argv: list[str]) -> int:
             print()
             print("\n".join(_summary(f"{path}, {spread} spread", per_cell, other, len(warmups), len(unmeasured))))
             sitting = one_sitting_s(facts, per_cell, warmup_jobs, sum(unmeasured))
-            print(f"  in one sitting ({len(warmup_jobs)} engine loads, no engine start inside a cell job): {sitting:.0f} s "
-                  f"= {sitting / 60:.0f} min, {sitting / per_cell['windows_s_new'].sum():.2f}x the windows")
+            print(f"  in one sitting ({len(warmup_jobs)} engine loads, no engine start inside a cell job): "
+                  f"{sitting:.0f} s = {sitting / 60:.0f} min, {sitting / per_cell['windows_s_new'].sum():.2f}x the windows")
     return 0
 
 
