@@ -200,7 +200,8 @@ def main(argv: list[str]) -> int:
             print("\n".join(_summary(f"{path}, {spread} spread", per_cell, other, len(warmups), len(unmeasured))))
             sitting = one_sitting_s(facts, per_cell, warmup_jobs, sum(unmeasured))
             print(f"  in one sitting ({len(warmup_jobs)} engine loads, no engine start inside a cell job): "
-                  f"{sitting:.0f} s = {sitting / 60:.0f} min, {sitting / per_cell['windows_s_new'].sum():.2f}x the windows")
+                  f"{sitting:.0f} s = {sitting / 60:.0f} min, "
+                  f"{sitting / per_cell['windows_s_new'].sum():.2f}x the windows")
     return 0
 
 
