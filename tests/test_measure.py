@@ -260,7 +260,7 @@ def _resident(gpu, engine_cls=SleepyEngine, **kw):
 
 def test_idle_floor_is_measured_once_per_load_and_rechecked_per_cell(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
-    cfg["measure"].update(idle_s=0.5, idle_recheck_s=0.2, idle_recheck_tolerance_pct=2.0)
+    cfg["measure"].update(idle_s=1.0, idle_recheck_s=0.2, idle_recheck_tolerance_pct=2.0)
     resident = _resident(gpu)
     cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
     metas = []
@@ -275,8 +275,9 @@ def test_idle_floor_is_measured_once_per_load_and_rechecked_per_cell(setup):
     assert first["idle_source"] == "measured" and first["idle_age_s"] == 0.0
     assert second["idle_source"] == "reused" and second["idle_age_s"] > 0.5
     assert second["idle_power_w"] == first["idle_power_w"] and abs(second["idle_recheck_diff_pct"]) < 2.0
-    # the re-check is short: the idle part of the cell took well under the full baseline
-    assert second["timeline"]["idle_end"] - second["timeline"]["idle_start"] < 0.45
+    # the re-check is short: the idle part of the cell took well under the full baseline's (edges ~0.1-0.3 s each)
+    idle_span = [m["timeline"]["idle_end"] - m["timeline"]["idle_start"] for m in metas]
+    assert idle_span[1] < idle_span[0] - 0.5
     assert third["idle_source"] == "remeasured" and third["idle_recheck_diff_pct"] > 5.0
     assert abs(third["idle_power_w"] / 110.0 - 1) < 0.03
     assert resident.idle_floor.power_w == third["idle_power_w"]  # the new floor for the cells after it
