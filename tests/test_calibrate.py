@@ -256,3 +256,18 @@ def test_benchmark_sampler_overhead_runs_prefill_and_generate_workloads_on_cpu()
     assert "G=4" in summary[1]["workload"] and all(r["rounds"] == 2 for r in summary)
     assert len(runs) == 8 and all(r["seconds"] > 0 for r in runs)
     assert "generate L=32, G=4" in bench.format_overhead(summary)
+
+
+def test_shortest_window_for_a_target_uses_the_edge_aligned_burst_error():
+    from ctxenergy.calibrate import shortest_window_s
+
+    table = pd.DataFrame([
+        {"method": m, "pattern": p, "window_s": w, "median_abs_error_pct": e}
+        for m, p, w, e in [("ours", "bursts", 0.2, 0.94), ("ours", "bursts", 0.5, 0.85), ("ours", "bursts", 1.0, 0.24),
+                           ("ours", "bursts", 2.0, 0.16), ("ours", "steady", 0.2, 0.10),
+                           ("naive", "bursts", 0.2, 0.01)]
+    ])
+    assert shortest_window_s(table, 1.0) == 1.0  # 0.24 % is within a quarter of 1 %; 0.85 % at 0.5 s is not
+    assert shortest_window_s(table, 4.0) == 0.2
+    assert shortest_window_s(table, 0.5) is None  # even 2 s (0.16 %) is more than a quarter of 0.5 %
+    assert shortest_window_s(table, 0.4, share=0.5) == 2.0  # 0.24 % > 0.2 %, 0.16 % within it

@@ -45,6 +45,10 @@ def test_default_and_smoke_configs_validate_and_get_defaults():
         (lambda c: c.update(engines=[]), "engines: [] should be non-empty"),
         (lambda c: c["models"][0].update(weights="./no/such/dir"), "weights path './no/such/dir' does not exist"),
         (lambda c: c["measure"].update(repeats=0), "measure.repeats: 0 is less than the minimum of 1"),
+        (lambda c: c["measure"].update(min_windows=2), "measure.min_windows: 2 is less than the minimum of 3"),
+        (lambda c: c["measure"].update(min_windows=6, max_windows=4),
+         "measure.max_windows = 4 is below measure.min_windows = 6"),
+        (lambda c: c["measure"].update(target_half_width_pct=0), "measure.target_half_width_pct: 0 is less than or"),
         (lambda c: c["models"][0].update(tp=2), "tp=2, which engines ['hf-eager', 'hf-sdpa'] do not support"),
         (lambda c: c.update(spot_check={"cells": ["llama-3.1-8b/hf-sdpa/prefill/L1024"]}),
          "spot_check.cells names cells but spot_check.reference is not set"),
@@ -90,6 +94,43 @@ def test_settings_hash_ignores_grid_but_not_protocol():
     assert cell_settings_hash(a, "llama-3.1-8b") == cell_settings_hash(b, "llama-3.1-8b")
     b["measure"]["repeats"] = 9
     assert cell_settings_hash(a, "llama-3.1-8b") != cell_settings_hash(b, "llama-3.1-8b")
+
+
+def test_campaign_cells_keep_their_settings_hash():
+    """The committed campaign's cells were measured under config.yaml + config/campaign.yaml: a new measure setting
+    with a schema default (filled into every config) would change this hash and orphan them."""
+    import pandas as pd
+
+    from ctxenergy.config import cell_settings_hash
+
+    campaign = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / "campaign.yaml"])
+    cells = pd.read_parquet(REPO_ROOT / "data" / "reference" / "nvidia-h200" / "campaign" / "cells.parquet")
+    for model, hashes in cells.groupby("model")["config_hash"]:
+        assert set(hashes) == {cell_settings_hash(campaign, model)}
+
+
+def test_opt_in_protocol_settings_enter_the_hash_only_when_they_change_the_protocol():
+    from ctxenergy.config import PROTOCOL_OPT_IN, cell_settings_hash
+
+    base = validate_schema(default_config())
+    explicit = copy.deepcopy(base)
+    explicit["measure"].update(PROTOCOL_OPT_IN)  # every opt-in key at the value of the campaign's protocol
+    assert cell_settings_hash(explicit, "llama-3.1-8b") == cell_settings_hash(base, "llama-3.1-8b")
+    target = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / "protocol-target.yaml"])
+    assert cell_settings_hash(target, "llama-3.1-8b") != cell_settings_hash(base, "llama-3.1-8b")
+
+
+@pytest.mark.parametrize("name", ["protocol-target.yaml", "protocol-target-shared-warmup.yaml"])
+def test_target_protocols_window_length_comes_from_the_calibration(name):
+    """The shipped window length is the shortest whose measured edge error fits the target (a new calibration that
+    moves it must move the config too)."""
+    import pandas as pd
+
+    from ctxenergy.calibrate import shortest_window_s
+
+    measure = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / name])["measure"]
+    calibration = pd.read_csv(REPO_ROOT / "benchmarks" / "results" / "calibration.csv")
+    assert measure["min_window_s"] == shortest_window_s(calibration, measure["target_half_width_pct"]) == 1.0
 
 
 def test_unreadable_yaml_is_one_line(tmp_path):

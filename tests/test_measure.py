@@ -176,3 +176,167 @@ def test_host_cpu_names_the_model_and_the_logical_cpus(tmp_path):
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)  Platinum 8480+\n")
     assert host_cpu(cpuinfo) == f"Intel(R) Xeon(R) Platinum 8480+ x{os.cpu_count()}"
     assert host_cpu(tmp_path / "absent").endswith(f" x{os.cpu_count()}")  # no /proc: the platform's name
+
+
+# --- windows sized by a target, idle floor per engine load, shared warm-up (opt-in) ---------------------------
+
+
+def test_windows_stop_reason_by_count_target_cap_and_missing_energy():
+    from ctxenergy.stats import summarize
+
+    fixed = {"repeats": 5}
+    assert measure_mod.windows_stop_reason([1.0] * 4, fixed) is None
+    assert measure_mod.windows_stop_reason([1.0] * 5, fixed) == "fixed_count"
+    target = {"repeats": 5, "target_half_width_pct": 1.0, "min_windows": 3, "max_windows": 5}
+    steady = [100.0, 100.2, 99.9]
+    assert measure_mod.windows_stop_reason(steady[:2], target) is None  # never before min_windows
+    assert measure_mod.windows_stop_reason(steady, target) == "target_reached"
+    noisy = [100.0, 104.0, 97.0, 102.0, 99.0]
+    assert measure_mod.windows_stop_reason(noisy[:4], target) is None
+    assert measure_mod.windows_stop_reason(noisy, target) == "cap_reached"
+    assert measure_mod.windows_stop_reason([None] * 3, target) == "no_energy"
+    # the rule's interval is the aggregate's: summarize's t-interval of the mean
+    s = summarize(noisy)
+    assert measure_mod.relative_half_width_pct(noisy) == pytest.approx(100 * (s["ci_high"] - s["mean"]) / s["mean"])
+
+
+class JitteryEngine(SleepyEngine):
+    """Runs draw 10 % above or below EXTRA_W in a pattern of period 7, so windows differ by a few %: a spread that
+    a few windows cannot narrow to a tight target."""
+
+    def __init__(self, gpu, **kw):
+        super().__init__(gpu, **kw)
+        self.calls = 0
+
+    def run(self, ids, max_new_tokens):
+        self.calls += 1
+        start = time.perf_counter()
+        total = ids.size * self.s_per_token
+        self.gpu.add_load(start, start + total, EXTRA_W * (1.1 if self.calls % 7 < 3 else 0.9))
+        time.sleep(total)
+        return RunTiming(start, start + total, time.perf_counter(), int(ids.size), max_new_tokens)
+
+
+def test_default_protocol_measures_repeats_windows_and_says_so(setup):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
+    out = tmp / "fixed" / "L256.parquet"
+    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+    windows, _, _, meta = read_cell(out)
+    assert len(windows) == cfg["measure"]["repeats"] == 3
+    assert meta["windows_stop_reason"] == "fixed_count" and (windows["windows_stop_reason"] == "fixed_count").all()
+    assert meta["idle_source"] == "measured" and meta["warmup_mode"] == "per_cell"
+    assert meta["windows_half_width_pct"] > 0
+
+
+def test_target_sized_windows_stop_when_the_interval_is_narrow_enough(setup):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    # a target that the fake GPU's windows (a few % apart on a busy CPU host) meet at once: the minimum count
+    cfg["measure"].update(repeats=8, target_half_width_pct=50.0, min_windows=3, max_windows=8)
+    monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
+    out = tmp / "target" / "L256.parquet"
+    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+    windows, _, _, meta = read_cell(out)
+    assert meta["windows_stop_reason"] == "target_reached" and len(windows) == 3
+    assert meta["windows_half_width_pct"] <= 50.0
+
+
+def test_target_sized_windows_stop_at_the_cap_when_the_work_varies(setup):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    cfg["measure"].update(min_window_s=0.1, target_half_width_pct=0.01, min_windows=3, max_windows=4)
+    monkeypatch.setattr(measure_mod, "make_engine", lambda *a: JitteryEngine(gpu, s_per_token=1e-4))
+    out = tmp / "cap" / "L256.parquet"
+    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+    windows, _, _, meta = read_cell(out)
+    assert meta["windows_stop_reason"] == "cap_reached" and len(windows) == 4
+    assert meta["windows_half_width_pct"] > 0.01
+
+
+def _resident(gpu, engine_cls=SleepyEngine, **kw):
+    from ctxenergy.engine_host import ResidentEngine
+
+    return ResidentEngine(engine=engine_cls(gpu, **kw), load_s=0.0)
+
+
+def test_idle_floor_is_measured_once_per_load_and_rechecked_per_cell(setup):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    cfg["measure"].update(idle_s=1.0, idle_recheck_s=0.2, idle_recheck_tolerance_pct=2.0)
+    resident = _resident(gpu)
+    cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
+    metas = []
+    for i in range(3):
+        if i == 2:
+            gpu.idle_w = 110.0  # the floor moved by 10 %: the re-check must catch it
+        out = tmp / "idle" / f"{i}.parquet"
+        rec = measure_mod.measure_cell(cfg, cell, *prompts[256], out, meter=meter, resident=resident)
+        metas.append(read_cell(out)[3])
+        assert rec.status == "ok"
+    first, second, third = metas
+    assert first["idle_source"] == "measured" and first["idle_age_s"] == 0.0
+    assert second["idle_source"] == "reused" and second["idle_age_s"] > 0.5
+    assert second["idle_power_w"] == first["idle_power_w"] and abs(second["idle_recheck_diff_pct"]) < 2.0
+    # the re-check is short: the idle part of the cell took well under the full baseline's (edges ~0.1-0.3 s each)
+    idle_span = [m["timeline"]["idle_end"] - m["timeline"]["idle_start"] for m in metas]
+    assert idle_span[1] < idle_span[0] - 0.5
+    assert third["idle_source"] == "remeasured" and third["idle_recheck_diff_pct"] > 5.0
+    assert abs(third["idle_power_w"] / 110.0 - 1) < 0.03
+    assert resident.idle_floor.power_w == third["idle_power_w"]  # the new floor for the cells after it
+
+
+def test_without_idle_recheck_a_resident_engine_measures_idle_in_every_cell(setup):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    resident = _resident(gpu)
+    cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
+    for i in range(2):
+        measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "every" / f"{i}.parquet", meter=meter,
+                                 resident=resident)
+        assert read_cell(tmp / "every" / f"{i}.parquet")[3]["idle_source"] == "measured"
+    assert resident.idle_floor is None
+
+
+def test_shared_warmup_only_right_after_a_cell_on_the_same_engine(setup):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    cfg["measure"].update(warmup_shared_s=0.05)
+    resident = _resident(gpu)
+    cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
+
+    def measured(name):
+        measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "warm" / f"{name}.parquet", meter=meter,
+                                 resident=resident)
+        meta = read_cell(tmp / "warm" / f"{name}.parquet")[3]
+        return meta, meta["timeline"]["warmup_end"] - meta["timeline"]["warmup_start"]
+
+    first, first_s = measured("first")
+    assert first["warmup_mode"] == "per_cell" and first_s >= cfg["measure"]["min_window_s"]
+    second, second_s = measured("second")
+    assert second["warmup_mode"] == "shared" and second["warmup_runs"] >= 2 and second["warmup_gap_s"] < 30
+    assert 0.05 <= second_s < cfg["measure"]["min_window_s"]
+    monkeypatch.setattr(measure_mod, "SHARED_WARMUP_MAX_GAP_S", 0.0)  # the board had time to cool: warm up fully
+    third, third_s = measured("third")
+    assert third["warmup_mode"] == "per_cell" and third_s >= cfg["measure"]["min_window_s"]
+
+
+def test_a_failed_cell_leaves_the_next_one_a_full_warmup(setup):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    cfg["measure"].update(warmup_shared_s=0.05)
+    resident = _resident(gpu)
+    cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
+    measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "f0.parquet", meter=meter, resident=resident)
+    resident.engine.oom = True
+    assert measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "f1.parquet", meter=meter,
+                                    resident=resident).status == "oom"
+    resident.engine.oom = False
+    measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "f2.parquet", meter=meter, resident=resident)
+    assert read_cell(tmp / "f2.parquet")[3]["warmup_mode"] == "per_cell"
+
+
+def test_without_warmup_shared_s_every_cell_warms_up_for_a_window(setup):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    resident = _resident(gpu)
+    cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
+    for i in range(2):
+        measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / f"w{i}.parquet", meter=meter, resident=resident)
+        meta = read_cell(tmp / f"w{i}.parquet")[3]
+        t = meta["timeline"]
+        assert meta["warmup_mode"] == "per_cell"
+        assert t["warmup_end"] - t["warmup_start"] >= cfg["measure"]["min_window_s"]

@@ -185,6 +185,22 @@ def format_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# A window's own edge error may take this share of a cell's interval target: it then widens a window-to-window spread
+# that has to fit the target by at most ~3 % (in quadrature), and leaves the target to the work's own variation.
+EDGE_SHARE_OF_TARGET = 0.25
+
+
+def shortest_window_s(summary: pd.DataFrame, target_pct: float, share: float = EDGE_SHARE_OF_TARGET) -> float | None:
+    """The shortest calibrated window whose edge-aligned (`ours`) median error on idle -> work -> idle bursts, the
+    shape of a real window, is within `share` of a cell's interval target; None when no calibrated length is.
+
+    Bursts, not the steady load: a steady load flatters every method (its edges fall in the same power as its middle).
+    """
+    rows = summary[(summary["method"] == "ours") & (summary["pattern"] == "bursts")
+                   & (summary["median_abs_error_pct"] <= share * target_pct)]
+    return float(rows["window_s"].min()) if len(rows) else None
+
+
 def estimate_runtime_s(s: CalibrationSettings, period_s: float = 0.1) -> float:
     """What the protocol below takes (loads run for their nominal length)."""
     total = 0.0

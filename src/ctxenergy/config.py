@@ -138,7 +138,15 @@ def check_semantics(config: dict, source: str = "config", engines_needed: tuple[
             )
     _check_spot_check(config, source)
     _check_budget(config, source)
+    _check_window_counts(config, source)
     return config
+
+
+def _check_window_counts(config: dict, source: str) -> None:
+    low, high = (measure_setting(config["measure"], k) for k in ("min_windows", "max_windows"))
+    if high < low:
+        raise ConfigError(f"{source}: measure.max_windows = {high} is below measure.min_windows = {low}; "
+                          "raise max_windows or lower min_windows (at least 3)")
 
 
 def _check_budget(config: dict, source: str) -> None:
@@ -252,6 +260,22 @@ def validate_workflow_config(config: dict, command_line: dict) -> dict:
 
 # Measurement settings that decide how jobs reach the GPU, not what a cell measures: left out of the cell hash.
 HOW_NOT_WHAT = ("engine_reuse", "engine_host_idle_s")
+# Protocol settings added after the reference campaign, with the values that reproduce its protocol. The schema gives
+# them no default (a filled-in default would enter every cell's hash and orphan the committed cells); code reads them
+# with `measure_setting`, and the hash leaves each out while it has this value.
+PROTOCOL_OPT_IN = {
+    "target_half_width_pct": None,  # None: `repeats` windows, as before
+    "min_windows": 3,
+    "max_windows": 5,  # the campaign's count: a target only ever shortens a cell
+    "idle_recheck_s": None,  # None: a full idle baseline in every cell
+    "idle_recheck_tolerance_pct": 2.0,
+    "warmup_shared_s": None,  # None: every cell warms up for one window
+}
+
+
+def measure_setting(settings: dict, key: str):
+    """A `measure:` setting of PROTOCOL_OPT_IN, or its value that reproduces the reference campaign's protocol."""
+    return settings.get(key, PROTOCOL_OPT_IN[key])
 
 
 def cell_settings_hash(config: dict, model: str) -> str:
@@ -261,7 +285,8 @@ def cell_settings_hash(config: dict, model: str) -> str:
         "dtype": config["dtype"],
         "model": next(m for m in config["models"] if m["name"] == model),
         "generate_tokens": config["generate_tokens"],
-        "measure": {k: v for k, v in config["measure"].items() if k not in HOW_NOT_WHAT},
+        "measure": {k: v for k, v in config["measure"].items()
+                    if k not in HOW_NOT_WHAT and not (k in PROTOCOL_OPT_IN and v == PROTOCOL_OPT_IN[k])},
         "engine_options": config["engine_options"],
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]

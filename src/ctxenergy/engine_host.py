@@ -54,13 +54,21 @@ class EngineHostError(CtxEnergyError):
 
 @dataclass
 class ResidentEngine:
-    """The engine a host keeps loaded, or why it failed to load (re-raised for every cell it is asked for)."""
+    """The engine a host keeps loaded, or why it failed to load (re-raised for every cell it is asked for).
+
+    It also keeps what later cells of the same load may reuse (`measure.run_protocol` reads and sets them): the idle
+    floor (an `IdleBaseline`) with the instant it was measured, and when the last cell's windows ended without
+    error, which tells a cell whether the GPU is still warm from work on this engine.
+    """
 
     engine: object | None = None
     load_error: BaseException | None = None
     load_s: float | None = None
     load_breakdown_s: dict = field(default_factory=dict)
     cells_served: int = 0
+    idle_floor: object | None = None
+    idle_floor_at: float | None = None  # perf_counter
+    last_windows_end: float | None = None  # perf_counter; None after a cell that failed
 
     def provenance(self) -> dict:
         return {"pid": os.getpid(), "load_s": self.load_s, "cells_before": self.cells_served}

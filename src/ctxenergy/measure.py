@@ -4,6 +4,11 @@ load engine -> idle baseline (model resident) -> warm-up on a different prompt f
 run is the timing pass) -> `repeats` windows of R back-to-back runs, each window >= min_window_s -> per-window
 energy and times. Engine start-up, idle baseline and warm-up all happen before the first window opens, and the
 warm-up ends right before it, so that the first window starts as warm as the later ones.
+
+Opt-in (`measure:` keys of config.PROTOCOL_OPT_IN; absent, the protocol above is unchanged): windows until the
+interval reaches a target instead of a fixed count, an idle floor measured once per engine load and re-checked per
+cell, and a shorter warm-up for a cell that follows another on the same warm engine. docs/measurement.md, "Windows
+sized by a target".
 """
 
 from __future__ import annotations
@@ -19,17 +24,24 @@ import numpy as np
 import pandas as pd
 
 import ctxenergy
-from ctxenergy.config import cell_settings_hash
+from ctxenergy.config import cell_settings_hash, measure_setting
 from ctxenergy.engines import OutOfMemory, make_engine
 from ctxenergy.flops import device_peaks, generate_flops, plausibility, prefill_flops
 from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.info import host_cpu
 from ctxenergy.models import resolve_model, tokenizer_label
+from ctxenergy.stats import summarize
 from ctxenergy.tables import sibling, write_tables
-from ctxenergy.telemetry import EnergyMeter, WindowEnergy, open_meter
+from ctxenergy.telemetry import EnergyMeter, IdleBaseline, WindowEnergy, open_meter
 
 # A window shorter than this many counter periods is flagged: its edges weigh too much.
 MIN_PERIODS_PER_WINDOW = 3
+# A cell may share the warm state of the cell before it (measure.warmup_shared_s) only if that cell's windows ended
+# this recently: about the time between two cell jobs on one engine host (job start, prompt files, a cell's write
+# take ~1-2 s), short against the tens of seconds a board takes to cool.
+SHARED_WARMUP_MAX_GAP_S = 30.0
+# Why a cell stopped measuring windows (`windows_stop_reason`).
+STOP_FIXED, STOP_TARGET, STOP_CAP, STOP_NO_ENERGY = "fixed_count", "target_reached", "cap_reached", "no_energy"
 
 
 @dataclass
@@ -100,25 +112,112 @@ def warmup_prompt_for(config: dict, cell: Cell, prompt: np.ndarray, warmup_promp
     return prompt if cell.engine == "vllm" and same else warmup_prompt
 
 
+def relative_half_width_pct(values) -> float | None:
+    """Half-width of the 95 % t-interval of the mean (`stats.summarize`, as the aggregate reports it), in % of the
+    mean; None with fewer than two values."""
+    s = summarize(values)
+    if s["n"] < 2 or not s["mean"]:
+        return None
+    return 100 * (s["ci_high"] - s["mean"]) / abs(s["mean"])
+
+
+def windows_stop_reason(energy_per_run_j: list, settings: dict) -> str | None:
+    """Why the windows measured so far (their energy per run, in order) are enough, or None to measure another.
+
+    Without `target_half_width_pct`: after `repeats` windows. With it: once the interval of the mean energy per run
+    is within the target, after at least `min_windows` and at most `max_windows`. Stopping when the interval first
+    looks narrow enough favours a run of windows that happened to agree, so the stated 95 % covers a little less
+    than 95 %; at least three windows (the schema's minimum) keep that effect small against the target, which sits
+    well below the board-to-board spread that no interval covers anyway.
+    """
+    n = len(energy_per_run_j)
+    target = measure_setting(settings, "target_half_width_pct")
+    if target is None:
+        return STOP_FIXED if n >= settings["repeats"] else None
+    if n < measure_setting(settings, "min_windows"):
+        return None
+    half = relative_half_width_pct(energy_per_run_j)
+    if half is None:
+        return STOP_NO_ENERGY  # nothing to size the interval on (a host without an energy counter)
+    if half <= target:
+        return STOP_TARGET
+    return STOP_CAP if n >= measure_setting(settings, "max_windows") else None
+
+
+def idle_baseline(meter: EnergyMeter, settings: dict, resident, meta: dict) -> IdleBaseline:
+    """The idle power the cell's windows subtract: measured (`idle_s`), or, with `idle_recheck_s` on an engine host,
+    the floor measured once for this load when a short re-check agrees with it within the tolerance."""
+    recheck_s = measure_setting(settings, "idle_recheck_s")
+    floor = getattr(resident, "idle_floor", None) if recheck_s is not None else None
+    if floor is None or floor.power_w is None:
+        idle, source = meter.measure_idle(settings["idle_s"]), "measured"
+    else:
+        check = meter.measure_idle(recheck_s)
+        diff = None if check.power_w is None else 100 * (check.power_w / floor.power_w - 1)
+        meta["idle_recheck_w"], meta["idle_recheck_diff_pct"] = check.power_w, diff
+        if diff is not None and abs(diff) <= measure_setting(settings, "idle_recheck_tolerance_pct"):
+            idle, source = floor, "reused"
+        else:
+            idle, source = meter.measure_idle(settings["idle_s"]), "remeasured"
+    meta["idle_source"] = source
+    if source == "reused":
+        meta["idle_age_s"] = time.perf_counter() - resident.idle_floor_at
+    else:
+        meta["idle_age_s"] = 0.0
+        if resident is not None and recheck_s is not None:
+            resident.idle_floor, resident.idle_floor_at = idle, time.perf_counter()
+    return idle
+
+
+def warm_up(engine, warmup_prompt: np.ndarray, n_out: int, settings: dict, previous_windows_end: float | None,
+            meta: dict):
+    """Runs on the warm-up prompt right before the windows; returns the last run's timing (the timing pass).
+
+    For as long as one window: kernels, clocks, power and temperature then start every window in the same state (a
+    single short run left the first window measurably off). With `warmup_shared_s`, a cell whose engine finished
+    another cell's windows within SHARED_WARMUP_MAX_GAP_S is already warm: it runs only that long, but at least two
+    runs (the first captures this length's CUDA graph, the second times a replay) unless one run already lasts a
+    window, which bounds every warm-up.
+    """
+    shared_s = measure_setting(settings, "warmup_shared_s")
+    start = time.perf_counter()
+    gap = None if previous_windows_end is None else start - previous_windows_end
+    shared = shared_s is not None and gap is not None and gap <= SHARED_WARMUP_MAX_GAP_S
+    full_s = settings["min_window_s"]
+    enough_s, min_runs = (min(shared_s, full_s), 2) if shared else (full_s, 1)
+    runs = 0
+    while True:
+        timing = engine.run(warmup_prompt, n_out)
+        runs += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= full_s or (runs >= min_runs and elapsed >= enough_s):
+            break
+    meta["warmup_mode"] = "shared" if shared else "per_cell"
+    meta["warmup_runs"] = runs
+    meta["warmup_gap_s"] = gap
+    return timing
+
+
 def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, warmup_prompt: np.ndarray,
-                 n_out: int, settings: dict, record: CellRecord) -> None:
-    """Idle baseline, warm-up (whose last run is the timing pass) and the measured windows; fills `record`."""
+                 n_out: int, settings: dict, record: CellRecord, resident=None) -> None:
+    """Idle baseline, warm-up (whose last run is the timing pass) and the measured windows; fills `record`.
+
+    resident (an engine_host.ResidentEngine) keeps what the next cell of the same load may reuse: the idle floor and
+    when this cell's windows ended (cleared first, so a cell that fails leaves the next one a full warm-up)."""
     t = record.timeline
+    previous_windows_end = getattr(resident, "last_windows_end", None)
+    if resident is not None:
+        resident.last_windows_end = None
     engine.synchronize()
     t["idle_start"] = time.perf_counter()
-    idle = meter.measure_idle(settings["idle_s"])
+    idle = idle_baseline(meter, settings, resident, record.meta)
     t["idle_end"] = time.perf_counter()
     record.meta["idle_power_w"] = idle.power_w
-    # Warm-up right before the windows, for as long as one window: kernels, clocks, power and temperature then
-    # start every window in the same state (a single short run left the first window measurably off).
-    # It runs on the warm-up prompt, so the measured prompt stays unseen by any cache.
+    # The warm-up runs on the warm-up prompt, so the measured prompt stays unseen by any cache.
     timing = None
     if settings["warmup"]:
         t["warmup_start"] = time.perf_counter()
-        while True:
-            timing = engine.run(warmup_prompt, n_out)
-            if time.perf_counter() - t["warmup_start"] >= settings["min_window_s"]:
-                break
+        timing = warm_up(engine, warmup_prompt, n_out, settings, previous_windows_end, record.meta)
         t["warmup_end"] = time.perf_counter()
     # Timing pass (the warm-up's last run when there was one): same length, same cost as a measured run.
     timing = engine.run(warmup_prompt, n_out) if timing is None else timing
@@ -126,7 +225,8 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
     record.meta["runs_per_window"] = reps
     record.meta["timing_pass_s"] = timing.total_s
     t["windows_start"] = time.perf_counter()
-    for w in range(settings["repeats"]):
+    w, stop = 0, None
+    while stop is None:
         if settings["cooldown_s"]:
             time.sleep(settings["cooldown_s"])
         meter.begin_window()
@@ -143,7 +243,13 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
         bad = [r for r in runs if r.tokens_out != n_out]
         if bad:
             raise RuntimeError(f"engine returned {bad[0].tokens_out} tokens, expected {n_out}")
+        w += 1
+        stop = windows_stop_reason([row["energy_per_run_j"] for row in record.windows], settings)
     t["windows_end"] = time.perf_counter()
+    record.meta["windows_stop_reason"] = stop
+    record.meta["windows_half_width_pct"] = relative_half_width_pct([r["energy_per_run_j"] for r in record.windows])
+    if resident is not None:
+        resident.last_windows_end = t["windows_end"]
 
 
 def _versions(engine) -> dict:
@@ -242,7 +348,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
                 engine = resident.engine  # reset after its last use (the warm-up request or the previous cell)
                 t["load_start"] = t["load_end"] = time.perf_counter()  # loaded before this cell, by the host
             record.meta["engine_settings"] = engine.settings()
-            run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record)
+            run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record, resident)
             record.meta["engine_settings"].update(engine.run_notes())
         except OutOfMemory as exc:
             record.status, record.status_reason = "oom", f"out of device memory: {exc}"
@@ -284,7 +390,7 @@ CELL_COLUMNS = [
     "model", "engine", "phase", "length_tokens", "output_tokens", "dtype", "device", "device_name", "device_uuid",
     "driver_version", "power_limit_w", "meter_method", "counter_period_s", "idle_power_w", "runs_per_window",
     "weights", "tokenizer", "config_hash", "measured_at", "cuda_visible_devices", "tp", "flops_per_run",
-    "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops", "host_cpu",
+    "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops", "host_cpu", "windows_stop_reason", "idle_source",
 ]
 
 
