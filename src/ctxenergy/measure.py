@@ -30,6 +30,8 @@ from ctxenergy.telemetry import EnergyMeter, WindowEnergy, open_meter
 
 # A window shorter than this many counter periods is flagged: its edges weigh too much.
 MIN_PERIODS_PER_WINDOW = 3
+# The status of a cell whose telemetry cannot be right (WindowEnergy.faults, IdleBaseline.faults): no energy from it.
+TELEMETRY_ERROR = "telemetry_error"
 
 
 @dataclass
@@ -86,6 +88,7 @@ def _window_row(index: int, runs: list, w: WindowEnergy) -> dict:
         "foreign_process": w.foreign_process,
         "per_device_energy_j": ",".join("" if e is None else f"{e:.4f}" for e in w.per_device_energy_j),
         "notes": "; ".join(w.notes),
+        "telemetry_faults": "; ".join(w.faults),
     }
     row.update(_state_columns("start", w.state_start))
     row.update(_state_columns("end", w.state_end))
@@ -109,6 +112,7 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
     idle = meter.measure_idle(settings["idle_s"])
     t["idle_end"] = time.perf_counter()
     record.meta["idle_power_w"] = idle.power_w
+    record.meta["idle_telemetry_faults"] = idle.faults
     # Warm-up right before the windows, for as long as one window: kernels, clocks, power and temperature then
     # start every window in the same state (a single short run left the first window measurably off).
     # It runs on the warm-up prompt, so the measured prompt stays unseen by any cache.
@@ -155,6 +159,18 @@ def _versions(engine) -> dict:
     return versions
 
 
+def below_min_window(work_s, min_window_s: float | None) -> bool:
+    """A window whose work is shorter than measure.min_window_s: run_protocol sets R so that R runs (the work span,
+    not the edge-to-edge window_s, which adds idle stretches at the edges) last at least that long."""
+    return bool(min_window_s) and min(work_s, default=min_window_s) < min_window_s
+
+
+def telemetry_faults(record: CellRecord) -> list[str]:
+    """Where the cell's telemetry cannot be right: its idle baseline's faults and each window's, named."""
+    faults = [f"idle baseline {f}" for f in record.meta.get("idle_telemetry_faults", [])]
+    return faults + [f"window {w['window']} {f}" for w in record.windows for f in w["telemetry_faults"].split("; ") if f]
+
+
 def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -> None:
     wins = record.windows
     if not wins:
@@ -162,11 +178,18 @@ def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -
     period = record.meta.get("counter_period_s")
     if period and min(w["work_s"] for w in wins) < MIN_PERIODS_PER_WINDOW * period:
         record.flags.append("short_window")
+    if below_min_window([w["work_s"] for w in wins], record.meta["settings"].get("min_window_s")):
+        record.flags.append("below_min_window")
     if any(w["thermal_throttle"] for w in wins):
         record.flags.append("thermal_throttle")
     if any(w["foreign_process"] for w in wins):
         record.flags.append("foreign_process")
-    if all(w["energy_j"] is None for w in wins):
+    faults = telemetry_faults(record)
+    if faults:
+        record.flags.append(TELEMETRY_ERROR)
+        shown = "; ".join(faults[:3]) + (f"; and {len(faults) - 3} more" if len(faults) > 3 else "")
+        record.status, record.status_reason = TELEMETRY_ERROR, f"telemetry cannot be right: {shown}"
+    elif all(w["energy_j"] is None for w in wins):
         record.flags.append("no_energy")
     cell = record.cell
     if cell.phase == "prefill":
@@ -175,8 +198,9 @@ def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -
         record.meta["achieved_tflops"] = tflops
         reason = plausibility(tflops, record.meta.get("device_name"), record.meta.get("measured_peak_tflops"))
         if reason:
-            record.status, record.status_reason = "implausible", reason
             record.flags.append("implausible")
+            if record.status == "ok":  # a telemetry error is named first; the flag keeps this one
+                record.status, record.status_reason = "implausible", reason
 
 
 def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, meter: EnergyMeter | None = None,
