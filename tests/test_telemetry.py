@@ -287,8 +287,8 @@ def test_foreign_process_thermal_and_power_cap_are_flagged():
 
 
 def test_counter_reset_inside_a_window_is_a_fault_not_a_trace_estimate():
-    """A driver reload mid-window: the part-time INSTANT trace is no exact stand-in (86 % off on 50 ms bursts on Hopper),
-    so the window gets a fault and no energy; the cell is remeasured rather than estimated."""
+    """A driver reload mid-window: the part-time INSTANT trace is no exact stand-in (86 % off on 50 ms bursts on
+    Hopper), so the window gets a fault and no energy; the cell is remeasured rather than estimated."""
     g = FakeGpu("GPU-a", idle_w=100.0)
     meter = _meter([g], sample_interval_s=0.002)
     idle = IdleBaseline(100.0, [100.0], 1.0)

@@ -168,7 +168,9 @@ def below_min_window(work_s, min_window_s: float | None) -> bool:
 def telemetry_faults(record: CellRecord) -> list[str]:
     """Where the cell's telemetry cannot be right: its idle baseline's faults and each window's, named."""
     faults = [f"idle baseline {f}" for f in record.meta.get("idle_telemetry_faults", [])]
-    return faults + [f"window {w['window']} {f}" for w in record.windows for f in w["telemetry_faults"].split("; ") if f]
+    for w in record.windows:
+        faults += [f"window {w['window']} {f}" for f in w["telemetry_faults"].split("; ") if f]
+    return faults
 
 
 def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -> None:
