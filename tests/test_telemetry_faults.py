@@ -84,11 +84,14 @@ def measure_and_aggregate(tmp, monkeypatch, gpu: FakeGpu, cfg=None, **hooks) -> 
     meter = NvmlMeter(uuids=[gpu.uuid], backend=FakeNvml([gpu]), sample_interval_s=0.01)
     out = tmp / "cells" / f"L{L}.parquet"
     try:
-        measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", L), tmp / "p.npy", tmp / "w.npy", out,
-                                 meter=meter)
+        record = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", L), tmp / "p.npy",
+                                          tmp / "w.npy", out, meter=meter)
     finally:
         meter.close()
-    return aggregate([out], tmp / "cells.parquet").iloc[0]
+    row = aggregate([out], tmp / "cells.parquet").iloc[0]
+    # the job's one-line result says the same as the cell
+    assert measure_mod.summary(record, out).get("status_reason", "") == row["status_reason"]
+    return row
 
 
 def fake_gpu(**kw) -> FakeGpu:

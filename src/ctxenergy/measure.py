@@ -297,6 +297,8 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
 def summary(record: CellRecord, out_path) -> dict:
     """The one-line result a measurement job prints."""
     result = {"cell": record.cell.cell_id, "status": record.status, "flags": record.flags, "out": str(out_path)}
+    if record.status != "ok":
+        result["status_reason"] = record.status_reason
     if record.windows:
         result.update(runs_per_window=record.meta.get("runs_per_window"),
                       energy_per_run_j=[w["energy_per_run_j"] for w in record.windows],
