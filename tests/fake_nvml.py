@@ -4,6 +4,8 @@ Time is real (time.perf_counter), so the meter's polling, sampler thread and edg
 By default the power readings are exact; `instant_window_s` and `average_window_s` make them behave like
 Hopper's: published once per period, averaging only the last W seconds before the update (FINDINGS.md
 section 1: INSTANT ~25 ms, GetPowerUsage ~1 s).
+Faults are injected per GPU at an instant: a counter that stops publishing (`freeze_counter`), one that steps by
++-X J (`step_counter`), and energy reads that fail (`fail_reads`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import threading
 import time
 
 UINT64_J = 2**64 / 1000.0  # the real counter is an unsigned 64-bit count of mJ
+
+
+class FakeNvmlError(Exception):
+    """What a failing NVML call raises (pynvml raises NVMLError subclasses such as NVMLError_Unknown)."""
 
 
 class FakeGpu:
@@ -33,6 +39,20 @@ class FakeGpu:
         self.pids: list[int] = []
         self.reasons = 0
         self.counter_offset_j = 0.0  # tests set it to make the published counter reset or wrap
+        self.frozen_at: float | None = None  # the counter publishes no new value from this instant on
+        self.steps: list[tuple[float, float]] = []  # (instant, J): publications from the instant on are off by J
+        self.failing_reads: tuple[float, float] | None = None  # energy reads in [start, end) raise
+
+    def freeze_counter(self, at: float | None = None) -> None:
+        self.frozen_at = time.perf_counter() if at is None else at
+
+    def step_counter(self, delta_j: float, at: float | None = None) -> None:
+        with self.lock:
+            self.steps.append((time.perf_counter() if at is None else at, delta_j))
+
+    def fail_reads(self, seconds: float = math.inf, at: float | None = None) -> None:
+        start = time.perf_counter() if at is None else at
+        self.failing_reads = (start, start + seconds)
 
     def add_load(self, start: float, end: float, extra_w: float) -> None:
         with self.lock:
@@ -66,8 +86,11 @@ class FakeGpu:
         return max(self.t0 + self.phase_s + k * self.period_s, self.t0)
 
     def published_energy(self, t: float) -> float:
-        """The counter as NVML shows it: the true integral up to the last publish instant."""
-        return (self.true_energy(self.last_tick(t)) + 1000.0 + self.counter_offset_j) % UINT64_J
+        """The counter as NVML shows it: the true integral up to the last publish instant (plus injected steps)."""
+        tick = self.last_tick(t if self.frozen_at is None else min(t, self.frozen_at))
+        with self.lock:
+            stepped = sum(d for at, d in self.steps if at <= tick)
+        return (self.true_energy(tick) + 1000.0 + self.counter_offset_j + stepped) % UINT64_J
 
     def published_mean_power(self, t: float, window_s: float | None) -> float:
         """Exact power now, or the mean over the last window_s before the last publish instant."""
@@ -116,7 +139,10 @@ class FakeNvml:
             return None
         if h.read_cost_s:
             time.sleep(h.read_cost_s)
-        return h.published_energy(time.perf_counter())
+        now = time.perf_counter()
+        if h.failing_reads is not None and h.failing_reads[0] <= now < h.failing_reads[1]:
+            raise FakeNvmlError("NVML_ERROR_UNKNOWN")
+        return h.published_energy(now)
 
     def power_usage_w(self, h):
         return h.published_mean_power(time.perf_counter(), h.average_window_s)

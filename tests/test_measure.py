@@ -340,3 +340,31 @@ def test_without_warmup_shared_s_every_cell_warms_up_for_a_window(setup):
         t = meta["timeline"]
         assert meta["warmup_mode"] == "per_cell"
         assert t["warmup_end"] - t["warmup_start"] >= cfg["measure"]["min_window_s"]
+
+
+def test_a_faulty_idle_floor_is_never_reused_and_a_faulty_recheck_remeasures():
+    """The per-load idle floor (idle_recheck_s) and telemetry faults: a floor whose counter failed is not kept for
+    later cells, and a re-check whose counter failed does not vouch for the kept floor."""
+    from types import SimpleNamespace
+
+    from ctxenergy.telemetry.base import IdleBaseline
+
+    settings = {"idle_s": 2.0, "idle_recheck_s": 0.5, "idle_recheck_tolerance_pct": 2.0}
+    answers = []
+
+    class Meter:
+        def measure_idle(self, seconds):
+            return answers.pop(0)
+
+    resident = SimpleNamespace(idle_floor=None, idle_floor_at=0.0)
+    answers.append(IdleBaseline(100.0, [100.0], 2.0, faults=["gpu0: counter went backwards"]))
+    measure_mod.idle_baseline(Meter(), settings, resident, {})
+    assert resident.idle_floor is None  # faulty: the next cell measures again
+    good = IdleBaseline(100.0, [100.0], 2.0)
+    answers.append(good)
+    measure_mod.idle_baseline(Meter(), settings, resident, {})
+    assert resident.idle_floor is good
+    meta = {}
+    answers += [IdleBaseline(100.5, [100.5], 0.5, faults=["gpu0: counter stopped"]), IdleBaseline(99.0, [99.0], 2.0)]
+    idle = measure_mod.idle_baseline(Meter(), settings, resident, meta)
+    assert meta["idle_source"] == "remeasured" and idle.power_w == 99.0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctxenergy.measure import below_min_window
 from ctxenergy.stats import summarize
 from ctxenergy.tables import read_metadata, write_table
 
@@ -20,7 +21,8 @@ def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
     row = windows.iloc[0].to_dict()
     for col in ("window", "runs", "work_s", "window_s", "run_s", "prefill_s", "raw_energy_j", "energy_j",
                 "dynamic_energy_j", "energy_per_run_j", "dynamic_energy_per_run_j", "mean_power_w", "edge_uncertainty_j",
-                "power_cap_fraction", "thermal_throttle", "foreign_process", "per_device_energy_j", "notes"):
+                "power_cap_fraction", "thermal_throttle", "foreign_process", "per_device_energy_j", "notes",
+                "telemetry_faults"):
         row.pop(col, None)
     for col in [c for c in list(row) if c.endswith(("_start", "_end"))]:
         row.pop(col)
@@ -36,6 +38,14 @@ def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
     row["thermal_throttle"] = bool(measured["thermal_throttle"].any()) if "thermal_throttle" in measured else False
     row["foreign_process"] = bool(measured["foreign_process"].any()) if "foreign_process" in measured else False
     row["engine_settings"] = str(meta.get("engine_settings", {}))
+    for col in ("notes", "telemetry_faults"):  # per window, kept in the cell's row with the window they belong to
+        texts = zip(measured["window"], measured[col]) if col in measured else []
+        row[col] = "; ".join(f"window {w}: {t}" for w, t in texts if isinstance(t, str) and t)
+    # Cells measured before measure._apply_validity set this flag get it here, from their windows and settings.
+    flags = [f for f in str(row.get("flags") or "").split(",") if f]
+    work_s = measured["work_s"].tolist() if "work_s" in measured else []
+    if "below_min_window" not in flags and below_min_window(work_s, meta.get("settings", {}).get("min_window_s")):
+        row["flags"] = ",".join(flags + ["below_min_window"])
     return row
 
 

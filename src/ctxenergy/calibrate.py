@@ -279,7 +279,7 @@ class _Instruments:
 
 def _ours_flags(ew) -> dict:
     return {"power_cap_fraction": ew.power_cap_fraction, "thermal_throttle": ew.thermal_throttle,
-            "notes": "; ".join(ew.notes)}
+            "notes": "; ".join(ew.notes + ew.faults)}  # a window with faults has no energy of ours; they say why
 
 
 def measure_bursts(inst: _Instruments, load: Load, s: CalibrationSettings,
@@ -291,8 +291,9 @@ def measure_bursts(inst: _Instruments, load: Load, s: CalibrationSettings,
     for length in s.lengths:
         _sleep_until(last_end + s.gap_s)
         idle = inst.meter.measure_idle(s.idle_s)
-        if idle.power_w is None:
-            raise CtxEnergyError("the energy counter reset during the idle baseline; run the calibration again")
+        if idle.power_w is None or idle.faults:
+            why = "; ".join(idle.faults) or "the energy counter reset"
+            raise CtxEnergyError(f"the idle baseline cannot be right ({why}); run the calibration again")
         k = bursts_needed(s.n_windows, length, s.gap_s, period, s.bursts_truth_s)
         windows = []
         truth_open = inst.open_edge()

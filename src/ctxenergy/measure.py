@@ -42,6 +42,8 @@ MIN_PERIODS_PER_WINDOW = 3
 SHARED_WARMUP_MAX_GAP_S = 30.0
 # Why a cell stopped measuring windows (`windows_stop_reason`).
 STOP_FIXED, STOP_TARGET, STOP_CAP, STOP_NO_ENERGY = "fixed_count", "target_reached", "cap_reached", "no_energy"
+# The status of a cell whose telemetry cannot be right (WindowEnergy.faults, IdleBaseline.faults): no energy from it.
+TELEMETRY_ERROR = "telemetry_error"
 
 
 @dataclass
@@ -98,6 +100,7 @@ def _window_row(index: int, runs: list, w: WindowEnergy) -> dict:
         "foreign_process": w.foreign_process,
         "per_device_energy_j": ",".join("" if e is None else f"{e:.4f}" for e in w.per_device_energy_j),
         "notes": "; ".join(w.notes),
+        "telemetry_faults": "; ".join(w.faults),
     }
     row.update(_state_columns("start", w.state_start))
     row.update(_state_columns("end", w.state_end))
@@ -153,7 +156,8 @@ def idle_baseline(meter: EnergyMeter, settings: dict, resident, meta: dict) -> I
         idle, source = meter.measure_idle(settings["idle_s"]), "measured"
     else:
         check = meter.measure_idle(recheck_s)
-        diff = None if check.power_w is None else 100 * (check.power_w / floor.power_w - 1)
+        # a re-check whose telemetry failed agrees with nothing: the floor is measured again in full
+        diff = None if (check.power_w is None or check.faults) else 100 * (check.power_w / floor.power_w - 1)
         meta["idle_recheck_w"], meta["idle_recheck_diff_pct"] = check.power_w, diff
         if diff is not None and abs(diff) <= measure_setting(settings, "idle_recheck_tolerance_pct"):
             idle, source = floor, "reused"
@@ -164,7 +168,7 @@ def idle_baseline(meter: EnergyMeter, settings: dict, resident, meta: dict) -> I
         meta["idle_age_s"] = time.perf_counter() - resident.idle_floor_at
     else:
         meta["idle_age_s"] = 0.0
-        if resident is not None and recheck_s is not None:
+        if resident is not None and recheck_s is not None and not idle.faults:  # a faulty floor is never reused
             resident.idle_floor, resident.idle_floor_at = idle, time.perf_counter()
     return idle
 
@@ -213,6 +217,7 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
     idle = idle_baseline(meter, settings, resident, record.meta)
     t["idle_end"] = time.perf_counter()
     record.meta["idle_power_w"] = idle.power_w
+    record.meta["idle_telemetry_faults"] = idle.faults
     # The warm-up runs on the warm-up prompt, so the measured prompt stays unseen by any cache.
     timing = None
     if settings["warmup"]:
@@ -261,6 +266,20 @@ def _versions(engine) -> dict:
     return versions
 
 
+def below_min_window(work_s, min_window_s: float | None) -> bool:
+    """A window whose work is shorter than measure.min_window_s: run_protocol sets R so that R runs (the work span,
+    not the edge-to-edge window_s, which adds idle stretches at the edges) last at least that long."""
+    return bool(min_window_s) and min(work_s, default=min_window_s) < min_window_s
+
+
+def telemetry_faults(record: CellRecord) -> list[str]:
+    """Where the cell's telemetry cannot be right: its idle baseline's faults and each window's, named."""
+    faults = [f"idle baseline {f}" for f in record.meta.get("idle_telemetry_faults", [])]
+    for w in record.windows:
+        faults += [f"window {w['window']} {f}" for f in w["telemetry_faults"].split("; ") if f]
+    return faults
+
+
 def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -> None:
     wins = record.windows
     if not wins:
@@ -268,11 +287,18 @@ def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -
     period = record.meta.get("counter_period_s")
     if period and min(w["work_s"] for w in wins) < MIN_PERIODS_PER_WINDOW * period:
         record.flags.append("short_window")
+    if below_min_window([w["work_s"] for w in wins], record.meta["settings"].get("min_window_s")):
+        record.flags.append("below_min_window")
     if any(w["thermal_throttle"] for w in wins):
         record.flags.append("thermal_throttle")
     if any(w["foreign_process"] for w in wins):
         record.flags.append("foreign_process")
-    if all(w["energy_j"] is None for w in wins):
+    faults = telemetry_faults(record)
+    if faults:
+        record.flags.append(TELEMETRY_ERROR)
+        shown = "; ".join(faults[:3]) + (f"; and {len(faults) - 3} more" if len(faults) > 3 else "")
+        record.status, record.status_reason = TELEMETRY_ERROR, f"telemetry cannot be right: {shown}"
+    elif all(w["energy_j"] is None for w in wins):
         record.flags.append("no_energy")
     cell = record.cell
     if cell.phase == "prefill":
@@ -281,8 +307,9 @@ def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -
         record.meta["achieved_tflops"] = tflops
         reason = plausibility(tflops, record.meta.get("device_name"), record.meta.get("measured_peak_tflops"))
         if reason:
-            record.status, record.status_reason = "implausible", reason
             record.flags.append("implausible")
+            if record.status == "ok":  # a telemetry error is named first; the flag keeps this one
+                record.status, record.status_reason = "implausible", reason
 
 
 def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, meter: EnergyMeter | None = None,
@@ -377,6 +404,8 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
 def summary(record: CellRecord, out_path) -> dict:
     """The one-line result a measurement job prints."""
     result = {"cell": record.cell.cell_id, "status": record.status, "flags": record.flags, "out": str(out_path)}
+    if record.status != "ok":
+        result["status_reason"] = record.status_reason
     if record.windows:
         result.update(runs_per_window=record.meta.get("runs_per_window"),
                       energy_per_run_j=[w["energy_per_run_j"] for w in record.windows],

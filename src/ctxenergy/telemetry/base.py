@@ -34,6 +34,8 @@ class IdleBaseline:
     power_w: float | None  # summed over the metered devices
     per_device_w: list[float | None]
     duration_s: float
+    # why this baseline cannot be right (a counter that stopped, stepped or failed; an impossible idle power)
+    faults: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +58,8 @@ class WindowEnergy:
     thermal_throttle: bool = False
     foreign_process: bool = False
     notes: list[str] = field(default_factory=list)
+    # telemetry that cannot be right in this window (the energies are then None): the cell is not ok
+    faults: list[str] = field(default_factory=list)
 
     @property
     def work_s(self) -> float:

@@ -1,7 +1,9 @@
 """A background thread that samples instant power (and clock-event reasons) into a trace.
 
 The trace is a picture of each window (and the fallback energy source on GPUs without a counter),
-timestamped with time.perf_counter(), the clock the engines stamp their runs with.
+timestamped with time.perf_counter(), the clock the engines stamp their runs with. The same thread also reads the
+energy counter about twice per counter period while the work runs, so that a step the counter takes inside a window is
+seen (the window's edges read it only at both ends).
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ class Trace:
 
 
 class PowerSampler:
-    """Samples `read()` -> (watts, reasons) every `interval_s` until stopped."""
+    """Samples `read()` -> (watts, reasons) every `interval_s`, and calls `counter()` every `counter_interval_s`,
+    until stopped."""
 
-    def __init__(self, read: Callable[[], tuple[float, int]], interval_s: float = 0.01, source: str = "instant"):
+    def __init__(self, read: Callable[[], tuple[float, int]], interval_s: float = 0.01, source: str = "instant",
+                 counter: Callable[[], object] | None = None, counter_interval_s: float = 0.05):
         self._read = read
         self._interval = interval_s
+        self._counter = counter
+        self._counter_interval = counter_interval_s
         self._trace = Trace(source=source)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -42,7 +48,7 @@ class PowerSampler:
         return self
 
     def _run(self) -> None:
-        next_t = time.perf_counter()
+        next_t = next_counter_t = time.perf_counter()
         while not self._stop.is_set():
             try:
                 watts, reasons = self._read()
@@ -55,6 +61,13 @@ class PowerSampler:
                     self._trace.t.append(now)
                     self._trace.power_w.append(watts)
                     self._trace.reasons.append(reasons)
+            if self._counter is not None and time.perf_counter() >= next_counter_t:
+                next_counter_t = time.perf_counter() + self._counter_interval
+                try:
+                    self._counter()
+                except Exception as exc:  # noqa: BLE001 - counted like a failed power read; the counter log has it too
+                    self.failed_reads += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
             next_t += self._interval
             delay = next_t - time.perf_counter()
             if delay > 0:
