@@ -145,7 +145,13 @@ def cmd_warmup(args) -> int:
 def cmd_aggregate(args) -> int:
     from ctxenergy.aggregate import aggregate
 
-    df = aggregate(args.cells, args.out)
+    config = None
+    if args.config:
+        from ctxenergy.config import load_config
+
+        config = load_config(args.config, args.configfile or [])
+    allow = args.allow_mixed_settings or bool(config and config["allow_mixed_settings"])
+    df = aggregate(args.cells, args.out, config, str(args.config), allow)
     print(f"{len(df)} cells -> {args.out}")
     return 0
 
@@ -239,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("aggregate", help="all cell tables -> one table of cells")
     sp.add_argument("cells", nargs="+")
+    sp.add_argument("--config", help="the run's settings: cells measured under others stop the aggregation")
+    sp.add_argument("--configfile", action="append", help="further config files; their top-level keys replace")
+    sp.add_argument("--allow-mixed-settings", action="store_true",
+                    help="combine cells measured under other settings than --config's, naming them")
     sp.add_argument("--out", required=True)
     sp.set_defaults(func=cmd_aggregate)
 
