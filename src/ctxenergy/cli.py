@@ -54,7 +54,7 @@ def cmd_measure(args) -> int:
     from ctxenergy.device import check_device
     from ctxenergy.grid import Cell, prompt_path
     from ctxenergy.models import load_tokenizer, resolve_model
-    from ctxenergy.prompts import make_prompts, save_ids
+    from ctxenergy.prompts import load_cell_prompts, make_prompts, save_ids
 
     config, check = _load(args)
     check(config, str(args.config), engines_needed=(args.engine,))
@@ -64,10 +64,16 @@ def cmd_measure(args) -> int:
     cell = Cell(args.model, args.engine, args.phase, args.length)
     prompt = Path(args.prompt) if args.prompt else prompt_path(args.model, args.length)
     warmup = Path(args.warmup_prompt) if args.warmup_prompt else prompt_path(args.model, args.length, warmup=True)
-    if not prompt.exists() or not warmup.exists():
-        measured_ids, warmup_ids = make_prompts(load_tokenizer(resolve_model(config, args.model)), args.length)
-        save_ids(measured_ids, prompt)
-        save_ids(warmup_ids, warmup)
+    named_missing = [p for p, arg in ((prompt, args.prompt), (warmup, args.warmup_prompt)) if arg and not p.exists()]
+    if named_missing:  # a file named on the command line is never made here: it may be meant for another length
+        raise CtxEnergyError(f"{named_missing[0]}: no such prompt file; make it with `ctxenergy prompts`, or leave "
+                             "the option out to have the cell's default prompts made")
+    if not prompt.exists() or not warmup.exists():  # only the default files, and only those missing
+        made = make_prompts(load_tokenizer(resolve_model(config, args.model)), args.length)
+        for path, ids in zip((prompt, warmup), made):
+            if not path.exists():
+                save_ids(ids, path)
+    load_cell_prompts(cell.length, prompt, warmup)  # both of the cell's length, before any GPU time
     out = Path(args.out) if args.out else cell.path
     if _use_engine_host(args, config):
         from ctxenergy import engine_host
