@@ -52,7 +52,8 @@ def check_settings(rows: list[dict], config: dict, source: str, allow_mixed_sett
     line = f"{source}: {n} of {len(rows)} cells were measured under other settings than these ({named})"
     if not allow_mixed_settings:
         raise CtxEnergyError(f"{line}; re-measure them (delete them and rerun), or combine them knowingly with "
-                             "allow_mixed_settings: true (ctxenergy aggregate --allow-mixed-settings)")
+                             "allow_mixed_settings: true (snakemake --config allow_mixed_settings=True; ctxenergy "
+                             "aggregate --allow-mixed-settings)")
     print(f"ctxenergy: {line}; combined as allow_mixed_settings asks", file=sys.stderr)
 
 
