@@ -137,3 +137,18 @@ def test_cells_under_other_settings_stop_the_aggregation_unless_allowed(tmp_path
     assert "combined as allow_mixed_settings asks" in capsys.readouterr().err
     (tmp_path / "g64.yaml").write_text("generate_tokens: 64\nallow_mixed_settings: true\n")
     assert main(args + ["--configfile", str(tmp_path / "g64.yaml")]) == 0
+
+
+def test_a_bad_table_of_cells_stops_analyze_and_provenance_in_one_line(tmp_path, capsys):
+    table = REFERENCE / "campaign" / "cells.parquet"
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(table.read_bytes()[:-100])
+    partial = tmp_path / "partial.parquet"
+    write_table(pd.read_parquet(table).drop(columns=["length_tokens"]), partial)
+    for bad, problem in ((cut, "not a readable Parquet file"), (partial, "missing column length_tokens")):
+        for args in (["analyze", str(bad), "--out", str(tmp_path / "per_cell.parquet")],
+                     ["provenance", "--cells", str(bad), "--out", str(tmp_path / "provenance.md")]):
+            assert main(args) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and err.startswith(f"ctxenergy: {bad}: {problem}")
+            assert "snakemake --forcerun aggregate_cells" in err

@@ -139,26 +139,26 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _read_checked(path: Path, table_schema: dict) -> tuple[pd.DataFrame, pa.Schema]:
-    """One file of a cell, read whole (a corrupt page fails here, not later) and its columns checked."""
+def _read_checked(path: Path, table_schema: dict, fix: str = CELL_FIX) -> tuple[pd.DataFrame, pa.Schema]:
+    """One file of a cell (or the table of cells), read whole (a corrupt page fails here, not later) and its
+    columns checked; `fix` tells the user what to do about a bad one."""
     try:
         schema = pq.read_schema(path)
         df = pd.read_parquet(path, page_checksum_verification=True)  # files written before checksums have none
     except FileNotFoundError:
-        raise CellFileError(f"{path}: missing (a cell is its .parquet, .runs.parquet and .trace.parquet); "
-                            f"{CELL_FIX}") from None
+        raise CellFileError(f"{path}: missing; {fix}") from None
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise CellFileError(f"{path}: not a readable Parquet file ({_first_line(exc)}); {CELL_FIX}") from None
+        raise CellFileError(f"{path}: not a readable Parquet file ({_first_line(exc)}); {fix}") from None
     missing = [c for c in table_schema.get("required", []) if c not in schema.names]
     if missing:
-        raise CellFileError(f"{path}: missing column {', '.join(missing)}; {CELL_FIX}")
+        raise CellFileError(f"{path}: missing column {', '.join(missing)}; {fix}")
     for field in schema:
         described = table_schema.get("properties", {}).get(field.name, {})
         types = described.get("type", [])
         types = types if isinstance(types, list) else [types]
         if types and not pa.types.is_null(field.type) and not any(_ARROW_KINDS[t](field.type) for t in types):
             raise CellFileError(f"{path}: column {field.name} is {field.type}, the cell schema says "
-                                f"{' or '.join(types)}; {CELL_FIX}")
+                                f"{' or '.join(types)}; {fix}")
     return df, schema
 
 
@@ -210,3 +210,9 @@ def read_cell(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
             raise CellFileError(f"{path.with_name(name)}: not the file written with {path.name} (its content "
                                 f"differs from the hash recorded there); {CELL_FIX}")
     return windows, runs, trace, meta
+
+
+def read_cells_table(path: str | Path) -> pd.DataFrame:
+    """The table of cells (results/cells.parquet), checked against the cell schema's `cells` entry."""
+    fix = "rebuild it from the cells (snakemake --forcerun aggregate_cells, or ctxenergy aggregate)"
+    return _read_checked(Path(path), _cell_schema()["$defs"]["cells"], fix)[0]
