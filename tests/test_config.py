@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -90,6 +91,24 @@ def test_settings_hash_ignores_grid_but_not_protocol():
     assert cell_settings_hash(a, "llama-3.1-8b") == cell_settings_hash(b, "llama-3.1-8b")
     b["measure"]["repeats"] = 9
     assert cell_settings_hash(a, "llama-3.1-8b") != cell_settings_hash(b, "llama-3.1-8b")
+
+
+def test_settings_snapshot_is_written_once_by_content_and_never_rewritten(tmp_path):
+    from ctxenergy.config import write_settings_snapshot
+
+    a = validate_schema(default_config())
+    first = write_settings_snapshot(a, tmp_path)
+    stamp = Path(first).stat().st_mtime_ns
+    assert yaml.safe_load(Path(first).read_text()) == a and Path(write_settings_snapshot(a, tmp_path)) == Path(first)
+    assert Path(first).stat().st_mtime_ns == stamp  # the same settings: the file stays as it is
+    b = copy.deepcopy(a)
+    b["generate_tokens"] = 4  # another parse with other settings: another file, the first one untouched
+    second = write_settings_snapshot(b, tmp_path)
+    assert Path(second) != Path(first) and yaml.safe_load(Path(first).read_text()) == a
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(first).name, Path(second).name])
+    Path(first).write_text("generate_tokens: 1\n")
+    with pytest.raises(ConfigError, match="settings snapshot does not match its name"):
+        write_settings_snapshot(a, tmp_path)
 
 
 def test_unreadable_yaml_is_one_line(tmp_path):

@@ -136,6 +136,15 @@ def test_committed_cells_survive_a_fresh_checkout_that_adds_a_length(smoke_run, 
     assert "measure_cell" not in counts and counts.get("aggregate_cells") == 1, proc.stdout
 
 
+def test_adding_a_length_measures_only_its_cells(smoke_run, tmp_path):
+    """The jobs' settings snapshot is named by its content, so one more length gives another snapshot path: that
+    path must not count as a changed param of the cells already measured."""
+    dst = shutil.copytree(smoke_run[0], tmp_path / "repo", symlinks=True)
+    (dst / "more.yaml").write_text("lengths: [64, 128, 256]\n")
+    counts = job_counts(smk(["-n", "--configfile", "config/smoke.yaml", "more.yaml"], dst).stdout)
+    assert counts.get("measure_cell") == 4 and counts.get("make_prompts") == 1, counts  # L=128 only
+
+
 def test_missing_cells_under_a_budget_plans_only_the_cells_that_fit(repo_copy):
     """Continuing the campaign on GPU time that ends at a fixed hour: `budget_s` picks the missing cells whose
     estimated job times fit, so that none is cut off by the limit (a dry run: no GPU needed)."""
