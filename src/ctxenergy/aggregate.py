@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from ctxenergy.config import cells_under_other_settings
-from ctxenergy.errors import CtxEnergyError
+from ctxenergy.config import check_cell_settings
 from ctxenergy.stats import summarize
 from ctxenergy.tables import read_cell, write_table
 
@@ -42,31 +40,16 @@ def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
     return row
 
 
-def check_settings(rows: list[dict], config: dict, source: str, allow_mixed_settings: bool) -> None:
-    """Stop, in one line naming them, before cells measured under other settings than `config` are combined."""
-    other = cells_under_other_settings(rows, config)
-    if not other:
-        return
-    n = sum(map(len, other.values()))
-    named = "; ".join(f"settings {h}: {', '.join(ids)}" for h, ids in sorted(other.items()))
-    line = f"{source}: {n} of {len(rows)} cells were measured under other settings than these ({named})"
-    if not allow_mixed_settings:
-        raise CtxEnergyError(f"{line}; re-measure them (delete them and rerun), or combine them knowingly with "
-                             "allow_mixed_settings: true (snakemake --config allow_mixed_settings=True; ctxenergy "
-                             "aggregate --allow-mixed-settings)")
-    print(f"ctxenergy: {line}; combined as allow_mixed_settings asks", file=sys.stderr)
-
-
 def aggregate(cell_paths: list[str | Path], out_path: str | Path, config: dict | None = None,
               settings_source: str = "config", allow_mixed_settings: bool = False) -> pd.DataFrame:
     """One row per cell file (each read through the cell schema); with `config`, the cells' settings are checked
-    against it (check_settings) before anything is written."""
+    against it (check_cell_settings) before anything is written."""
     rows = []
     for path in cell_paths:
         windows, _, _, meta = read_cell(path)
         rows.append(summarize_cell(windows, meta))
     if config is not None:
-        check_settings(rows, config, settings_source, allow_mixed_settings)
+        check_cell_settings(rows, config, settings_source, allow_mixed_settings)
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df[[c for c in FIRST if c in df] + [c for c in df if c not in FIRST]]

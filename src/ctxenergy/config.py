@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from ctxenergy.errors import ConfigError
+from ctxenergy.errors import ConfigError, CtxEnergyError
 from ctxenergy.grid import Cell
 from ctxenergy.paths import CONFIG_SCHEMA, MODELS_DIR, REPO_ROOT
 
@@ -207,6 +208,21 @@ def cells_under_other_settings(cells: list[dict], config: dict) -> dict[str, lis
         if cell.get("model") not in models or cell.get("config_hash") != wanted[cell["model"]]:
             other.setdefault(str(cell.get("config_hash")), []).append(str(cell.get("cell_id")))
     return other
+
+
+def check_cell_settings(rows: list[dict], config: dict, source: str, allow_mixed_settings: bool) -> None:
+    """Stop, in one line naming them, before cells measured under other settings than `config` are combined."""
+    other = cells_under_other_settings(rows, config)
+    if not other:
+        return
+    n = sum(map(len, other.values()))
+    named = "; ".join(f"settings {h}: {', '.join(ids)}" for h, ids in sorted(other.items()))
+    line = f"{source}: {n} of {len(rows)} cells were measured under other settings than these ({named})"
+    if not allow_mixed_settings:
+        raise CtxEnergyError(f"{line}; re-measure them (delete them and rerun), or combine them knowingly with "
+                             "allow_mixed_settings: true (snakemake --config allow_mixed_settings=True; ctxenergy "
+                             "aggregate --allow-mixed-settings)")
+    print(f"ctxenergy: {line}; combined as allow_mixed_settings asks", file=sys.stderr)
 
 
 class SettingsSnapshot:
