@@ -71,7 +71,7 @@ def test_a_prompt_of_another_length_is_named(tmp_path):
     short = tmp_path / "L64.npy"
     np.save(short, np.arange(10))
     line = one_line(ctxenergy(MEASURE_SMOKE + ["--length", "64", "--prompt", short, "--out", tmp_path / "c.parquet"]))
-    assert line.startswith(f"ctxenergy: {short}: holds 10 int64 values") and "not 64 integer token ids" in line
+    assert line.startswith(f"ctxenergy: {short}: the prompt holds 10 tokens, the cell needs exactly 64")
 
 
 def test_an_invalid_model_config_json_is_one_line_with_its_path(tmp_path):
@@ -89,8 +89,8 @@ def test_a_missing_config_file_is_named():
 
 
 def test_a_missing_input_file_is_one_line():
-    line = one_line(ctxenergy(["aggregate", "no-such-cell.parquet", "--out", "x.parquet"]), exit_code=1)
-    assert line.startswith("ctxenergy: no-such-cell.parquet: No such file or directory")
+    line = one_line(ctxenergy(["aggregate", "no-such-cell.parquet", "--out", "x.parquet"]), exit_code=2)
+    assert line.startswith("ctxenergy: no-such-cell.parquet: missing;")
 
 
 def test_a_bug_still_shows_its_traceback(monkeypatch, capsys):

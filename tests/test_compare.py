@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 from ctxenergy.compare import board_offset_line, compare_cells
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.tables import read_cell, write_table
+from ctxenergy.tables import read_cell, sibling, write_table
 
 REF = REPO / "data" / "reference" / "nvidia-h200"
 CELL = "llama-3.1-8b/hf-sdpa/prefill/L16384"
@@ -30,6 +30,8 @@ def _copy_scaled(tmp_path, factor: float, host: str | None = None):
     if host:
         windows["host_cpu"] = meta["host_cpu"] = host
     write_table(windows, dst, meta)
+    for kind in ("runs", "trace"):  # a cell is read whole: its runs and power trace come with it
+        shutil.copy(sibling(src, kind), sibling(dst, kind))
     return tmp_path / "cells"
 
 
@@ -81,7 +83,8 @@ def test_cli_exit_status_and_one_line_errors(tmp_path):
     assert bad.returncode == 1 and "1 differs" in bad.stdout
     other = tmp_path / "other" / "cells" / "qwen2-7b" / "hf-sdpa" / "prefill"
     other.mkdir(parents=True)
-    shutil.copy(REF / "campaign" / "cells" / "qwen2-7b" / "hf-sdpa" / "prefill" / "L256.parquet", other)
+    for name in ("L256.parquet", "L256.runs.parquet", "L256.trace.parquet"):
+        shutil.copy(REF / "campaign" / "cells" / "qwen2-7b" / "hf-sdpa" / "prefill" / name, other)
     none = run(str(REF / "engines-h200" / "cells"), str(tmp_path / "other" / "cells"))
     lines = none.stderr.strip().splitlines()
     assert none.returncode != 0 and len(lines) == 1 and "no cell is in both" in lines[0]

@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -131,6 +132,24 @@ def test_target_protocols_window_length_comes_from_the_calibration(name):
     measure = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / name])["measure"]
     calibration = pd.read_csv(REPO_ROOT / "benchmarks" / "results" / "calibration.csv")
     assert measure["min_window_s"] == shortest_window_s(calibration, measure["target_half_width_pct"]) == 1.0
+
+
+def test_settings_snapshot_is_written_once_by_content_and_never_rewritten(tmp_path):
+    from ctxenergy.config import write_settings_snapshot
+
+    a = validate_schema(default_config())
+    first = write_settings_snapshot(a, tmp_path)
+    stamp = Path(first).stat().st_mtime_ns
+    assert yaml.safe_load(Path(first).read_text()) == a and Path(write_settings_snapshot(a, tmp_path)) == Path(first)
+    assert Path(first).stat().st_mtime_ns == stamp  # the same settings: the file stays as it is
+    b = copy.deepcopy(a)
+    b["generate_tokens"] = 4  # another parse with other settings: another file, the first one untouched
+    second = write_settings_snapshot(b, tmp_path)
+    assert Path(second) != Path(first) and yaml.safe_load(Path(first).read_text()) == a
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([Path(first).name, Path(second).name])
+    Path(first).write_text("generate_tokens: 1\n")
+    with pytest.raises(ConfigError, match="settings snapshot does not match its name"):
+        write_settings_snapshot(a, tmp_path)
 
 
 def test_unreadable_yaml_is_one_line(tmp_path):

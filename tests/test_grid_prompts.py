@@ -60,3 +60,38 @@ def test_parameter_counts_match_published_sizes():
 def test_cached_cell_tables_finds_only_main_tables():
     found = cached_cell_tables(REPO_ROOT / "data/reference/nvidia-h200/cells")
     assert found and all(p.endswith(".parquet") and ".runs." not in p and ".trace." not in p for p in found)
+
+
+def _measure(tmp_path, monkeypatch, *args):
+    from ctxenergy.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    return main(["measure", "--config", str(REPO_ROOT / "config.yaml"), "--configfile",
+                 str(REPO_ROOT / "config" / "smoke.yaml"), "--model", "tiny-llama", "--engine", "hf-sdpa",
+                 "--phase", "prefill", *args])
+
+
+def test_measure_with_a_named_prompt_file_that_is_missing_writes_nothing(tmp_path, monkeypatch, capsys):
+    prompts = tmp_path / "results" / "prompts" / "tiny-llama"
+    save_ids(np.arange(64), prompts / "L64.warmup.npy")
+    before = (prompts / "L64.warmup.npy").read_bytes()
+    rc = _measure(tmp_path, monkeypatch, "--length", "256", "--prompt", "results/prompts/tiny-llama/L64.npy",
+                  "--warmup-prompt", "results/prompts/tiny-llama/L64.warmup.npy")
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith("ctxenergy: results/prompts/tiny-llama/L64.npy: no such prompt file")
+    assert sorted(p.name for p in prompts.iterdir()) == ["L64.warmup.npy"]  # nothing made, nothing overwritten
+    assert (prompts / "L64.warmup.npy").read_bytes() == before
+    assert not (tmp_path / "results" / "cells").exists()
+
+
+def test_measure_with_a_warm_up_prompt_of_another_length_is_one_line_before_measuring(tmp_path, monkeypatch,
+                                                                                         capsys):
+    prompts = tmp_path / "results" / "prompts" / "tiny-llama"
+    save_ids(np.arange(64), prompts / "L64.npy")
+    save_ids(np.arange(4000), prompts / "L64.warmup.npy")
+    rc = _measure(tmp_path, monkeypatch, "--length", "64")
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "L64.warmup.npy: the warm-up prompt holds 4000 tokens, the cell needs exactly 64" in err
+    assert not (tmp_path / "results" / "cells").exists()

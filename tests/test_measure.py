@@ -10,6 +10,7 @@ import pytest
 import ctxenergy.measure as measure_mod
 from ctxenergy.config import check_semantics, load_config
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
+from ctxenergy.errors import CtxEnergyError
 from ctxenergy.grid import Cell
 from ctxenergy.info import host_cpu
 from ctxenergy.paths import REPO_ROOT
@@ -127,8 +128,21 @@ def test_generate_past_max_positions_is_recorded_as_exceeding_context(setup):
 
 def test_prompt_of_wrong_length_is_refused(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
-    with pytest.raises(ValueError, match="holds 256 tokens, the cell needs exactly 4096"):
+    with pytest.raises(CtxEnergyError, match="holds 256 tokens, the cell needs exactly 4096"):
         measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[256], tmp / "x.parquet", meter=meter)
+
+
+def test_a_warm_up_prompt_of_another_length_is_refused(setup):
+    """A 4096-token warm-up before L=256 windows: the windows would start colder and the timing pass (the warm-up's
+    last run) would choose R for the wrong length, leaving windows far shorter than min_window_s."""
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
+    out = tmp / "w" / "L256.parquet"
+    with pytest.raises(CtxEnergyError, match=r"L4096.w.npy: the warm-up prompt holds 4096 tokens, the cell needs "
+                                              r"exactly 256"):
+        measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), prompts[256][0],
+                                 prompts[4096][1], out, meter=meter)
+    assert not out.exists()
 
 
 def test_a_crash_while_writing_leaves_no_partial_cell(setup):

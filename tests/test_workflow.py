@@ -137,6 +137,15 @@ def test_committed_cells_survive_a_fresh_checkout_that_adds_a_length(smoke_run, 
     assert "measure_cell" not in counts and counts.get("aggregate_cells") == 1, proc.stdout
 
 
+def test_adding_a_length_measures_only_its_cells(smoke_run, tmp_path):
+    """The jobs' settings snapshot is named by its content, so one more length gives another snapshot path: that
+    path must not count as a changed param of the cells already measured."""
+    dst = shutil.copytree(smoke_run[0], tmp_path / "repo", symlinks=True)
+    (dst / "more.yaml").write_text("lengths: [64, 128, 256]\n")
+    counts = job_counts(smk(["-n", "--configfile", "config/smoke.yaml", "more.yaml"], dst).stdout)
+    assert counts.get("measure_cell") == 4 and counts.get("make_prompts") == 1, counts  # L=128 only
+
+
 def test_missing_cells_under_a_budget_plans_only_the_cells_that_fit(repo_copy):
     """Continuing the campaign on GPU time that ends at a fixed hour: `budget_s` picks the missing cells whose
     estimated job times fit, so that none is cut off by the limit (a dry run: no GPU needed)."""
@@ -206,6 +215,16 @@ def test_nothing_to_do_after_a_complete_run(smoke_run):
     dst, _, _ = smoke_run
     proc = smk(["-n", "--configfile", "config/smoke.yaml"], dst)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("deleted", ["L64.parquet", "L64.runs.parquet"])
+def test_a_cell_deleted_after_a_run_is_measured_again_and_its_row_rebuilt(smoke_run, tmp_path, deleted):
+    """Snakemake does not remake a missing intermediate file whose consumer is up to date: a deleted cell stayed a
+    row of results/cells.parquet while `snakemake` said "Nothing to be done"."""
+    dst = shutil.copytree(smoke_run[0], tmp_path / "repo", symlinks=True)
+    (dst / "results" / "cells" / "tiny-llama" / "hf-sdpa" / "prefill" / deleted).unlink()
+    counts = job_counts(smk(["-n", "--configfile", "config/smoke.yaml"], dst).stdout)
+    assert counts.get("measure_cell") == 1 and counts.get("aggregate_cells") == 1, counts
 
 
 def test_cli_measure_without_gpu_is_one_line(repo_copy):
@@ -279,3 +298,26 @@ def test_spot_check_measures_the_named_cells_and_compares_them(smoke_run, repo_c
                    spot.replace(str(reference), str(reference) + "-missing")], repo_copy, check=False)
     assert nowhere.returncode != 0 and "Missing input files for rule spot_check" in nowhere.stdout + nowhere.stderr
     assert job_counts(nowhere.stdout).get("measure_spot_cell") is None  # stopped before any cell was measured
+
+
+def test_a_dry_run_with_other_settings_during_a_campaign_changes_none_of_its_cells(tmp_path):
+    """A second parse (dry run, --lint, another snakemake call) while cells are being measured: every cell of the
+    running campaign is measured under the settings that campaign started with, and records their hash."""
+    dst = copy_repo(tmp_path / "repo")
+    campaign = subprocess.Popen(SNAKEMAKE + ["--cores", "1", "--configfile", "config/smoke.yaml"], cwd=dst,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cells_dir = dst / "results" / "cells"
+    deadline = time.monotonic() + 300
+    while not list(cells_dir.rglob("L*[0-9].parquet")) and campaign.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert campaign.poll() is None, "the campaign ended before a dry run could interfere"
+    (dst / "other.yaml").write_text("measure: {repeats: 5, min_window_s: 0.1}\n")
+    other = smk(["-n", "--configfile", "config/smoke.yaml", "other.yaml", "--config", "generate_tokens=4"], dst,
+                check=False)
+    assert "measure_cell" in other.stdout, other.stdout + other.stderr  # it parsed, and planned the rest
+    out, _ = campaign.communicate(timeout=600)
+    assert campaign.returncode == 0, out[-3000:]
+    cells = pd.read_parquet(dst / "results" / "cells.parquet")
+    assert len(cells) == 8
+    assert cells["config_hash"].nunique() == 1 and (cells["n_windows"] == 3).all()
+    assert (cells.loc[cells["phase"] == "generate", "output_tokens"] == 8).all()

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from ctxenergy.aggregate import aggregate
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.grid import cached_cell_tables
-from ctxenergy.tables import copy_file, write_text
+from ctxenergy.tables import copy_file, read_cell, write_text
 
 SIBLINGS = (".parquet", ".runs.parquet", ".trace.parquet")
 
 
 def _measured_at(path: Path) -> str:
-    return str(pd.read_parquet(path, columns=["measured_at"])["measured_at"].iloc[0])
+    """When the cell was measured; reading it checks its three files against the cell schema."""
+    return str(read_cell(path)[0]["measured_at"].iloc[0])
 
 
 def add_cells(results: str | Path, folder: str | Path) -> str:
@@ -36,9 +35,10 @@ def add_cells(results: str | Path, folder: str | Path) -> str:
     for path in map(Path, cached_cell_tables(src_cells, "add-cells: results")):
         rel = path.relative_to(src_cells).with_suffix("")
         dst = dst_cells / f"{rel}.parquet"
+        measured_at = _measured_at(path)  # every cell checked before anything is copied
         if not dst.exists():
             new.append(rel)
-        elif _measured_at(dst) != _measured_at(path):
+        elif _measured_at(dst) != measured_at:
             conflicts.append(rel)
     if conflicts:
         raise CtxEnergyError(

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctxenergy.config import check_cell_settings
 from ctxenergy.measure import below_min_window
 from ctxenergy.stats import summarize
-from ctxenergy.tables import read_metadata, write_table
+from ctxenergy.tables import read_cell, write_table
 
 # Window columns summarised per cell: <name>, <name>_ci_low, <name>_ci_high (median and t-interval of the mean).
 SUMMARISED = ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_s", "mean_power_w",
@@ -49,11 +50,16 @@ def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
     return row
 
 
-def aggregate(cell_paths: list[str | Path], out_path: str | Path) -> pd.DataFrame:
+def aggregate(cell_paths: list[str | Path], out_path: str | Path, config: dict | None = None,
+              settings_source: str = "config", allow_mixed_settings: bool = False) -> pd.DataFrame:
+    """One row per cell file (each read through the cell schema); with `config`, the cells' settings are checked
+    against it (check_cell_settings) before anything is written."""
     rows = []
     for path in cell_paths:
-        windows = pd.read_parquet(path)
-        rows.append(summarize_cell(windows, read_metadata(path)))
+        windows, _, _, meta = read_cell(path)
+        rows.append(summarize_cell(windows, meta))
+    if config is not None:
+        check_cell_settings(rows, config, settings_source, allow_mixed_settings)
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df[[c for c in FIRST if c in df] + [c for c in df if c not in FIRST]]

@@ -68,7 +68,7 @@ def cmd_measure(args) -> int:
     from ctxenergy.device import check_device
     from ctxenergy.grid import Cell, prompt_path
     from ctxenergy.models import load_tokenizer, resolve_model
-    from ctxenergy.prompts import make_prompts, save_ids
+    from ctxenergy.prompts import load_cell_prompts, make_prompts, save_ids
     from ctxenergy.workflow_process import watch_workflow
 
     watch_workflow()  # a job outliving a killed Snakemake stops, without writing its cell
@@ -80,13 +80,16 @@ def cmd_measure(args) -> int:
     cell = Cell(args.model, args.engine, args.phase, args.length)
     prompt = Path(args.prompt) if args.prompt else prompt_path(args.model, args.length)
     warmup = Path(args.warmup_prompt) if args.warmup_prompt else prompt_path(args.model, args.length, warmup=True)
-    for given in (prompt, warmup):
-        if given.exists():
-            _check_prompt_file(given, args.length)
-    if not prompt.exists() or not warmup.exists():
-        measured_ids, warmup_ids = make_prompts(load_tokenizer(resolve_model(config, args.model)), args.length)
-        save_ids(measured_ids, prompt)
-        save_ids(warmup_ids, warmup)
+    named_missing = [p for p, arg in ((prompt, args.prompt), (warmup, args.warmup_prompt)) if arg and not p.exists()]
+    if named_missing:  # a file named on the command line is never made here: it may be meant for another length
+        raise CtxEnergyError(f"{named_missing[0]}: no such prompt file; make it with `ctxenergy prompts`, or leave "
+                             "the option out to have the cell's default prompts made")
+    if not prompt.exists() or not warmup.exists():  # only the default files, and only those missing
+        made = make_prompts(load_tokenizer(resolve_model(config, args.model)), args.length)
+        for path, ids in zip((prompt, warmup), made):
+            if not path.exists():
+                save_ids(ids, path)
+    load_cell_prompts(cell.length, prompt, warmup)  # both of the cell's length, before any GPU time
     out = Path(args.out) if args.out else cell.path
     if _use_engine_host(args, config):
         from ctxenergy import engine_host
@@ -118,21 +121,6 @@ def _check_in_config(args, config: dict, key: str, name: str) -> None:
     files = _config_files(args)
     source = (key_sources(files, key) or [f"the schema's default (none of {', '.join(files)} sets it)"])[-1]
     raise ConfigError(f"{source}: {key}: '{name}' is not among {', '.join(names)}; add it there or pick one of those")
-
-
-def _check_prompt_file(path: Path, length: int) -> None:
-    """A prompt file must hold exactly `length` integer token ids: caught here in one line, before any GPU time."""
-    import numpy as np
-
-    try:
-        ids = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        why = "not a NumPy array" if "pickle" in str(exc) else str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not a readable token-id file (.npy: {why}); delete it to have it made again, or "
-                          "pass another with --prompt / --warmup-prompt") from None
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or ids.size != length:
-        raise ConfigError(f"{path}: holds {ids.size} {ids.dtype} values of shape {ids.shape}, not {length} integer "
-                          "token ids; delete it to have it made again, or pass the prompt of this length")
 
 
 def _config_files(args) -> list[str]:
@@ -207,7 +195,13 @@ def cmd_weights(args) -> int:
 def cmd_aggregate(args) -> int:
     from ctxenergy.aggregate import aggregate
 
-    df = aggregate(args.cells, args.out)
+    config = None
+    if args.config:
+        from ctxenergy.config import load_config
+
+        config = load_config(args.config, args.configfile or [])
+    allow = args.allow_mixed_settings or bool(config and config["allow_mixed_settings"])
+    df = aggregate(args.cells, args.out, config, str(args.config), allow)
     print(f"{len(df)} cells -> {args.out}")
     return 0
 
@@ -326,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("aggregate", help="all cell tables -> one table of cells")
     sp.add_argument("cells", nargs="+")
+    sp.add_argument("--config", help="the run's settings: cells measured under others stop the aggregation")
+    sp.add_argument("--configfile", action="append", help="further config files; their top-level keys replace")
+    sp.add_argument("--allow-mixed-settings", action="store_true",
+                    help="combine cells measured under other settings than --config's, naming them")
     sp.add_argument("--out", required=True)
     sp.set_defaults(func=cmd_aggregate)
 

@@ -21,7 +21,7 @@ from ctxenergy.config import HOW_NOT_WHAT
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.grid import Cell, cached_cell_tables
 from ctxenergy.stats import summarize, welch_diff_pct
-from ctxenergy.tables import read_metadata, write_csv_or_parquet
+from ctxenergy.tables import read_cell, write_csv_or_parquet
 
 KEY = ("model", "engine", "phase", "length_tokens")
 # Above this run-time difference the two runs did not do the same thing at the same speed (host-bound engine,
@@ -36,10 +36,10 @@ VERDICTS_WITH_DIFF = ("agrees", "within tolerance", "differs")  # both cells mea
 def _cells(directory: str | Path, what: str, key: tuple = KEY) -> dict[tuple, tuple[pd.DataFrame, dict]]:
     cells = {}
     for path in cached_cell_tables(directory, what):
-        windows = pd.read_parquet(path)
+        windows, _, _, meta = read_cell(path)
         first = windows.iloc[0]
         measured = windows[windows["window"] >= 0] if "window" in windows else windows.iloc[0:0]
-        cells[tuple(first[k] for k in key)] = (measured, {**read_metadata(path), **first.to_dict()})
+        cells[tuple(first[k] for k in key)] = (measured, {**meta, **first.to_dict()})
     return cells
 
 

@@ -6,13 +6,16 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from ctxenergy.errors import ConfigError
+from ctxenergy.errors import ConfigError, CtxEnergyError
 from ctxenergy.grid import Cell
 from ctxenergy.paths import CONFIG_SCHEMA, MODELS_DIR, REPO_ROOT
 
@@ -292,13 +295,68 @@ def cell_settings_hash(config: dict, model: str) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def write_effective_config(config: dict, path: str | Path) -> str:
-    """Write the merged config for the jobs; the file is rewritten only when its content changes."""
-    path = Path(path)
+def cells_under_other_settings(cells: list[dict], config: dict) -> dict[str, list[str]]:
+    """The cells (dicts with cell_id, model, config_hash) not measured under `config`'s settings for their model,
+    as {the settings hash they were measured under: [cell ids]}."""
+    models = {m["name"] for m in config["models"]}
+    wanted = {name: cell_settings_hash(config, name) for name in models}
+    other: dict[str, list[str]] = {}
+    for cell in cells:
+        if cell.get("model") not in models or cell.get("config_hash") != wanted[cell["model"]]:
+            other.setdefault(str(cell.get("config_hash")), []).append(str(cell.get("cell_id")))
+    return other
+
+
+def check_cell_settings(rows: list[dict], config: dict, source: str, allow_mixed_settings: bool) -> None:
+    """Stop, in one line naming them, before cells measured under other settings than `config` are combined."""
+    other = cells_under_other_settings(rows, config)
+    if not other:
+        return
+    n = sum(map(len, other.values()))
+    named = "; ".join(f"settings {h}: {', '.join(ids)}" for h, ids in sorted(other.items()))
+    line = f"{source}: {n} of {len(rows)} cells were measured under other settings than these ({named})"
+    if not allow_mixed_settings:
+        raise CtxEnergyError(f"{line}; re-measure them (delete them and rerun), or combine them knowingly with "
+                             "allow_mixed_settings: true (snakemake --config allow_mixed_settings=True; ctxenergy "
+                             "aggregate --allow-mixed-settings)")
+    print(f"ctxenergy: {line}; combined as allow_mixed_settings asks", file=sys.stderr)
+
+
+class SettingsSnapshot:
+    """A run's settings snapshot as a rule param: its path, formatted into the job's command.
+
+    Not a str on purpose: Snakemake compares only params of built-in types with the previous run, so a new snapshot
+    (one more length, another budget) does not rerun the cells measured before; the cell's own `settings` param (its
+    settings hash) decides that.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+
+    def __str__(self) -> str:
+        return self.path
+
+    __fspath__ = __str__
+
+
+def write_settings_snapshot(config: dict, directory: str | Path = "results/config") -> SettingsSnapshot:
+    """The merged config for the jobs, as `<directory>/<hash of its content>.yaml`: written once, atomically, and
+    never rewritten, so that no later parse (a dry run, --lint, another run with other settings) changes the
+    settings of jobs already running."""
     text = yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False)
-    if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return str(path)
+    path = Path(directory) / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if path.exists():
+        if path.read_text() != text:
+            raise ConfigError(f"{path}: settings snapshot does not match its name (edited?); delete it and rerun")
+        return SettingsSnapshot(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # a concurrent parse writing the same settings writes the same bytes
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return SettingsSnapshot(path)

@@ -30,6 +30,7 @@ from ctxenergy.flops import device_peaks, generate_flops, plausibility, prefill_
 from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.info import host_cpu
 from ctxenergy.models import resolve_model, tokenizer_label
+from ctxenergy.prompts import load_cell_prompts
 from ctxenergy.stats import summarize
 from ctxenergy.tables import sibling, write_tables
 from ctxenergy.telemetry import EnergyMeter, IdleBaseline, WindowEnergy, open_meter
@@ -336,11 +337,9 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "tp": spec.tp,
         "settings": settings, "host_cpu": host_cpu(),
     })
-    prompt, warmup_prompt = np.load(prompt_file), np.load(warmup_file)
+    prompt, warmup_prompt = load_cell_prompts(cell.length, prompt_file, warmup_file)
     warmup_prompt = warmup_prompt_for(config, cell, prompt, warmup_prompt)
     record.meta["warmup_prompt"] = "measured" if warmup_prompt is prompt else "different"
-    if prompt.size != cell.length:
-        raise ValueError(f"{prompt_file} holds {prompt.size} tokens, the cell needs exactly {cell.length}")
     record.meta["tokenizer"] = tokenizer_label(spec)
     engine = None
     if spec.exceeds_context(cell.length, n_out, cell.engine):  # recorded, not measured

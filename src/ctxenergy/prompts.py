@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctxenergy.errors import CtxEnergyError
 from ctxenergy.paths import BASE_TEXT
 
 # Offset of the warm-up prompt into the repeated token stream (a prime, so it never lines up with the text's period).
@@ -59,3 +60,27 @@ def save_ids(ids: np.ndarray, path: str | Path) -> None:
 
 def load_ids(path: str | Path) -> np.ndarray:
     return np.load(path)
+
+
+def load_cell_prompts(length: int, prompt_file: str | Path, warmup_file: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The measured and warm-up prompts of a cell of `length` tokens; a missing, unreadable or other-length file is
+    one line naming it (a shorter warm-up leaves the windows that follow it colder and shorter than asked)."""
+    loaded = []
+    for what, path in (("prompt", prompt_file), ("warm-up prompt", warmup_file)):
+        try:
+            ids = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise CtxEnergyError(f"{path}: no such {what} file; make it with `ctxenergy prompts`, or leave the "
+                                 "option out to have it made") from None
+        except (OSError, ValueError, EOFError) as exc:
+            why = "not a NumPy array" if "pickle" in str(exc) else str(exc).splitlines()[0]
+            raise CtxEnergyError(f"{path}: not a readable token-id file ({what}, .npy: {why}); delete it and "
+                                 "rerun") from None
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise CtxEnergyError(f"{path}: the {what} holds {ids.dtype} values of shape {ids.shape}, not integer token "
+                                 "ids; delete it to have it made again")
+        if ids.size != length:
+            raise CtxEnergyError(f"{path}: the {what} holds {ids.size} tokens, the cell needs exactly {length}; "
+                                 f"use the L{length} prompts (`ctxenergy prompts --length {length}`)")
+        loaded.append(ids)
+    return loaded[0], loaded[1]

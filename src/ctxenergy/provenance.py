@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.tables import write_text
+from ctxenergy.tables import read_cells_table, write_text
 
 COMMAND = re.compile(r"^\s*Command:\s*(.+?)\s*$")
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")  # Snakemake's job time stamps
@@ -132,7 +132,7 @@ def main(args) -> int:
     if not Path(args.cells).is_file():
         raise CtxEnergyError(f"provenance: no table of cells at '{args.cells}' (ctxenergy aggregate writes one, "
                              "results/cells.parquet in the workflow)")
-    cells = pd.read_parquet(args.cells)
+    cells = read_cells_table(args.cells)
     text = provenance(cells, job_seconds(args.jobs), snakemake_runs(sorted(args.logs or [])))
     write_text(text, args.out)
     print(f"provenance of {len(cells)} cells -> {args.out}")

@@ -5,11 +5,15 @@ A cell is three files side by side, written together:
   L{n}.runs.parquet   one row per run (host timestamps from the engine)
   L{n}.trace.parquet  the instant-power trace of every window
 The full metadata (versions, settings, engine options) is also stored as JSON in the main file's
-key-value metadata under "ctxenergy".
+key-value metadata under "ctxenergy", with the SHA-256 of the two other files ("files"): a reader that finds a
+runs or trace file of another measurement beside it says so. Every read of a cell checks the three files against
+workflow/schemas/cell.schema.yaml (read_cell).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -21,7 +25,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ctxenergy.errors import CtxEnergyError
+from ctxenergy.paths import REPO_ROOT
+
 META_KEY = b"ctxenergy"
+CELL_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "cell.schema.yaml"
+# What a reader of a bad cell file is told to do.
+CELL_FIX = "re-measure the cell (delete it and rerun) or restore it"
 
 
 def sibling(path: str | Path, kind: str) -> Path:
@@ -37,20 +47,30 @@ def _write_tmp(df: pd.DataFrame, path: Path, metadata: dict | None) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)  # readers verify: no silent bit flip
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
     return tmp
+
+
+def _sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_tables(files: dict[Path, tuple[pd.DataFrame, dict | None]]) -> None:
     """Write every table to a temporary file first, then move them all into place (the first path last).
 
-    A crash leaves no partial file: either the temporaries (removed here) or the complete set.
+    A crash leaves no partial file: either the temporaries (removed here) or the complete set. The first table's
+    metadata, when it has some, records the SHA-256 of the others ("files"), so that a reader notices a set mixed
+    from two writes (a crash between two moves, a file restored from elsewhere).
     """
     tmps: list[tuple[str, Path]] = []
+    (first, (first_df, first_meta)), *others = files.items()
     try:
-        for path, (df, meta) in files.items():
+        for path, (df, meta) in others:
             tmps.append((_write_tmp(df, Path(path), meta), Path(path)))
+        if first_meta is not None and others:
+            first_meta = dict(first_meta, files={path.name: _sha256(tmp) for tmp, path in tmps})
+        tmps.insert(0, (_write_tmp(first_df, Path(first), first_meta), Path(first)))
         for tmp, path in reversed(tmps):
             os.replace(tmp, path)
     except BaseException:
@@ -111,8 +131,88 @@ def read_metadata(path: str | Path) -> dict:
     return json.loads(meta[META_KEY]) if META_KEY in meta else {}
 
 
+class CellFileError(CtxEnergyError):
+    """A cell file that is missing, unreadable, or not what the cell schema describes."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _read_checked(path: Path, table_schema: dict, fix: str = CELL_FIX) -> tuple[pd.DataFrame, pa.Schema]:
+    """One file of a cell (or the table of cells), read whole (a corrupt page fails here, not later) and its
+    columns checked; `fix` tells the user what to do about a bad one."""
+    try:
+        schema = pq.read_schema(path)
+        df = pd.read_parquet(path, page_checksum_verification=True)  # files written before checksums have none
+    except FileNotFoundError:
+        raise CellFileError(f"{path}: missing; {fix}") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise CellFileError(f"{path}: not a readable Parquet file ({_first_line(exc)}); {fix}") from None
+    missing = [c for c in table_schema.get("required", []) if c not in schema.names]
+    if missing:
+        raise CellFileError(f"{path}: missing column {', '.join(missing)}; {fix}")
+    for field in schema:
+        described = table_schema.get("properties", {}).get(field.name, {})
+        types = described.get("type", [])
+        types = types if isinstance(types, list) else [types]
+        if types and not pa.types.is_null(field.type) and not any(_ARROW_KINDS[t](field.type) for t in types):
+            raise CellFileError(f"{path}: column {field.name} is {field.type}, the cell schema says "
+                                f"{' or '.join(types)}; {fix}")
+    return df, schema
+
+
+_ARROW_KINDS = {
+    "integer": pa.types.is_integer,
+    "number": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t),
+    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "boolean": pa.types.is_boolean,
+    "null": pa.types.is_null,
+}
+
+
+def _check_rows(path: Path, windows: pd.DataFrame, table_schema: dict) -> None:
+    """Every row of the main table against the schema (a handful of rows: one per window)."""
+    import jsonschema
+
+    if windows.empty:
+        raise CellFileError(f"{path}: no rows (a cell has one row per window, or one with window -1); {CELL_FIX}")
+    validator = jsonschema.Draft202012Validator(table_schema)
+    for i, row in enumerate(json.loads(windows.to_json(orient="records"))):
+        error = jsonschema.exceptions.best_match(validator.iter_errors(row))
+        if error is not None:
+            what = (f"missing column {error.message.split(chr(39))[1]}" if error.validator == "required"
+                    else f"column {'.'.join(map(str, error.absolute_path))}: {error.message}")
+            raise CellFileError(f"{path}: row {i} (status {row.get('status')}, window {row.get('window')}): "
+                                f"{what}; {CELL_FIX}")
+
+
+@functools.cache
+def _cell_schema() -> dict:
+    import yaml
+
+    return yaml.safe_load(CELL_SCHEMA.read_text())
+
+
 def read_cell(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
-    """windows, runs, trace, metadata of one cell."""
+    """windows, runs, trace, metadata of one cell, each file checked against the cell schema; a bad, corrupt,
+    partial or mismatched file stops the reader with one line naming it (CellFileError)."""
     path = Path(path)
-    return (pd.read_parquet(path), pd.read_parquet(sibling(path, "runs")), pd.read_parquet(sibling(path, "trace")),
-            read_metadata(path))
+    schema = _cell_schema()["$defs"]
+    windows, arrow_schema = _read_checked(path, schema["windows"])
+    meta_bytes = (arrow_schema.metadata or {}).get(META_KEY)
+    meta = json.loads(meta_bytes) if meta_bytes else {}
+    _check_rows(path, windows, schema["windows"])
+    runs, _ = _read_checked(sibling(path, "runs"), schema["runs"])
+    trace, _ = _read_checked(sibling(path, "trace"), schema["trace"])
+    for name, digest in meta.get("files", {}).items():  # cells written before the manifest have none
+        if _sha256(path.with_name(name)) != digest:
+            raise CellFileError(f"{path.with_name(name)}: not the file written with {path.name} (its content "
+                                f"differs from the hash recorded there); {CELL_FIX}")
+    return windows, runs, trace, meta
+
+
+def read_cells_table(path: str | Path) -> pd.DataFrame:
+    """The table of cells (results/cells.parquet), checked against the cell schema's `cells` entry."""
+    fix = "rebuild it from the cells (snakemake --forcerun aggregate_cells, or ctxenergy aggregate)"
+    return _read_checked(Path(path), _cell_schema()["$defs"]["cells"], fix)[0]

@@ -8,5 +8,7 @@ rule aggregate_cells:
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        config=SETTINGS,
     shell:
-        "ctxenergy aggregate {input} --out {output} > {log} 2>&1"
+        "ctxenergy aggregate {input} --config {params.config} --out {output} > {log} 2>&1"

@@ -1,12 +1,12 @@
 import re
 import sys
 
-from ctxenergy.config import cell_settings_hash, check_semantics, write_effective_config
-from ctxenergy.config import validate_workflow_config
+from ctxenergy.config import cell_settings_hash, check_semantics, validate_workflow_config, write_settings_snapshot
 from ctxenergy.device import check_device
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import cached_cell_tables, expand_grid
+from ctxenergy.tables import sibling
 from ctxenergy.workflow_process import enter_workflow
 
 # Jobs and engine hosts end with this Snakemake process; a lock left by a killed run is removed (workflow_process.py).
@@ -23,9 +23,10 @@ try:
 except CtxEnergyError as exc:
     sys.exit(f"ctxenergy: {exc}")
 
-# The merged config (config.yaml + --configfile + --config) as the jobs must see it; rewritten only when it changes,
-# and passed as a param, not an input, so that adding a length does not rerun the cells already measured.
-EFFECTIVE_CONFIG = write_effective_config(config, "results/config.effective.yaml")
+# The merged config (config.yaml + --configfile + --config) as this run's jobs must see it: an immutable snapshot
+# named by its content, so that no later parse changes the settings of running jobs; passed as a param, not an
+# input, so that adding a length does not rerun the cells already measured.
+SETTINGS = write_settings_snapshot(config)
 CELLS = expand_grid(config)
 MODELS = {m["name"]: m for m in config["models"]}
 ENGINE_ENV = {"hf-eager": "hf", "hf-sdpa": "hf", "hf-paged": "hf", "vllm": "vllm"}
@@ -130,4 +131,7 @@ def provenance_logs():
 
 
 def final_outputs():
-    return ["results/cells.parquet", *REPORT_TARGETS]
+    """The cells themselves are targets too: Snakemake would not remake a deleted intermediate file whose consumer
+    (results/cells.parquet) is up to date, and the table would keep the deleted cell's row."""
+    cell_files = [str(f) for p in cell_paths() for f in (p, sibling(p, "runs"), sibling(p, "trace"))]
+    return [*cell_files, "results/cells.parquet", *REPORT_TARGETS]

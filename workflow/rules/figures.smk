@@ -38,7 +38,7 @@ rule analyze_cells:
     conda:
         "../../envs/analysis.yaml"
     params:
-        config=EFFECTIVE_CONFIG,
+        config=SETTINGS,
     shell:
         "ctxenergy analyze {input.cells} --cell-tables {input.tables} --config {params.config}"
         " --out {output} > {log} 2>&1"

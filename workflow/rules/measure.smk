@@ -19,7 +19,7 @@ rule warmup_engine:
         runtime=30,
         mem_mb=16000,
     params:
-        config=EFFECTIVE_CONFIG,
+        config=SETTINGS,
     shell:
         "ctxenergy warmup --config {params.config} --model {wildcards.model} --engine {wildcards.engine}"
         " --engine-host --out {output} > {log} 2>&1"
@@ -49,7 +49,7 @@ rule measure_cell:
         runtime=60,
         mem_mb=16000,
     params:
-        config=EFFECTIVE_CONFIG,
+        config=SETTINGS,
         settings=cell_settings,
     shell:
         "ctxenergy measure --config {params.config} --model {wildcards.model} --engine {wildcards.engine}"

@@ -9,7 +9,7 @@ rule make_prompts:
     conda:
         "../../envs/hf.yaml"
     params:
-        config=EFFECTIVE_CONFIG,
+        config=SETTINGS,
     shell:
         "ctxenergy prompts --config {params.config} --model {wildcards.model} --length {wildcards.length}"
         " --out {output.prompt} --warmup-out {output.warmup} > {log} 2>&1"

@@ -17,6 +17,6 @@ rule shared_weights:
         runtime=30,
         mem_mb=64000,
     params:
-        config=EFFECTIVE_CONFIG,
+        config=SETTINGS,
     shell:
         "ctxenergy weights --config {params.config} --model {wildcards.model} > {log} 2>&1"

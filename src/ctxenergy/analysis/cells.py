@@ -65,4 +65,6 @@ def prepare_cells(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_cells(path) -> pd.DataFrame:
-    return prepare_cells(pd.read_parquet(path))
+    from ctxenergy.tables import read_cells_table
+
+    return prepare_cells(read_cells_table(path))
