@@ -95,7 +95,7 @@ def classify(obs: Observation) -> tuple[str, str]:
         return (CORRECT, "same result as without the fault") if obs.right else (SILENT, obs.detail)
     text = obs.message
     if obs.damage:
-        return UGLY, f"{_error_line(obs) or _last_line(text)} [{obs.damage}]"
+        return UGLY, f"{_error_line(obs) or _telling_line(text)} [{obs.damage}]"
     if any(marker in text for marker in UGLY_MARKERS):
         return UGLY, _exception_line(text) if "Traceback" in text else _first_marker_context(text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -103,8 +103,7 @@ def classify(obs: Observation) -> tuple[str, str]:
         return UGLY, (f"{len(lines)} lines: {lines[0]}" if lines else "stopped without a word")
     line = _error_line(obs)
     if not line:
-        telling = [x for x in lines if re.search(r"error|exception|cannot|failed|lock", x, re.I)]
-        return UGLY, f"no ctxenergy: line: {(telling or lines or ['nothing'])[0]}"
+        return UGLY, f"no ctxenergy: line: {_telling_line(text) or 'nothing'}"
     if obs.must_succeed:
         return UGLY, f"valid input refused: {line}"
     if obs.names and not any(n in line for n in obs.names):
@@ -121,6 +120,13 @@ def _error_line(obs: Observation) -> str:
         return ours[0] if ours and lines[0].startswith("ctxenergy:") else ""
     named = [line for line in ours if any(n in line for n in obs.names)]
     return (named or ours or [""])[-1]
+
+
+def _telling_line(text: str) -> str:
+    """The first line of a long output that says what went wrong."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    telling = [x for x in lines if re.search(r"error|exception|cannot|failed|lock", x, re.I)]
+    return (telling or lines or [""])[0]
 
 
 def _exception_line(text: str) -> str:
@@ -542,6 +548,9 @@ class GpuFault:
     at_window: Callable[[object], None] | None = None
     oom: bool = False
     flags: tuple[str, ...] = ()  # flags that report this fault (the cell is then excluded, with the flag as reason)
+    # Relative error still correct. The counter's edges are exact to a read; the instant-power integral (no counter,
+    # or a counter reset) samples every 10 ms runs of ~5 ms in 0.25 s windows, which leaves up to ~10 %.
+    tolerance: float = 0.05
     check: Callable[[pd.DataFrame], str] | None = None  # extra check of an ok cell's windows: "" or what is wrong
 
 
@@ -607,7 +616,7 @@ def telemetry_fault(ctx: Context, name: str, fault: GpuFault) -> Observation:
     truth = EXTRA_W * L * S_PER_TOKEN + gpu.idle_w * windows["run_s"]
     got = windows["energy_per_run_j"].astype(float)
     err = (got / truth - 1).abs()
-    if not np.isfinite(got).all() or (err > 0.05).any():
+    if not np.isfinite(got).all() or (err > fault.tolerance).any():
         worst = int(np.nanargmax(err.fillna(np.inf).to_numpy()))
         return Observation(failed=False, right=False,
                            detail=f"status ok, energy per run {got.iloc[worst]:.4g} J where the load drew "
@@ -1139,9 +1148,9 @@ TELEMETRY: list[tuple] = [
     ("counter-wrap", "64-bit counter wraps during the cell", "correct energy (the wrap is taken back)",
      GpuFault(setup=_near_wrap)),
     ("counter-reset", "counter resets to 0 inside a window", "correct energy (instant-power integral) or non-ok",
-     GpuFault(at_window=_reset_counter)),
+     GpuFault(at_window=_reset_counter, tolerance=0.15)),
     ("no-counter", "GPU without an energy counter", "correct energy from the instant-power trace",
-     GpuFault(gpu={"has_counter": False})),
+     GpuFault(gpu={"has_counter": False}, tolerance=0.15)),
     ("counter-slow-1s", "counter published every 1 s (windows of 0.25 s)", "correct energy, or flagged short_window",
      GpuFault(gpu={"period_s": 1.0}, flags=("short_window",))),
     ("nvml-open-error", "NVML error when the GPU is opened", "one-line error naming NVML",
@@ -1378,6 +1387,9 @@ def run_fault(fault: Fault, ctx: Context) -> Outcome:
         cls, message = classify(obs)
     except Exception as exc:  # noqa: BLE001 - a harness failure is reported, not hidden
         cls, message = "harness error", f"{type(exc).__name__}: {_last_line(str(exc)) or exc!r}"
+    # the table is committed: no path of the machine that ran it
+    message = message.replace(str(ctx.root), "<tmp>").replace(str(REPO), "<repo>")
+    message = re.sub(r"/tmp/ctxenergy-faults-\w+", "<tmp>", message)
     return Outcome(fault, cls, " ".join(message.split())[:300], time.monotonic() - t0)
 
 
