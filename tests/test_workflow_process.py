@@ -71,3 +71,16 @@ def test_unfinished_jobs_of_a_killed_run_are_announced_with_how_to_resume(tmp_pa
                           check=True).stdout.strip()
     assert said.startswith("ctxenergy: resuming a run that was killed part-way; its unfinished cells are measured")
     assert "with another profile add --rerun-incomplete" in said
+
+
+def test_a_job_snakemake_on_a_cluster_node_never_clears_the_main_runs_lock(tmp_path):
+    """The Snakemake an executor starts for one job reads the Snakefile too; where its flock cannot see the main
+    process's (another node, a shared file system), it must not take the main run's lock for a stale one."""
+    lock = tmp_path / ".snakemake" / "locks" / "0.input.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    code = ("import os; from ctxenergy.workflow_process import enter_workflow; "
+            "print(enter_workflow(main_process=False), 'CTXENERGY_WORKFLOW' in os.environ)")
+    said = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.split()
+    assert said == ["None", "True"] and lock.exists()

@@ -105,12 +105,16 @@ def watch_workflow() -> WorkflowWatch | None:
     return WorkflowWatch(workflow) if workflow else None
 
 
-def enter_workflow(workdir: str | Path = ".") -> str | None:
+def enter_workflow(workdir: str | Path = ".", main_process: bool = True) -> str | None:
     """Called by the Snakefile in the Snakemake process: export its identity to the jobs, mark the run alive and
-    remove a lock left by a killed run. Returns the line that tells the user a killed run is being resumed."""
+    remove a lock left by a killed run. Returns the line that tells the user a killed run is being resumed.
+
+    Only the main Snakemake process takes part in the run lock: the Snakemake that an executor starts for one job
+    (on a cluster node, over a shared file system whose flock may not reach the main process's) must never take the
+    main run's lock for a stale one; its jobs still follow it."""
     global _run_lock_fd
     os.environ[WORKFLOW_ENV] = identity()
-    if _run_lock_fd is not None:
+    if _run_lock_fd is not None or not main_process:
         return None
     meta = Path(workdir, ".snakemake")
     meta.mkdir(exist_ok=True)
