@@ -355,6 +355,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", nargs="+", required=True, help="derived tables to write, each named <table>.parquet")
     sp.set_defaults(func=_plugin("ctxenergy.analysis.derive", "main"))
 
+    sp = sub.add_parser("estimate", help="GPU energy of one request (N input, G output tokens) from the committed fits",
+                        description="GPU energy of one batch-1 request from the cost model (docs/cost-model.md): the "
+                                    "prefill fit E(N) plus (G - 1) times the measured energy per output token, total "
+                                    "and above idle, with statistical and total (systematic) 95 % intervals. A "
+                                    "length outside the measured range is refused unless --extrapolate.",
+                        epilog="example: ctxenergy estimate --model llama-3.1-8b --engine vllm --input 50000 "
+                               "--output 300")
+    sp.add_argument("--model", required=True, help="model name of the cost model, e.g. llama-3.1-8b or qwen2-7b")
+    sp.add_argument("--engine", required=True, help="engine of the cost model: hf-eager, hf-sdpa, hf-paged or vllm")
+    sp.add_argument("--input", type=positive_tokens, required=True, help="input (prompt) tokens N")
+    sp.add_argument("--output", type=positive_tokens, required=True,
+                    help="output tokens G (the first is the prefill's; G - 1 decode steps)")
+    sp.add_argument("--analysis", help="folder with cost_model.parquet, e.g. results/analysis (default: the committed "
+                                       "reference campaign's, NVIDIA H200)")
+    sp.add_argument("--extrapolate", action="store_true",
+                    help="compute outside the measured lengths too, flagged EXTRAPOLATED, instead of refusing")
+    sp.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    sp.set_defaults(func=_plugin("ctxenergy.analysis.cost_model", "main"))
+
     sp = sub.add_parser("figures", help="derived tables -> figures (PNG and SVG), from Parquet only")
     sp.add_argument("tables", nargs="+", help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--out", nargs="+", required=True, help="figures to write, each named <figure>.png or .svg")
