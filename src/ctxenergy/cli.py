@@ -393,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", nargs="+", required=True, help="derived tables to write, each named <table>.parquet")
     sp.set_defaults(func=_plugin("ctxenergy.analysis.derive", "main"))
 
+    sp = verb("notebook", "execute an analysis notebook into an executed copy (nbclient)",
+              "notebooks/explore.ipynb --analysis results/analysis --out results/notebooks/explore.ipynb")
+    sp.add_argument("notebook", help="the notebook to execute, e.g. notebooks/explore.ipynb")
+    sp.add_argument("--analysis", help="a run's folder of derived tables, shown beside the reference campaign's "
+                                       "(the notebook's CTXENERGY_ANALYSIS)")
+    sp.add_argument("--out", required=True, help="executed copy to write (.ipynb)")
+    sp.set_defaults(func=_plugin("ctxenergy.notebook", "main"))
+
     sp = verb("summary", "the key results in the terminal, from cached derived tables", "",
               "--analysis results/analysis",
               description="the key results, from the derived tables (Parquet) alone: per model and engine the prefill "

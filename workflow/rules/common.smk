@@ -130,4 +130,4 @@ def provenance_logs():
 
 
 def final_outputs():
-    return ["results/cells.parquet", *REPORT_TARGETS, *COST_MODEL]
+    return ["results/cells.parquet", *REPORT_TARGETS, *COST_MODEL, "results/notebooks/explore.ipynb"]
