@@ -5,7 +5,7 @@
 #   results/warmup/{model}/{engine}.json                       engine loads, start-up time
 #   results/cells/{model}/{engine}/{phase}/L{length}.parquet   one cell (+ .runs/.trace.parquet)
 #   results/cells.parquet                                      all cells, one row each
-#   results/analysis/, results/figures/, results/report/, results/paper/
+#   results/analysis/, results/figures/, results/report/, results/paper/, results/notebooks/
 from snakemake.utils import min_version
 
 min_version("9.20.0")
@@ -25,6 +25,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/notebook.smk"
 include: "workflow/rules/spot_check.smk"
 
 

@@ -151,3 +151,51 @@ def test_snakemake_with_a_missing_configfile_fails_before_the_workflow_with_the_
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "FileNotFoundError: [Errno 2] No such file or directory: 'nope.yaml'", proc.stdout
     assert not Path(repo_copy / "results").joinpath("cells").exists()
+
+
+def _subparsers():
+    import argparse
+
+    from ctxenergy.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, action.choices
+
+
+def test_version_prints_the_package_version(capsys):
+    import ctxenergy
+    from ctxenergy.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"ctxenergy {ctxenergy.__version__}"
+
+
+def test_every_subcommand_documents_every_argument_and_shows_an_example():
+    """No argument without help (positional ones included), no help cut mid-sentence, the engines listed where an
+    engine is asked for, and an example command in each subcommand's help."""
+    from ctxenergy.config import KNOWN_ENGINES
+
+    _, verbs = _subparsers()
+    for name, sp in verbs.items():
+        text = sp.format_help()
+        assert f"example:\n  ctxenergy {name}" in text, name
+        for action in sp._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"ctxenergy {name}: {action.option_strings or action.dest} has no help"
+            assert not action.help.rstrip().endswith(("replace", "the", "a", "of", "and")), (name, action.help)
+            if action.dest == "engine":
+                assert all(e in action.help for e in KNOWN_ENGINES), (name, action.help)
+
+
+def test_summary_prints_the_key_results_from_the_committed_tables(capsys):
+    from ctxenergy.cli import main
+
+    assert main(["summary"]) == 0
+    out = capsys.readouterr().out
+    vllm = next(line for line in out.splitlines() if line.startswith("llama-3.1-8b  vllm"))
+    # README's Table 1 row (prefill at 114,688: 7.95 s, 5,488 J [5,482, 5,491]) and 5.24 J per output token there
+    assert all(v in vllm for v in ("114,688", "7.95", "5,488 [5,482, 5,491]", "0.0479", "5.241", "55.2k [52.2, 58.4]"))
+    assert "systematic ±5.9%" in out and len([line for line in out.splitlines() if line.startswith("qwen2-7b")]) == 4

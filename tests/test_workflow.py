@@ -91,6 +91,10 @@ def test_smoke_config_runs_end_to_end_on_cpu(smoke_run):
         assert not cell.name.startswith(".")
     provenance = (dst / "results" / "provenance.md").read_text()  # part of the default target
     assert "8 cells: 8 ok" in provenance and "measure_cell: 8 jobs" in provenance
+    # the notebook ran on the committed tables and on this run's, and the cost model was exported (empty: no energy)
+    executed = (dst / "results" / "notebooks" / "explore.ipynb").read_text()
+    assert "by hand: 89.2%" in executed and "tiny-llama" in executed
+    assert all((dst / "results" / "analysis" / f"cost_model.{ext}").exists() for ext in ("parquet", "csv", "json"))
 
 
 def test_cells_share_one_engine_host_per_engine_which_the_workflow_stops(smoke_run):
@@ -264,6 +268,7 @@ def test_published_outputs_of_cached_cells_with_their_provenance(repo_copy):
     out = repo_copy / "published"
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
         "analysis", "figures", "report", "paper", "provenance.md"}
+    assert (out / "analysis" / "cost_model.json").exists()  # the estimators' export is published with the tables
     assert (out / "report" / "report.html").stat().st_size > 0 and (out / "figures" / "energy_fit.svg").exists()
     assert "](../figures/energy_intensity.png)" in (out / "paper" / "paper.md").read_text()  # links still resolve
     text = (out / "provenance.md").read_text()

@@ -242,41 +242,70 @@ def positive_tokens(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="ctxenergy", description=__doc__)
-    sub = p.add_subparsers(dest="verb", required=True)
+    import ctxenergy
+    from ctxenergy.config import KNOWN_ENGINES
+
+    p = OneLineParser(prog="ctxenergy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                      epilog="example:\n  ctxenergy summary\n  ctxenergy estimate --model llama-3.1-8b --engine vllm "
+                             "--input 50000 --output 300\n\n'ctxenergy <command> --help' shows each command's "
+                             "arguments and an example.")
+    p.add_argument("--version", action="version", version=f"ctxenergy {ctxenergy.__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="<command>")
+    engines = ", ".join(KNOWN_ENGINES)
+
+    def verb(name: str, summary: str, *examples: str, description: str | None = None):
+        return sub.add_parser(name, help=summary, description=description or summary,
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="example:\n" + "\n".join(f"  ctxenergy {name} {e}".rstrip() for e in examples))
 
     def with_config(sp):
         sp.add_argument("--config", default="config.yaml", help="study config (default: config.yaml)")
-        sp.add_argument("--configfile", action="append", help="further config files; their top-level keys replace")
+        sp.add_argument("--configfile", action="append",
+                        help="a further config file read over --config, as `snakemake --configfile` does: its "
+                             "top-level keys replace those of the files before it (repeatable)")
         return sp
 
-    sp = with_config(sub.add_parser("check", help="validate a config"))
+    def model_arg(sp, required=True, what="a model name of the config's models"):
+        sp.add_argument("--model", required=required, help=f"{what}, e.g. tiny-llama (config/smoke.yaml) or "
+                                                           "llama-3.1-8b")
+
+    def engine_arg(sp, required=True):
+        sp.add_argument("--engine", required=required, help=f"one of the config's engines: {engines}")
+
+    smoke = "--configfile config/smoke.yaml"
+    sp = with_config(verb("check", "validate a config", f"{smoke} --device"))
     sp.add_argument("--device", action="store_true", help="also check that the config's device is usable here")
     sp.set_defaults(func=cmd_check)
 
-    sp = with_config(sub.add_parser("prompts", help="write the exact-length measured and warm-up prompts"))
-    sp.add_argument("--model", required=True)
-    sp.add_argument("--length", type=positive_tokens, required=True)
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--warmup-out", required=True)
+    sp = with_config(verb("prompts", "write the exact-length measured and warm-up prompts",
+                          f"{smoke} --model tiny-llama --length 256 --out results/prompts/tiny-llama/L256.npy "
+                          "--warmup-out results/prompts/tiny-llama/L256.warmup.npy"))
+    model_arg(sp)
+    sp.add_argument("--length", type=positive_tokens, required=True, help="prompt length L in tokens")
+    sp.add_argument("--out", required=True, help="measured prompt to write (.npy of token ids)")
+    sp.add_argument("--warmup-out", required=True, help="warm-up prompt to write (.npy; a different text of length L)")
     sp.set_defaults(func=cmd_prompts)
 
-    sp = with_config(sub.add_parser("warmup", help="check that an engine loads and prepare what its cells reuse"))
-    sp.add_argument("--model", required=True)
-    sp.add_argument("--engine", required=True)
-    sp.add_argument("--out", required=True)
+    sp = with_config(verb("warmup", "check that an engine loads and prepare what its cells reuse",
+                          f"{smoke} --model tiny-llama --engine hf-sdpa --out results/warmup/tiny-llama/hf-sdpa.json"))
+    model_arg(sp)
+    engine_arg(sp)
+    sp.add_argument("--out", required=True, help="JSON to write: the engine's versions and start-up time")
     sp.add_argument("--engine-host", action="store_true", help="load the engine in a host that the cells reuse")
     sp.set_defaults(func=cmd_warmup)
 
-    sp = with_config(sub.add_parser("weights", help="generate a model's shared random weights (random_weights: shared)"))
+    sp = with_config(verb("weights", "generate a model's shared random weights (random_weights: shared)",
+                          "--configfile config/weights-ab.yaml --model llama-3.1-8b"))
     sp.add_argument("--model", required=True, help="a model of the config whose random_weights is shared")
     sp.set_defaults(func=cmd_weights)
 
-    sp = with_config(sub.add_parser("measure", help="measure one cell (model, engine, phase, L)"))
-    sp.add_argument("--model", required=True)
-    sp.add_argument("--engine", required=True)
-    sp.add_argument("--phase", required=True, choices=["prefill", "generate"])
-    sp.add_argument("--length", type=positive_tokens, required=True)
+    sp = with_config(verb("measure", "measure one cell (model, engine, phase, L)",
+                          f"{smoke} --model tiny-llama --engine hf-sdpa --phase prefill --length 256"))
+    model_arg(sp)
+    engine_arg(sp)
+    sp.add_argument("--phase", required=True, choices=["prefill", "generate"],
+                    help="prefill (1 output token) or generate (the config's generate_tokens)")
+    sp.add_argument("--length", type=positive_tokens, required=True, help="context length L in tokens")
     sp.add_argument("--prompt", help="measured prompt (.npy); made if missing")
     sp.add_argument("--warmup-prompt", help="warm-up prompt (.npy); made if missing")
     sp.add_argument("--out", help="cell table (default: results/cells/<model>/<engine>/<phase>/L<n>.parquet)")
@@ -284,15 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measure on the engine host of this (model, engine), starting it if needed (the workflow's way)")
     sp.set_defaults(func=cmd_measure)
 
-    sp = with_config(sub.add_parser("engine-host", help="keep one engine loaded for the cell jobs (started by them)"))
-    sp.add_argument("--model")
-    sp.add_argument("--engine")
+    sp = with_config(verb("engine-host", "keep one engine loaded for the cell jobs (started by them)",
+                          "--stop", description="keep one engine loaded for the cell jobs; `ctxenergy measure "
+                                                "--engine-host` starts it, and the workflow stops it at its end"))
+    model_arg(sp, required=False)
+    engine_arg(sp, required=False)
     sp.add_argument("--socket", help="Unix socket to listen on")
     sp.add_argument("--idle-s", type=float, default=120.0, help="exit after this long without a request")
     sp.add_argument("--stop", action="store_true", help="stop every idle engine host of this directory")
     sp.set_defaults(func=cmd_engine_host)
 
-    sp = sub.add_parser("compare", help="cells measured twice: a rerun against reference cells, with intervals")
+    sp = verb("compare", "cells measured twice: a rerun against reference cells, with intervals",
+              "data/reference/nvidia-h200/campaign/cells results/cells --out results/compare.csv")
     sp.add_argument("reference", help="directory of reference cells, e.g. data/reference/nvidia-h200/campaign/cells")
     sp.add_argument("candidate", help="directory of the rerun's cells, e.g. results/cells")
     sp.add_argument("--tolerance-pct", type=float,
@@ -306,37 +338,42 @@ def build_parser() -> argparse.ArgumentParser:
                          "config/weights-ab.yaml (results/cells/llama-3.1-8b against results/cells/llama-3.1-8b-uniform)")
     sp.set_defaults(func=_plugin("ctxenergy.compare", "main"))
 
-    sp = sub.add_parser("provenance", help="where the cells came from: dates, boards, versions, commands, GPU time")
+    sp = verb("provenance", "where the cells came from: dates, boards, versions, commands, GPU time",
+              "--cells results/cells.parquet --jobs results/benchmarks --out results/provenance.md")
     sp.add_argument("--cells", required=True, help="table of cells (results/cells.parquet)")
     sp.add_argument("--jobs", help="Snakemake benchmark files of the jobs (results/benchmarks)")
     sp.add_argument("--logs", nargs="*", default=[], help="Snakemake logs of the runs that measured the cells")
     sp.add_argument("--out", required=True, help="Markdown file to write")
     sp.set_defaults(func=_plugin("ctxenergy.provenance", "main"))
 
-    sp = sub.add_parser("add-cells", help="newly measured cells, with their job times, into reference data")
+    sp = verb("add-cells", "newly measured cells, with their job times, into reference data",
+              "results data/reference/nvidia-h200/campaign")
     sp.add_argument("results", help="the run's results folder (cells/ and benchmarks/ inside), e.g. results")
     sp.add_argument("folder", help="the reference folder, e.g. data/reference/nvidia-h200/campaign")
     sp.set_defaults(func=_plugin("ctxenergy.add_cells", "main"))
 
-    sp = sub.add_parser("aggregate", help="all cell tables -> one table of cells")
-    sp.add_argument("cells", nargs="+")
+    sp = verb("aggregate", "all cell tables -> one table of cells",
+              "results/cells/*/*/*/L*[0-9].parquet --out results/cells.parquet --config results/config/<hash>.yaml")
+    sp.add_argument("cells", nargs="+", help="cell tables (results/cells/<model>/<engine>/<phase>/L<n>.parquet)")
     sp.add_argument("--config", help="the run's settings: cells measured under others stop the aggregation")
-    sp.add_argument("--configfile", action="append", help="further config files; their top-level keys replace")
+    sp.add_argument("--configfile", action="append", help="further config files, merged over --config")
     sp.add_argument("--allow-mixed-settings", action="store_true",
                     help="combine cells measured under other settings than --config's, naming them")
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--out", required=True, help="table of cells to write (results/cells.parquet)")
     sp.set_defaults(func=cmd_aggregate)
 
-    sp = sub.add_parser("info", help="GPU, driver, NVML capabilities and the counter's measured update period")
+    sp = verb("info", "GPU, driver, NVML capabilities and the counter's measured update period", "--quick")
     sp.add_argument("--quick", action="store_true", help="skip measuring the counter's update period")
     sp.set_defaults(func=cmd_info)
 
-    sp = sub.add_parser("pdf", help="render an HTML page (the write-up) to PDF with a headless Chromium")
-    sp.add_argument("html")
-    sp.add_argument("--out", required=True)
+    sp = verb("pdf", "render an HTML page (the write-up) to PDF with a headless Chromium",
+              "results/paper/paper.html --out results/paper/paper.pdf")
+    sp.add_argument("html", help="the page to render, e.g. results/paper/paper.html")
+    sp.add_argument("--out", required=True, help="PDF to write")
     sp.set_defaults(func=_plugin("ctxenergy.pdf", "main"))
 
-    sp = sub.add_parser("calibrate", help="error of each energy method against a long window, on the GPU")
+    sp = verb("calibrate", "error of each energy method against a long window, on the GPU",
+              "--quick --out results/calibration.csv")
     sp.add_argument("--out", required=True, help="calibration table (.csv or .parquet)")
     sp.add_argument("--windows", type=int, default=20, help="short windows per length and pattern")
     sp.add_argument("--truth-s", type=float, default=20.0, help="length of the long reference window")
@@ -346,25 +383,64 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="a ~1 minute check: lengths <= 0.5 s, 8 windows, short references")
     sp.set_defaults(func=_plugin("ctxenergy.calibrate", "main"))
 
-    sp = sub.add_parser("analyze", help="table of cells -> derived tables (results/analysis/<table>.parquet)")
+    sp = verb("analyze", "table of cells -> derived tables (results/analysis/<table>.parquet)",
+              "results/cells.parquet --out results/analysis/fits.parquet results/analysis/cost_model.parquet")
     sp.add_argument("cells", help="table of cells (results/cells.parquet)")
     sp.add_argument("--cell-tables", nargs="*", default=[], help="the cells' own tables: traces and decode times")
     sp.add_argument("--config", help="effective config, to find each model's architecture (default: data/models)")
     sp.add_argument("--out", nargs="+", required=True, help="derived tables to write, each named <table>.parquet")
     sp.set_defaults(func=_plugin("ctxenergy.analysis.derive", "main"))
 
-    sp = sub.add_parser("figures", help="derived tables -> figures (PNG and SVG), from Parquet only")
+    sp = verb("notebook", "execute an analysis notebook into an executed copy (nbclient)",
+              "notebooks/explore.ipynb --analysis results/analysis --out results/notebooks/explore.ipynb")
+    sp.add_argument("notebook", help="the notebook to execute, e.g. notebooks/explore.ipynb")
+    sp.add_argument("--analysis", help="a run's folder of derived tables, shown beside the reference campaign's "
+                                       "(the notebook's CTXENERGY_ANALYSIS)")
+    sp.add_argument("--out", required=True, help="executed copy to write (.ipynb)")
+    sp.set_defaults(func=_plugin("ctxenergy.notebook", "main"))
+
+    sp = verb("summary", "the key results in the terminal, from cached derived tables", "",
+              "--analysis results/analysis",
+              description="the key results, from the derived tables (Parquet) alone: per model and engine the prefill "
+                          "at the largest L, J per input and per output token, and the fit's crossover")
+    sp.add_argument("--analysis", help="folder of derived tables, e.g. results/analysis (default: the committed "
+                                       "reference campaign's)")
+    sp.set_defaults(func=_plugin("ctxenergy.summary", "main"))
+
+    sp = verb("estimate", "GPU energy of one request (N input, G output tokens) from the committed fits",
+              "--model llama-3.1-8b --engine vllm --input 50000 --output 300",
+              description="GPU energy of one batch-1 request from the cost model (docs/cost-model.md): the prefill fit "
+                          "E(N) plus (G - 1) times the measured energy per output token, total and above idle, with "
+                          "statistical and total (systematic) 95 % intervals. A length outside the measured range is "
+                          "refused unless --extrapolate.")
+    sp.add_argument("--model", required=True, help="model name of the cost model, e.g. llama-3.1-8b or qwen2-7b")
+    sp.add_argument("--engine", required=True, help=f"engine of the cost model: {engines}")
+    sp.add_argument("--input", type=positive_tokens, required=True, help="input (prompt) tokens N")
+    sp.add_argument("--output", type=positive_tokens, required=True,
+                    help="output tokens G (the first is the prefill's; G - 1 decode steps)")
+    sp.add_argument("--analysis", help="folder with cost_model.parquet, e.g. results/analysis (default: the committed "
+                                       "reference campaign's, NVIDIA H200)")
+    sp.add_argument("--extrapolate", action="store_true",
+                    help="compute outside the measured lengths too, flagged EXTRAPOLATED, instead of refusing")
+    sp.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    sp.set_defaults(func=_plugin("ctxenergy.analysis.cost_model", "main"))
+
+    sp = verb("figures", "derived tables -> figures (PNG and SVG), from Parquet only",
+              "results/analysis/*.parquet --out results/figures/energy_intensity.png")
     sp.add_argument("tables", nargs="+", help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--out", nargs="+", required=True, help="figures to write, each named <figure>.png or .svg")
     sp.set_defaults(func=_plugin("ctxenergy.figures", "main"))
 
-    sp = sub.add_parser("report", help="derived tables + figures -> one self-contained HTML page")
+    sp = verb("report", "derived tables + figures -> one self-contained HTML page",
+              "--tables results/analysis/*.parquet --figures results/figures/*.png --out results/report/report.html")
     sp.add_argument("--tables", nargs="+", required=True, help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--figures", nargs="*", default=[], help="figure files (PNG) to embed")
     sp.add_argument("--out", required=True, help="report.html")
     sp.set_defaults(func=_plugin("ctxenergy.report", "main"))
 
-    sp = sub.add_parser("paper", help="the reproduction write-up (HTML + Markdown) from the derived tables")
+    sp = verb("paper", "the reproduction write-up (HTML + Markdown) from the derived tables",
+              "--tables results/analysis/*.parquet --figures results/figures/*.png --out results/paper/paper.html "
+              "--markdown results/paper/paper.md")
     sp.add_argument("--tables", nargs="+", required=True, help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--figures", nargs="*", default=[], help="figure files (PNG) to embed")
     sp.add_argument("--template", default="paper/template.md", help="the write-up's Markdown template")

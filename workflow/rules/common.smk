@@ -134,4 +134,4 @@ def final_outputs():
     """The cells themselves are targets too: Snakemake would not remake a deleted intermediate file whose consumer
     (results/cells.parquet) is up to date, and the table would keep the deleted cell's row."""
     cell_files = [str(f) for p in cell_paths() for f in (p, sibling(p, "runs"), sibling(p, "trace"))]
-    return [*cell_files, "results/cells.parquet", *REPORT_TARGETS]
+    return [*cell_files, "results/cells.parquet", *REPORT_TARGETS, *COST_MODEL, "results/notebooks/explore.ipynb"]

@@ -15,6 +15,8 @@ ANALYSIS_TABLES = [
     "systematics",
     "board_pairs",
 ]
+# The per-token cost model for estimators (docs/cost-model.md): a derived table, also written as CSV and JSON.
+COST_MODEL = multiext("results/analysis/cost_model", ".parquet", ".csv", ".json")
 FIGURES = [
     "energy_intensity",
     "io_energy",
@@ -31,7 +33,8 @@ rule analyze_cells:
         # the cells' own tables: power traces and per-window decode times (traces and runs sit beside each)
         tables=cell_paths(),
     output:
-        expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        cost_model=COST_MODEL,
     log:
         "results/logs/analyze_cells.log",
     localrule: True
@@ -41,7 +44,7 @@ rule analyze_cells:
         config=SETTINGS,
     shell:
         "ctxenergy analyze {input.cells} --cell-tables {input.tables} --config {params.config}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.tables} {output.cost_model[0]} > {log} 2>&1"
 
 
 rule plot_figures:

@@ -76,7 +76,7 @@ rule write_provenance:
 # the layout of results/ (paper.md links ../figures/), to be committed beside reference cells.
 rule publish_outputs:
     input:
-        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES) + COST_MODEL,
         figures=expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=["png", "svg"]),
         report="results/report/report.html",
         paper=["results/paper/paper.html", "results/paper/paper.md"],

@@ -14,6 +14,7 @@ import yaml
 
 from ctxenergy.analysis.cells import load_cells, prepare_cells
 from ctxenergy.analysis.claims import claims, table1
+from ctxenergy.analysis.cost_model import cost_model, write_exports
 from ctxenergy.analysis.engines import engine_ratios
 from ctxenergy.analysis.io_ratio import io_ratio
 from ctxenergy.analysis.paper_values import PAPER_MODELS
@@ -28,7 +29,9 @@ DERIVED_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "derived.schema.yaml"
 # The derived tables' layout, apart from the cell tables' (ctxenergy.SCHEMA_VERSION): 2 added the systematic band.
 DERIVED_SCHEMA_VERSION = 2
 TABLES = ("per_cell", "slopes", "fits", "fit_residuals", "thresholds", "io_ratio", "engine_ratios", "claims", "table1",
-          "traces", "trace_runs", "systematics", "board_pairs")
+          "traces", "trace_runs", "systematics", "board_pairs", "cost_model")
+# Tables also written as CSV and JSON beside their Parquet, for programs outside this project (docs/cost-model.md).
+EXPORTED = {"cost_model": write_exports}
 
 
 def model_archs(models, config_path: str | Path | None = None) -> dict[str, dict | None]:
@@ -69,7 +72,7 @@ def derive(cells: pd.DataFrame, cell_tables: dict | None = None, archs: dict | N
     tables = {"per_cell": pc, "slopes": sl, "fits": ft, "fit_residuals": res, "thresholds": th, "io_ratio": io,
               "engine_ratios": er, "claims": claims(pc, sl, th, io, er, sys, archs), "table1": table1(pc, archs),
               "traces": tr, "trace_runs": tr_runs, "systematics": systematics_table(board_pairs),
-              "board_pairs": board_pairs}
+              "board_pairs": board_pairs, "cost_model": cost_model(pc, objects, io, sys)}
     return {name: t.assign(schema_version=DERIVED_SCHEMA_VERSION) for name, t in tables.items()}
 
 
@@ -149,6 +152,8 @@ def write_derived(tables: dict[str, pd.DataFrame], out_paths) -> list[Path]:
         check_table(name, table, schema)
         write_table(table, path)
         written.append(path)
+        if name in EXPORTED:
+            written += EXPORTED[name](table, path)
     return written
 
 
