@@ -8,7 +8,8 @@ import pytest
 
 from ctxenergy.analysis.derive import derive, read_cell_tables
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.figures import ENGINE_PALETTE, PLOTTERS, make_figures
+from ctxenergy.outputs.figures import PLOTTERS, make_figures
+from ctxenergy.outputs.plotting import ENGINE_PALETTE, style
 
 
 
@@ -101,9 +102,9 @@ def _sdpa_tables_with_an_oom_cell():
 def test_io_energy_footnotes_are_stacked_not_printed_over_each_other():
     import matplotlib.pyplot as plt
 
-    from ctxenergy.figures import _style, io_energy
+    from ctxenergy.outputs.figures import io_energy
 
-    _style()
+    style()
     fig = io_energy(_sdpa_tables_with_an_oom_cell())
     try:
         renderer = _drawn(fig)
@@ -127,7 +128,7 @@ def test_power_trace_titles_name_each_engines_own_L(tmp_path):
     paged = tr[tr["role"] == "smallest L"].copy()
     paged["engine"], paged["length_tokens"], paged["cell_id"] = "hf-paged", 1024, paged["cell_id"] + "-paged"
     tables["traces"] = pd.concat([tr, paged], ignore_index=True)
-    from ctxenergy.figures import power_trace_title
+    from ctxenergy.outputs.figures import power_trace_title
 
     title = power_trace_title(tables["traces"], "prefill", "smallest L")
     assert title == "prefill, each engine's smallest L (llama-3.1-8b)\nhf-sdpa L=256; hf-paged L=1k"
@@ -141,9 +142,9 @@ def test_power_trace_titles_name_each_engines_own_L(tmp_path):
 def test_phase_map_length_labels_do_not_overlap_and_reference_lines_come_last():
     import matplotlib.pyplot as plt
 
-    from ctxenergy.figures import _style, phase_map
+    from ctxenergy.outputs.figures import phase_map
 
-    _style()
+    style()
     fig = phase_map(derive(reference_cells(), read_cell_tables(reference_tables())))
     try:
         renderer = _drawn(fig)
@@ -165,11 +166,11 @@ def test_phase_map_length_labels_do_not_overlap_and_reference_lines_come_last():
 def test_a_missing_message_stays_inside_its_panel():
     import matplotlib.pyplot as plt
 
-    from ctxenergy.figures import _style, energy_fit, energy_intensity
+    from ctxenergy.outputs.figures import energy_fit, energy_intensity
 
     raw = reference_cells_without_energy()
     tables = derive(raw)
-    _style()
+    style()
     for plot in (energy_fit, energy_intensity):
         fig = plot(tables)
         try:

@@ -11,9 +11,9 @@ import pytest
 from ctxenergy.analysis.derive import TABLES, derive, read_cell_tables, write_derived
 from ctxenergy.cli import main
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.figures import PLOTTERS, make_figures
-from ctxenergy.paper import markdown_to_html, render_markdown
-from ctxenergy.report import fmt_ci
+from ctxenergy.outputs.figures import PLOTTERS, make_figures
+from ctxenergy.outputs.paper import markdown_to_html, render_markdown
+from ctxenergy.outputs.render import fmt_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,13 +113,17 @@ def test_paper_without_energy(no_energy):
     assert "Energy is missing" in md and "not testable" in md and "**confirmed" not in md
 
 
-def test_markdown_subset():
-    html = markdown_to_html("# T\n\nsome `a<b` and **bold**\n\n- one\n- two\n\n| x | y |\n|---|---|\n| 1 | 2 \\| 3 |\n\n"
+def test_markdown_to_html_keeps_the_pages_look():
+    html = markdown_to_html("# T\n\nsome `a<b` and **bold**, L* = b/c and L* again, *emphasis*\n\n- one\n- two\n\n"
+                            "| x | y |\n|:---|---:|\n| hf-sdpa | 2 \\| 3 [1.5, 4] |\n\n"
                             "![cap](../figures/f.png)\n", images={"f.png": "data:image/png;base64,AAAA"})
-    assert "<h1>T</h1>" in html and "<code>a&lt;b</code>" in html and "<b>bold</b>" in html
-    assert "<ul><li>one</li><li>two</li></ul>" in html
-    assert "<td>2 | 3</td>" in html
-    assert 'src="data:image/png;base64,AAAA"' in html and "<figcaption>cap</figcaption>" in html
+    assert "<h1>T</h1>" in html and "<code>a&lt;b</code>" in html and "<strong>bold</strong>" in html
+    assert "L* = b/c and L* again" in html and "<em>emphasis</em>" in html  # '*' inside a name is no emphasis
+    assert re.search(r"<ul>\s*<li>one</li>\s*<li>two</li>\s*</ul>", html)
+    assert '<div class="tw"><table>' in html and '<th class="t">x</th>' in html
+    assert '<td class="t nw">hf-sdpa</td>' in html and '<td>2 | 3 <span class="ci">[1.5, 4]</span></td>' in html
+    assert re.search(r'<figure><img alt="cap" src="data:image/png;base64,AAAA"\s*/?><figcaption>cap</figcaption>'
+                     r"</figure>", html)
 
 
 def test_a_template_placeholder_without_value_is_an_error():

@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("pdf", help="render an HTML page (the write-up) to PDF with a headless Chromium")
     sp.add_argument("html")
     sp.add_argument("--out", required=True)
-    sp.set_defaults(func=_plugin("ctxenergy.pdf", "main"))
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.pdf", "main"))
 
     sp = sub.add_parser("calibrate", help="error of each energy method against a long window, on the GPU")
     sp.add_argument("--out", required=True, help="calibration table (.csv or .parquet)")
@@ -358,13 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("figures", help="derived tables -> figures (PNG and SVG), from Parquet only")
     sp.add_argument("tables", nargs="+", help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--out", nargs="+", required=True, help="figures to write, each named <figure>.png or .svg")
-    sp.set_defaults(func=_plugin("ctxenergy.figures", "main"))
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.figures", "main"))
 
     sp = sub.add_parser("report", help="derived tables + figures -> one self-contained HTML page")
     sp.add_argument("--tables", nargs="+", required=True, help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--figures", nargs="*", default=[], help="figure files (PNG) to embed")
     sp.add_argument("--out", required=True, help="report.html")
-    sp.set_defaults(func=_plugin("ctxenergy.report", "main"))
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.report", "main"))
 
     sp = sub.add_parser("paper", help="the reproduction write-up (HTML + Markdown) from the derived tables")
     sp.add_argument("--tables", nargs="+", required=True, help="derived tables (results/analysis/<table>.parquet)")
@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--template", default="paper/template.md", help="the write-up's Markdown template")
     sp.add_argument("--out", required=True, help="paper.html")
     sp.add_argument("--markdown", required=True, help="paper.md")
-    sp.set_defaults(func=_plugin("ctxenergy.paper", "main"))
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.paper", "main"))
     return p
 
 

@@ -5,19 +5,22 @@ self-contained HTML page.
  --out results/paper/paper.html --markdown results/paper/paper.md`
 
 Every number comes from a derived table or from the paper's own table (ctxenergy.analysis.paper_values); the
-template holds only prose and `${name}` placeholders. The Markdown is turned into HTML here, by a converter for the
-small subset the template uses, so that no Markdown package is needed.
+template holds only prose and `${name}` placeholders. The Markdown becomes HTML through the `markdown` package, with a
+small tree step that gives tables, figures and intervals the classes of ctxenergy.outputs.render's pages.
 """
 
 from __future__ import annotations
 
-import html
 import re
-from collections.abc import Iterable
+import xml.etree.ElementTree as etree
 from pathlib import Path
 from string import Template
 
+import markdown
 import pandas as pd
+from markdown.extensions import Extension
+from markdown.inlinepatterns import SimpleTagInlineProcessor
+from markdown.treeprocessors import Treeprocessor
 
 from ctxenergy.analysis.claims import (FLAT_TOLERANCE, NEAR_TABLE1, RELATIVE_TOLERANCE, VERDICTS,
                                        paper_engine_ratios)
@@ -25,8 +28,11 @@ from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.analysis.uncertainty import DRAWS
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.report import (FIGURE_TITLES, brief, ci, finite, fmt, fmt_ci, keep_together, page, png_data_uri,
-                               read_inputs, tokens)
+from ctxenergy.outputs.catalog import FIGURE_TITLES
+from ctxenergy.outputs.render import (INTERVAL, NO_COUNTER, brief, ci, energy_label, energy_missing,
+                                      energy_missing_reason, finite, fmt, fmt_ci, join_words, md_table, no_break,
+                                      no_counter, page, png_data_uri, tokens)
+from ctxenergy.outputs.report import read_inputs
 from ctxenergy.tables import write_text
 
 CLAIM_ORDER = tuple(range(1, 11))
@@ -48,23 +54,6 @@ CHECK = {
 }
 
 
-def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1) -> str:
-    """A pipe table: text columns (the first text_cols, or those indices) left-aligned (:---), numbers right-aligned
-    (---:)."""
-    def cell(v) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    text = set(range(text_cols)) if isinstance(text_cols, int) else set(text_cols)
-    align = [":---" if i in text else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _join(items: list[str]) -> str:
-    items = [i for i in items if i]
-    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else "none"
-
-
 # ---- sections ---------------------------------------------------------------------------------------------------
 
 def setup_text(pc: pd.DataFrame) -> str:
@@ -78,9 +67,9 @@ def setup_text(pc: pd.DataFrame) -> str:
     from ctxenergy.analysis.cells import engine_rank
 
     engines = sorted(pc["engine"].unique(), key=engine_rank)  # the order of every table and figure
-    return (f"Models {_join(sorted(pc['model'].unique()))}; engines {_join(engines)}; "
-            f"context lengths L = {lengths} tokens; generate cells with G = {_join([str(x) for x in g])} output "
-            f"tokens; {_join([str(w) for w in windows])} windows per cell. Stack: {stack}.")
+    return (f"Models {join_words(sorted(pc['model'].unique()))}; engines {join_words(engines)}; "
+            f"context lengths L = {lengths} tokens; generate cells with G = {join_words([str(x) for x in g])} output "
+            f"tokens; {join_words([str(w) for w in windows])} windows per cell. Stack: {stack}.")
 
 
 def stack_text(pc: pd.DataFrame) -> str:
@@ -98,20 +87,19 @@ def stack_text(pc: pd.DataFrame) -> str:
         for engine in sorted(g["engine"].unique(), key=engine_rank):
             versions = sorted({v for v in g.loc[g["engine"] == engine, "engine_version"] if v}) or ["–"]
             by_version.setdefault(", ".join(versions), []).append(engine)
-        engines = "; ".join(f"{_join(es)} {v}" for v, es in by_version.items())
+        engines = "; ".join(f"{join_words(es)} {v}" for v, es in by_version.items())
         parts.append(f"{device or 'unknown device'} (driver {driver or '–'}), torch {torch or '–'}, energy by "
                      f"{meter or '–'}; engines {engines}")
     return ". ".join(parts)
 
 
 def energy_missing_text(pc: pd.DataFrame) -> str:
-    if pc.empty or pc["usable"].any():
+    if pc.empty or not energy_missing(pc):
         return ""
-    reasons = pc["excluded_reason"].str.split(":").str[0].value_counts()
-    listed = ", ".join(f"{n} cells {r}" for r, n in reasons.items())
-    return (f"**Energy is missing: no cell has usable energy ({listed}).** Every energy, ratio, fit, threshold and "
-            "verdict below is therefore empty or \"not testable\"; timings are real. Run the workflow on a GPU, or "
-            "with `--configfile config/reference-h200.yaml` to analyse the committed H200 cells.")
+    extra = f" {NO_COUNTER}" if no_counter(pc) else ""
+    return (f"**Energy is missing: no cell has usable energy ({energy_missing_reason(pc)}).**{extra} Every energy, "
+            "ratio, fit, threshold and verdict below is therefore empty or \"not testable\"; timings are real. Run the "
+            "workflow on a GPU, or with `--configfile config/reference-h200.yaml` to analyse the committed H200 cells.")
 
 
 def table1_md(t1: pd.DataFrame) -> str:
@@ -170,7 +158,7 @@ def verdict_summary(rows: pd.DataFrame) -> str:
 
 
 def claims_md(cl: pd.DataFrame, pc: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
-    devices = _join(sorted({d for d in pc["device_name"] if d})) or "no device"
+    devices = join_words(sorted({d for d in pc["device_name"] if d})) or "no device"
     out = []
     for cid in CLAIM_ORDER:
         rows = cl[cl["claim_id"] == cid]
@@ -226,7 +214,7 @@ def io_md(io: pd.DataFrame) -> tuple[str, str]:
             ratio += " (the only L with both phases)"
         parts.append(f"{model} / {engine}: E_out/E_in (total energy) = {ratio}; one output token costs "
                      f"{fmt_ci(hi.e_out_j, hi.e_out_j_ci_low, hi.e_out_j_ci_high)} J (total) there")
-    note = (f"With G = {_join([str(x) for x in g])}, E_out divides the generate-minus-prefill energy by G − 1 "
+    note = (f"With G = {join_words([str(x) for x in g])}, E_out divides the generate-minus-prefill energy by G − 1 "
             "decode steps (the paper's G is shown beside it). " + "; ".join(parts) + ".")
     rows = [[r.model, r.engine, tokens(r.length_tokens), ci(r._asdict(), "e_in_j", scale=1e3),
              ci(r._asdict(), "e_out_j"), ci(r._asdict(), "e_out_per_g_j"), ci(r._asdict(), "e_ratio"),
@@ -238,8 +226,6 @@ def io_md(io: pd.DataFrame) -> tuple[str, str]:
 
 
 def scaling_md(fits: pd.DataFrame) -> str:
-    from ctxenergy.report import energy_label
-
     f = fits[(fits["phase"] == "prefill")]
     if f.empty:
         return "No prefill cells to fit."
@@ -323,7 +309,7 @@ def values(t: dict, figures: dict[str, Path], out_md: Path | None = None) -> dic
         "paper_citation": f"{PAPER['authors']}, \"{PAPER['title']}\"",
         "paper_device": PAPER["device"],
         "n_cells": str(len(pc)), "n_usable": str(int(pc["usable"].sum())),
-        "devices": _join(sorted({d for d in pc["device_name"] if d})) or "no recorded device",
+        "devices": join_words(sorted({d for d in pc["device_name"] if d})) or "no recorded device",
         "energy_missing": energy_missing_text(pc),
         "setup": setup_text(pc),
         "table1": table1_md(t["table1"]), "table1_note": table1_note(t["table1"]),
@@ -346,88 +332,82 @@ def render_markdown(template: str, vals: dict[str, str]) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-# ---- Markdown subset -> HTML ------------------------------------------------------------------------------------
+# ---- Markdown -> HTML ---------------------------------------------------------------------------------------
 
-def _inline(text: str) -> str:
-    s = html.escape(text, quote=False)
-    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-    s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
-    s = re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<em>\1</em>", s)
-    s = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", lambda m: f'<a href="{m.group(2)}">{m.group(1)}</a>', s)
-    return s
+class PageTree(Treeprocessor):
+    """Gives the `markdown` package's tree the report's look: a table in a scrolling box, left-aligned text columns
+    (':---'), names and numbers that never break, intervals kept in one piece, and an image alone in its paragraph
+    as a figure with its caption, its file replaced by a data URI so that the page stands alone."""
+
+    def __init__(self, md, images: dict[str, str]):
+        super().__init__(md)
+        self.images = images
+
+    def run(self, root):
+        parents = {child: parent for parent in root.iter() for child in parent}
+        for table in list(root.iter("table")):
+            box = etree.Element("div", {"class": "tw"})
+            siblings = list(parents[table])
+            parents[table].remove(table)
+            parents[table].insert(siblings.index(table), box)
+            box.append(table)
+            for cell in [*table.iter("th"), *table.iter("td")]:
+                classes = ["t"] if cell.attrib.pop("style", "") == "text-align: left;" else []
+                if cell.tag == "td" and no_break("".join(cell.itertext())):
+                    classes.append("nw")
+                if classes:
+                    cell.set("class", " ".join(classes))
+                keep_intervals(cell)
+        for p in list(root.iter("p")):
+            img = p[0] if len(p) == 1 else None
+            if img is None or img.tag != "img" or (p.text or "").strip() or (img.tail or "").strip():
+                continue
+            p.tag, p.text = "figure", None
+            img.tail = None
+            img.set("src", self.images.get(Path(img.get("src")).name, img.get("src")))
+            etree.SubElement(p, "figcaption").text = img.get("alt")
 
 
-def _table_html(lines: list[str]) -> str:
-    def cells(line: str) -> list[str]:
-        parts = re.split(r"(?<!\\)\|", line.strip().strip("|"))
-        return [p.strip().replace("\\|", "|") for p in parts]
-    # ':---' is a left-aligned (text) column; '---' and '---:' keep the page's right alignment of numbers
-    left = [c.startswith(":") and not c.endswith(":") for c in cells(lines[1])] if len(lines) > 1 else []
+def keep_intervals(cell) -> None:
+    """render.keep_together on a tree: each [interval] of the cell's own text in a span that does not break."""
+    def split(text: str | None) -> tuple[str | None, list]:
+        if not text or not INTERVAL.search(text):
+            return text, []
+        parts = INTERVAL.split(text)
+        spans = []
+        for interval, after in zip(INTERVAL.findall(text), parts[1:]):
+            span = etree.Element("span", {"class": "ci"})
+            span.text, span.tail = interval, after or None
+            spans.append(span)
+        return parts[0] or None, spans
 
-    def cell(tag: str, i: int, c: str) -> str:
-        classes = ["t"] if i < len(left) and left[i] else []
-        if tag == "td" and c and len(c) <= 40 and not re.search(r"\s", c):
-            classes.append("nw")  # a name or a number: never broken across lines
-        cls = f' class="{" ".join(classes)}"' if classes else ""
-        return f"<{tag}{cls}>{keep_together(_inline(c))}</{tag}>"
-    head = "".join(cell("th", i, c) for i, c in enumerate(cells(lines[0])))
-    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(cells(line))) + "</tr>"
-                   for line in lines[2:])
-    return f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    cell.text, spans = split(cell.text)
+    children = list(cell)
+    for span in reversed(spans):
+        cell.insert(0, span)
+    for child in children:
+        child.tail, after = split(child.tail)
+        for k, span in enumerate(after):
+            cell.insert(list(cell).index(child) + 1 + k, span)
+
+
+class PageExtension(Extension):
+    def __init__(self, images: dict[str, str]):
+        super().__init__()
+        self.images = images
+
+    def extendMarkdown(self, md):  # noqa: N802 (the markdown package's name)
+        md.treeprocessors.register(PageTree(md, self.images), "ctxenergy_page", 0)
+        # '*' marks emphasis only around words, not in 'L* = b/c' (markdown's own rule pairs any two asterisks)
+        md.inlinePatterns.deregister("em_strong")
+        md.inlinePatterns.register(SimpleTagInlineProcessor(r"()\*\*([^*]+)\*\*", "strong"), "strong", 60)
+        md.inlinePatterns.register(SimpleTagInlineProcessor(r"()(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", "em"), "em", 50)
 
 
 def markdown_to_html(md: str, images: dict[str, str] | None = None) -> str:
-    """Headings, paragraphs, '-' lists, pipe tables, images alone on a line; `images` maps an image's file name to
-    the src to use (a data URI, so that the page stands alone)."""
-    images = images or {}
-    out, para, items, table = [], [], [], []
-
-    def flush():
-        if para:
-            out.append(f"<p>{_inline(' '.join(para))}</p>")
-            para.clear()
-        if items:
-            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
-            items.clear()
-        if table:
-            out.append(_table_html(table))
-            table.clear()
-
-    for line in md.splitlines():
-        s = line.rstrip()
-        if s.startswith("|"):
-            if para or items:
-                flush()
-            table.append(s)
-            continue
-        if table:
-            flush()
-        m_head = re.match(r"^(#{1,4})\s+(.*)$", s)
-        m_img = re.match(r"^!\[([^\]]*)\]\(([^)\s]+)\)$", s)
-        if not s:
-            flush()
-        elif m_head:
-            flush()
-            n = len(m_head.group(1))
-            out.append(f"<h{n}>{_inline(m_head.group(2))}</h{n}>")
-        elif m_img:
-            flush()
-            alt, src = m_img.group(1), m_img.group(2)
-            src = images.get(Path(src).name, src)
-            out.append(f'<figure><img alt="{html.escape(alt)}" src="{html.escape(src)}">'
-                       f"<figcaption>{_inline(alt)}</figcaption></figure>")
-        elif s.startswith("- "):
-            if para:
-                flush()
-            items.append(s[2:])
-        elif items and line.startswith("  "):
-            items[-1] += " " + s.strip()
-        else:
-            if items:
-                flush()
-            para.append(s)
-    flush()
-    return "\n".join(out)
+    """The write-up's Markdown (headings, paragraphs, lists, pipe tables, images alone on a line) as HTML; `images`
+    maps an image's file name to the src to use (a data URI, so that the page stands alone)."""
+    return markdown.markdown(md, extensions=["tables", PageExtension(images or {})], output_format="html")
 
 
 def build_paper(t: dict, figures: dict[str, Path], template: str, out_md: Path | None = None) -> tuple[str, str]:
