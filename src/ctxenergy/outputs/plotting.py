@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -23,14 +24,42 @@ from matplotlib.ticker import Formatter, FuncFormatter  # noqa: E402
 from ctxenergy.analysis.cells import engine_rank  # noqa: E402
 from ctxenergy.outputs.render import energy_missing_reason, no_counter, short_tokens  # noqa: E402
 
-ENGINE_PALETTE = {"hf-eager": "#1b9e77", "hf-sdpa": "#d95f02", "hf-paged": "#7570b3", "vllm": "#e7298a"}
-OTHER_ENGINE = "#555555"
+@dataclass(frozen=True)
+class EngineStyle:
+    colour: str
+    marker: str
+    line: str
+
+
+# One look per engine in every figure, told apart by colour (Okabe-Ito: safe under colour-vision deficiency), by
+# marker and by line style (in greyscale). The one table of engine looks: move it with the engines when they get a
+# registry of their own.
+ENGINE_STYLES = {
+    "hf-eager": EngineStyle("#e69f00", "o", "-"),  # orange
+    "hf-sdpa": EngineStyle("#0072b2", "s", "--"),  # blue
+    "hf-paged": EngineStyle("#009e73", "^", "-."),  # bluish green
+    "vllm": EngineStyle("#cc79a7", "D", ":"),  # reddish purple
+}
+OTHER_ENGINE = EngineStyle("#555555", "v", (0, (5, 1, 1, 1, 1, 1)))
+ENGINE_PALETTE = {engine: s.colour for engine, s in ENGINE_STYLES.items()}
 PHASE_MARKERS = {"prefill": "o", "generate": "s"}
 MISSING_COLOUR = "#b03030"
+PAPER_COLOUR = "black"  # the paper's numbers: not one of our engines
 NOTE_FONTSIZE = 6.5
 
+
+def engine_style(engine: str) -> EngineStyle:
+    return ENGINE_STYLES.get(engine, OTHER_ENGINE)
+
+
 def colour(engine: str) -> str:
-    return ENGINE_PALETTE.get(engine, OTHER_ENGINE)
+    return engine_style(engine).colour
+
+
+def engine_kw(engine: str, line: bool = True) -> dict:
+    """matplotlib keywords of an engine's look: colour, marker and (line=True) its line style, else no line."""
+    s = engine_style(engine)
+    return {"color": s.colour, "marker": s.marker, "ls": s.line if line else "none"}
 
 
 def style() -> None:
@@ -196,6 +225,17 @@ def l_range(ls: list[int], series_ls: list[int]) -> str:
     if len(ls) > 2 and sorted(set(inside)) == ls:
         return f"{short_tokens(ls[0])}–{short_tokens(ls[-1])}"
     return ", ".join(short_tokens(L) for L in ls)
+
+
+def ends_of_series(points: list) -> list:
+    """The points of each series at its smallest and its largest L: where many series share a panel, labelling
+    every L piles the labels up; the ends say which way each series runs."""
+    keep = []
+    for series in dict.fromkeys(p[3] for p in points):
+        mine = [p for p in points if p[3] == series]
+        ends = {min(p[2] for p in mine), max(p[2] for p in mine)}
+        keep += [p for p in mine if p[2] in ends]
+    return keep
 
 
 def label_lengths(ax, points, near_in: float = 0.13, fontsize: float = 6) -> list[str]:
