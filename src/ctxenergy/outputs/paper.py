@@ -22,8 +22,7 @@ from markdown.extensions import Extension
 from markdown.inlinepatterns import SimpleTagInlineProcessor
 from markdown.treeprocessors import Treeprocessor
 
-from ctxenergy.analysis.claims import (FLAT_TOLERANCE, NEAR_TABLE1, RELATIVE_TOLERANCE, VERDICTS,
-                                       paper_engine_ratios)
+from ctxenergy.analysis.claims import FLAT_TOLERANCE, NEAR_TABLE1, RELATIVE_TOLERANCE, paper_engine_ratios
 from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.analysis.uncertainty import DRAWS
@@ -32,6 +31,8 @@ from ctxenergy.outputs.catalog import FIGURE_TITLES
 from ctxenergy.outputs.render import (INTERVAL, NO_COUNTER, brief, ci, energy_label, energy_missing,
                                       energy_missing_reason, finite, fmt, fmt_ci, join_words, md_table, no_break,
                                       no_counter, page, png_data_uri, tokens)
+from ctxenergy.outputs.render import condensed_reason, provenance_block
+from ctxenergy.outputs.findings import CLAIM_FIGURES, claim_verdicts, key_findings, provenance_facts, verdict_summary
 from ctxenergy.outputs.report import read_inputs
 from ctxenergy.tables import write_text
 
@@ -114,7 +115,7 @@ def table1_md(t1: pd.DataFrame) -> str:
                      ci(d, "energy_j", 4) if measured else "not measured",
                      ci(d, "dynamic_energy_j", 4) if measured and "dynamic_energy_j" in d else "–",
                      ci(d, "j_per_token") if measured else "not measured",
-                     ci(d, "achieved_tflops") if measured else "–", brief(r.status, where="Validity in the report")])
+                     ci(d, "achieved_tflops") if measured else "–", condensed_reason(r.status)])
     return md_table(["model", "paper engine", "paper latency (s)", "paper energy (J, total)", "paper J/token (total)",
                      "TFLOP/s the paper's latency implies", "our engine", "our L", "our latency (s)",
                      "our energy (J, total)", "our energy (J, dynamic: above idle)", "our J/token (total)",
@@ -149,15 +150,8 @@ def table1_note(t1: pd.DataFrame) -> str:
     return text
 
 
-def verdict_summary(rows: pd.DataFrame) -> str:
-    """'confirmed' when every row agrees; otherwise the count of each verdict, in VERDICTS' order."""
-    counts = rows["verdict"].value_counts()
-    if len(counts) == 1:
-        return counts.index[0]
-    return "mixed: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
-
-
-def claims_md(cl: pd.DataFrame, pc: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
+def claims_md(cl: pd.DataFrame, pc: pd.DataFrame, sy: pd.DataFrame | None = None,
+              numbers: dict[str, int] | None = None) -> str:
     devices = join_words(sorted({d for d in pc["device_name"] if d})) or "no device"
     out = []
     for cid in CLAIM_ORDER:
@@ -171,7 +165,9 @@ def claims_md(cl: pd.DataFrame, pc: pd.DataFrame, sy: pd.DataFrame | None = None
         out.append(f"Paper: {first['paper_value'] or 'no single number'}. Metric: {first.get('metric') or '–'}. "
                    f"Threshold: {first.get('threshold') or '–'} ({first.get('threshold_why') or 'no reason given'})."
                    f"{energy} Systematic band: {systematic or 'none'}. Read it in {CHECK.get(cid, 'claims.parquet')}."
-                   f" Verdict: **{verdict_summary(rows)}**.")
+                   f" Verdict: **{verdict_summary(rows)}**."
+                   + (f" See Figure {numbers[CLAIM_FIGURES[cid]]}." if CLAIM_FIGURES.get(cid) in (numbers or {})
+                      else ""))
         out.append("")
         for r in rows.itertuples():
             who = f"{r.subject}: " if r.subject else ""
@@ -276,21 +272,34 @@ def thresholds_md(th: pd.DataFrame) -> str:
                      "method", "note"], rows, text_cols=(0, 1, 2, 3, 6, 7, 8))
 
 
+def figure_numbers(figures: dict[str, Path]) -> dict[str, int]:
+    """Figure 1, 2, ... in the catalog's order, for the figures given."""
+    return {name: k for k, name in enumerate([n for n in FIGURE_TITLES if n in figures], start=1)}
+
+
 def figures_md(figures: dict[str, Path], out_md: Path | None) -> str:
     lines = []
-    for name in FIGURE_TITLES:
-        if name in figures:
-            # the Markdown copy links the figure files relative to itself; the HTML embeds them
-            target = Path(figures[name])
-            rel = Path("../figures") / target.name
-            if out_md is not None:
-                try:
-                    rel = Path(_relpath(target, out_md.parent))
-                except ValueError:
-                    pass
-            lines.append(f"![{FIGURE_TITLES[name]}]({rel.as_posix()})")
-            lines.append("")
+    for name, number in figure_numbers(figures).items():
+        # the Markdown copy links the figure files relative to itself; the HTML embeds them
+        target = Path(figures[name])
+        rel = Path("../figures") / target.name
+        if out_md is not None:
+            try:
+                rel = Path(_relpath(target, out_md.parent))
+            except ValueError:
+                pass
+        lines.append(f"![Figure {number}. {FIGURE_TITLES[name]}]({rel.as_posix()})")
+        lines.append("")
     return "\n".join(lines) if lines else "No figure files were given."
+
+
+def abstract_md(t: dict, numbers: dict[str, int]) -> str:
+    """The findings of the key-results box, then each claim's verdict in one line."""
+    found = " ".join(key_findings(t)) or "No cell has usable energy, so no energy finding can be stated."
+    verdicts = "; ".join(f"({cid}) {v}" for cid, _, v in claim_verdicts(t["claims"]))
+    hero = f" Figure {numbers['energy_per_token_fit']} shows the energy per input token with its fit." \
+        if "energy_per_token_fit" in numbers else ""
+    return f"{found}{hero} Of the paper's claims: {verdicts or 'none tested'}."
 
 
 def _relpath(target: Path, start: Path) -> str:
@@ -313,7 +322,8 @@ def values(t: dict, figures: dict[str, Path], out_md: Path | None = None) -> dic
         "energy_missing": energy_missing_text(pc),
         "setup": setup_text(pc),
         "table1": table1_md(t["table1"]), "table1_note": table1_note(t["table1"]),
-        "claims": claims_md(t["claims"], pc, t.get("systematics")),
+        "claims": claims_md(t["claims"], pc, t.get("systematics"), figure_numbers(figures)),
+        "abstract": abstract_md(t, figure_numbers(figures)),
         "systematics": systematics_md(t.get("systematics")),
         "io_note": io_note, "io_table": io_table,
         "scaling": scaling_md(t["fits"]), "thresholds": thresholds_md(t["thresholds"]),
@@ -414,7 +424,10 @@ def build_paper(t: dict, figures: dict[str, Path], template: str, out_md: Path |
     md = render_markdown(template, values(t, figures, out_md))
     images = {Path(p).name: png_data_uri(p) for p in figures.values()}
     title = "Reproducing \"The Cost of Context\" with ctxenergy"
-    return md, page(title, markdown_to_html(md, images))
+    prov = provenance_block(provenance_facts(t["per_cell"]))
+    body = markdown_to_html(md, images)
+    end = body.find("</h1>") + len("</h1>")  # the provenance line under the title
+    return md, page(title, body[:end] + prov + body[end:])
 
 
 def main(args) -> int:

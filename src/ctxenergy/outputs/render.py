@@ -8,7 +8,9 @@ same thing in the same words.
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 import math
 import re
 from collections.abc import Iterable
@@ -34,7 +36,32 @@ code{background:#f5f5f5;padding:0 .2em}
 .confirmed{color:#1a7f37;font-weight:600}.refuted{color:#b03030;font-weight:600}
 .untestable{color:#777;font-weight:600}
 .toc{font-size:.9em;color:#444}.toc a{color:#2a5db0;text-decoration:none;margin-right:.2em}
-@media print{body{max-width:none;margin:0}.tw{overflow:visible}figure,tr{break-inside:avoid}h2,h3{break-after:avoid}}
+.prov{font-size:.8em;color:#555;border-top:1px solid #ddd;border-bottom:1px solid #ddd;padding:.3em 0;margin:.4em 0}
+.key{border:2px solid #0072b2;border-radius:6px;padding:.4em 1em .6em;margin:.8em 0;background:#f5f9fc}
+.key h2{margin-top:.3em;border:0}.key ul{margin:.3em 0;padding-left:1.2em}.key figure{margin:.4em 0 0}
+.chips{display:flex;flex-wrap:wrap;gap:.3em;margin:.4em 0}
+.chip{display:inline-block;border-radius:1em;padding:.1em .6em;font-size:.8em;text-decoration:none;border:1px solid}
+.chip.confirmed{background:#e6f4ea;border-color:#1a7f37}.chip.refuted{background:#fdecea;border-color:#b03030}
+.chip.untestable{background:#f0f0f0;border-color:#888}.chip.mixed{background:#fff6e0;border-color:#b07d00}
+details.long{margin:.6em 0 1em}details.long summary{cursor:pointer;font-weight:600}
+details.long .tw{max-height:75vh;overflow:auto}details.long thead th{position:sticky;top:0;z-index:1}
+table.sortable th{cursor:pointer}table.sortable th[aria-sort=ascending]::after{content:" ▲"}
+table.sortable th[aria-sort=descending]::after{content:" ▼"}
+@media print{body{max-width:none;margin:0}.tw{overflow:visible}figure,tr{break-inside:avoid}h2,h3{break-after:avoid}
+details.long .tw{max-height:none}}
+"""
+# Sorting of tables marked sortable: a click on a header sorts by that column, numbers by their value (the first
+# number of '36.9 [34.3, 39.4]' or '16,384'), text alphabetically; a second click reverses. No network, no library.
+SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+ t.querySelectorAll('thead th').forEach(function(th,i){th.addEventListener('click',function(){
+  var asc=th.getAttribute('aria-sort')!=='ascending',b=t.tBodies[0],rows=Array.from(b.rows);
+  var key=function(r){var x=r.cells[i]?r.cells[i].textContent.trim():'',
+   m=x.replace(/,/g,'').match(/^-?[0-9.]+(e-?[0-9]+)?/);
+   return m?[0,parseFloat(m[0])]:[1,x.toLowerCase()];};
+  rows.sort(function(p,q){var a=key(p),c=key(q);var d=a[0]-c[0]||(a[1]<c[1]?-1:a[1]>c[1]?1:0);return asc?d:-d;});
+  t.querySelectorAll('thead th').forEach(function(h){h.removeAttribute('aria-sort');});
+  th.setAttribute('aria-sort',asc?'ascending':'descending');rows.forEach(function(r){b.appendChild(r);});});});});
 """
 
 
@@ -176,7 +203,7 @@ def text_columns(text_cols: int | Iterable[int]) -> set[int]:
 
 
 def html_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1,
-               wide: bool = False) -> str:
+               wide: bool = False, sortable: bool = False) -> str:
     """A table; text columns (the first text_cols, or those indices) are left-aligned, the rest right-aligned
     numbers. A line breaks between a value and its [interval], never inside either, nor inside a name without a
     space (llama-3.1-8b, hf-paged). Cells are escaped here, so callers pass plain strings (or Cell)."""
@@ -192,7 +219,9 @@ def html_table(header: list[str], rows: list[list[str]], text_cols: int | Iterab
         return f"<{tag}{cls}>{keep_together(esc(v))}</{tag}>"
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    table = '<table class="wide">' if wide else "<table>"  # wide: many columns, a smaller font so that it fits
+    # wide: many columns, a smaller font so that it fits
+    classes = " ".join(c for c, on in (("wide", wide), ("sortable", sortable)) if on)
+    table = f'<table class="{classes}">' if classes else "<table>"
     return f'<div class="tw">{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -208,6 +237,38 @@ def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable
     return "\n".join(lines)
 
 
+def csv_data_uri(header: list[str], rows: list[list[str]]) -> str:
+    """A table as a CSV file the page carries itself (a data URI: no server, no network)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    return "data:text/csv;charset=utf-8;base64," + base64.b64encode(buf.getvalue().encode()).decode("ascii")
+
+
+def long_table(title: str, csv_name: str, header: list[str], rows: list[list[str]], csv_rows=None,
+               **table_kw) -> str:
+    """A long table collapsed under a line that says what it holds, sortable by a click on a header, its header
+    sticky while it scrolls, and a link that downloads it as CSV (csv_rows: the full texts, where the page shows
+    them cut)."""
+    link = (f'<a download="{esc(csv_name)}" href="{csv_data_uri(header, csv_rows or rows)}">download as CSV</a>')
+    return (f'<details class="long"><summary>{esc(title)} ({len(rows)} rows)</summary><p class="note">{link}; '
+            "click a column's header to sort.</p>" + html_table(header, rows, sortable=True, **table_kw) + "</details>")
+
+
+def condensed_reason(text) -> str:
+    """A cell's status reason as one line: an engine's whole error message (a CUDA out-of-memory text runs to 400
+    characters) cut to its first sentence, at most 90 characters; the CSV download keeps it whole."""
+    text = " ".join(str(text).split())
+    first = brief(re.split(r"(?<=[.;])\s", text, maxsplit=1)[0], 90, where=None)
+    return first + " …)" * (first.count("(") - first.count(")")) if first != text else first
+
+
+def provenance_block(facts: dict[str, str], provenance_href: str | None = "../provenance.md") -> str:
+    """One line on every page: the data, the devices, ctxenergy's version and commit, the date of that commit."""
+    link = f' · <a href="{esc(provenance_href)}">provenance (boards, versions, commands)</a>' if provenance_href else ""
+    return (f'<div class="prov">{esc(facts["cells"])} on {esc(facts["devices"])} · ctxenergy {esc(facts["version"])}, '
+            f'commit {esc(facts["commit"])} ({esc(facts["date"])}){link}</div>')
+
+
 # ---- the page ---------------------------------------------------------------------------------------------------
 
 def png_data_uri(path: str | Path) -> str:
@@ -215,11 +276,15 @@ def png_data_uri(path: str | Path) -> str:
 
 
 def page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n{body}\n"
+            f"<script>{SORT_JS}</script></body></html>\n")
 
 
 def verdict_class(verdict: str) -> str:
     from ctxenergy.analysis.claims import IN_KIND
 
+    if verdict.startswith("mixed"):
+        return "mixed"
     return {"confirmed": "confirmed", IN_KIND: "confirmed", "refuted": "refuted"}.get(verdict, "untestable")

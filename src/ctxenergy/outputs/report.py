@@ -19,9 +19,11 @@ import pandas as pd
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.catalog import FIGURE_TITLES
-from ctxenergy.outputs.render import (NO_COUNTER, Cell, brief, ci, energy_label, energy_missing, energy_missing_reason,
-                                      esc, finite, fmt, fmt_ci, html_table, length_range, no_counter, none_usable,
-                                      page, png_data_uri, tokens, verdict_class)
+from ctxenergy.outputs.findings import CLAIM_FIGURES, HERO_FIGURE, claim_verdicts, key_findings, provenance_facts
+from ctxenergy.outputs.render import (NO_COUNTER, Cell, brief, ci, condensed_reason, energy_label, energy_missing,
+                                      energy_missing_reason, esc, finite, fmt, fmt_ci, html_table, keep_together,
+                                      length_range, long_table, no_counter, none_usable, page, png_data_uri,
+                                      provenance_block, tokens, verdict_class)
 from ctxenergy.tables import write_text
 
 NEEDED = ("per_cell", "slopes", "fits", "thresholds", "io_ratio", "engine_ratios", "claims")
@@ -125,20 +127,42 @@ def validity_section(pc: pd.DataFrame) -> str:
         return out + "No cell carries a flag: every cell enters the fits.</p>"
     out += (f"{len(flagged)} cell(s) carry a status other than ok or a flag; those not usable are left out of "
             "every fit, ratio and threshold, and stay in the tables below with their status.</p>")
-    rows = [[r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no",
+    full = [[r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no",
              r.excluded_reason or r.status_reason or "–"] for r in flagged.itertuples()]
-    return out + html_table(["cell", "status", "flags", "usable", "why"], rows, text_cols=5)
+    rows = [[*r[:4], condensed_reason(r[4])] for r in full]
+    return out + long_table("Cells with a status or a flag, and why", "validity.csv",
+                            ["cell", "status", "flags", "usable", "why"], rows, csv_rows=full, text_cols=5)
 
 
-def figures_section(figures: dict[str, Path]) -> str:
+def figure_html(name: str, path: Path) -> str:
+    title = FIGURE_TITLES.get(name, name)
+    return (f'<figure id="fig-{esc(name)}"><img alt="{esc(title)}" src="{png_data_uri(path)}">'
+            f"<figcaption>{esc(title)}</figcaption></figure>")
+
+
+def figures_section(figures: dict[str, Path], shown: set[str] = frozenset()) -> str:
+    """The figures not already shown with the key results or a claim."""
     out = "<h2>Figures</h2>"
     if not figures:
         return out + "<p>No figure files were given.</p>"
-    for name, path in figures.items():
-        title = FIGURE_TITLES.get(name, name)
-        out += (f'<figure id="fig-{esc(name)}"><img alt="{esc(title)}" src="{png_data_uri(path)}">'
-                f"<figcaption>{esc(title)}</figcaption></figure>")
-    return out
+    rest = [name for name in figures if name not in shown]
+    if shown:
+        out += ('<p class="note">Shown above: ' + ", ".join(f'<a href="#fig-{esc(n)}">{esc(FIGURE_TITLES.get(n, n))}'
+                                                       "</a>" for n in figures if n in shown) + ".</p>")
+    return out + "".join(figure_html(name, figures[name]) for name in rest)
+
+
+def key_results(t: dict, figures: dict[str, Path]) -> str:
+    """The box a reader sees first: what was found, with intervals, each claim's verdict as a chip, and the hero
+    figure."""
+    found = key_findings(t)
+    items = "".join(f"<li>{keep_together(esc(f))}</li>" for f in found) or \
+        "<li>No finding: no cell has usable energy (see Validity).</li>"
+    chips = "".join(f'<a class="chip {verdict_class(v)}" href="#claim-{cid}" title="{esc(claim)}">({cid}) '
+                    f"{esc(v)}</a>" for cid, claim, v in claim_verdicts(t["claims"]))
+    hero = figure_html(HERO_FIGURE, figures[HERO_FIGURE]) if HERO_FIGURE in figures else ""
+    return (f'<div class="key" id="key-results"><h2>Key results</h2><ul>{items}</ul>'
+            f'<div class="chips"><span class="note">The paper\'s claims:</span>{chips}</div>{hero}</div>')
 
 
 def cells_section(pc: pd.DataFrame) -> str:
@@ -155,7 +179,9 @@ def cells_section(pc: pd.DataFrame) -> str:
               "mean power (W)", "time at cap", "TFLOP/s", "of peak", "decode TB/s", "of peak", "windows"]
     return ("<h2>Cells</h2><p class=\"note\">Tokens per run: L for prefill, L + G for generate. TFLOP/s: the prefill's "
             "FLOP (ctxenergy.flops) over the time to first token. Decode TB/s: weights + KV cache read by the G - 1 "
-            "decode steps over the decode time.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 4, 5), wide=True))
+            "decode steps over the decode time.</p>"
+            + long_table("Every cell with its metrics", "cells.csv", header, rows, text_cols=(0, 1, 2, 4, 5),
+                         wide=True))
 
 
 def board_offset(sy: pd.DataFrame | None) -> str:
@@ -284,30 +310,44 @@ def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:
                              "energy ratio (x, dynamic: above idle)", "latency ratio (x)"], rows, text_cols=4)
 
 
-def claims_section(cl: pd.DataFrame) -> str:
-    rows = [[str(r.claim_id), r.claim, r.subject or "–", r.metric or "–", r.threshold or "–",
-             Cell(r.verdict, verdict_class(r.verdict)), r.deciding] for r in cl.itertuples()]
-    return ("<h2>The paper's claims</h2><p class=\"note\">Each verdict is decided against the total interval (the "
-            "statistical one and the systematic band in quadrature); one that flips inside it is \"not decidable\". "
-            "The full comparison, with the paper's Table 1, is in the reproduction write-up "
-            "(results/paper/paper.html).</p>"
-            + html_table(["#", "claim", "subject", "metric", "threshold", "verdict", "deciding numbers"], rows,
-                         text_cols=(1, 2, 3, 4, 5, 6)))
+def claims_section(cl: pd.DataFrame, figures: dict[str, Path]) -> tuple[str, set[str]]:
+    """Each claim with its verdict chip, its subjects' verdicts and the numbers that decide them, and the one figure
+    that shows it (a figure once on the page: a later claim on the same figure links to it). Returns the section
+    and the figures it showed."""
+    out = ("<h2>The paper's claims</h2><p class=\"note\">Each verdict is decided against the total interval (the "
+           "statistical one and the systematic band in quadrature); one that flips inside it is \"not decidable\". "
+           "The full comparison, with the paper's Table 1, is in the reproduction write-up "
+           "(results/paper/paper.html).</p>")
+    shown: set[str] = set()
+    for cid, claim, verdict in claim_verdicts(cl):
+        rows = [[r.subject or "–", r.metric or "–", r.threshold or "–", Cell(r.verdict, verdict_class(r.verdict)),
+                 r.deciding] for r in cl[cl["claim_id"] == cid].itertuples()]
+        out += (f'<h3 id="claim-{cid}">({cid}) {esc(claim)} <span class="chip {verdict_class(verdict)}">'
+                f"{esc(verdict)}</span></h3>"
+                + html_table(["subject", "metric", "threshold", "verdict", "deciding numbers"], rows,
+                             text_cols=(0, 1, 2, 3, 4)))
+        name = CLAIM_FIGURES.get(cid)
+        if name in figures and name not in shown:
+            out += figure_html(name, figures[name])
+            shown.add(name)
+        elif name in figures:
+            out += f'<p class="note">Figure: <a href="#fig-{esc(name)}">{esc(FIGURE_TITLES.get(name, name))}</a>.</p>'
+    return out, shown
 
 
 def build_report(t: dict, figures: dict[str, Path]) -> str:
     pc = t["per_cell"]
-    devices = ", ".join(sorted({d for d in pc["device_name"] if d})) or "no device recorded"
-    body = (f"<h1>ctxenergy: energy of input and output tokens vs context length</h1>"
-            f"<p>{len(pc)} cells on {esc(devices)}; {int(pc['usable'].sum())} with usable energy.</p>")
-    body += missing_banner(pc) + summary_section(t) + hardware_section(pc) + validity_section(pc)
+    facts = provenance_facts(pc)
+    body = (f"<h1>ctxenergy: energy of input and output tokens vs context length, on {esc(facts['devices'])}</h1>"
+            + provenance_block(facts) + missing_banner(pc) + key_results(t, figures) + "<!--contents-->")
+    claims, shown = claims_section(t["claims"], figures)
+    body += claims + summary_section(t) + hardware_section(pc) + validity_section(pc)
     sy = t.get("systematics")
-    body += figures_section(figures) + cells_section(pc) + io_section(t["io_ratio"], sy)
+    body += figures_section(figures, shown | {HERO_FIGURE}) + cells_section(pc) + io_section(t["io_ratio"], sy)
     body += slopes_section(t["slopes"], sy)
     body += systematics_section(t.get("systematics")) + fits_section(t["fits"])
     body += thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)
-    body += claims_section(t["claims"])
-    return page("ctxenergy report", with_contents(body))
+    return page(f"ctxenergy report: {facts['devices']}, {facts['date']}", with_contents(body))
 
 
 def _slug(title: str) -> str:
@@ -321,8 +361,7 @@ def with_contents(body: str) -> str:
         return body
     body = re.sub(r"<h2>(.*?)</h2>", lambda m: f'<a id="{_slug(m.group(1))}"></a>{m.group(0)}', body)
     toc = '<p class="toc">Contents: ' + " · ".join(f'<a href="#{_slug(t)}">{t}</a>' for t in titles) + "</p>"
-    end = body.find("</p>", body.find("</h1>")) + len("</p>")
-    return body[:end] + toc + body[end:]
+    return body.replace("<!--contents-->", toc, 1)
 
 
 def read_inputs(table_paths, figure_paths) -> tuple[dict, dict]:
