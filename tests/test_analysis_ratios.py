@@ -98,7 +98,7 @@ def test_engine_ratios_skip_unusable_cells(raw):
 
 def test_e_out_across_two_boards_says_so_in_the_table_and_the_report(raw):
     from ctxenergy.analysis.derive import conform
-    from ctxenergy.report import io_section
+    from ctxenergy.outputs.report import io_section
 
     pc = per_cell_metrics(prepare_cells(raw))
     io = io_ratio(pc).set_index("length_tokens")

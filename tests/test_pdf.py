@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ctxenergy import pdf
+from ctxenergy.outputs import pdf
 from ctxenergy.errors import CtxEnergyError
 
 

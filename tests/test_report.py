@@ -11,9 +11,9 @@ import pytest
 from ctxenergy.analysis.derive import TABLES, derive, read_cell_tables, write_derived
 from ctxenergy.cli import main
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.figures import PLOTTERS, make_figures
-from ctxenergy.paper import markdown_to_html, render_markdown
-from ctxenergy.report import fmt_ci
+from ctxenergy.outputs.figures import PLOTTERS, make_figures
+from ctxenergy.outputs.paper import markdown_to_html, render_markdown
+from ctxenergy.outputs.render import fmt_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,9 @@ def visible_text(page: str) -> str:
 
 
 def self_contained(page: str) -> bool:
+    """Everything inside the page, except the link to provenance.md beside it (the outputs' layout)."""
     refs = re.findall(r'(?:src|href)="([^"]+)"', page)
-    return all(r.startswith("data:") or r.startswith("#") for r in refs)
+    return all(r.startswith("data:") or r.startswith("#") or r == "../provenance.md" for r in refs)
 
 
 def test_report_opens_with_summary_hardware_and_validity(reference):
@@ -113,13 +114,17 @@ def test_paper_without_energy(no_energy):
     assert "Energy is missing" in md and "not testable" in md and "**confirmed" not in md
 
 
-def test_markdown_subset():
-    html = markdown_to_html("# T\n\nsome `a<b` and **bold**\n\n- one\n- two\n\n| x | y |\n|---|---|\n| 1 | 2 \\| 3 |\n\n"
+def test_markdown_to_html_keeps_the_pages_look():
+    html = markdown_to_html("# T\n\nsome `a<b` and **bold**, L* = b/c and L* again, *emphasis*\n\n- one\n- two\n\n"
+                            "| x | y |\n|:---|---:|\n| hf-sdpa | 2 \\| 3 [1.5, 4] |\n\n"
                             "![cap](../figures/f.png)\n", images={"f.png": "data:image/png;base64,AAAA"})
-    assert "<h1>T</h1>" in html and "<code>a&lt;b</code>" in html and "<b>bold</b>" in html
-    assert "<ul><li>one</li><li>two</li></ul>" in html
-    assert "<td>2 | 3</td>" in html
-    assert 'src="data:image/png;base64,AAAA"' in html and "<figcaption>cap</figcaption>" in html
+    assert "<h1>T</h1>" in html and "<code>a&lt;b</code>" in html and "<strong>bold</strong>" in html
+    assert "L* = b/c and L* again" in html and "<em>emphasis</em>" in html  # '*' inside a name is no emphasis
+    assert re.search(r"<ul>\s*<li>one</li>\s*<li>two</li>\s*</ul>", html)
+    assert '<div class="tw"><table>' in html and '<th class="t">x</th>' in html
+    assert '<td class="t nw">hf-sdpa</td>' in html and '<td>2 | 3 <span class="ci">[1.5, 4]</span></td>' in html
+    assert re.search(r'<figure><img alt="cap" src="data:image/png;base64,AAAA"\s*/?><figcaption>cap</figcaption>'
+                     r"</figure>", html)
 
 
 def test_a_template_placeholder_without_value_is_an_error():
@@ -149,14 +154,19 @@ def test_summary_says_why_a_group_has_no_energy_and_gives_one_l_once(three_engin
     assert paged.count("at 1,024") == 2 and "(one L only)" in paged  # not "x at 1,024; x at 1,024"
 
 
-def test_a_long_reason_is_cut_in_tables_and_whole_under_validity(three_engines):
+def test_a_long_reason_is_one_line_in_the_page_and_whole_in_the_csv(three_engines):
+    import base64
+
     page = three_engines["report"]
     reason = three_engines["tables"]["per_cell"].set_index("engine").loc["hf-eager", "excluded_reason"]
     assert len(reason) > 400
-    assert page.count(html.escape(reason)) == 1  # the validity table, and nowhere else
-    assert "(in full under Validity)" in page
-    assert three_engines["paper_md"].count(reason) == 0 and "(in full under Validity in the report)" in \
-        three_engines["paper_md"]
+    assert html.escape(reason) not in page  # 12,864 characters of CUDA messages filled the validity table
+    validity = page[page.index("<h2>Validity"):page.index("<h2>Figures")]
+    row = next(visible_text(r) for r in validity.split("<tr>") if "hf-eager" in r)
+    assert "status oom: out of device memory" in row and len(row) < 200
+    csv_uri = re.search(r'download="validity.csv" href="data:text/csv;charset=utf-8;base64,([^"]+)"', validity)
+    assert reason in base64.b64decode(csv_uri.group(1)).decode()
+    assert three_engines["paper_md"].count(reason) == 0
 
 
 def test_verdicts_are_coloured_and_intervals_do_not_break(reference):
@@ -211,4 +221,43 @@ def test_paper_names_only_devices_that_ran_and_cuts_a_long_table1_status(tmp_pat
     md = built["paper_md"]
     assert "unknown device" not in md and "Stack: NVIDIA H200 (driver 580.159.04)" in md
     row = next(line for line in md.splitlines() if "| hf-sdpa | 114,688 |" in line)
-    assert "oom" in row and "… (in full under Validity in the report)" in row and len(row) < 500
+    assert "| oom (status oom: out of device memory: CUDA said a great deal. …) |" in row and len(row) < 400
+
+
+def test_the_report_leads_with_key_results_verdict_chips_and_the_hero_figure(reference):
+    page = reference["report"]
+    key = page[page.index('<div class="key"'):page.index("<h2>The paper")]
+    assert page.index('<div class="key"') < page.index("<h2>Summary")
+    assert "<li>The lowest prefill energy per input token: " in key and '<span class="ci">[' in key
+    claims = reference["tables"]["claims"]
+    for cid in sorted(set(claims["claim_id"])):
+        assert f'href="#claim-{cid}"' in key and f'id="claim-{cid}"' in page, cid
+    assert 'id="fig-energy_per_token_fit"' in key
+    assert page.count('id="fig-') == len(PLOTTERS)  # each figure once: with the key results, a claim or the rest
+
+
+def test_every_page_has_a_viewport_and_a_provenance_line(reference):
+    from ctxenergy import __version__
+
+    for page in (reference["report"], reference["paper_html"]):
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+        prov = page[page.index('<div class="prov">'):]
+        prov = prov[:prov.index("</div>")]
+        assert f"ctxenergy {__version__}, commit " in prov and 'href="../provenance.md"' in prov
+        assert "NVIDIA H200" in prov
+
+
+def test_long_tables_are_collapsed_sortable_and_downloadable(reference):
+    page = reference["report"]
+    cells = page[page.index("<h2>Cells"):page.index("<h2>Input vs output")]
+    assert cells.count('<details class="long">') == 1 and '<table class="wide sortable">' in cells
+    assert 'download="cells.csv"' in cells
+    assert "position:sticky" in page and "table.sortable" in page
+
+
+def test_the_write_up_has_an_abstract_and_numbered_figures_the_text_refers_to(reference):
+    md = reference["paper_md"]
+    assert md.index("## Abstract") < md.index("## What we measured")
+    assert "![Figure 1. " in md and "See Figure " in md
+    numbers = {int(n) for n in re.findall(r"See Figure (\d+)\.", md)}
+    assert numbers and all(f"![Figure {n}. " in md for n in numbers)

@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
               "results/paper/paper.html --out results/paper/paper.pdf")
     sp.add_argument("html", help="the page to render, e.g. results/paper/paper.html")
     sp.add_argument("--out", required=True, help="PDF to write")
-    sp.set_defaults(func=_plugin("ctxenergy.pdf", "main"))
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.pdf", "main"))
 
     sp = verb("calibrate", "error of each energy method against a long window, on the GPU",
               "--quick --out results/calibration.csv")
@@ -429,14 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
               "results/analysis/*.parquet --out results/figures/energy_intensity.png")
     sp.add_argument("tables", nargs="+", help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--out", nargs="+", required=True, help="figures to write, each named <figure>.png or .svg")
-    sp.set_defaults(func=_plugin("ctxenergy.figures", "main"))
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.figures", "main"))
 
     sp = verb("report", "derived tables + figures -> one self-contained HTML page",
               "--tables results/analysis/*.parquet --figures results/figures/*.png --out results/report/report.html")
     sp.add_argument("--tables", nargs="+", required=True, help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--figures", nargs="*", default=[], help="figure files (PNG) to embed")
     sp.add_argument("--out", required=True, help="report.html")
-    sp.set_defaults(func=_plugin("ctxenergy.report", "main"))
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.report", "main"))
 
     sp = verb("paper", "the reproduction write-up (HTML + Markdown) from the derived tables",
               "--tables results/analysis/*.parquet --figures results/figures/*.png --out results/paper/paper.html "
@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--template", default="paper/template.md", help="the write-up's Markdown template")
     sp.add_argument("--out", required=True, help="paper.html")
     sp.add_argument("--markdown", required=True, help="paper.md")
-    sp.set_defaults(func=_plugin("ctxenergy.paper", "main"))
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.paper", "main"))
     return p
 
 

@@ -9,7 +9,7 @@ REPORT_TARGETS = [
 rule write_report:
     input:
         tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
-        figures=expand("results/figures/{figure}.png", figure=FIGURES),
+        figures=expand("results/figures/{figure}.png", figure=FIGURE_NAMES),
     output:
         report(
             "results/report/report.html",
@@ -29,7 +29,7 @@ rule write_report:
 rule write_paper:
     input:
         tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
-        figures=expand("results/figures/{figure}.png", figure=FIGURES),
+        figures=expand("results/figures/{figure}.png", figure=FIGURE_NAMES),
         template="paper/template.md",
     output:
         html=report(
@@ -77,7 +77,7 @@ rule write_provenance:
 rule publish_outputs:
     input:
         tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES) + COST_MODEL,
-        figures=expand("results/figures/{figure}.{ext}", figure=FIGURES, ext=["png", "svg"]),
+        figures=expand("results/figures/{figure}.{ext}", figure=FIGURE_NAMES, ext=["png", "svg"]),
         report="results/report/report.html",
         paper=["results/paper/paper.html", "results/paper/paper.md"],
         provenance="results/provenance.md",

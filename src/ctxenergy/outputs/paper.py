@@ -5,28 +5,35 @@ self-contained HTML page.
  --out results/paper/paper.html --markdown results/paper/paper.md`
 
 Every number comes from a derived table or from the paper's own table (ctxenergy.analysis.paper_values); the
-template holds only prose and `${name}` placeholders. The Markdown is turned into HTML here, by a converter for the
-small subset the template uses, so that no Markdown package is needed.
+template holds only prose and `${name}` placeholders. The Markdown becomes HTML through the `markdown` package, with a
+small tree step that gives tables, figures and intervals the classes of ctxenergy.outputs.render's pages.
 """
 
 from __future__ import annotations
 
-import html
 import re
-from collections.abc import Iterable
+import xml.etree.ElementTree as etree
 from pathlib import Path
 from string import Template
 
+import markdown
 import pandas as pd
+from markdown.extensions import Extension
+from markdown.inlinepatterns import SimpleTagInlineProcessor
+from markdown.treeprocessors import Treeprocessor
 
-from ctxenergy.analysis.claims import (FLAT_TOLERANCE, NEAR_TABLE1, RELATIVE_TOLERANCE, VERDICTS,
-                                       paper_engine_ratios)
+from ctxenergy.analysis.claims import FLAT_TOLERANCE, NEAR_TABLE1, RELATIVE_TOLERANCE, paper_engine_ratios
 from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.analysis.uncertainty import DRAWS
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.report import (FIGURE_TITLES, brief, ci, finite, fmt, fmt_ci, keep_together, page, png_data_uri,
-                               read_inputs, tokens)
+from ctxenergy.outputs.catalog import FIGURE_TITLES
+from ctxenergy.outputs.render import (INTERVAL, NO_COUNTER, brief, ci, energy_label, energy_missing,
+                                      energy_missing_reason, finite, fmt, fmt_ci, join_words, md_table, no_break,
+                                      no_counter, page, png_data_uri, tokens)
+from ctxenergy.outputs.render import condensed_reason, provenance_block
+from ctxenergy.outputs.findings import CLAIM_FIGURES, claim_verdicts, key_findings, provenance_facts, verdict_summary
+from ctxenergy.outputs.report import read_inputs
 from ctxenergy.tables import write_text
 
 CLAIM_ORDER = tuple(range(1, 11))
@@ -48,23 +55,6 @@ CHECK = {
 }
 
 
-def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1) -> str:
-    """A pipe table: text columns (the first text_cols, or those indices) left-aligned (:---), numbers right-aligned
-    (---:)."""
-    def cell(v) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    text = set(range(text_cols)) if isinstance(text_cols, int) else set(text_cols)
-    align = [":---" if i in text else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _join(items: list[str]) -> str:
-    items = [i for i in items if i]
-    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else "none"
-
-
 # ---- sections ---------------------------------------------------------------------------------------------------
 
 def setup_text(pc: pd.DataFrame) -> str:
@@ -78,9 +68,9 @@ def setup_text(pc: pd.DataFrame) -> str:
     from ctxenergy.analysis.cells import engine_rank
 
     engines = sorted(pc["engine"].unique(), key=engine_rank)  # the order of every table and figure
-    return (f"Models {_join(sorted(pc['model'].unique()))}; engines {_join(engines)}; "
-            f"context lengths L = {lengths} tokens; generate cells with G = {_join([str(x) for x in g])} output "
-            f"tokens; {_join([str(w) for w in windows])} windows per cell. Stack: {stack}.")
+    return (f"Models {join_words(sorted(pc['model'].unique()))}; engines {join_words(engines)}; "
+            f"context lengths L = {lengths} tokens; generate cells with G = {join_words([str(x) for x in g])} output "
+            f"tokens; {join_words([str(w) for w in windows])} windows per cell. Stack: {stack}.")
 
 
 def stack_text(pc: pd.DataFrame) -> str:
@@ -98,20 +88,19 @@ def stack_text(pc: pd.DataFrame) -> str:
         for engine in sorted(g["engine"].unique(), key=engine_rank):
             versions = sorted({v for v in g.loc[g["engine"] == engine, "engine_version"] if v}) or ["–"]
             by_version.setdefault(", ".join(versions), []).append(engine)
-        engines = "; ".join(f"{_join(es)} {v}" for v, es in by_version.items())
+        engines = "; ".join(f"{join_words(es)} {v}" for v, es in by_version.items())
         parts.append(f"{device or 'unknown device'} (driver {driver or '–'}), torch {torch or '–'}, energy by "
                      f"{meter or '–'}; engines {engines}")
     return ". ".join(parts)
 
 
 def energy_missing_text(pc: pd.DataFrame) -> str:
-    if pc.empty or pc["usable"].any():
+    if pc.empty or not energy_missing(pc):
         return ""
-    reasons = pc["excluded_reason"].str.split(":").str[0].value_counts()
-    listed = ", ".join(f"{n} cells {r}" for r, n in reasons.items())
-    return (f"**Energy is missing: no cell has usable energy ({listed}).** Every energy, ratio, fit, threshold and "
-            "verdict below is therefore empty or \"not testable\"; timings are real. Run the workflow on a GPU, or "
-            "with `--configfile config/reference-h200.yaml` to analyse the committed H200 cells.")
+    extra = f" {NO_COUNTER}" if no_counter(pc) else ""
+    return (f"**Energy is missing: no cell has usable energy ({energy_missing_reason(pc)}).**{extra} Every energy, "
+            "ratio, fit, threshold and verdict below is therefore empty or \"not testable\"; timings are real. Run the "
+            "workflow on a GPU, or with `--configfile config/reference-h200.yaml` to analyse the committed H200 cells.")
 
 
 def table1_md(t1: pd.DataFrame) -> str:
@@ -126,7 +115,7 @@ def table1_md(t1: pd.DataFrame) -> str:
                      ci(d, "energy_j", 4) if measured else "not measured",
                      ci(d, "dynamic_energy_j", 4) if measured and "dynamic_energy_j" in d else "–",
                      ci(d, "j_per_token") if measured else "not measured",
-                     ci(d, "achieved_tflops") if measured else "–", brief(r.status, where="Validity in the report")])
+                     ci(d, "achieved_tflops") if measured else "–", condensed_reason(r.status)])
     return md_table(["model", "paper engine", "paper latency (s)", "paper energy (J, total)", "paper J/token (total)",
                      "TFLOP/s the paper's latency implies", "our engine", "our L", "our latency (s)",
                      "our energy (J, total)", "our energy (J, dynamic: above idle)", "our J/token (total)",
@@ -161,16 +150,9 @@ def table1_note(t1: pd.DataFrame) -> str:
     return text
 
 
-def verdict_summary(rows: pd.DataFrame) -> str:
-    """'confirmed' when every row agrees; otherwise the count of each verdict, in VERDICTS' order."""
-    counts = rows["verdict"].value_counts()
-    if len(counts) == 1:
-        return counts.index[0]
-    return "mixed: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
-
-
-def claims_md(cl: pd.DataFrame, pc: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
-    devices = _join(sorted({d for d in pc["device_name"] if d})) or "no device"
+def claims_md(cl: pd.DataFrame, pc: pd.DataFrame, sy: pd.DataFrame | None = None,
+              numbers: dict[str, int] | None = None) -> str:
+    devices = join_words(sorted({d for d in pc["device_name"] if d})) or "no device"
     out = []
     for cid in CLAIM_ORDER:
         rows = cl[cl["claim_id"] == cid]
@@ -183,7 +165,9 @@ def claims_md(cl: pd.DataFrame, pc: pd.DataFrame, sy: pd.DataFrame | None = None
         out.append(f"Paper: {first['paper_value'] or 'no single number'}. Metric: {first.get('metric') or '–'}. "
                    f"Threshold: {first.get('threshold') or '–'} ({first.get('threshold_why') or 'no reason given'})."
                    f"{energy} Systematic band: {systematic or 'none'}. Read it in {CHECK.get(cid, 'claims.parquet')}."
-                   f" Verdict: **{verdict_summary(rows)}**.")
+                   f" Verdict: **{verdict_summary(rows)}**."
+                   + (f" See Figure {numbers[CLAIM_FIGURES[cid]]}." if CLAIM_FIGURES.get(cid) in (numbers or {})
+                      else ""))
         out.append("")
         for r in rows.itertuples():
             who = f"{r.subject}: " if r.subject else ""
@@ -226,7 +210,7 @@ def io_md(io: pd.DataFrame) -> tuple[str, str]:
             ratio += " (the only L with both phases)"
         parts.append(f"{model} / {engine}: E_out/E_in (total energy) = {ratio}; one output token costs "
                      f"{fmt_ci(hi.e_out_j, hi.e_out_j_ci_low, hi.e_out_j_ci_high)} J (total) there")
-    note = (f"With G = {_join([str(x) for x in g])}, E_out divides the generate-minus-prefill energy by G − 1 "
+    note = (f"With G = {join_words([str(x) for x in g])}, E_out divides the generate-minus-prefill energy by G − 1 "
             "decode steps (the paper's G is shown beside it). " + "; ".join(parts) + ".")
     rows = [[r.model, r.engine, tokens(r.length_tokens), ci(r._asdict(), "e_in_j", scale=1e3),
              ci(r._asdict(), "e_out_j"), ci(r._asdict(), "e_out_per_g_j"), ci(r._asdict(), "e_ratio"),
@@ -238,8 +222,6 @@ def io_md(io: pd.DataFrame) -> tuple[str, str]:
 
 
 def scaling_md(fits: pd.DataFrame) -> str:
-    from ctxenergy.report import energy_label
-
     f = fits[(fits["phase"] == "prefill")]
     if f.empty:
         return "No prefill cells to fit."
@@ -290,21 +272,34 @@ def thresholds_md(th: pd.DataFrame) -> str:
                      "method", "note"], rows, text_cols=(0, 1, 2, 3, 6, 7, 8))
 
 
+def figure_numbers(figures: dict[str, Path]) -> dict[str, int]:
+    """Figure 1, 2, ... in the catalog's order, for the figures given."""
+    return {name: k for k, name in enumerate([n for n in FIGURE_TITLES if n in figures], start=1)}
+
+
 def figures_md(figures: dict[str, Path], out_md: Path | None) -> str:
     lines = []
-    for name in FIGURE_TITLES:
-        if name in figures:
-            # the Markdown copy links the figure files relative to itself; the HTML embeds them
-            target = Path(figures[name])
-            rel = Path("../figures") / target.name
-            if out_md is not None:
-                try:
-                    rel = Path(_relpath(target, out_md.parent))
-                except ValueError:
-                    pass
-            lines.append(f"![{FIGURE_TITLES[name]}]({rel.as_posix()})")
-            lines.append("")
+    for name, number in figure_numbers(figures).items():
+        # the Markdown copy links the figure files relative to itself; the HTML embeds them
+        target = Path(figures[name])
+        rel = Path("../figures") / target.name
+        if out_md is not None:
+            try:
+                rel = Path(_relpath(target, out_md.parent))
+            except ValueError:
+                pass
+        lines.append(f"![Figure {number}. {FIGURE_TITLES[name]}]({rel.as_posix()})")
+        lines.append("")
     return "\n".join(lines) if lines else "No figure files were given."
+
+
+def abstract_md(t: dict, numbers: dict[str, int]) -> str:
+    """The findings of the key-results box, then each claim's verdict in one line."""
+    found = " ".join(key_findings(t)) or "No cell has usable energy, so no energy finding can be stated."
+    verdicts = "; ".join(f"({cid}) {v}" for cid, _, v in claim_verdicts(t["claims"]))
+    hero = f" Figure {numbers['energy_per_token_fit']} shows the energy per input token with its fit." \
+        if "energy_per_token_fit" in numbers else ""
+    return f"{found}{hero} Of the paper's claims: {verdicts or 'none tested'}."
 
 
 def _relpath(target: Path, start: Path) -> str:
@@ -323,11 +318,12 @@ def values(t: dict, figures: dict[str, Path], out_md: Path | None = None) -> dic
         "paper_citation": f"{PAPER['authors']}, \"{PAPER['title']}\"",
         "paper_device": PAPER["device"],
         "n_cells": str(len(pc)), "n_usable": str(int(pc["usable"].sum())),
-        "devices": _join(sorted({d for d in pc["device_name"] if d})) or "no recorded device",
+        "devices": join_words(sorted({d for d in pc["device_name"] if d})) or "no recorded device",
         "energy_missing": energy_missing_text(pc),
         "setup": setup_text(pc),
         "table1": table1_md(t["table1"]), "table1_note": table1_note(t["table1"]),
-        "claims": claims_md(t["claims"], pc, t.get("systematics")),
+        "claims": claims_md(t["claims"], pc, t.get("systematics"), figure_numbers(figures)),
+        "abstract": abstract_md(t, figure_numbers(figures)),
         "systematics": systematics_md(t.get("systematics")),
         "io_note": io_note, "io_table": io_table,
         "scaling": scaling_md(t["fits"]), "thresholds": thresholds_md(t["thresholds"]),
@@ -346,95 +342,92 @@ def render_markdown(template: str, vals: dict[str, str]) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
-# ---- Markdown subset -> HTML ------------------------------------------------------------------------------------
+# ---- Markdown -> HTML ---------------------------------------------------------------------------------------
 
-def _inline(text: str) -> str:
-    s = html.escape(text, quote=False)
-    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-    s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
-    s = re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<em>\1</em>", s)
-    s = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", lambda m: f'<a href="{m.group(2)}">{m.group(1)}</a>', s)
-    return s
+class PageTree(Treeprocessor):
+    """Gives the `markdown` package's tree the report's look: a table in a scrolling box, left-aligned text columns
+    (':---'), names and numbers that never break, intervals kept in one piece, and an image alone in its paragraph
+    as a figure with its caption, its file replaced by a data URI so that the page stands alone."""
+
+    def __init__(self, md, images: dict[str, str]):
+        super().__init__(md)
+        self.images = images
+
+    def run(self, root):
+        parents = {child: parent for parent in root.iter() for child in parent}
+        for table in list(root.iter("table")):
+            box = etree.Element("div", {"class": "tw"})
+            siblings = list(parents[table])
+            parents[table].remove(table)
+            parents[table].insert(siblings.index(table), box)
+            box.append(table)
+            for cell in [*table.iter("th"), *table.iter("td")]:
+                classes = ["t"] if cell.attrib.pop("style", "") == "text-align: left;" else []
+                if cell.tag == "td" and no_break("".join(cell.itertext())):
+                    classes.append("nw")
+                if classes:
+                    cell.set("class", " ".join(classes))
+                keep_intervals(cell)
+        for p in list(root.iter("p")):
+            img = p[0] if len(p) == 1 else None
+            if img is None or img.tag != "img" or (p.text or "").strip() or (img.tail or "").strip():
+                continue
+            p.tag, p.text = "figure", None
+            img.tail = None
+            img.set("src", self.images.get(Path(img.get("src")).name, img.get("src")))
+            etree.SubElement(p, "figcaption").text = img.get("alt")
 
 
-def _table_html(lines: list[str]) -> str:
-    def cells(line: str) -> list[str]:
-        parts = re.split(r"(?<!\\)\|", line.strip().strip("|"))
-        return [p.strip().replace("\\|", "|") for p in parts]
-    # ':---' is a left-aligned (text) column; '---' and '---:' keep the page's right alignment of numbers
-    left = [c.startswith(":") and not c.endswith(":") for c in cells(lines[1])] if len(lines) > 1 else []
+def keep_intervals(cell) -> None:
+    """render.keep_together on a tree: each [interval] of the cell's own text in a span that does not break."""
+    def split(text: str | None) -> tuple[str | None, list]:
+        if not text or not INTERVAL.search(text):
+            return text, []
+        parts = INTERVAL.split(text)
+        spans = []
+        for interval, after in zip(INTERVAL.findall(text), parts[1:]):
+            span = etree.Element("span", {"class": "ci"})
+            span.text, span.tail = interval, after or None
+            spans.append(span)
+        return parts[0] or None, spans
 
-    def cell(tag: str, i: int, c: str) -> str:
-        classes = ["t"] if i < len(left) and left[i] else []
-        if tag == "td" and c and len(c) <= 40 and not re.search(r"\s", c):
-            classes.append("nw")  # a name or a number: never broken across lines
-        cls = f' class="{" ".join(classes)}"' if classes else ""
-        return f"<{tag}{cls}>{keep_together(_inline(c))}</{tag}>"
-    head = "".join(cell("th", i, c) for i, c in enumerate(cells(lines[0])))
-    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(cells(line))) + "</tr>"
-                   for line in lines[2:])
-    return f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    cell.text, spans = split(cell.text)
+    children = list(cell)
+    for span in reversed(spans):
+        cell.insert(0, span)
+    for child in children:
+        child.tail, after = split(child.tail)
+        for k, span in enumerate(after):
+            cell.insert(list(cell).index(child) + 1 + k, span)
+
+
+class PageExtension(Extension):
+    def __init__(self, images: dict[str, str]):
+        super().__init__()
+        self.images = images
+
+    def extendMarkdown(self, md):  # noqa: N802 (the markdown package's name)
+        md.treeprocessors.register(PageTree(md, self.images), "ctxenergy_page", 0)
+        # '*' marks emphasis only around words, not in 'L* = b/c' (markdown's own rule pairs any two asterisks)
+        md.inlinePatterns.deregister("em_strong")
+        md.inlinePatterns.register(SimpleTagInlineProcessor(r"()\*\*([^*]+)\*\*", "strong"), "strong", 60)
+        md.inlinePatterns.register(SimpleTagInlineProcessor(r"()(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", "em"), "em", 50)
 
 
 def markdown_to_html(md: str, images: dict[str, str] | None = None) -> str:
-    """Headings, paragraphs, '-' lists, pipe tables, images alone on a line; `images` maps an image's file name to
-    the src to use (a data URI, so that the page stands alone)."""
-    images = images or {}
-    out, para, items, table = [], [], [], []
-
-    def flush():
-        if para:
-            out.append(f"<p>{_inline(' '.join(para))}</p>")
-            para.clear()
-        if items:
-            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
-            items.clear()
-        if table:
-            out.append(_table_html(table))
-            table.clear()
-
-    for line in md.splitlines():
-        s = line.rstrip()
-        if s.startswith("|"):
-            if para or items:
-                flush()
-            table.append(s)
-            continue
-        if table:
-            flush()
-        m_head = re.match(r"^(#{1,4})\s+(.*)$", s)
-        m_img = re.match(r"^!\[([^\]]*)\]\(([^)\s]+)\)$", s)
-        if not s:
-            flush()
-        elif m_head:
-            flush()
-            n = len(m_head.group(1))
-            out.append(f"<h{n}>{_inline(m_head.group(2))}</h{n}>")
-        elif m_img:
-            flush()
-            alt, src = m_img.group(1), m_img.group(2)
-            src = images.get(Path(src).name, src)
-            out.append(f'<figure><img alt="{html.escape(alt)}" src="{html.escape(src)}">'
-                       f"<figcaption>{_inline(alt)}</figcaption></figure>")
-        elif s.startswith("- "):
-            if para:
-                flush()
-            items.append(s[2:])
-        elif items and line.startswith("  "):
-            items[-1] += " " + s.strip()
-        else:
-            if items:
-                flush()
-            para.append(s)
-    flush()
-    return "\n".join(out)
+    """The write-up's Markdown (headings, paragraphs, lists, pipe tables, images alone on a line) as HTML; `images`
+    maps an image's file name to the src to use (a data URI, so that the page stands alone)."""
+    return markdown.markdown(md, extensions=["tables", PageExtension(images or {})], output_format="html")
 
 
 def build_paper(t: dict, figures: dict[str, Path], template: str, out_md: Path | None = None) -> tuple[str, str]:
     md = render_markdown(template, values(t, figures, out_md))
     images = {Path(p).name: png_data_uri(p) for p in figures.values()}
     title = "Reproducing \"The Cost of Context\" with ctxenergy"
-    return md, page(title, markdown_to_html(md, images))
+    prov = provenance_block(provenance_facts(t["per_cell"]))
+    body = markdown_to_html(md, images)
+    end = body.find("</h1>") + len("</h1>")  # the provenance line under the title
+    return md, page(title, body[:end] + prov + body[end:])
 
 
 def main(args) -> int:

@@ -4,157 +4,29 @@
 
 It opens with a summary, the hardware and versions, and the validity of every cell; cells that could not be used
 (no energy on a CPU host, out of memory, beyond the model's context, faster than the device allows) stay in the
-tables with their status and are named wherever they were left out.
+tables with their status and are named wherever they were left out. Numbers, tables and the page come from
+ctxenergy.outputs.render; this module holds only the report's sections.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import math
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.outputs.catalog import FIGURE_TITLES
+from ctxenergy.outputs.findings import CLAIM_FIGURES, HERO_FIGURE, claim_verdicts, key_findings, provenance_facts
+from ctxenergy.outputs.render import (NO_COUNTER, Cell, brief, ci, condensed_reason, energy_label, energy_missing,
+                                      energy_missing_reason, esc, finite, fmt, fmt_ci, html_table, keep_together,
+                                      length_range, long_table, no_counter, none_usable, page, png_data_uri,
+                                      provenance_block, tokens, verdict_class)
 from ctxenergy.tables import write_text
 
 NEEDED = ("per_cell", "slopes", "fits", "thresholds", "io_ratio", "engine_ratios", "claims")
-FIGURE_TITLES = {
-    "energy_intensity": "Prefill energy per input token (mJ/token) vs context length L",
-    "io_energy": "E_in and E_out (mJ/token) and their ratio vs L",
-    "phase_map": "Mean power (W) vs latency per token (ms/token)",
-    "power_traces": "Instant power over representative windows",
-    "achieved_throughput": "Achieved TFLOP/s (prefill) and memory bandwidth (decode) against the device's peak",
-    "energy_fit": "E(L) = a + bL + cL^2 fitted to the prefill cells, with residuals",
-}
-
-CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;
-color:#222;line-height:1.45}
-h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-h3{font-size:1.05em}
-table{border-collapse:collapse;margin:.6em 0 1em;font-size:.85em}
-.tw{overflow-x:auto;margin:.6em 0 1em}.tw table{margin:0}table.wide{font-size:.76em}
-table.wide th,table.wide td{padding:.2em .35em}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
-th{background:#f3f3f3}td.t,th.t{text-align:left}td.nw,.ci{white-space:nowrap}.ci{color:#555}
-tbody tr:nth-child(even){background:#fafafa}
-.warn{background:#fff3f0;border-left:4px solid #b03030;padding:.6em 1em;margin:1em 0}
-.note{color:#555;font-size:.9em}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.9em;color:#444}
-code{background:#f5f5f5;padding:0 .2em}
-.confirmed{color:#1a7f37;font-weight:600}.refuted{color:#b03030;font-weight:600}
-.untestable{color:#777;font-weight:600}
-.toc{font-size:.9em;color:#444}.toc a{color:#2a5db0;text-decoration:none;margin-right:.2em}
-@media print{body{max-width:none;margin:0}.tw{overflow:visible}figure,tr{break-inside:avoid}h2,h3{break-after:avoid}}
-"""
-
-
-# ---- formatting -------------------------------------------------------------------------------------------------
-
-def esc(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def finite(v) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def fmt(v, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
-    if not finite(v):
-        return missing
-    x = float(v) * scale
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.{digits}g}"
-    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
-
-
-def fmt_ci(v, lo, hi, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
-    if not finite(v):
-        return missing
-    if finite(lo) and finite(hi):
-        return f"{fmt(v, digits, scale)} [{fmt(lo, digits, scale)}, {fmt(hi, digits, scale)}]"
-    return fmt(v, digits, scale)
-
-
-def ci(row, col: str, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
-    return fmt_ci(row.get(col), row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high"), digits, scale, missing)
-
-
-def tokens(L) -> str:
-    return f"{int(L):,}" if finite(L) else "–"
-
-
-def length_range(lengths) -> str:
-    lo, hi = min(lengths, default=float("nan")), max(lengths, default=float("nan"))
-    return tokens(lo) if lo == hi or not finite(hi) else f"{tokens(lo)}–{tokens(hi)}"
-
-
-class Cell(str):
-    """A table cell's text with a CSS class of its own (a verdict's colour)."""
-
-    css: str = ""
-
-    def __new__(cls, text, css: str = ""):
-        obj = super().__new__(cls, text)
-        obj.css = css
-        return obj
-
-
-def keep_together(escaped: str) -> str:
-    """Each bracketed interval of an escaped cell in a span that does not break: '36.9 [34.3, 39.4]' wraps, where
-    it must, before the bracket and not after the comma."""
-    return re.sub(r"\[[^\[\]<>]*\]", lambda m: f'<span class="ci">{m.group(0)}</span>', escaped)
-
-
-def brief(text, n: int = 140, where: str = "Validity") -> str:
-    """A long reason (an engine's whole error message) cut to its start for a table cell; the report's validity
-    table keeps it whole."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + f" … (in full under {where})"
-
-
-def html_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1,
-               wide: bool = False) -> str:
-    """A table; text columns (the first text_cols, or those indices) are left-aligned, the rest right-aligned
-    numbers. A line breaks between a value and its [interval], never inside either, nor inside a name without a
-    space (llama-3.1-8b, hf-paged). Cells are escaped here, so callers pass plain strings (or Cell)."""
-    text = set(range(text_cols)) if isinstance(text_cols, int) else set(text_cols)
-
-    def cell(tag, i, v):
-        v = "" if v is None else v
-        classes = ["t"] if i in text else []
-        if tag == "td" and len(str(v)) <= 40 and not re.search(r"\s", str(v)):
-            classes.append("nw")
-        classes += [c for c in [getattr(v, "css", "")] if c]
-        cls = f' class="{" ".join(classes)}"' if classes else ""
-        return f"<{tag}{cls}>{keep_together(esc(v))}</{tag}>"
-    head = "".join(cell("th", i, h) for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
-    table = '<table class="wide">' if wide else "<table>"  # wide: many columns, a smaller font so that it fits
-    return f'<div class="tw">{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def png_data_uri(path: str | Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
-def page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
-
-
-def verdict_class(verdict: str) -> str:
-    from ctxenergy.analysis.claims import IN_KIND
-
-    return {"confirmed": "confirmed", IN_KIND: "confirmed", "refuted": "refuted"}.get(verdict, "untestable")
 
 
 # ---- sections ---------------------------------------------------------------------------------------------------
@@ -181,21 +53,6 @@ def _th_text(r: pd.Series | None) -> str:
     if finite(r["ci_low"]):
         return f"{tokens(r['value'])} [{tokens(r['ci_low'])}, {tokens(r['ci_high'])}]"
     return tokens(r["value"])
-
-
-def none_usable(cells: pd.DataFrame) -> str:
-    """What a summary cell says where a group has no usable cell: 'energy missing' on a host without an energy
-    counter, otherwise the statuses that kept the cells out ('none usable: 1 status oom')."""
-    if cells.empty:
-        return "not measured"
-    reasons = cells.loc[~cells["usable"], "excluded_reason"].str.split(":").str[0].value_counts()
-    if set(reasons.index) <= {"no_energy"}:
-        return "energy missing"
-    return "none usable: " + ", ".join(f"{n} {r}" for r, n in reasons.items())
-
-
-def energy_missing(pc: pd.DataFrame) -> bool:
-    return not pc["usable"].any()
 
 
 def summary_section(t: dict) -> str:
@@ -243,12 +100,9 @@ def missing_banner(pc: pd.DataFrame) -> str:
         return '<div class="warn">The table of cells is empty: nothing was measured.</div>'
     if not energy_missing(pc):
         return ""
-    reasons = pc["excluded_reason"].str.split(":").str[0].value_counts()
-    listed = ", ".join(f"{n} cells {esc(r)}" for r, n in reasons.items())
-    extra = (" This host has no readable energy counter (a CPU host without RAPL, or no NVML): timings, latency per "
-             "token and achieved throughput are real, every energy, power, fit, ratio and threshold is missing."
-             if "no_energy" in reasons else "")
-    return f'<div class="warn"><b>Energy is missing.</b> No cell has usable energy ({listed}).{esc(extra)}</div>'
+    extra = f" {NO_COUNTER}" if no_counter(pc) else ""
+    return (f'<div class="warn"><b>Energy is missing.</b> No cell has usable energy '
+            f"({esc(energy_missing_reason(pc))}).{esc(extra)}</div>")
 
 
 def hardware_section(pc: pd.DataFrame) -> str:
@@ -273,20 +127,42 @@ def validity_section(pc: pd.DataFrame) -> str:
         return out + "No cell carries a flag: every cell enters the fits.</p>"
     out += (f"{len(flagged)} cell(s) carry a status other than ok or a flag; those not usable are left out of "
             "every fit, ratio and threshold, and stay in the tables below with their status.</p>")
-    rows = [[r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no",
+    full = [[r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no",
              r.excluded_reason or r.status_reason or "–"] for r in flagged.itertuples()]
-    return out + html_table(["cell", "status", "flags", "usable", "why"], rows, text_cols=5)
+    rows = [[*r[:4], condensed_reason(r[4])] for r in full]
+    return out + long_table("Cells with a status or a flag, and why", "validity.csv",
+                            ["cell", "status", "flags", "usable", "why"], rows, csv_rows=full, text_cols=5)
 
 
-def figures_section(figures: dict[str, Path]) -> str:
+def figure_html(name: str, path: Path) -> str:
+    title = FIGURE_TITLES.get(name, name)
+    return (f'<figure id="fig-{esc(name)}"><img alt="{esc(title)}" src="{png_data_uri(path)}">'
+            f"<figcaption>{esc(title)}</figcaption></figure>")
+
+
+def figures_section(figures: dict[str, Path], shown: set[str] = frozenset()) -> str:
+    """The figures not already shown with the key results or a claim."""
     out = "<h2>Figures</h2>"
     if not figures:
         return out + "<p>No figure files were given.</p>"
-    for name, path in figures.items():
-        title = FIGURE_TITLES.get(name, name)
-        out += (f'<figure id="fig-{esc(name)}"><img alt="{esc(title)}" src="{png_data_uri(path)}">'
-                f"<figcaption>{esc(title)}</figcaption></figure>")
-    return out
+    rest = [name for name in figures if name not in shown]
+    if shown:
+        out += ('<p class="note">Shown above: ' + ", ".join(f'<a href="#fig-{esc(n)}">{esc(FIGURE_TITLES.get(n, n))}'
+                                                       "</a>" for n in figures if n in shown) + ".</p>")
+    return out + "".join(figure_html(name, figures[name]) for name in rest)
+
+
+def key_results(t: dict, figures: dict[str, Path]) -> str:
+    """The box a reader sees first: what was found, with intervals, each claim's verdict as a chip, and the hero
+    figure."""
+    found = key_findings(t)
+    items = "".join(f"<li>{keep_together(esc(f))}</li>" for f in found) or \
+        "<li>No finding: no cell has usable energy (see Validity).</li>"
+    chips = "".join(f'<a class="chip {verdict_class(v)}" href="#claim-{cid}" title="{esc(claim)}">({cid}) '
+                    f"{esc(v)}</a>" for cid, claim, v in claim_verdicts(t["claims"]))
+    hero = figure_html(HERO_FIGURE, figures[HERO_FIGURE]) if HERO_FIGURE in figures else ""
+    return (f'<div class="key" id="key-results"><h2>Key results</h2><ul>{items}</ul>'
+            f'<div class="chips"><span class="note">The paper\'s claims:</span>{chips}</div>{hero}</div>')
 
 
 def cells_section(pc: pd.DataFrame) -> str:
@@ -303,7 +179,9 @@ def cells_section(pc: pd.DataFrame) -> str:
               "mean power (W)", "time at cap", "TFLOP/s", "of peak", "decode TB/s", "of peak", "windows"]
     return ("<h2>Cells</h2><p class=\"note\">Tokens per run: L for prefill, L + G for generate. TFLOP/s: the prefill's "
             "FLOP (ctxenergy.flops) over the time to first token. Decode TB/s: weights + KV cache read by the G - 1 "
-            "decode steps over the decode time.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 4, 5), wide=True))
+            "decode steps over the decode time.</p>"
+            + long_table("Every cell with its metrics", "cells.csv", header, rows, text_cols=(0, 1, 2, 4, 5),
+                         wide=True))
 
 
 def board_offset(sy: pd.DataFrame | None) -> str:
@@ -336,11 +214,6 @@ def slopes_section(sl: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
             f"spread, not the offset between boards ({board_offset(sy)}).</p>" if across.any() else "")
     return ("<h2>dE/dL between neighbouring L</h2>"
             + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token, total energy)"], rows, text_cols=4) + note)
-
-
-def energy_label(quantity: str) -> str:
-    """'total' or 'dynamic (above idle)' for an energy column of the derived tables."""
-    return "dynamic (above idle)" if quantity.startswith("dynamic") else "total"
 
 
 def fits_section(ft: pd.DataFrame) -> str:
@@ -437,30 +310,44 @@ def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:
                              "energy ratio (x, dynamic: above idle)", "latency ratio (x)"], rows, text_cols=4)
 
 
-def claims_section(cl: pd.DataFrame) -> str:
-    rows = [[str(r.claim_id), r.claim, r.subject or "–", r.metric or "–", r.threshold or "–",
-             Cell(r.verdict, verdict_class(r.verdict)), r.deciding] for r in cl.itertuples()]
-    return ("<h2>The paper's claims</h2><p class=\"note\">Each verdict is decided against the total interval (the "
-            "statistical one and the systematic band in quadrature); one that flips inside it is \"not decidable\". "
-            "The full comparison, with the paper's Table 1, is in the reproduction write-up "
-            "(results/paper/paper.html).</p>"
-            + html_table(["#", "claim", "subject", "metric", "threshold", "verdict", "deciding numbers"], rows,
-                         text_cols=(1, 2, 3, 4, 5, 6)))
+def claims_section(cl: pd.DataFrame, figures: dict[str, Path]) -> tuple[str, set[str]]:
+    """Each claim with its verdict chip, its subjects' verdicts and the numbers that decide them, and the one figure
+    that shows it (a figure once on the page: a later claim on the same figure links to it). Returns the section
+    and the figures it showed."""
+    out = ("<h2>The paper's claims</h2><p class=\"note\">Each verdict is decided against the total interval (the "
+           "statistical one and the systematic band in quadrature); one that flips inside it is \"not decidable\". "
+           "The full comparison, with the paper's Table 1, is in the reproduction write-up "
+           "(results/paper/paper.html).</p>")
+    shown: set[str] = set()
+    for cid, claim, verdict in claim_verdicts(cl):
+        rows = [[r.subject or "–", r.metric or "–", r.threshold or "–", Cell(r.verdict, verdict_class(r.verdict)),
+                 r.deciding] for r in cl[cl["claim_id"] == cid].itertuples()]
+        out += (f'<h3 id="claim-{cid}">({cid}) {esc(claim)} <span class="chip {verdict_class(verdict)}">'
+                f"{esc(verdict)}</span></h3>"
+                + html_table(["subject", "metric", "threshold", "verdict", "deciding numbers"], rows,
+                             text_cols=(0, 1, 2, 3, 4)))
+        name = CLAIM_FIGURES.get(cid)
+        if name in figures and name not in shown:
+            out += figure_html(name, figures[name])
+            shown.add(name)
+        elif name in figures:
+            out += f'<p class="note">Figure: <a href="#fig-{esc(name)}">{esc(FIGURE_TITLES.get(name, name))}</a>.</p>'
+    return out, shown
 
 
 def build_report(t: dict, figures: dict[str, Path]) -> str:
     pc = t["per_cell"]
-    devices = ", ".join(sorted({d for d in pc["device_name"] if d})) or "no device recorded"
-    body = (f"<h1>ctxenergy: energy of input and output tokens vs context length</h1>"
-            f"<p>{len(pc)} cells on {esc(devices)}; {int(pc['usable'].sum())} with usable energy.</p>")
-    body += missing_banner(pc) + summary_section(t) + hardware_section(pc) + validity_section(pc)
+    facts = provenance_facts(pc)
+    body = (f"<h1>ctxenergy: energy of input and output tokens vs context length, on {esc(facts['devices'])}</h1>"
+            + provenance_block(facts) + missing_banner(pc) + key_results(t, figures) + "<!--contents-->")
+    claims, shown = claims_section(t["claims"], figures)
+    body += claims + summary_section(t) + hardware_section(pc) + validity_section(pc)
     sy = t.get("systematics")
-    body += figures_section(figures) + cells_section(pc) + io_section(t["io_ratio"], sy)
+    body += figures_section(figures, shown | {HERO_FIGURE}) + cells_section(pc) + io_section(t["io_ratio"], sy)
     body += slopes_section(t["slopes"], sy)
     body += systematics_section(t.get("systematics")) + fits_section(t["fits"])
     body += thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)
-    body += claims_section(t["claims"])
-    return page("ctxenergy report", with_contents(body))
+    return page(f"ctxenergy report: {facts['devices']}, {facts['date']}", with_contents(body))
 
 
 def _slug(title: str) -> str:
@@ -474,8 +361,7 @@ def with_contents(body: str) -> str:
         return body
     body = re.sub(r"<h2>(.*?)</h2>", lambda m: f'<a id="{_slug(m.group(1))}"></a>{m.group(0)}', body)
     toc = '<p class="toc">Contents: ' + " · ".join(f'<a href="#{_slug(t)}">{t}</a>' for t in titles) + "</p>"
-    end = body.find("</p>", body.find("</h1>")) + len("</p>")
-    return body[:end] + toc + body[end:]
+    return body.replace("<!--contents-->", toc, 1)
 
 
 def read_inputs(table_paths, figure_paths) -> tuple[dict, dict]:

@@ -1,0 +1,54 @@
+"""The one list of what the analysis writes: derived tables, figures and documents, with their file names, titles
+and captions. The workflow (workflow/rules/figures.smk, report.smk) builds its outputs from it in a loop, and the
+figures, the report and the write-up take their titles from it, so that a name or a title is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ctxenergy.analysis.derive import TABLES as ANALYSIS_TABLES
+
+ANALYSIS_DIR = "results/analysis"
+FIGURES_DIR = "results/figures"
+FIGURE_FORMATS = ("png", "svg")  # png: embedded in the pages; svg: the Snakemake report and the write-up's copy
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # file name without extension, and the plotting function's name in ctxenergy.outputs.figures
+    title: str  # the caption under the figure in the report and the write-up
+    label: str  # the Snakemake report's label; its caption is workflow/report/<name>.rst
+
+
+FIGURES = (
+    Figure("energy_per_token_fit",
+           "Prefill energy per input token (mJ/token) vs L with the fit E(L)/L, L* and the paper's points",
+           "J/token with the fit, L* and the paper's points"),
+    Figure("energy_intensity", "Prefill energy per input token (mJ/token) vs context length L",
+           "energy intensity (paper Fig. 1)"),
+    Figure("io_energy", "E_in and E_out (mJ/token) and their ratio vs L", "E_in and E_out (paper Fig. 2)"),
+    Figure("phase_map", "Mean power (W) vs latency per token (ms/token)", "phase map (paper Fig. 3)"),
+    Figure("de_dl", "Marginal prefill energy dE/dL (mJ/token) vs L, with L* and the onset of its rise",
+           "dE/dL (claim 1)"),
+    Figure("power_vs_length", "Mean prefill power (W) vs L with the board's power limit and the paper's plateau",
+           "power vs L (claim 2)"),
+    Figure("engine_ratio", "Prefill energy of each HF engine over vLLM's vs L, with the paper's 7.6x and 8.9x",
+           "engine energy ratio (claim 6)"),
+    Figure("energy_fit", "E(L) = a + bL + cL^2 fitted to the prefill cells, with residuals and chi²/dof",
+           "E(L) fit and residuals"),
+    Figure("power_traces", "Instant power over representative windows", "power traces"),
+    Figure("achieved_throughput",
+           "Achieved TFLOP/s (prefill) and memory bandwidth (decode) against the device's peak",
+           "achieved throughput vs peak"),
+)
+FIGURE_NAMES = tuple(f.name for f in FIGURES)
+FIGURE_TITLES = {f.name: f.title for f in FIGURES}
+
+
+def analysis_paths(directory: str = ANALYSIS_DIR) -> list[str]:
+    return [f"{directory}/{t}.parquet" for t in ANALYSIS_TABLES]
+
+
+def figure_paths(ext: str = "png", directory: str = FIGURES_DIR) -> list[str]:
+    return [f"{directory}/{name}.{ext}" for name in FIGURE_NAMES]
