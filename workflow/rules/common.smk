@@ -1,7 +1,12 @@
 import re
 import sys
 
-from ctxenergy.config import cell_settings_hash, check_semantics, validate_workflow_config, write_settings_snapshot
+from ctxenergy.config import (
+    cell_settings_hash,
+    check_semantics,
+    validate_workflow_config,
+    write_settings_snapshot,
+)
 from ctxenergy.device import check_device
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
@@ -134,4 +139,10 @@ def final_outputs():
     """The cells themselves are targets too: Snakemake would not remake a deleted intermediate file whose consumer
     (results/cells.parquet) is up to date, and the table would keep the deleted cell's row."""
     cell_files = [str(f) for p in cell_paths() for f in (p, sibling(p, "runs"), sibling(p, "trace"))]
-    return [*cell_files, "results/cells.parquet", *REPORT_TARGETS, *COST_MODEL, "results/notebooks/explore.ipynb"]
+    return [
+        *cell_files,
+        "results/cells.parquet",
+        *REPORT_TARGETS,
+        *COST_MODEL,
+        "results/notebooks/explore.ipynb",
+    ]

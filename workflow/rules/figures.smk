@@ -2,6 +2,7 @@
 # `snakemake --forcerun plot_figures` redraws every figure from cached Parquet without touching a measurement.
 # The derived tables and the figures are listed once, in the package (ctxenergy.outputs.catalog).
 from ctxenergy.outputs.catalog import ANALYSIS_TABLES, FIGURE_NAMES, FIGURES
+
 # The per-token cost model for estimators (docs/cost-model.md): a derived table, also written as CSV and JSON.
 COST_MODEL = multiext("results/analysis/cost_model", ".parquet", ".csv", ".json")
 

@@ -6,6 +6,7 @@ figures, the report and the write-up take their titles from it, so that a name o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ctxenergy.analysis.derive import TABLES as ANALYSIS_TABLES
 
@@ -52,3 +53,10 @@ def analysis_paths(directory: str = ANALYSIS_DIR) -> list[str]:
 
 def figure_paths(ext: str = "png", directory: str = FIGURES_DIR) -> list[str]:
     return [f"{directory}/{name}.{ext}" for name in FIGURE_NAMES]
+
+
+def read_tables(paths) -> dict:
+    """The derived tables among `paths` by name; the CSV/JSON exports written beside some of them are skipped."""
+    import pandas as pd
+
+    return {Path(p).name.removesuffix(".parquet"): pd.read_parquet(p) for p in paths if str(p).endswith(".parquet")}

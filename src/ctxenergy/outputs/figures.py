@@ -19,7 +19,7 @@ from ctxenergy.analysis.cells import engine_rank
 from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import fit_from_row
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.outputs.catalog import FIGURE_NAMES
+from ctxenergy.outputs.catalog import FIGURE_NAMES, read_tables
 from ctxenergy.outputs.plotting import (MISSING_COLOUR, PAPER_COLOUR, PHASE_MARKERS, axes_size_in, colour,
                                         ends_of_series, energy_missing_message, engine_kw, engine_style, engines_of,
                                         errorline, excluded_note, finish, label_lengths, log2_x, log_y, models_of,
@@ -535,10 +535,6 @@ def engine_ratio(t: dict) -> plt.Figure:
 
 # one function per figure of the catalog, named as the figure
 PLOTTERS = {name: globals()[name] for name in FIGURE_NAMES}
-
-
-def read_tables(paths) -> dict[str, pd.DataFrame]:
-    return {Path(p).name.removesuffix(".parquet"): pd.read_parquet(p) for p in paths}
 
 
 def make_figures(tables: dict[str, pd.DataFrame], out_paths) -> list[Path]:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.outputs.catalog import FIGURE_TITLES
+from ctxenergy.outputs.catalog import FIGURE_TITLES, read_tables
 from ctxenergy.outputs.findings import CLAIM_FIGURES, HERO_FIGURE, claim_verdicts, key_findings, provenance_facts
 from ctxenergy.outputs.render import (NO_COUNTER, Cell, brief, ci, condensed_reason, energy_label, energy_missing,
                                       energy_missing_reason, esc, finite, fmt, fmt_ci, html_table, keep_together,
@@ -365,7 +365,7 @@ def with_contents(body: str) -> str:
 
 
 def read_inputs(table_paths, figure_paths) -> tuple[dict, dict]:
-    tables = {Path(p).name.removesuffix(".parquet"): pd.read_parquet(p) for p in table_paths}
+    tables = read_tables(table_paths)
     missing = [n for n in NEEDED if n not in tables]
     if missing:
         raise CtxEnergyError(f"the report needs the derived tables {', '.join(missing)} (ctxenergy analyze)")
