@@ -182,10 +182,11 @@ def cmd_warmup(args) -> int:
 def cmd_weights(args) -> int:
     """Generate a model's shared random weights (random_weights: shared) once, on the config's device."""
     from ctxenergy.device import check_device
+    from ctxenergy.engines.registry import REFERENCE_ENGINE
     from ctxenergy.weights import make_shared_weights
 
     config, check = _load(args)
-    check(config, str(args.config), engines_needed=("hf-sdpa",))
+    check(config, str(args.config), engines_needed=(REFERENCE_ENGINE,))  # its package builds the weights
     check_device(config["device"])
     out = make_shared_weights(config, args.model)
     print(f"{args.model}: shared random weights -> {out}")
