@@ -101,7 +101,7 @@ class FakeGpu:
 
 
 class FakeNvml:
-    """Implements the NvmlBackend methods the package uses."""
+    """Implements the NVML protocol (telemetry/nvml_api.Nvml) the package reads; tests/test_telemetry.py checks it."""
 
     def __init__(self, gpus: list[FakeGpu], name: str = "NVIDIA H200"):
         self.gpus = gpus

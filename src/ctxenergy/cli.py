@@ -40,7 +40,7 @@ def cmd_check(args) -> int:
     config = load_config(files[0], files[1:])
     check_semantics(config, source, engines_needed=() if config["cells_source"] else None)  # as the workflow does
     if args.device:
-        from ctxenergy.device import check_device
+        from ctxenergy.telemetry.nvml_api import check_device
 
         check_device(config["device"])
     from ctxenergy.grid import expand_grid
@@ -65,7 +65,7 @@ def cmd_prompts(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    from ctxenergy.device import check_device
+    from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.grid import Cell, prompt_path
     from ctxenergy.models import load_tokenizer, resolve_model
     from ctxenergy.prompts import load_cell_prompts, make_prompts, save_ids
@@ -160,7 +160,7 @@ def cmd_warmup(args) -> int:
 
     config, check = _load(args)
     check(config, str(args.config), engines_needed=(args.engine,))
-    from ctxenergy.device import check_device
+    from ctxenergy.telemetry.nvml_api import check_device
 
     check_device(config["device"])
     from ctxenergy.gpus import claimed_gpus
@@ -181,7 +181,7 @@ def cmd_warmup(args) -> int:
 
 def cmd_weights(args) -> int:
     """Generate a model's shared random weights (random_weights: shared) once, on the config's device."""
-    from ctxenergy.device import check_device
+    from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.engines.registry import REFERENCE_ENGINE
     from ctxenergy.weights import make_shared_weights
 
@@ -331,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("info", help="GPU, driver, NVML capabilities and the counter's measured update period")
     sp.add_argument("--quick", action="store_true", help="skip measuring the counter's update period")
     sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("gpus", help="which GPU each job holds (lock files); --check: a claim shuts out other jobs")
+    sp.add_argument("--check", action="store_true",
+                    help="claim a free GPU, show that another process is refused it, release it, claim it again")
+    sp.set_defaults(func=_plugin("ctxenergy.gpus", "main"))
 
     sp = sub.add_parser("pdf", help="render an HTML page (the write-up) to PDF with a headless Chromium")
     sp.add_argument("html")

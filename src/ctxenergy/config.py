@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import yaml
 
 from ctxenergy.engines.registry import ENGINE_NAMES, ENGINES, engine_installed
 from ctxenergy.errors import ConfigError, CtxEnergyError
+from ctxenergy.files import write_text
 from ctxenergy.grid import Cell
 from ctxenergy.paths import CONFIG_SCHEMA, MODELS_DIR, REPO_ROOT
 
@@ -333,14 +332,5 @@ def write_settings_snapshot(config: dict, directory: str | Path = "results/confi
         if path.read_text() != text:
             raise ConfigError(f"{path}: settings snapshot does not match its name (edited?); delete it and rerun")
         return SettingsSnapshot(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # a concurrent parse writing the same settings writes the same bytes
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(text, path)  # a concurrent parse writing the same settings writes the same bytes
     return SettingsSnapshot(path)

@@ -1,13 +1,18 @@
 import re
 import sys
 
-from ctxenergy.config import cell_settings_hash, check_semantics, validate_workflow_config, write_settings_snapshot
-from ctxenergy.device import check_device
+from ctxenergy.config import (
+    cell_settings_hash,
+    check_semantics,
+    validate_workflow_config,
+    write_settings_snapshot,
+)
 from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import cached_cell_tables, expand_grid
 from ctxenergy.tables import sibling
+from ctxenergy.telemetry.nvml_api import check_device
 from ctxenergy.workflow_process import enter_workflow
 
 # Jobs and engine hosts end with this Snakemake process; a lock left by a killed run is removed (workflow_process.py).
