@@ -332,7 +332,7 @@ def _fake_pynvml(init_error: str | None = None, energy_supported: bool = True, c
     class NVMLError(Exception):
         pass
 
-    class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's name
+    class NVMLError_NotSupported(NVMLError):  # pynvml's name
         pass
 
     def nvml_init():

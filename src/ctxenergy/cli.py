@@ -65,10 +65,10 @@ def cmd_prompts(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.grid import Cell, prompt_path
     from ctxenergy.models import load_tokenizer, resolve_model
     from ctxenergy.prompts import load_cell_prompts, make_prompts, save_ids
+    from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.workflow_process import watch_workflow
 
     watch_workflow()  # a job outliving a killed Snakemake stops, without writing its cell
@@ -101,7 +101,8 @@ def cmd_measure(args) -> int:
     else:
         from ctxenergy.engine_host import stop_idle_hosts
         from ctxenergy.gpus import claimed_gpus
-        from ctxenergy.measure import measure_cell, summary as cell_summary
+        from ctxenergy.measure import measure_cell
+        from ctxenergy.measure import summary as cell_summary
 
         stop_idle_hosts()  # an idle host may hold the GPU this cell needs
         with claimed_gpus(config, cell) as uuids:
@@ -181,8 +182,8 @@ def cmd_warmup(args) -> int:
 
 def cmd_weights(args) -> int:
     """Generate a model's shared random weights (random_weights: shared) once, on the config's device."""
-    from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.engines.registry import REFERENCE_ENGINE
+    from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.weights import make_shared_weights
 
     config, check = _load(args)

@@ -184,7 +184,7 @@ def _remove_stale(paths: dict[str, Path]) -> None:
 def _spawn(config_files: list, model: str, engine: str, key: str, slot: int, idle_s: float) -> subprocess.Popen:
     paths = _paths(key, slot)
     _remove_stale(paths)
-    log = open(paths["log"], "ab")  # noqa: SIM115 - handed to the child, closed here right after
+    log = open(paths["log"], "ab")  # handed to the child, closed here right after
     cmd = [sys.executable, "-m", "ctxenergy", "engine-host", "--config", str(config_files[0]), "--model", model,
            "--engine", engine, "--socket", str(paths["sock"]), "--idle-s", str(idle_s)]
     for extra in config_files[1:]:

@@ -1,4 +1,4 @@
-"""The measurement protocol of one cell (DESIGN.md "Measurement protocol for one cell").
+"""The measurement protocol of one cell (docs/measurement.md "The protocol of one cell").
 
 load engine -> idle baseline (model resident) -> warm-up on a different prompt for one window's length (its last
 run is the timing pass) -> `repeats` windows of R back-to-back runs, each window >= min_window_s -> per-window

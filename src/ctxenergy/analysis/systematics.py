@@ -1,7 +1,7 @@
 """The systematic level of uncertainty: what the windows of one cell on one board cannot show.
 
-Every number carries two intervals (DESIGN.md, "Derived metrics"): the statistical one from the windows of its cells
-(ctxenergy.analysis.uncertainty), and a systematic band measured here from the committed cells that were measured
+Every number carries two intervals (docs/measurement.md, "Uncertainty"): the statistical one from the windows of its
+cells (ctxenergy.analysis.uncertainty), and a systematic band measured here from the committed cells that were measured
 more than once, on different boards:
 
   board spread  the same GPU-bound cell (prefill of any engine, generate of an engine whose decode is GPU-bound) with

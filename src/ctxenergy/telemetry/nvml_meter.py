@@ -35,7 +35,13 @@ from ctxenergy.telemetry.counter import (
     power_bound,
     wait_for_update,
 )
-from ctxenergy.telemetry.nvml_api import REASON_SW_POWER_CAP, THERMAL_REASONS, open_backend, visible_devices, visible_gpu_uuids
+from ctxenergy.telemetry.nvml_api import (
+    REASON_SW_POWER_CAP,
+    THERMAL_REASONS,
+    open_backend,
+    visible_devices,
+    visible_gpu_uuids,
+)
 from ctxenergy.telemetry.processes import own_process_tree
 from ctxenergy.telemetry.sampler import PowerSampler
 
