@@ -2,8 +2,8 @@
 
 Time is real (time.perf_counter), so the meter's polling, sampler thread and edge logic run as on hardware.
 By default the power readings are exact; `instant_window_s` and `average_window_s` make them behave like
-Hopper's: published once per period, averaging only the last W seconds before the update (FINDINGS.md
-section 1: INSTANT ~25 ms, GetPowerUsage ~1 s).
+Hopper's: published once per period, averaging only the last W seconds before the update (docs/measurement.md
+"Why NVML cannot simply be read before and after": INSTANT ~25 ms, GetPowerUsage ~1 s).
 Faults are injected per GPU at an instant: a counter that stops publishing (`freeze_counter`), one that steps by
 +-X J (`step_counter`), and energy reads that fail (`fail_reads`).
 """
@@ -101,7 +101,7 @@ class FakeGpu:
 
 
 class FakeNvml:
-    """Implements the NvmlBackend methods the package uses."""
+    """Implements the NVML protocol (telemetry/nvml_api.Nvml) the package reads; tests/test_telemetry.py checks it."""
 
     def __init__(self, gpus: list[FakeGpu], name: str = "NVIDIA H200"):
         self.gpus = gpus

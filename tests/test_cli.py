@@ -175,7 +175,7 @@ def test_version_prints_the_package_version(capsys):
 def test_every_subcommand_documents_every_argument_and_shows_an_example():
     """No argument without help (positional ones included), no help cut mid-sentence, the engines listed where an
     engine is asked for, and an example command in each subcommand's help."""
-    from ctxenergy.config import KNOWN_ENGINES
+    from ctxenergy.engines.registry import ENGINE_NAMES as KNOWN_ENGINES
 
     _, verbs = _subparsers()
     for name, sp in verbs.items():

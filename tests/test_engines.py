@@ -177,8 +177,8 @@ def test_paged_gives_up_with_out_of_memory_when_no_chunk_fits(monkeypatch):
 
 # ---------------------------------------------------------------- the plausibility guard, through measure_cell
 
-PHYSICAL_S = 8.1  # Llama-3.1-8B prefill of 114,688 tokens on an H200/H100 (FINDINGS.md section 7)
-CACHED_S = 0.076  # the same prompt served from vLLM's prefix cache (FINDINGS.md section 7)
+PHYSICAL_S = 8.1  # Llama-3.1-8B prefill of 114,688 tokens on an H200/H100 (H200 campaign)
+CACHED_S = 0.076  # the same prompt served from vLLM's prefix cache (H200 campaign)
 
 
 class PrefixCachingEngine(Engine):

@@ -17,18 +17,11 @@ from fake_nvml import FakeGpu, FakeNvml
 from conftest import REPO
 from ctxenergy.config import check_semantics, load_config, validate_schema
 from ctxenergy.errors import ConfigError, NoDeviceError
-from ctxenergy.gpus import (
-    LOCK_DIR_ENV,
-    GpuClaimError,
-    check_tp_fits_host,
-    claim,
-    claimed_gpus,
-    foreign_pids,
-    own_process_tree,
-)
+from ctxenergy.gpus import LOCK_DIR_ENV, GpuClaimError, check_tp_fits_host, claim, claimed_gpus
 from ctxenergy.models import parameter_counts
 from ctxenergy.telemetry import nvml_api
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
+from ctxenergy.telemetry.processes import foreign_pids, own_process_tree
 
 FORK = mp.get_context("fork")  # children inherit the test's imports: a claim starts in milliseconds
 
@@ -378,10 +371,10 @@ def test_multi_gpu_profile_dry_run(repo_copy):
 
 
 def test_gpus_check_command_shows_another_process_is_refused(monkeypatch, capsys):
-    from ctxenergy.gpus import main
+    from ctxenergy.cli import main
 
     monkeypatch.setattr(nvml_api, "_backend_factory", lambda: fake_nvml(2))
-    assert main(["--check"]) == 0
+    assert main(["gpus", "--check"]) == 0
     out = capsys.readouterr().out
     assert f"pid {os.getpid()} claimed {uuids(2)[0]}" in out
     refused = f"no 1 free GPU(s) within 1 s: {uuids(2)[0]} held by pid {os.getpid()}"

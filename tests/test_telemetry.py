@@ -332,7 +332,7 @@ def _fake_pynvml(init_error: str | None = None, energy_supported: bool = True, c
     class NVMLError(Exception):
         pass
 
-    class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's name
+    class NVMLError_NotSupported(NVMLError):  # pynvml's name
         pass
 
     def nvml_init():
@@ -446,3 +446,20 @@ def test_sampler_survives_failing_reads_and_counts_them():
     trace = sampler.snapshot(0, _time.perf_counter())
     assert sampler.failed_reads >= 5 and "NVML_ERROR_UNKNOWN" in sampler.last_error
     assert len(trace.t) >= 5  # it kept sampling after the failures
+
+
+@pytest.mark.parametrize("backend", [NvmlBackend, FakeNvml])
+def test_nvml_backends_implement_the_protocol_the_package_reads(backend):
+    """The fake stands in for NVML in every GPU test: it must offer each call of the protocol, with its arguments."""
+    import inspect
+
+    from ctxenergy.telemetry.nvml_api import Nvml
+
+    calls = [n for n, v in vars(Nvml).items() if inspect.isfunction(v) and not n.startswith("_")]
+    assert len(calls) >= 17
+    for name in calls:
+        assert callable(getattr(backend, name, None)), f"{backend.__name__} lacks {name}"
+        wanted = list(inspect.signature(getattr(Nvml, name)).parameters)
+        got = list(inspect.signature(getattr(backend, name)).parameters)
+        assert len(got) == len(wanted), f"{backend.__name__}.{name}{tuple(got)}: the protocol has {tuple(wanted)}"
+    assert isinstance(FakeNvml([FakeGpu("GPU-a")]), Nvml)

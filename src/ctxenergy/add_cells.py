@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ctxenergy.aggregate import aggregate
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.files import write_text
 from ctxenergy.grid import cached_cell_tables
-from ctxenergy.tables import copy_file, read_cell, write_text
+from ctxenergy.tables import copy_file, read_cell
 
 SIBLINGS = (".parquet", ".runs.parquet", ".trace.parquet")
 

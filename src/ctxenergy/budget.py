@@ -8,8 +8,8 @@ campaign's `jobs/` folders:
 
 - the same cell's own job time, where it was measured before (a remeasurement);
 - else interpolated in log-log over the measured lengths of the same (model, engine, phase);
-- else hf-sdpa's job time of that cell times the engine's ratio to hf-sdpa at the nearest L where both were
-  measured (the same model's first; a short cell is mostly the protocol's fixed parts, a long one mostly compute);
+- else the reference engine's (engines/registry.py) job time of that cell times the engine's ratio to it at the
+  nearest L where both were measured (the same model's first; a short cell is mostly the protocol's fixed parts, a long one mostly compute);
 - else no estimate: the cell is not chosen under a budget (the summary says how many).
 A cell job that loaded the engine itself (the first job after an earlier run's warm-up, or `engine_reuse: false`)
 counts without that load (the pair's shortest warm-up job is taken off), since the budget charges the loads: once per
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctxenergy.engines.registry import REFERENCE_ENGINE
 from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.models import resolve_model
 from ctxenergy.provenance import job_seconds
@@ -94,13 +95,15 @@ def estimate_s(times: dict, cell: Cell) -> float | None:
         (l0, s0), (l1, s1) = below[-1], above[0]
         f = (math.log(cell.length) - math.log(l0)) / (math.log(l1) - math.log(l0))
         return math.exp(math.log(s0) + f * (math.log(s1) - math.log(s0)))
-    # hf-sdpa's time here, times this engine's ratio to hf-sdpa at the nearest L measured by both (this model first)
-    sdpa_here = times.get((cell.model, "hf-sdpa", cell.phase, cell.length))
-    ratios = [(abs(math.log(L / cell.length)), m != cell.model, s / times[(m, "hf-sdpa", p, L)])
+    # The reference engine's time here, times this engine's ratio to it at the nearest L measured by both (this
+    # model first)
+    ref = REFERENCE_ENGINE
+    ref_here = times.get((cell.model, ref, cell.phase, cell.length))
+    ratios = [(abs(math.log(L / cell.length)), m != cell.model, s / times[(m, ref, p, L)])
               for (m, e, p, L), s in times.items()
-              if (e, p) == (cell.engine, cell.phase) and s >= MEASURED_JOB_MIN_S and (m, "hf-sdpa", p, L) in times]
-    if sdpa_here and ratios:
-        return sdpa_here * min(ratios)[2]
+              if (e, p) == (cell.engine, cell.phase) and s >= MEASURED_JOB_MIN_S and (m, ref, p, L) in times]
+    if ref_here and ratios:
+        return ref_here * min(ratios)[2]
     return None
 
 

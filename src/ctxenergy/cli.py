@@ -40,7 +40,7 @@ def cmd_check(args) -> int:
     config = load_config(files[0], files[1:])
     check_semantics(config, source, engines_needed=() if config["cells_source"] else None)  # as the workflow does
     if args.device:
-        from ctxenergy.device import check_device
+        from ctxenergy.telemetry.nvml_api import check_device
 
         check_device(config["device"])
     from ctxenergy.grid import expand_grid
@@ -65,10 +65,10 @@ def cmd_prompts(args) -> int:
 
 
 def cmd_measure(args) -> int:
-    from ctxenergy.device import check_device
     from ctxenergy.grid import Cell, prompt_path
     from ctxenergy.models import load_tokenizer, resolve_model
     from ctxenergy.prompts import load_cell_prompts, make_prompts, save_ids
+    from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.workflow_process import watch_workflow
 
     watch_workflow()  # a job outliving a killed Snakemake stops, without writing its cell
@@ -101,7 +101,8 @@ def cmd_measure(args) -> int:
     else:
         from ctxenergy.engine_host import stop_idle_hosts
         from ctxenergy.gpus import claimed_gpus
-        from ctxenergy.measure import measure_cell, summary as cell_summary
+        from ctxenergy.measure import measure_cell
+        from ctxenergy.measure import summary as cell_summary
 
         stop_idle_hosts()  # an idle host may hold the GPU this cell needs
         with claimed_gpus(config, cell) as uuids:
@@ -160,7 +161,7 @@ def cmd_warmup(args) -> int:
 
     config, check = _load(args)
     check(config, str(args.config), engines_needed=(args.engine,))
-    from ctxenergy.device import check_device
+    from ctxenergy.telemetry.nvml_api import check_device
 
     check_device(config["device"])
     from ctxenergy.gpus import claimed_gpus
@@ -181,11 +182,12 @@ def cmd_warmup(args) -> int:
 
 def cmd_weights(args) -> int:
     """Generate a model's shared random weights (random_weights: shared) once, on the config's device."""
-    from ctxenergy.device import check_device
+    from ctxenergy.engines.registry import REFERENCE_ENGINE
+    from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.weights import make_shared_weights
 
     config, check = _load(args)
-    check(config, str(args.config), engines_needed=("hf-sdpa",))
+    check(config, str(args.config), engines_needed=(REFERENCE_ENGINE,))  # its package builds the weights
     check_device(config["device"])
     out = make_shared_weights(config, args.model)
     print(f"{args.model}: shared random weights -> {out}")
@@ -243,7 +245,7 @@ def positive_tokens(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     import ctxenergy
-    from ctxenergy.config import KNOWN_ENGINES
+    from ctxenergy.engines.registry import ENGINE_NAMES
 
     p = OneLineParser(prog="ctxenergy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                       epilog="example:\n  ctxenergy summary\n  ctxenergy estimate --model llama-3.1-8b --engine vllm "
@@ -251,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "arguments and an example.")
     p.add_argument("--version", action="version", version=f"ctxenergy {ctxenergy.__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="<command>")
-    engines = ", ".join(KNOWN_ENGINES)
+    engines = ", ".join(ENGINE_NAMES)
 
     def verb(name: str, summary: str, *examples: str, description: str | None = None):
         return sub.add_parser(name, help=summary, description=description or summary,
@@ -365,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb("info", "GPU, driver, NVML capabilities and the counter's measured update period", "--quick")
     sp.add_argument("--quick", action="store_true", help="skip measuring the counter's update period")
     sp.set_defaults(func=cmd_info)
+
+    sp = verb("gpus", "which GPU each job holds (lock files); --check: a claim shuts out other jobs", "", "--check")
+    sp.add_argument("--check", action="store_true",
+                    help="claim a free GPU, show that another process is refused it, release it, claim it again")
+    sp.set_defaults(func=_plugin("ctxenergy.gpus", "main"))
 
     sp = verb("pdf", "render an HTML page (the write-up) to PDF with a headless Chromium",
               "results/paper/paper.html --out results/paper/paper.pdf")

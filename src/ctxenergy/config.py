@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from ctxenergy.engines.registry import ENGINE_NAMES, ENGINES, engine_installed
 from ctxenergy.errors import ConfigError, CtxEnergyError
+from ctxenergy.files import write_text
 from ctxenergy.grid import Cell
 from ctxenergy.paths import CONFIG_SCHEMA, MODELS_DIR, REPO_ROOT
-
-KNOWN_ENGINES = ("hf-eager", "hf-sdpa", "hf-paged", "vllm")
-# Which Python package each engine needs, and the pip extra that brings it.
-ENGINE_PACKAGES = {
-    "hf-eager": ("transformers", "hf"),
-    "hf-sdpa": ("transformers", "hf"),
-    "hf-paged": ("transformers", "hf"),
-    "vllm": ("vllm", "vllm"),
-}
-TP_ENGINES = ("vllm",)
 
 
 def load_schema() -> dict:
@@ -88,15 +77,12 @@ def read_model_config(model: dict) -> dict:
                           "models[].config at a model's config.json") from None
 
 
-def engine_installed(engine: str) -> bool:
-    return importlib.util.find_spec(ENGINE_PACKAGES[engine][0]) is not None
-
-
 def check_semantics(config: dict, source: str = "config", engines_needed: tuple[str, ...] | None = None) -> dict:
     """Checks a schema cannot express: known names, lengths within the model, files that must exist."""
     for i, engine in enumerate(config["engines"]):
-        if engine not in KNOWN_ENGINES:
-            raise ConfigError(f"{source}: engines[{i}] '{engine}' is not a known engine (known: {', '.join(KNOWN_ENGINES)})")
+        if engine not in ENGINES:
+            raise ConfigError(f"{source}: engines[{i}] '{engine}' is not a known engine (known: "
+                              f"{', '.join(ENGINE_NAMES)})")
     for i, length in enumerate(config["lengths"]):
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
             raise ConfigError(f"{source}: lengths[{i}] = {length!r} is not a positive integer number of tokens")
@@ -126,19 +112,16 @@ def check_semantics(config: dict, source: str = "config", engines_needed: tuple[
                 "point it at a local model directory or set weights: null for random weights"
             )
         if model.get("tp", 1) > 1:
-            bad = [e for e in config["engines"] if e not in TP_ENGINES]
+            bad = [e for e in config["engines"] if not ENGINES[e].tensor_parallel]
             if bad:
+                tp_engines = ", ".join(e.name for e in ENGINES.values() if e.tensor_parallel)
                 raise ConfigError(
                     f"{source}: model '{model['name']}' has tp={model['tp']}, which engines {bad} do not support "
-                    f"(tensor parallel: {', '.join(TP_ENGINES)})"
+                    f"(tensor parallel: {tp_engines})"
                 )
     for engine in engines_needed if engines_needed is not None else config["engines"]:
         if not engine_installed(engine):
-            package, extra = ENGINE_PACKAGES[engine]
-            raise ConfigError(
-                f"{source}: engine '{engine}' needs the Python package '{package}', which is not installed; "
-                f"install it with: pip install -e '.[{extra}]'"
-            )
+            raise ConfigError(f"{source}: {ENGINES[engine].install_hint()}")
     _check_spot_check(config, source)
     _check_budget(config, source)
     _check_window_counts(config, source)
@@ -349,14 +332,5 @@ def write_settings_snapshot(config: dict, directory: str | Path = "results/confi
         if path.read_text() != text:
             raise ConfigError(f"{path}: settings snapshot does not match its name (edited?); delete it and rerun")
         return SettingsSnapshot(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # a concurrent parse writing the same settings writes the same bytes
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(text, path)  # a concurrent parse writing the same settings writes the same bytes
     return SettingsSnapshot(path)

@@ -20,7 +20,6 @@ scheduler has given to someone else.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import ctxenergy
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.files import try_lock
 from ctxenergy.workflow_process import WorkflowWatch, current_workflow
 
 HOST_DIR_ENV = "CTXENERGY_HOST_DIR"
@@ -113,15 +113,7 @@ def _paths(key: str, slot: int) -> dict[str, Path]:
 
 def _try_lock(path: Path, block: bool = False) -> int | None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return None
-        raise
-    return fd
+    return try_lock(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), block)
 
 
 def _unlock(fd: int) -> None:
@@ -192,7 +184,7 @@ def _remove_stale(paths: dict[str, Path]) -> None:
 def _spawn(config_files: list, model: str, engine: str, key: str, slot: int, idle_s: float) -> subprocess.Popen:
     paths = _paths(key, slot)
     _remove_stale(paths)
-    log = open(paths["log"], "ab")  # noqa: SIM115 - handed to the child, closed here right after
+    log = open(paths["log"], "ab")  # handed to the child, closed here right after
     cmd = [sys.executable, "-m", "ctxenergy", "engine-host", "--config", str(config_files[0]), "--model", model,
            "--engine", engine, "--socket", str(paths["sock"]), "--idle-s", str(idle_s)]
     for extra in config_files[1:]:

@@ -1,5 +1,8 @@
 """Errors a user can act on: each carries one line that names the problem and the fix."""
 
+# The fix named wherever a GPU study meets a host without a usable GPU.
+SMOKE_HINT = "on a host without a GPU run the CPU smoke config: snakemake --cores 2 --configfile config/smoke.yaml"
+
 
 class CtxEnergyError(Exception):
     """Base of every error that is printed as one line, without a traceback."""

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import os
 import random
 import shutil
@@ -23,6 +21,9 @@ import time
 from pathlib import Path
 
 from ctxenergy.errors import ConfigError, CtxEnergyError, NoDeviceError
+from ctxenergy.files import try_lock
+from ctxenergy.telemetry.nvml_api import open_backend, visible_devices
+from ctxenergy.telemetry.processes import foreign_pids
 
 LOCK_DIR_ENV = "CTXENERGY_GPU_LOCK_DIR"
 
@@ -62,15 +63,8 @@ def _open_lock_file(path: Path) -> int:
 
 
 def _try_lock(uuid: str, note_pid: bool = True) -> int | None:
-    fd = _open_lock_file(_ensure_lock_dir() / f"{uuid}.lock")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    if not note_pid:
+    fd = try_lock(_open_lock_file(_ensure_lock_dir() / f"{uuid}.lock"))
+    if fd is None or not note_pid:
         return fd
     with contextlib.suppress(OSError):  # the holder's PID, for the error message of whoever waits
         os.ftruncate(fd, 0)
@@ -146,8 +140,6 @@ def claim(uuids: list[str], count: int, timeout_s: float, poll_s: float = 0.2) -
 
 
 def host_gpu_uuids(backend=None) -> list[str]:
-    from ctxenergy.telemetry.nvml_api import open_backend
-
     nv = backend or open_backend()
     return [nv.uuid(nv.handle(i)) for i in range(nv.device_count())]
 
@@ -176,42 +168,6 @@ def resolve_visible(tokens: list[str], backend=None) -> list[str]:
     return out
 
 
-def own_process_tree(root: int | None = None) -> set[int]:
-    """This process and all its descendants (vLLM's tensor-parallel workers are children, not foreign processes)."""
-    root = os.getpid() if root is None else root
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may contain spaces and ')'
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = {root}, [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in tree:
-                tree.add(c)
-                todo.append(c)
-    return tree
-
-
-def foreign_pids(uuids: list[str], backend=None, own: set[int] | None = None) -> dict[str, list[int]]:
-    """Compute processes on these GPUs that are not ours: another job's energy would be booked to the cell."""
-    from ctxenergy.telemetry.nvml_api import open_backend
-
-    nv = backend or open_backend()
-    own = own_process_tree() if own is None else own
-    out = {}
-    for u in uuids:
-        pids = [p for p in nv.process_pids(nv.handle_by_uuid(u)) if p not in own]
-        if pids:
-            out[u] = pids
-    return out
-
-
 def _tp_of(model: dict, source: str, index: int) -> int:
     tp = model.get("tp", 1)
     if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
@@ -234,22 +190,20 @@ def check_tp_fits_host(config: dict, source: str = "config", backend=None) -> No
     if config.get("device", "cuda") != "cuda" or config.get("cells_source"):
         return  # nothing is measured on a GPU
     tps = [(m.get("name"), _tp_of(m, source, i)) for i, m in enumerate(config["models"])]
-    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    given = visible_devices()
     if "SLURM_JOB_ID" in os.environ and given is None:
         return  # a SLURM job given no GPU (prompts, figures) parses the workflow too; it measures nothing
     if backend is None:
         if _on_slurm_submit_host():
             return
-        from ctxenergy.telemetry.nvml_api import open_backend
-
         try:
             backend = open_backend()
         except NoDeviceError:
             return
     try:
         if given is not None:
-            usable = resolve_visible([t.strip() for t in given.split(",") if t.strip()], backend)
-            where = f"CUDA_VISIBLE_DEVICES={given} gives"
+            usable = resolve_visible(given, backend)
+            where = f"CUDA_VISIBLE_DEVICES={','.join(given)} gives"
         else:
             usable = host_gpu_uuids(backend)
             where = "this host has"
@@ -280,14 +234,12 @@ def claimed_devices(count: int, timeout_s: float, backend=None, who: str = "a ce
     Must run before CUDA is initialised in this process. Measurement cells and the calibration both claim through
     here, so neither can share a GPU with the other.
     """
-    from ctxenergy.telemetry.nvml_api import open_backend
-
     nv = backend or open_backend()
-    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    given = visible_devices()
     if given is not None:  # SLURM or the user chose: claim among those GPUs only
-        tokens = [t.strip() for t in given.split(",") if t.strip()]
+        tokens = given
         pool = resolve_visible(tokens, nv)
-        where = f"CUDA_VISIBLE_DEVICES={given!r} gives"
+        where = f"CUDA_VISIBLE_DEVICES={','.join(tokens)!r} gives"
     else:
         tokens, pool = [], host_gpu_uuids(nv)
         where = "this host has"
@@ -338,37 +290,24 @@ def claimed_gpus(config: dict, cell, backend=None):
         yield uuids
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m ctxenergy.gpus [--check]`: who holds which GPU; --check proves that a claim shuts out other jobs."""
-    import argparse
+def main(args) -> int:
+    """`ctxenergy gpus [--check]`: who holds which GPU; --check proves that a claim shuts out other jobs."""
     import subprocess
 
-    p = argparse.ArgumentParser(prog="python -m ctxenergy.gpus", description=main.__doc__)
-    p.add_argument("--check", action="store_true",
-                   help="claim a free GPU, show that another process is refused it, release it, claim it again")
-    args = p.parse_args(argv)
-    try:
-        uuids = host_gpu_uuids()
-        print(f"lock dir {lock_dir()}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}")
-        for u in uuids:
-            print(_holder(u))
-        if not args.check:
-            return 0
-        mine = claim(uuids, 1, timeout_s=0)
-        print(f"pid {os.getpid()} claimed {mine.uuids[0]}")
-        other = subprocess.run(
-            [sys.executable, "-c", f"from ctxenergy.gpus import claim; claim([{mine.uuids[0]!r}], 1, timeout_s=1)"],
-            capture_output=True, text=True)
-        refused = other.returncode != 0 and f"held by pid {os.getpid()}" in other.stderr
-        print(f"another process: {'refused: ' + other.stderr.strip().splitlines()[-1] if refused else 'NOT refused'}")
-        mine.release()
-        claim(mine.uuids, 1, timeout_s=0).release()
-        print(f"released {mine.uuids[0]}: claimable again")
-        return 0 if refused else 1
-    except CtxEnergyError as exc:
-        print(f"ctxenergy: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    uuids = host_gpu_uuids()
+    print(f"lock dir {lock_dir()}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}")
+    for u in uuids:
+        print(_holder(u))
+    if not args.check:
+        return 0
+    mine = claim(uuids, 1, timeout_s=0)
+    print(f"pid {os.getpid()} claimed {mine.uuids[0]}")
+    other = subprocess.run(
+        [sys.executable, "-c", f"from ctxenergy.gpus import claim; claim([{mine.uuids[0]!r}], 1, timeout_s=1)"],
+        capture_output=True, text=True)
+    refused = other.returncode != 0 and f"held by pid {os.getpid()}" in other.stderr
+    print(f"another process: {'refused: ' + other.stderr.strip().splitlines()[-1] if refused else 'NOT refused'}")
+    mine.release()
+    claim(mine.uuids, 1, timeout_s=0).release()
+    print(f"released {mine.uuids[0]}: claimable again")
+    return 0 if refused else 1

@@ -1,4 +1,4 @@
-"""The measurement protocol of one cell (DESIGN.md "Measurement protocol for one cell").
+"""The measurement protocol of one cell (docs/measurement.md "The protocol of one cell").
 
 load engine -> idle baseline (model resident) -> warm-up on a different prompt for one window's length (its last
 run is the timing pass) -> `repeats` windows of R back-to-back runs, each window >= min_window_s -> per-window
@@ -26,6 +26,7 @@ import pandas as pd
 import ctxenergy
 from ctxenergy.config import cell_settings_hash, measure_setting
 from ctxenergy.engines import OutOfMemory, make_engine
+from ctxenergy.engines.registry import ENGINES
 from ctxenergy.flops import device_peaks, generate_flops, plausibility, prefill_flops
 from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.info import host_cpu
@@ -112,8 +113,8 @@ def warmup_prompt_for(config: dict, cell: Cell, prompt: np.ndarray, warmup_promp
     """The prompt the warm-up and timing passes run on: a different one of the same length, or, only when
     engine_options.vllm.warmup_same_prompt asks for it, the measured prompt itself (the seed paper's mistake, kept
     to show that the plausibility guard catches a prefill served from vLLM's prefix cache)."""
-    same = config.get("engine_options", {}).get("vllm", {}).get("warmup_same_prompt", False)
-    return prompt if cell.engine == "vllm" and same else warmup_prompt
+    same = ENGINES[cell.engine].options(config).get("warmup_same_prompt", False)  # only vLLM has the option
+    return prompt if same else warmup_prompt
 
 
 def relative_half_width_pct(values) -> float | None:
@@ -442,4 +443,4 @@ def write_cell(record: CellRecord, out_path) -> None:
 
 
 def _engine_version(engine: str, versions: dict) -> str | None:
-    return versions.get("vllm") if engine == "vllm" else versions.get("transformers")
+    return versions.get(ENGINES[engine].package)

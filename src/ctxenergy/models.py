@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ctxenergy.config import model_config_path, read_model_config
+from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import ConfigError
 from ctxenergy.weights import random_weights_mode, shared_weights_dir, weights_label
 
@@ -30,7 +31,7 @@ class ModelSpec:
         """Whether a run of `length` prompt tokens and `n_out` output tokens cannot fit the model's positions. HF
         computes a prefill of exactly max positions (the new token needs no position of its own); vLLM refuses any
         request whose prompt plus output exceeds max_model_len."""
-        allowance = 1 if (n_out == 1 and engine != "vllm") else 0
+        allowance = 1 if (n_out == 1 and ENGINES[engine].prefill_fills_context) else 0
         return bool(self.max_positions) and length + n_out > self.max_positions + allowance
 
     @property

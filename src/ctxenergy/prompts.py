@@ -8,13 +8,12 @@ prefix cache cannot carry work from the warm-up into the measurement.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.files import replacing
 from ctxenergy.paths import BASE_TEXT
 
 # Offset of the warm-up prompt into the repeated token stream (a prime, so it never lines up with the text's period).
@@ -46,16 +45,8 @@ def make_prompts(tokenizer, length: int, base_text: str | None = None) -> tuple[
 
 def save_ids(ids: np.ndarray, path: str | Path) -> None:
     """Write atomically: a crash leaves either no file or the whole file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(ids, dtype=np.int64))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(ids, dtype=np.int64))
 
 
 def load_ids(path: str | Path) -> np.ndarray:

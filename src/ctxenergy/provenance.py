@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.tables import read_cells_table, write_text
+from ctxenergy.files import write_text
+from ctxenergy.tables import read_cells_table
 
 COMMAND = re.compile(r"^\s*Command:\s*(.+?)\s*$")
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")  # Snakemake's job time stamps

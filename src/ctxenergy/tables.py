@@ -15,10 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.files import commit, replacing, temp_beside
+from ctxenergy.files import write_text as write_text  # report.py and paper.py write their pages through tables
 from ctxenergy.paths import REPO_ROOT
 
 META_KEY = b"ctxenergy"
@@ -44,11 +43,8 @@ def _write_tmp(df: pd.DataFrame, path: Path, metadata: dict | None) -> str:
     table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(metadata, default=str).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_beside(path)
     pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)  # readers verify: no silent bit flip
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
     return tmp
 
 
@@ -72,7 +68,7 @@ def write_tables(files: dict[Path, tuple[pd.DataFrame, dict | None]]) -> None:
             first_meta = dict(first_meta, files={path.name: _sha256(tmp) for tmp, path in tmps})
         tmps.insert(0, (_write_tmp(first_df, Path(first), first_meta), Path(first)))
         for tmp, path in reversed(tmps):
-            os.replace(tmp, path)
+            commit(tmp, path)
     except BaseException:
         for tmp, _ in tmps:
             Path(tmp).unlink(missing_ok=True)
@@ -83,28 +79,13 @@ def write_table(df: pd.DataFrame, path: str | Path, metadata: dict | None = None
     write_tables({Path(path): (df, metadata)})
 
 
-@contextmanager
-def _replacing(path: Path):
-    """A temporary file beside `path` that replaces it once written: readers never see a half-written `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv_or_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     """A table for people or for programs: Parquet for a .parquet path, CSV otherwise; atomic either way."""
     path = Path(path)
     if path.suffix == ".parquet":
         write_table(df, path)
         return path
-    with _replacing(path) as tmp:
+    with replacing(path) as tmp:
         df.to_csv(tmp, index=False)
     return path
 
@@ -112,18 +93,10 @@ def write_csv_or_parquet(df: pd.DataFrame, path: str | Path) -> Path:
 def copy_file(src: str | Path, dst: str | Path) -> Path:
     """A copy that appears whole or not at all (a cell file copied into reference data)."""
     dst = Path(dst)
-    with _replacing(dst) as tmp:
+    with replacing(dst) as tmp:
         shutil.copyfile(src, tmp)
         shutil.copystat(src, tmp)  # keeps the measured file's time
     return dst
-
-
-def write_text(text: str, path: str | Path) -> Path:
-    """A page (HTML, Markdown) written atomically, UTF-8."""
-    path = Path(path)
-    with _replacing(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-    return path
 
 
 def read_metadata(path: str | Path) -> dict:

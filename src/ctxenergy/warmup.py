@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ctxenergy.engines import make_engine
+from ctxenergy.files import write_text
 from ctxenergy.models import resolve_model
 
 
@@ -47,9 +47,5 @@ def _first_request(model: str, engine_name: str, engine, load_s: float) -> dict:
 
 
 def _write(result: dict, out) -> dict:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out)
+    write_text(json.dumps(result, indent=2), out)
     return result

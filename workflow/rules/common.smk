@@ -7,11 +7,12 @@ from ctxenergy.config import (
     validate_workflow_config,
     write_settings_snapshot,
 )
-from ctxenergy.device import check_device
+from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import cached_cell_tables, expand_grid
 from ctxenergy.tables import sibling
+from ctxenergy.telemetry.nvml_api import check_device
 from ctxenergy.workflow_process import enter_workflow
 
 # Jobs and engine hosts end with this Snakemake process; a lock left by a killed run is removed (workflow_process.py).
@@ -34,7 +35,6 @@ except CtxEnergyError as exc:
 SETTINGS = write_settings_snapshot(config)
 CELLS = expand_grid(config)
 MODELS = {m["name"]: m for m in config["models"]}
-ENGINE_ENV = {"hf-eager": "hf", "hf-sdpa": "hf", "hf-paged": "hf", "vllm": "vllm"}
 
 
 wildcard_constraints:
@@ -79,7 +79,7 @@ def pair_priority(offset):
 
 
 def engine_env(wildcards):
-    return f"../../envs/{ENGINE_ENV[wildcards.engine]}.yaml"
+    return f"../../envs/{ENGINES[wildcards.engine].conda_env}.yaml"
 
 
 def shared_weights_input(wildcards):

@@ -1,4 +1,4 @@
-"""Derived metrics from the table of cells (DESIGN.md "Derived metrics").
+"""Derived metrics from the table of cells (README.md "What it measures"; docs/measurement.md).
 
 One concept per module:
   cells        the table of cells as the analysis sees it: numbers as numbers, which cells may enter a fit and why not

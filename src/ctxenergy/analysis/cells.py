@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# One fixed order of engines: the baseline first, so a ratio "a / b" reads "how much more the baseline costs".
-ENGINE_ORDER = ("hf-eager", "hf-sdpa", "hf-paged", "vllm")
+# One fixed order of engines (the registry's): the baseline first, so a ratio "a / b" reads "how much more the
+# baseline costs". Tables and figures sort by it.
+from ctxenergy.engines.registry import engine_rank as engine_rank
 
 # Flags that make a cell's energy unusable (others, such as short_window, stay visible but keep the cell).
 EXCLUDING_FLAGS = {
@@ -31,10 +32,6 @@ def flag_list(flags) -> list[str]:
     if flags is None or (isinstance(flags, float) and np.isnan(flags)):
         return []
     return [f for f in str(flags).split(",") if f]
-
-
-def engine_rank(engine: str) -> int:
-    return ENGINE_ORDER.index(engine) if engine in ENGINE_ORDER else len(ENGINE_ORDER)
 
 
 def _excluded_reason(row) -> str:

@@ -26,11 +26,13 @@ import ctxenergy
 from ctxenergy.analysis.cells import engine_rank
 from ctxenergy.analysis.paper_values import ENGINE_FAMILIES, PAPER, PAPER_MODELS
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION, cell_draws
-from ctxenergy.analysis.systematics import NOT_MEASURED, Systematics, total_interval
+from ctxenergy.analysis.systematics import HOST_BOUND_DECODE, NOT_MEASURED, Systematics, total_interval
 from ctxenergy.analysis.uncertainty import half_width, ratio_interval, rng
 from ctxenergy.flops import device_peaks, prefill_flops
 from ctxenergy.models import parameter_counts
 
+# The paper's vLLM is one engine of ours (the unpacking fails should a second join the family).
+(VLLM,) = ENGINE_FAMILIES["vLLM"]
 RELATIVE_TOLERANCE = 0.25
 NEAR_TABLE1 = 0.10
 FLAT_TOLERANCE = 0.10
@@ -274,21 +276,21 @@ def _claim1(per_cell: pd.DataFrame, thresholds: pd.DataFrame, sys: Systematics, 
               "uncertainty; 2^3 is the grid ratio nearest 10")
     paper = f"~{PAPER['claims'][1]['earlier_by']:g}x (an order of magnitude) earlier in HF than in vLLM"
     for model in sorted(per_cell["model"].unique()):
-        vl = _prefill(per_cell, model, "vllm")
+        vl = _prefill(per_cell, model, VLLM)
         for engine in ENGINE_FAMILIES["HF"]:
             hf = _prefill(per_cell, model, engine)
-            subject = f"{model}: {engine} against vllm"
+            subject = f"{model}: {engine} against {VLLM}"
             if (per_cell["model"].eq(model) & per_cell["engine"].eq(engine)).sum() == 0:
                 continue
             if len(hf) < 3 or len(vl) < 3:
                 rows.append(_row(1, subject, UNTESTABLE, "needs 3+ usable prefill cells of both engines (dE/dL over "
-                                 f"2+ segments); usable: {engine} {len(hf)}, vllm {len(vl)}" + why, metric=metric,
+                                 f"2+ segments); usable: {engine} {len(hf)}, {VLLM} {len(vl)}" + why, metric=metric,
                                  threshold=threshold, why=reason, paper_value=paper, energy="total"))
                 continue
             l_hf = rise_threshold(hf["length_tokens"].to_numpy(float), hf["energy_per_run_j"].to_numpy(float))
             l_vl = rise_threshold(vl["length_tokens"].to_numpy(float), vl["energy_per_run_j"].to_numpy(float))
             if not (np.isfinite(l_hf) and np.isfinite(l_vl)):
-                which = ", ".join(e for e, v in ((engine, l_hf), ("vllm", l_vl)) if not np.isfinite(v))
+                which = ", ".join(e for e, v in ((engine, l_hf), (VLLM, l_vl)) if not np.isfinite(v))
                 rows.append(_row(1, subject, UNTESTABLE, f"dE/dL of {which} does not reach {RISE_FACTOR:g}x its "
                                  f"minimum within the measured L (up to {int(hf['length_tokens'].max())} and "
                                  f"{int(vl['length_tokens'].max())})", metric=metric, threshold=threshold,
@@ -306,7 +308,7 @@ def _claim1(per_cell: pd.DataFrame, thresholds: pd.DataFrame, sys: Systematics, 
             deciding = (f"dE/dL reaches {RISE_FACTOR:g}x its minimum at L = {l_hf:.0f} under {engine} and "
                         f"{l_vl:.0f} under vLLM: {ratio:.3g}x [{lo:.3g}, {hi:.3g}] (total {total[0]:.3g}-"
                         f"{total[1]:.3g}) later in vLLM; it rises past its minimum in both, as any convex E(L) does. "
-                        + crossover_text(thresholds, model, (engine, "vllm"), archs))
+                        + crossover_text(thresholds, model, (engine, VLLM), archs))
             rows.append(_row(1, subject, verdict, deciding, metric=metric, energy="total", threshold=threshold,
                              why=reason, value=ratio, lo=lo, hi=hi, total=total, sys_rel=sys.floor_sigma_rel,
                              systematic=f"each cell drawn with the error floor ({_board_text(sys)} / 1.96)",
@@ -390,13 +392,13 @@ def _flat_claim(claim: int, per_cell: pd.DataFrame, col: str, what: str, sys: Sy
     contrast_threshold = f">= {1 + FLAT_TOLERANCE:.2f}: the HF engine rises more than vLLM"
     systematic = f"{_board_text(sys)} (a ratio of cells of one curve; the sensor gain cancels)"
     for model in sorted(per_cell["model"].unique()):
-        vl = _prefill(per_cell, model, "vllm")
-        subject = f"{model} / vllm"
+        vl = _prefill(per_cell, model, VLLM)
+        subject = f"{model} / {VLLM}"
         rise = flat_rise(vl, col, until)
         if rise is None:
             text = (f"needs 2+ usable vLLM prefill cells at L <= {until}" + why if len(vl) or
-                    not (per_cell["engine"] == "vllm").any() else "no usable vLLM prefill cells" + why)
-            if not (per_cell["engine"] == "vllm").any():
+                    not (per_cell["engine"] == VLLM).any() else "no usable vLLM prefill cells" + why)
+            if not (per_cell["engine"] == VLLM).any():
                 text = "no vLLM cells measured"
             rows.append(_row(claim, subject, UNTESTABLE, text, metric=metric, threshold=threshold, why=reason,
                              paper_value=paper_txt, energy=energy))
@@ -426,7 +428,7 @@ def _flat_claim(claim: int, per_cell: pd.DataFrame, col: str, what: str, sys: Sy
             lo_c, hi_c = ratio_interval(c, rel)
             total_c = total_interval(c, lo_c, hi_c, np.sqrt(2) * sys.ratio_rel())
             verdict = side_verdict(c, *total_c, lambda x: x >= 1 + FLAT_TOLERANCE)
-            rows.append(_row(claim, f"{model}: {engine} against vllm", verdict,
+            rows.append(_row(claim, f"{model}: {engine} against {VLLM}", verdict,
                              f"up to L = {top}, {what} rises {a[0]:.3g}x from its minimum under {engine} and "
                              f"{b[0]:.3g}x under vLLM: {_fmt_t(c, lo_c, hi_c, *total_c)}x",
                              metric=contrast_metric, energy=energy, threshold=contrast_threshold,
@@ -459,7 +461,7 @@ def _ratio_rows(claim: int, io: pd.DataFrame, engines: tuple, points: dict, sys:
             hit = g[g["length_tokens"] == L] if L else g.iloc[0:0]
             if len(hit):
                 found[where] = hit.iloc[0]
-        host = engine in ENGINE_FAMILIES["HF"] or engine == "hf-paged"
+        host = engine in HOST_BOUND_DECODE
         systematic = (f"E_out: host spread +-{sys.host_total_rel:.0%} (total energy; decode follows the host CPU), "
                       f"E_in: {_board_text(sys)}" if host else f"{_board_text(sys)} on E_out and on E_in")
         common = dict(metric=metric, energy="total", threshold=threshold, why=reason, paper_value=paper_txt,
@@ -555,7 +557,7 @@ def _claim8(per_cell: pd.DataFrame, sys: Systematics, why: str = "") -> list[dic
         pre, gen = g[g["phase"] == "prefill"], g[g["phase"] == "generate"]
         both = sorted(set(pre["length_tokens"]) & set(gen["length_tokens"]))
         subject = f"{model} / {engine}"
-        host = engine in ("hf-eager", "hf-sdpa", "hf-paged")
+        host = engine in HOST_BOUND_DECODE
         decode_rel = sys.decode_rel(engine)
         systematic = (f"decode part: {'host spread' if host else 'board spread'} +-{decode_rel:.0%}, prefill: "
                       f"{_board_text(sys)}")

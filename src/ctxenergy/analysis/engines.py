@@ -1,6 +1,7 @@
 """Engines against each other at equal L: how many times more energy and time the one needs than the other.
 
-Pairs follow ENGINE_ORDER (baseline first), so a ratio reads "baseline / faster engine", as the paper's 7.6x does.
+Pairs follow the registry's engine order (baseline first), so a ratio reads "baseline / faster engine", as the
+paper's 7.6x does.
 Energy and latency are per run of the same cell kind (model, phase, L), so the ratio of J/token is the energy ratio.
 Intervals: the two cells' relative 95 % half-widths in quadrature, on the log scale (statistical); the total interval
 adds the board spread (ctxenergy.analysis.systematics) in quadrature: the sensor gain cancels in a ratio of one board's

@@ -3,6 +3,8 @@ of Input Tokens in Large Language Models". Everything the analysis compares agai
 
 from __future__ import annotations
 
+from ctxenergy.engines.registry import family
+
 PAPER = {
     "title": "The Cost of Context: Profiling the Energy Footprint of Input Tokens in Large Language Models",
     "authors": "Ruf and Detyniecki",
@@ -39,9 +41,9 @@ PAPER = {
     },
 }
 
-# Our model names for the paper's, and our engines for the paper's two engine families.
+# Our model names for the paper's, and our engines for the paper's two engine families (the registry's `family`).
 PAPER_MODELS = {"Llama-3.1-8B": "llama-3.1-8b", "Qwen2-7B": "qwen2-7b"}
 # The paper's HF baseline is transformers' own attention (eager or SDPA): its 25.5 s at ~112k on an A100 imply 63 % of
 # the card's peak, which eager attention (L x L scores) cannot reach. transformers' paged path (hf-paged) is ours, in
 # neither family: it is reported beside them, never counted as the baseline.
-ENGINE_FAMILIES = {"HF": ("hf-eager", "hf-sdpa"), "vLLM": ("vllm",)}
+ENGINE_FAMILIES = {name: family(name) for name in ("HF", "vLLM")}

@@ -1,7 +1,7 @@
 """The systematic level of uncertainty: what the windows of one cell on one board cannot show.
 
-Every number carries two intervals (DESIGN.md, "Derived metrics"): the statistical one from the windows of its cells
-(ctxenergy.analysis.uncertainty), and a systematic band measured here from the committed cells that were measured
+Every number carries two intervals (docs/measurement.md, "Uncertainty"): the statistical one from the windows of its
+cells (ctxenergy.analysis.uncertainty), and a systematic band measured here from the committed cells that were measured
 more than once, on different boards:
 
   board spread  the same GPU-bound cell (prefill of any engine, generate of an engine whose decode is GPU-bound) with
@@ -40,13 +40,14 @@ import ctxenergy
 from ctxenergy.analysis.uncertainty import Z975
 from ctxenergy.compare import BOARD_TOLERANCE_PCT
 from ctxenergy.config import HOW_NOT_WHAT
+from ctxenergy.engines.registry import ENGINES
 from ctxenergy.paths import REPO_ROOT
 
 # Where committed cells live: every set of them, remeasurements included.
 REFERENCE_DIR = REPO_ROOT / "data" / "reference"
 # Engines whose decode waits on the host CPU at batch 1 (docs/measurement.md: 23-43 ms per decode step, whatever
 # the L, against vLLM's 5-9 ms on the same GPU): their generate cells follow the host, not the board.
-HOST_BOUND_DECODE = ("hf-eager", "hf-sdpa", "hf-paged")
+HOST_BOUND_DECODE = tuple(e.name for e in ENGINES.values() if e.host_bound_decode)
 NVML_GAIN_REL = BOARD_TOLERANCE_PCT / 100.0
 KEY = ["model", "engine", "phase", "length_tokens"]
 # A cell "at the power cap" holds a mean power within this fraction of the board's limit (scaling.PLATEAU_FRACTION).

@@ -36,7 +36,12 @@ class OutOfMemory(Exception):
 
 class Engine(ABC):
     name: str
-    supports_tp: bool = False
+
+    @classmethod
+    def create(cls, name: str, spec, config: dict, options: dict) -> Engine:
+        """The engine `name` (its registry entry names this class) for `spec` under `config`; `options` are its
+        settings of config `engine_options:`. Each engine the registry names implements it."""
+        raise NotImplementedError(f"{cls.__name__} is not an engine of the registry (engines/registry.py)")
 
     @abstractmethod
     def load(self) -> None:

@@ -161,6 +161,10 @@ class HFEngine(Engine):
         self.capture_failure = None  # why the capture failed, for every later cell of this engine
         self.graph_note = self._idle_note()
 
+    @classmethod
+    def create(cls, name: str, spec: ModelSpec, config: dict, options: dict) -> HFEngine:
+        return cls(name, spec, config["dtype"], config["device"], options)
+
     def load(self) -> None:
         self.load_timings: dict[str, float] = {}
         self.model = build_hf_model(self.spec, ATTENTION[self.name], self.dtype, self.device, self.load_timings)
@@ -299,6 +303,10 @@ class HFPagedEngine(HFEngine):
 
     BLOCK_SIZE = 256  # transformers' default page size, in tokens
     MIN_BATCH_TOKENS = 256
+
+    @classmethod
+    def create(cls, name: str, spec: ModelSpec, config: dict, options: dict) -> HFPagedEngine:
+        return cls(name, spec, config["dtype"], config["device"])  # it has no settings of its own
 
     def load(self) -> None:
         import torch

@@ -155,7 +155,6 @@ class VllmEngine(Engine):
     """vllm: offline vllm.LLM, one request per run, batch size 1."""
 
     name = "vllm"
-    supports_tp = True
 
     def __init__(self, spec: ModelSpec, dtype: str, options: dict):
         self.spec = spec
@@ -168,6 +167,10 @@ class VllmEngine(Engine):
         self.cached_tokens: list[int] = []  # per run: prompt tokens vLLM took from its prefix cache
         self._params: dict[int, object] = {}
         self._warned_cache = False
+
+    @classmethod
+    def create(cls, name: str, spec: ModelSpec, config: dict, options: dict) -> VllmEngine:
+        return cls(spec, config["dtype"], options)
 
     def load(self) -> None:
         for key, value in IN_PROCESS_ENV.items():

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.files import replacing
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 # No network, no first-run or background services: the page is a self-contained local file.
@@ -25,15 +26,12 @@ def html_to_pdf(html: str | Path, pdf: str | Path, timeout_s: float = 120) -> Pa
         raise CtxEnergyError("no headless Chromium to render the PDF; install one (Debian: apt-get install chromium) "
                              "or read the HTML write-up")
     html, pdf = Path(html).resolve(), Path(pdf)
-    pdf.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pdf.with_name(f".{pdf.name}.tmp")
-    with tempfile.TemporaryDirectory() as profile:
+    with replacing(pdf) as tmp, tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={tmp}", html.as_uri()],
                               capture_output=True, text=True, timeout=timeout_s)
-    if proc.returncode != 0 or not tmp.exists() or tmp.stat().st_size == 0:
-        tmp.unlink(missing_ok=True)
-        raise CtxEnergyError(f"{browser} could not render {html.name} to PDF: {proc.stderr.strip().splitlines()[-1:]}")
-    tmp.replace(pdf)
+        if proc.returncode != 0 or not Path(tmp).exists() or Path(tmp).stat().st_size == 0:
+            raise CtxEnergyError(f"{browser} could not render {html.name} to PDF: "
+                                 f"{proc.stderr.strip().splitlines()[-1:]}")
     return pdf
 
 

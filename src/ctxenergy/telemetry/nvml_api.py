@@ -6,8 +6,10 @@ Units are converted here once: energy in J, power in W, clocks in MHz, temperatu
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
-from ctxenergy.errors import NoDeviceError
+from ctxenergy.errors import SMOKE_HINT, NoDeviceError
 
 FI_DEV_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT: the instant-power field (mW), newer drivers only
 
@@ -21,12 +23,34 @@ REASON_HW_POWER_BRAKE = 0x80
 THERMAL_REASONS = REASON_SW_THERMAL | REASON_HW_THERMAL
 
 
+@runtime_checkable
+class Nvml(Protocol):
+    """What the meter, the GPU claims and `ctxenergy info` read from NVML: NvmlBackend, or the tests' fake (checked
+    against this in tests/test_telemetry.py). Handles are opaque; units as in the module docstring."""
+
+    def driver_version(self) -> str: ...
+    def nvml_version(self) -> str: ...
+    def device_count(self) -> int: ...
+    def handle(self, index: int) -> Any: ...
+    def handle_by_uuid(self, uuid: str) -> Any: ...
+    def uuid(self, handle) -> str: ...
+    def name(self, handle) -> str: ...
+    def memory_total_bytes(self, handle) -> int: ...
+    def energy_j(self, handle) -> float | None: ...
+    def power_usage_w(self, handle) -> float: ...
+    def power_instant_w(self, handle) -> tuple[float, str]: ...
+    def sm_clock_mhz(self, handle) -> int: ...
+    def mem_clock_mhz(self, handle) -> int: ...
+    def temperature_c(self, handle) -> int: ...
+    def power_limit_w(self, handle) -> float: ...
+    def clock_event_reasons(self, handle) -> int: ...
+    def process_pids(self, handle) -> list[int]: ...
+
+
 class NvmlBackend:
     """Real NVML through nvidia-ml-py (module pynvml). Handles are opaque to callers."""
 
     def __init__(self):
-        from ctxenergy.device import SMOKE_HINT
-
         try:
             import pynvml
         except ImportError:
@@ -140,20 +164,37 @@ def _field_value(fv) -> float:
 _backend_factory = NvmlBackend
 
 
-def set_backend_factory(factory) -> None:
+def set_backend_factory(factory: Callable[[], Nvml]) -> None:
     """Tests inject a fake NVML (for example several fake GPUs) here."""
     global _backend_factory
     _backend_factory = factory
 
 
-def open_backend():
+def open_backend() -> Nvml:
     return _backend_factory()
 
 
-def visible_gpu_uuids() -> list[str] | None:
-    """UUIDs in CUDA_VISIBLE_DEVICES when it names them; None when it is unset or uses indices."""
+def check_device(device: str) -> None:
+    """Is the configured device usable here? One line naming the problem and the smoke config when a cuda study
+    cannot reach a GPU; answered in seconds, before any model is loaded."""
+    if device != "cuda":
+        return
+    nv = open_backend()  # NoDeviceError (one line) when NVML is missing, refused or finds no driver
+    if nv.device_count() < 1:
+        raise NoDeviceError(f"NVML sees no GPU on this host; {SMOKE_HINT}")
+
+
+def visible_devices() -> list[str] | None:
+    """The entries of CUDA_VISIBLE_DEVICES (GPU indices or UUIDs), None when it is unset: the one reader of it."""
     value = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if value is None or value.strip() == "":
+    if value is None:
         return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def visible_gpu_uuids() -> list[str] | None:
+    """UUIDs in CUDA_VISIBLE_DEVICES when it names them; None when it is unset, empty or uses indices."""
+    items = visible_devices()
+    if not items:
+        return None
     return items if all(v.startswith(("GPU-", "MIG-")) for v in items) else None

@@ -21,7 +21,6 @@ and no energy: the cell is then not ok.
 
 from __future__ import annotations
 
-import os
 import time
 
 from ctxenergy.errors import NoDeviceError
@@ -36,7 +35,14 @@ from ctxenergy.telemetry.counter import (
     power_bound,
     wait_for_update,
 )
-from ctxenergy.telemetry.nvml_api import REASON_SW_POWER_CAP, THERMAL_REASONS, open_backend, visible_gpu_uuids
+from ctxenergy.telemetry.nvml_api import (
+    REASON_SW_POWER_CAP,
+    THERMAL_REASONS,
+    open_backend,
+    visible_devices,
+    visible_gpu_uuids,
+)
+from ctxenergy.telemetry.processes import own_process_tree
 from ctxenergy.telemetry.sampler import PowerSampler
 
 METHOD_COUNTER = "nvml-counter-edge-aligned"
@@ -102,8 +108,6 @@ class NvmlMeter(EnergyMeter):
     def _own_pids(self) -> set[int]:
         if self._own_pids_given is not None:
             return self._own_pids_given
-        from ctxenergy.gpus import own_process_tree
-
         return own_process_tree()  # an engine's worker processes (vLLM tp) are ours, not foreign
 
     def state(self) -> list[DeviceState]:
@@ -273,5 +277,5 @@ class NvmlMeter(EnergyMeter):
 
 
 def _first_visible_index() -> int:
-    value = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return int(value) if value.isdigit() else 0
+    first = (visible_devices() or [""])[0]
+    return int(first) if first.isdigit() else 0
