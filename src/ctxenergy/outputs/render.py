@@ -48,6 +48,7 @@ details.long .tw{max-height:75vh;overflow:auto}details.long thead th{position:st
 table.sortable th{cursor:pointer}table.sortable th[aria-sort=ascending]::after{content:" ▲"}
 table.sortable th[aria-sort=descending]::after{content:" ▼"}
 figure.hero .static{display:none}
+figure.hero .interactive{overflow-x:auto}figure.hero .interactive>div{min-width:600px}
 @media print{figure.hero .interactive{display:none}figure.hero .static{display:block}body{max-width:none;margin:0}.tw{overflow:visible}figure,tr{break-inside:avoid}h2,h3{break-after:avoid}
 details.long .tw{max-height:none}}
 """
