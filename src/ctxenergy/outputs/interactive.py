@@ -21,6 +21,7 @@ from ctxenergy.outputs.render import fmt, fmt_ci, short_tokens, tokens
 MARKERS = {"o": "circle", "s": "square", "^": "triangle-up", "D": "diamond", "v": "triangle-down", "P": "cross",
            "X": "x", "*": "star"}
 DASHES = {"-": "solid", "--": "dash", "-.": "dashdot", ":": "dot"}
+Y_TICKS = [m * 10.0 ** e for e in range(-3, 5) for m in (1, 2, 5)]
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 
 
@@ -92,7 +93,8 @@ def hero_figure(t: dict) -> go.Figure:
         ticks = [2 ** n for n in range(int(np.log2(min(lengths, default=1))), int(np.log2(max(lengths, default=1))) + 2)]
         fig.update_xaxes(type="log", tickvals=ticks, ticktext=[short_tokens(v) for v in ticks],
                          title_text="context length L (tokens)", row=1, col=k)
-        fig.update_yaxes(type="log", dtick="D2", row=1, col=k,
+        # 1, 2, 5 per decade written out (plotly's own minor labels read '5' for 50)
+        fig.update_yaxes(type="log", tickvals=Y_TICKS, ticktext=[f"{v:g}" for v in Y_TICKS], row=1, col=k,
                          title_text="prefill mJ per input token" if k == 1 else None)
     fig.update_layout(template="plotly_white", height=440, margin={"l": 60, "r": 10, "t": 40, "b": 90},
                       legend={"orientation": "h", "y": -0.28, "x": 0, "font": {"size": 11}},
