@@ -2,6 +2,7 @@
 # `snakemake --forcerun plot_figures` redraws every figure from cached Parquet without touching a measurement.
 # The derived tables and the figures are listed once, in the package (ctxenergy.outputs.catalog).
 from ctxenergy.outputs.catalog import ANALYSIS_TABLES, FIGURE_NAMES, FIGURES
+
 # The per-token cost model for estimators (docs/cost-model.md): a derived table, also written as CSV and JSON.
 COST_MODEL = multiext("results/analysis/cost_model", ".parquet", ".csv", ".json")
 
@@ -12,7 +13,15 @@ rule analyze_cells:
         # the cells' own tables: power traces and per-window decode times (traces and runs sit beside each)
         tables=cell_paths(),
     output:
-        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        tables=[
+            report(
+                f"results/analysis/{table}.parquet",
+                caption="../report/analysis_table.rst",
+                category="Derived tables",
+                labels={"table": table},
+            )
+            for table in ANALYSIS_TABLES
+        ],
         cost_model=COST_MODEL,
     log:
         "results/logs/analyze_cells.log",
