@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def build(raw: pd.DataFrame, out: Path, cell_tables=None, figures=True) -> dict:
     """Derived tables + PNG figures + report + paper under `out`, as the workflow lays them out."""
     tables = derive(raw, cell_tables or {})
-    table_paths = write_derived(tables, [out / "analysis" / f"{t}.parquet" for t in TABLES])
+    # write_derived also returns the cost model's CSV and JSON exports: the pages read the Parquet tables only
+    table_paths = [p for p in write_derived(tables, [out / "analysis" / f"{t}.parquet" for t in TABLES])
+                   if p.suffix == ".parquet"]
     figs = [out / "figures" / f"{n}.png" for n in PLOTTERS] if figures else []
     if figures:
         make_figures(tables, figs)
@@ -53,7 +55,8 @@ def visible_text(page: str) -> str:
 
 def self_contained(page: str) -> bool:
     """Everything inside the page, except the link to provenance.md beside it (the outputs' layout)."""
-    refs = re.findall(r'(?:src|href)="([^"]+)"', page)
+    markup = re.sub(r"(<script[^>]*>).*?</script>", r"\1</script>", page, flags=re.S)  # plotly.js's own strings
+    refs = re.findall(r'(?:src|href)="([^"]+)"', markup)
     return all(r.startswith("data:") or r.startswith("#") or r == "../provenance.md" for r in refs)
 
 
@@ -234,6 +237,38 @@ def test_the_report_leads_with_key_results_verdict_chips_and_the_hero_figure(ref
         assert f'href="#claim-{cid}"' in key and f'id="claim-{cid}"' in page, cid
     assert 'id="fig-energy_per_token_fit"' in key
     assert page.count('id="fig-') == len(PLOTTERS)  # each figure once: with the key results, a claim or the rest
+
+
+def plotly_array(value) -> list:
+    """A plotly figure's array as a list: plotly writes numpy arrays as {"dtype", "bdata": base64}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return list(value)
+
+
+def test_the_hero_is_interactive_offline_and_shows_the_static_figures_cells(reference):
+    """The report's hero figure is a plotly figure with plotly.js inlined once (no network), drawn from the same
+    cells as the static PNG it keeps for print."""
+    import json
+
+    page = reference["report"]
+    key = page[page.index('<div class="key"'):page.index("<h2>The paper")]
+    assert page.count("<script charset=\"utf-8\">") == 1 and not re.search(r"<script[^>]*\ssrc=", page)
+    assert 'id="plot-energy_per_token_fit"' in key and '<img class="static"' in key
+    traces = json.loads(re.search(r'Plotly\.newPlot\(\s*"plot-energy_per_token_fit",\s*(\[.*?\]),\s*\{"template"',
+                                  key, re.S).group(1))
+    pc = reference["tables"]["per_cell"]
+    cells = pc[(pc["phase"] == "prefill") & pc["usable"]]
+    for engine, e in cells.groupby("engine"):
+        trace = next(t for t in traces if t["name"] == engine)
+        assert plotly_array(trace["x"]) == e.sort_values("length_tokens")["length_tokens"].tolist()
+        assert plotly_array(trace["y"]) == pytest.approx(
+            (e.sort_values("length_tokens")["energy_per_token_j"] * 1e3).tolist())
+        assert "mJ/token (95 %)" in trace["text"][0]
 
 
 def test_every_page_has_a_viewport_and_a_provenance_line(reference):

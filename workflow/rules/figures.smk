@@ -13,7 +13,15 @@ rule analyze_cells:
         # the cells' own tables: power traces and per-window decode times (traces and runs sit beside each)
         tables=cell_paths(),
     output:
-        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        tables=[
+            report(
+                f"results/analysis/{table}.parquet",
+                caption="../report/analysis_table.rst",
+                category="Derived tables",
+                labels={"table": table},
+            )
+            for table in ANALYSIS_TABLES
+        ],
         cost_model=COST_MODEL,
     log:
         "results/logs/analyze_cells.log",

@@ -10,6 +10,7 @@ still written, and says in words what is missing and why, so that a run never fa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -372,52 +373,97 @@ def _mark_once(ax, seen: set, label: str) -> str:
     return label
 
 
+@dataclass(frozen=True)
+class HeroSeries:
+    """One engine's part of the hero figure: its usable prefill cells, the fit E(L)/L over them, its crossover
+    L* = b/c on the fit and its lowest measured J/token (mJ/token throughout)."""
+
+    engine: str
+    cells: pd.DataFrame  # usable prefill cells, by L
+    fit_x: np.ndarray | None  # None: not fitted
+    fit_mj: np.ndarray | None
+    star: tuple[float, float] | None  # (L*, mJ/token on the fit) where L* lies within the cells' L
+    lowest: pd.DataFrame  # the cell with the lowest J/token (none or one row)
+
+
+@dataclass(frozen=True)
+class HeroPanel:
+    model: str
+    series: list[HeroSeries]
+    missing: str  # why the panel is empty ('' where it has series)
+    paper: list[tuple[str, str, float, float]]  # (family, marker, L, mJ/token) of the paper's Table 1
+
+
+def hero_panels(t: dict) -> list[HeroPanel]:
+    """The data of the hero figure, one panel per model: read once here for the static figure and the report's
+    interactive one, so that both show the same points."""
+    pc, fits, th = t["per_cell"], t["fits"], t["thresholds"]
+    pre = pc[(pc["phase"] == "prefill") & pc["usable"]]
+    panels = []
+    for model in models_of(pc):
+        d = pre[pre["model"] == model]
+        paper = [(family, marker, PAPER["table1_length_tokens"], r["j_per_token"] * 1e3)
+                 for family, marker in (("HF", "P"), ("vLLM", "X")) if (r := _paper_row(model, family)) is not None]
+        if d.empty:
+            panels.append(HeroPanel(model, [], energy_missing_message(pc[pc["model"] == model]), paper))
+            continue
+        series = []
+        for engine in engines_of(d):
+            e = d[d["engine"] == engine].sort_values("length_tokens")
+            row = fits[(fits["model"] == model) & (fits["engine"] == engine) & (fits["phase"] == "prefill")
+                       & (fits["quantity"] == "energy_per_run_j")]
+            fit_x = fit_mj = star = None
+            if len(row) and not row["status"].iloc[0].startswith("not fitted"):
+                fit = fit_from_row(row.iloc[0])
+                fit_x = np.geomspace(e["length_tokens"].min(), e["length_tokens"].max(), 200)
+                fit_mj = fit.predict(fit_x) / fit_x * 1e3
+                L_star = _prefill_threshold(th, model, engine, "crossover")
+                if e["length_tokens"].min() <= L_star <= e["length_tokens"].max():
+                    star = (L_star, fit.predict(np.array([L_star]))[0] / L_star * 1e3)
+            low = _prefill_threshold(th, model, engine, "efficiency_measured")
+            series.append(HeroSeries(engine, e, fit_x, fit_mj, star, e[e["length_tokens"] == low]))
+        panels.append(HeroPanel(model, series, "", paper))
+    return panels
+
+
+HERO_NOTE = ("Lines: the fit E(L)/L = a/L + b + cL (total energy). The paper's points are one run each on another "
+             "GPU: compare shapes, not joules.")
+STAR_LABEL = "L* = b/c (quadratic overtakes linear)"
+
+
 def energy_per_token_fit(t: dict) -> plt.Figure:
     """The hero figure: prefill J/token vs L with the fit E(L)/L over the cells, each engine's crossover L* = b/c
     and lowest measured J/token marked, and the paper's Table 1 points at ~112k."""
-    pc, fits, th = t["per_cell"], t["fits"], t["thresholds"]
-    pre = pc[(pc["phase"] == "prefill") & pc["usable"]]
-    models = models_of(pc)
-    fig, axes = subplots(1, len(models), w=4.8, h=3.6)
-    for ax, model in zip(axes[0], models):
-        ax.set_title(model)
-        d = pre[pre["model"] == model]
-        if d.empty:
-            say_missing(ax, energy_missing_message(pc[pc["model"] == model]))
+    pc = t["per_cell"]
+    panels = hero_panels(t)
+    fig, axes = subplots(1, len(panels), w=4.8, h=3.6)
+    for ax, panel in zip(axes[0], panels):
+        ax.set_title(panel.model)
+        if panel.missing:
+            say_missing(ax, panel.missing)
             continue
         seen: set = set()
-        for engine in engines_of(d):
-            e = d[d["engine"] == engine].sort_values("length_tokens")
+        for s in panel.series:
+            e = s.cells
             errorline(ax, e["length_tokens"], e["energy_per_token_j"] * 1e3, e["energy_per_token_j_ci_low"] * 1e3,
-                      e["energy_per_token_j_ci_high"] * 1e3, **engine_kw(engine, line=False), label=engine)
-            row = fits[(fits["model"] == model) & (fits["engine"] == engine) & (fits["phase"] == "prefill")
-                       & (fits["quantity"] == "energy_per_run_j")]
-            if len(row) and not row["status"].iloc[0].startswith("not fitted"):
-                fit = fit_from_row(row.iloc[0])
-                x = np.geomspace(e["length_tokens"].min(), e["length_tokens"].max(), 200)
-                ax.plot(x, fit.predict(x) / x * 1e3, color=colour(engine), ls=engine_style(engine).line, lw=1.1)
-                star = _prefill_threshold(th, model, engine, "crossover")
-                if e["length_tokens"].min() <= star <= e["length_tokens"].max():
-                    ax.plot([star], [fit.predict(np.array([star]))[0] / star * 1e3], marker="v", ms=9, ls="none",
-                            mfc="white", mec=colour(engine), mew=1.6,
-                            label=_mark_once(ax, seen, "L* = b/c (quadratic overtakes linear)"))
-            low = _prefill_threshold(th, model, engine, "efficiency_measured")
-            at = e[e["length_tokens"] == low]
-            if len(at):
-                ax.plot(at["length_tokens"], at["energy_per_token_j"] * 1e3, marker="*", ms=12, ls="none",
-                        mfc="none", mec=colour(engine), mew=1.2, label=_mark_once(ax, seen, "lowest J/token"))
-        for family, marker in (("HF", "P"), ("vLLM", "X")):
-            r = _paper_row(model, family)
-            if r is not None:
-                ax.plot([PAPER["table1_length_tokens"]], [r["j_per_token"] * 1e3], marker=marker, ms=9, ls="none",
-                        color=PAPER_COLOUR, label=f"paper {family}, {PAPER['device']}")
+                      e["energy_per_token_j_ci_high"] * 1e3, **engine_kw(s.engine, line=False), label=s.engine)
+            if s.fit_x is not None:
+                ax.plot(s.fit_x, s.fit_mj, color=colour(s.engine), ls=engine_style(s.engine).line, lw=1.1)
+            if s.star is not None:
+                ax.plot([s.star[0]], [s.star[1]], marker="v", ms=9, ls="none", mfc="white", mec=colour(s.engine),
+                        mew=1.6, label=_mark_once(ax, seen, STAR_LABEL))
+            if len(s.lowest):
+                ax.plot(s.lowest["length_tokens"], s.lowest["energy_per_token_j"] * 1e3, marker="*", ms=12,
+                        ls="none", mfc="none", mec=colour(s.engine), mew=1.2,
+                        label=_mark_once(ax, seen, "lowest J/token"))
+        for family, marker, x, y in panel.paper:
+            ax.plot([x], [y], marker=marker, ms=9, ls="none", color=PAPER_COLOUR,
+                    label=f"paper {family}, {PAPER['device']}")
         log2_x(ax)
         log_y(ax)
         ax.set_xlabel("context length L (tokens)")
         ax.set_ylabel("prefill energy per input token (mJ/token)")
-    finish(fig, axes, [excluded_note(pc, "prefill"),
-                       ("Lines: the fit E(L)/L = a/L + b + cL (total energy). The paper's points are one run each on "
-                        "another GPU: compare shapes, not joules.", "black")], engines_of(pc))
+    finish(fig, axes, [excluded_note(pc, "prefill"), (HERO_NOTE, "black")], engines_of(pc))
     return fig
 
 

@@ -47,7 +47,9 @@ details.long{margin:.6em 0 1em}details.long summary{cursor:pointer;font-weight:6
 details.long .tw{max-height:75vh;overflow:auto}details.long thead th{position:sticky;top:0;z-index:1}
 table.sortable th{cursor:pointer}table.sortable th[aria-sort=ascending]::after{content:" ▲"}
 table.sortable th[aria-sort=descending]::after{content:" ▼"}
-@media print{body{max-width:none;margin:0}.tw{overflow:visible}figure,tr{break-inside:avoid}h2,h3{break-after:avoid}
+figure.hero .static{display:none}
+figure.hero .interactive{overflow-x:auto}figure.hero .interactive>div{min-width:600px}
+@media print{figure.hero .interactive{display:none}figure.hero .static{display:block}body{max-width:none;margin:0}.tw{overflow:visible}figure,tr{break-inside:avoid}h2,h3{break-after:avoid}
 details.long .tw{max-height:none}}
 """
 # Sorting of tables marked sortable: a click on a header sorts by that column, numbers by their value (the first

@@ -152,6 +152,21 @@ def figures_section(figures: dict[str, Path], shown: set[str] = frozenset()) -> 
     return out + "".join(figure_html(name, figures[name]) for name in rest)
 
 
+def hero_html(t: dict, figures: dict[str, Path]) -> str:
+    """The hero figure: interactive (hover for values) where it has cells to show, with its static PNG for print;
+    the static PNG alone where it has none (it says in words what is missing)."""
+    from ctxenergy.outputs import interactive
+
+    if not interactive.has_data(t):
+        return figure_html(HERO_FIGURE, figures[HERO_FIGURE]) if HERO_FIGURE in figures else ""
+    title = FIGURE_TITLES[HERO_FIGURE]
+    static = (f'<img class="static" alt="{esc(title)}" src="{png_data_uri(figures[HERO_FIGURE])}">'
+              if HERO_FIGURE in figures else "")
+    return (f'<figure class="hero" id="fig-{HERO_FIGURE}">{interactive.plotly_js()}<div class="interactive">'
+            f"{interactive.figure_div(interactive.hero_figure(t), 'plot-' + HERO_FIGURE)}</div>{static}"
+            f'<figcaption>{esc(title)}. <span class="note">{esc(interactive.NOTE)}</span></figcaption></figure>')
+
+
 def key_results(t: dict, figures: dict[str, Path]) -> str:
     """The box a reader sees first: what was found, with intervals, each claim's verdict as a chip, and the hero
     figure."""
@@ -160,7 +175,7 @@ def key_results(t: dict, figures: dict[str, Path]) -> str:
         "<li>No finding: no cell has usable energy (see Validity).</li>"
     chips = "".join(f'<a class="chip {verdict_class(v)}" href="#claim-{cid}" title="{esc(claim)}">({cid}) '
                     f"{esc(v)}</a>" for cid, claim, v in claim_verdicts(t["claims"]))
-    hero = figure_html(HERO_FIGURE, figures[HERO_FIGURE]) if HERO_FIGURE in figures else ""
+    hero = hero_html(t, figures)
     return (f'<div class="key" id="key-results"><h2>Key results</h2><ul>{items}</ul>'
             f'<div class="chips"><span class="note">The paper\'s claims:</span>{chips}</div>{hero}</div>')
 
