@@ -24,6 +24,11 @@ class EngineInfo:
     host_bound_decode: bool  # batch-1 decode waits on the host CPU (docs/measurement.md: 23-43 ms per step)
     prefill_fills_context: bool  # a prefill of exactly max_position_embeddings tokens runs (vLLM refuses it)
     family: str | None  # the seed paper's engine family it stands for in the claims ("HF", "vLLM"), or none
+    # Its look in every figure, told apart by colour (Okabe-Ito: safe under colour-vision deficiency), by marker and
+    # by line style (in greyscale).
+    colour: str = "#555555"
+    marker: str = "v"
+    linestyle: str = "-"
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.package) is not None
@@ -44,14 +49,18 @@ class EngineInfo:
 # In display order: the baseline first, so that a ratio "a / b" reads "how much more the baseline costs".
 ENGINES: dict[str, EngineInfo] = {e.name: e for e in (
     EngineInfo("hf-eager", "hf-eager", "ctxenergy.engines.hf:HFEngine", "transformers", "hf", "hf", "hf",
-               tensor_parallel=False, host_bound_decode=True, prefill_fills_context=True, family="HF"),
+               tensor_parallel=False, host_bound_decode=True, prefill_fills_context=True, family="HF",
+               colour="#e69f00", marker="o", linestyle="-"),  # orange
     EngineInfo("hf-sdpa", "hf-sdpa", "ctxenergy.engines.hf:HFEngine", "transformers", "hf", "hf", "hf",
-               tensor_parallel=False, host_bound_decode=True, prefill_fills_context=True, family="HF"),
+               tensor_parallel=False, host_bound_decode=True, prefill_fills_context=True, family="HF",
+               colour="#0072b2", marker="s", linestyle="--"),  # blue
     # transformers' paged path is ours, in neither of the paper's families: reported beside them, never the baseline
     EngineInfo("hf-paged", "hf-paged", "ctxenergy.engines.hf:HFPagedEngine", "transformers", "hf", "hf", None,
-               tensor_parallel=False, host_bound_decode=True, prefill_fills_context=True, family=None),
+               tensor_parallel=False, host_bound_decode=True, prefill_fills_context=True, family=None,
+               colour="#009e73", marker="^", linestyle="-."),  # bluish green
     EngineInfo("vllm", "vllm", "ctxenergy.engines.vllm:VllmEngine", "vllm", "vllm", "vllm", "vllm",
-               tensor_parallel=True, host_bound_decode=False, prefill_fills_context=False, family="vLLM"),
+               tensor_parallel=True, host_bound_decode=False, prefill_fills_context=False, family="vLLM",
+               colour="#cc79a7", marker="D", linestyle=":"),  # reddish purple
 )}
 ENGINE_NAMES = tuple(ENGINES)
 # HF's default attention: job times of other engines are estimated as ratios to it (budget.py), and its package

@@ -19,12 +19,35 @@ import pandas as pd
 from ctxenergy.analysis.cells import engine_rank
 from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import fit_from_row
+from ctxenergy.engines.registry import family
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.catalog import FIGURE_NAMES, read_tables
-from ctxenergy.outputs.plotting import (MISSING_COLOUR, PAPER_COLOUR, PHASE_MARKERS, axes_size_in, colour,
-                                        ends_of_series, energy_missing_message, engine_kw, engine_style, engines_of,
-                                        errorline, excluded_note, finish, label_lengths, log2_x, log_y, models_of,
-                                        plt, save, say_missing, style, subplots, wrap, yerr)
+from ctxenergy.outputs.plotting import (
+    MISSING_COLOUR,
+    PAPER_COLOUR,
+    PHASE_MARKERS,
+    axes_size_in,
+    colour,
+    ends_of_series,
+    energy_missing_message,
+    engine_kw,
+    engine_style,
+    engines_of,
+    errorline,
+    excluded_note,
+    finish,
+    label_lengths,
+    log2_x,
+    log_y,
+    models_of,
+    plt,
+    save,
+    say_missing,
+    style,
+    subplots,
+    wrap,
+    yerr,
+)
 from ctxenergy.outputs.render import brief, short_tokens
 
 PHASE_FILL = {"prefill": None, "generate": "white"}  # None: filled in the engine's colour
@@ -550,7 +573,7 @@ def engine_ratio(t: dict) -> plt.Figure:
     """Claim 6: the prefill energy of each HF engine over vLLM's at equal L, with the paper's 7.6x (Llama) and
     8.9x (Qwen2) at ~112k."""
     pc, er = t["per_cell"], t["engine_ratios"]
-    d_all = er[(er["phase"] == "prefill") & (er["engine_b"] == "vllm") & er["energy_ratio"].notna()]
+    d_all = er[(er["phase"] == "prefill") & er["engine_b"].isin(family("vLLM")) & er["energy_ratio"].notna()]
     paper = PAPER["claims"][6]["energy_ratio"]
     models = models_of(pc)
     fig, axes = subplots(1, len(models), w=4.4, h=3.4)

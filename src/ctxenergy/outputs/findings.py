@@ -14,6 +14,7 @@ import pandas as pd
 
 from ctxenergy import __version__
 from ctxenergy.analysis.claims import VERDICTS
+from ctxenergy.engines.registry import family
 from ctxenergy.outputs.render import fmt, fmt_ci, join_words, tokens
 
 HERO_FIGURE = "energy_per_token_fit"
@@ -66,11 +67,11 @@ def key_findings(t: dict) -> list[str]:
                    f"{tokens(plateau['value'].min())}–{tokens(plateau['value'].max())} on, depending on the engine.")
     usable = io[io["usable"] & io["e_ratio"].notna()]
     if len(usable):
-        r = usable.loc[usable["length_tokens"].idxmax()] if "vllm" not in set(usable["engine"]) else \
-            usable[usable["engine"] == "vllm"].sort_values("length_tokens").iloc[-1]
+        fast = usable[usable["engine"].isin(family("vLLM"))]
+        r = usable.loc[usable["length_tokens"].idxmax()] if fast.empty else fast.sort_values("length_tokens").iloc[-1]
         out.append(f"One output token costs {fmt_ci(r.e_ratio, r.e_ratio_ci_low, r.e_ratio_ci_high)}x the energy of "
                    f"an input token at L = {tokens(r.length_tokens)} ({r.model}, {r.engine}, total energy).")
-    ratios = er[(er["phase"] == "prefill") & (er["engine_b"] == "vllm") & er["energy_ratio"].notna()]
+    ratios = er[(er["phase"] == "prefill") & er["engine_b"].isin(family("vLLM")) & er["energy_ratio"].notna()]
     if len(ratios):
         top = ratios[ratios["length_tokens"] == ratios["length_tokens"].max()]
         parts = [f"{r.engine_a} {fmt_ci(r.energy_ratio, r.energy_ratio_ci_low, r.energy_ratio_ci_high)}x ({r.model})"

@@ -22,7 +22,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import Formatter, FuncFormatter  # noqa: E402
 
 from ctxenergy.analysis.cells import engine_rank  # noqa: E402
+from ctxenergy.engines.registry import ENGINES  # noqa: E402
 from ctxenergy.outputs.render import energy_missing_reason, no_counter, short_tokens  # noqa: E402
+
 
 @dataclass(frozen=True)
 class EngineStyle:
@@ -31,15 +33,8 @@ class EngineStyle:
     line: str
 
 
-# One look per engine in every figure, told apart by colour (Okabe-Ito: safe under colour-vision deficiency), by
-# marker and by line style (in greyscale). The one table of engine looks: move it with the engines when they get a
-# registry of their own.
-ENGINE_STYLES = {
-    "hf-eager": EngineStyle("#e69f00", "o", "-"),  # orange
-    "hf-sdpa": EngineStyle("#0072b2", "s", "--"),  # blue
-    "hf-paged": EngineStyle("#009e73", "^", "-."),  # bluish green
-    "vllm": EngineStyle("#cc79a7", "D", ":"),  # reddish purple
-}
+# One look per engine in every figure, from the engine registry (colour, marker, line style).
+ENGINE_STYLES = {e.name: EngineStyle(e.colour, e.marker, e.linestyle) for e in ENGINES.values()}
 OTHER_ENGINE = EngineStyle("#555555", "v", (0, (5, 1, 1, 1, 1, 1)))
 ENGINE_PALETTE = {engine: s.colour for engine, s in ENGINE_STYLES.items()}
 PHASE_MARKERS = {"prefill": "o", "generate": "s"}
