@@ -26,8 +26,14 @@ def tiny_config(tmp_path, mode: str | None) -> dict:
                             "lengths": [64], "weights_cache": str(tmp_path / "weights")})
 
 
-def params(engine) -> dict:
-    return {k: v.detach().clone() for k, v in engine.model.state_dict().items()}
+def loaded_params(config: dict) -> dict:
+    """The weights an hf-sdpa engine of the config's tiny-llama holds once loaded."""
+    engine = make_engine("hf-sdpa", resolve_model(config, "tiny-llama"), config)
+    engine.load()
+    try:
+        return {k: v.detach().clone() for k, v in engine.model.state_dict().items()}
+    finally:
+        engine.close()
 
 
 def test_labels_and_what_each_engine_loads(tmp_path):
@@ -54,12 +60,7 @@ def test_shared_weights_are_generated_once_and_loaded_by_the_engine(tmp_path):
     first = {k: v.clone() for k, v in _load_saved(out).items()}
     make_shared_weights(config, "tiny-llama")  # the same seed gives the same weights
     assert all(torch.equal(first[k], v) for k, v in _load_saved(out).items())
-    engine = make_engine("hf-sdpa", resolve_model(config, "tiny-llama"), config)
-    engine.load()
-    try:
-        loaded = params(engine)
-    finally:
-        engine.close()
+    loaded = loaded_params(config)
     assert all(torch.equal(loaded[k], first[k]) for k in first)
     # transformers' init: normal(0, 0.02) matrices, unit norm scales
     q = first["model.layers.0.self_attn.q_proj.weight"]
@@ -77,13 +78,7 @@ def _load_saved(folder) -> dict:
 
 
 def test_uniform_weights_in_transformers_are_vllms_dummy_weights(tmp_path):
-    config = tiny_config(tmp_path, "uniform")
-    engine = make_engine("hf-sdpa", resolve_model(config, "tiny-llama"), config)
-    engine.load()
-    try:
-        weights = params(engine)
-    finally:
-        engine.close()
+    weights = loaded_params(tiny_config(tmp_path, "uniform"))
     floats = [v for v in weights.values() if torch.is_floating_point(v)]
     assert all(float(v.abs().max()) <= UNIFORM_HIGH for v in floats)
     # norm scales too (vLLM's dummy loader draws every tensor), not left at 1
