@@ -89,7 +89,8 @@ def cmd_measure(args) -> int:
         for path, ids in zip((prompt, warmup), made):
             if not path.exists():
                 save_ids(ids, path)
-    load_cell_prompts(cell.length, prompt, warmup)  # both of the cell's length, before any GPU time
+    # both of the cell's length, within the model's vocabulary, and not the same, before any GPU time
+    load_cell_prompts(cell.length, prompt, warmup, resolve_model(config, args.model).vocab_size, args.model)
     out = Path(args.out) if args.out else cell.path
     if _use_engine_host(args, config):
         from ctxenergy import engine_host
