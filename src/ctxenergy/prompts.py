@@ -8,6 +8,7 @@ prefix cache cannot carry work from the warm-up into the measurement.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -50,8 +51,10 @@ def save_ids(ids: np.ndarray, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        data = io.BytesIO()  # NumPy's own write reports a full disk without an errno ("4096 requested and 112 written")
+        np.save(data, np.asarray(ids, dtype=np.int64))
         with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(ids, dtype=np.int64))
+            f.write(data.getvalue())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
