@@ -251,3 +251,18 @@ def test_a_refused_write_names_the_folder_not_the_temporary_file():
                             Namespace(out="results/cells.parquet"))
     assert full.startswith("ctxenergy: results/cells.parquet: No space left on device; free space")
     assert _file_error_line(OSError(errno.ENOSPC, "no file"), Namespace()) is None  # nothing named: a bug, traceback
+
+
+def test_an_nvml_error_out_of_any_command_is_one_line(monkeypatch, capsys):
+    from ctxenergy import cli
+
+    class NVMLError(Exception):  # pynvml's class name; its per-code subclasses derive from it
+        pass
+
+    class NVMLError_GpuIsLost(NVMLError):  # noqa: N801 - pynvml's name
+        pass
+
+    monkeypatch.setattr(cli, "cmd_info", lambda args: (_ for _ in ()).throw(NVMLError_GpuIsLost("GPU is lost")))
+    assert cli.main(["info", "--quick"]) == 1
+    assert capsys.readouterr().err == ("ctxenergy: NVML: GPU is lost while running `ctxenergy info`; check the driver "
+                                       "(nvidia-smi) and that this process may read the GPU\n")

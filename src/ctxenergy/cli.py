@@ -507,6 +507,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from ctxenergy.telemetry.nvml_meter import is_nvml_error
+
+        if not is_nvml_error(exc):  # a bug: its traceback
+            raise
+        print(f"ctxenergy: NVML: {exc} while running `ctxenergy {args.verb}`; check the driver (nvidia-smi) and "
+              "that this process may read the GPU", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
