@@ -39,7 +39,12 @@ def test_a_lock_is_removed_only_when_no_run_of_the_workflow_is_alive(tmp_path):
     locks.mkdir()
     (locks / "0.output.lock").write_text("results/cells.parquet\n")  # the live run's own lock
     second = start_run(tmp_path)
-    assert second.first_line == "None" and (locks / "0.output.lock").exists()
+    assert second.first_line == (f"ctxenergy: another run of this workflow is measuring in this folder (Snakemake "
+                                 f"pid {running.pid}); wait for it to end, or run in another folder")
+    assert (locks / "0.output.lock").exists()
+    dry = subprocess.run([sys.executable, "-c", "from ctxenergy.workflow_process import enter_workflow; "
+                          "print(enter_workflow(dry_run=True))"], cwd=tmp_path, capture_output=True, text=True)
+    assert dry.stdout.strip() == "None"  # a dry run beside a campaign changes nothing and stops nothing
     for proc in (running, second):
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -105,9 +105,10 @@ def watch_workflow() -> WorkflowWatch | None:
     return WorkflowWatch(workflow) if workflow else None
 
 
-def enter_workflow(workdir: str | Path = ".", main_process: bool = True) -> str | None:
+def enter_workflow(workdir: str | Path = ".", main_process: bool = True, dry_run: bool = False) -> str | None:
     """Called by the Snakefile in the Snakemake process: export its identity to the jobs, mark the run alive and
-    remove a lock left by a killed run. Returns the line that tells the user a killed run is being resumed.
+    remove a lock left by a killed run. Returns the line that tells the user a killed run is being resumed, or, for
+    a real run (not `dry_run`) while another holds Snakemake's locks here, that another run is measuring.
 
     Only the main Snakemake process takes part in the run lock: the Snakemake that an executor starts for one job
     (on a cluster node, over a shared file system whose flock may not reach the main process's) must never take the
@@ -122,9 +123,14 @@ def enter_workflow(workdir: str | Path = ".", main_process: bool = True) -> str 
     message = None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pass  # another run of this workflow is alive: its lock and its unfinished jobs are real
+    except BlockingIOError:  # another run of this workflow is alive: its lock and its unfinished jobs are real
+        if not dry_run and any((meta / "locks").glob("*.lock")):  # it is a real run (a dry run locks nothing)
+            holder = Path(meta / "ctxenergy-run.lock").read_text().partition(":")[0].strip() or "unknown"
+            message = (f"ctxenergy: another run of this workflow is measuring in this folder (Snakemake pid "
+                       f"{holder}); wait for it to end, or run in another folder")
     else:
+        os.ftruncate(fd, 0)
+        os.write(fd, identity().encode())  # who holds the run: named to a second run started beside it
         removed = clear_stale_snakemake_lock(meta)
         unfinished = [p for p in (meta / "incomplete").rglob("*") if p.is_file() and p.name != "migration_underway"]
         if removed or unfinished:

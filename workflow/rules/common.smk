@@ -10,7 +10,7 @@ from ctxenergy.tables import sibling
 from ctxenergy.workflow_process import enter_workflow
 
 # Jobs and engine hosts end with this Snakemake process; a lock left by a killed run is removed (workflow_process.py).
-RESUMING = enter_workflow(main_process=workflow.is_main_process)
+RESUMING = enter_workflow(main_process=workflow.is_main_process, dry_run=workflow.dryrun)
 if RESUMING:
     print(RESUMING, file=sys.stderr)
 
