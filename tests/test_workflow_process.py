@@ -89,3 +89,26 @@ def test_a_job_snakemake_on_a_cluster_node_never_clears_the_main_runs_lock(tmp_p
     said = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           check=True).stdout.split()
     assert said == ["None", "True"] and lock.exists()
+
+
+def test_a_read_only_results_folder_is_one_line(tmp_path, monkeypatch):
+    import pytest
+
+    from ctxenergy.errors import CtxEnergyError
+
+    (tmp_path / "results").mkdir()
+    workflow_process.check_run_folders_writable(tmp_path)
+    monkeypatch.setattr(workflow_process.os, "access", lambda path, mode: not str(path).endswith("results"))
+    with pytest.raises(CtxEnergyError, match=r"^results/: not writable"):
+        workflow_process.check_run_folders_writable(tmp_path)
+
+
+def test_a_failed_run_names_the_logs_to_read_and_that_the_same_command_resumes(tmp_path):
+    log = tmp_path / "snakemake.log"
+    log.write_text("Error in rule measure_cell:\n    log: results/logs/measure_cell/m/e/prefill/L64.log (check log "
+                   "file(s) for error details)\n")
+    line = workflow_process.failed_jobs_line([log])  # Snakemake 9 passes onerror a list of log files
+    assert workflow_process.failed_jobs_line(log) == line
+    assert line.startswith("ctxenergy: the run stopped with failed jobs; read results/logs/measure_cell/m/e/prefill/"
+                           "L64.log; finished cells are kept, so the same command resumes")
+    assert "results/logs/" in workflow_process.failed_jobs_line(None)

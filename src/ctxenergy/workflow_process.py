@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import sys
@@ -148,3 +149,26 @@ def clear_stale_snakemake_lock(meta: Path) -> Path | None:
         return None
     shutil.rmtree(locks, ignore_errors=True)
     return locks
+
+
+def check_run_folders_writable(workdir: str | Path = ".") -> None:
+    """A real run writes under results/ and .snakemake/: a read-only one is one line before any job (Snakemake's
+    own ProtectedOutputException or permission error otherwise, after its DAG)."""
+    from ctxenergy.errors import CtxEnergyError
+
+    for name in ("results", ".snakemake"):
+        folder = Path(workdir, name)
+        if folder.exists() and not os.access(folder, os.W_OK):
+            raise CtxEnergyError(f"{name}/: not writable (read-only or another user's); make it writable, or run "
+                                 "the workflow in a folder of your own")
+
+
+def failed_jobs_line(snakemake_log) -> str:
+    """The line after a failed run: which logs to read, and that the same command resumes (finished cells stay).
+    `snakemake_log`: what onerror gets, Snakemake's log file (a list of them in Snakemake 9) or None."""
+    files = snakemake_log if isinstance(snakemake_log, (list, tuple)) else [snakemake_log]
+    text = "".join(Path(f).read_text(errors="replace") for f in files if f and Path(f).is_file())
+    logs = list(dict.fromkeys(re.findall(r"log: (\S+?) \(check log file", text)))
+    where = f"read {', '.join(logs)}" if logs else "read the error above and the failed jobs' logs under results/logs/"
+    return (f"ctxenergy: the run stopped with failed jobs; {where}; finished cells are kept, so the same command "
+            "resumes (after a fix) and measures only what is missing")

@@ -7,7 +7,7 @@ from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import cached_cell_tables, expand_grid
 from ctxenergy.tables import sibling
-from ctxenergy.workflow_process import enter_workflow
+from ctxenergy.workflow_process import check_run_folders_writable, enter_workflow, failed_jobs_line
 
 # Jobs and engine hosts end with this Snakemake process; a lock left by a killed run is removed (workflow_process.py).
 RESUMING = enter_workflow(main_process=workflow.is_main_process, dry_run=workflow.dryrun)
@@ -15,6 +15,8 @@ if RESUMING:
     print(RESUMING, file=sys.stderr)
 
 try:
+    if not workflow.dryrun:  # a dry run writes nothing: it may look at a read-only results/
+        check_run_folders_writable()
     # The schema (workflow/schemas/config.schema.yaml) with its defaults: a wrong key or type is one line.
     validate_workflow_config(config, dict(workflow.config_settings.config))
     # Analysing cached cells needs no engine installed.
