@@ -40,6 +40,7 @@ onsuccess:
 
 onerror:
     stop_engine_hosts()
+    print(failed_jobs_line(log), file=sys.stderr)
 
 
 rule all:

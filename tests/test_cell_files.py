@@ -1,6 +1,7 @@
 """Cell files checked at the boundary: every reader of a cell stops, in one line naming the file, on a bad, corrupt,
 partial or mismatched cell; and the aggregation refuses cells measured under other settings than the run's."""
 
+import re
 import shutil
 
 import pandas as pd
@@ -152,3 +153,52 @@ def test_a_bad_table_of_cells_stops_analyze_and_provenance_in_one_line(tmp_path,
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and err.startswith(f"ctxenergy: {bad}: {problem}")
             assert "snakemake --forcerun aggregate_cells" in err
+
+
+def legacy(path):
+    """The cell as written before the manifest of hashes: its siblings can only be checked by their content."""
+    windows, runs, trace, meta = read_cell(path)
+    write_tables({path: (windows, {k: v for k, v in meta.items() if k != "files"})})
+    return path
+
+
+@pytest.mark.parametrize("kind, problem", [("runs", r"runs per window"), ("trace", r"outside the cell's windows")])
+def test_a_legacy_cell_beside_another_cells_runs_or_trace_is_refused(tmp_path, capsys, kind, problem):
+    """Cells without hashes read another cell's runs or trace without a word (different run counts per window,
+    timestamps of another measurement)."""
+    paths = copy_cells(tmp_path / "cells")
+    legacy(paths[0])
+    read_cell(paths[0])
+    shutil.copy2(sibling(paths[1], kind), sibling(paths[0], kind))  # L4096's file beside L1024
+    err = one_line_error(tmp_path, paths, capsys)
+    assert err.startswith(f"ctxenergy: {sibling(paths[0], kind)}: ") and re.search(problem, err), err
+
+
+def test_a_cell_of_a_newer_schema_is_refused(tmp_path, capsys):
+    paths = copy_cells(tmp_path / "cells")
+    windows, runs, trace, meta = read_cell(paths[0])
+    write_tables({paths[0]: (windows.assign(schema_version=99), {**meta, "schema_version": 99}),
+                  sibling(paths[0], "runs"): (runs, None), sibling(paths[0], "trace"): (trace, None)})
+    err = one_line_error(tmp_path, paths, capsys)
+    assert f"{paths[0]}: schema_version 99" in err and "newer ctxenergy" in err and "upgrade" in err
+
+
+def test_a_cell_file_named_after_another_cell_is_refused(tmp_path, capsys):
+    paths = copy_cells(tmp_path / "cells")
+    renamed = paths[0].with_name("L2048.parquet")
+    for kind in ("", "runs", "trace"):
+        (sibling(paths[0], kind) if kind else paths[0]).rename(sibling(renamed, kind) if kind else renamed)
+    err = one_line_error(tmp_path, [renamed, *paths[1:]], capsys)
+    assert err.startswith(f"ctxenergy: {renamed}: holds the cell llama-3.1-8b/hf-sdpa/prefill/L1024"), err
+    moved = tmp_path / "cells" / "llama-3.1-8b" / "vllm" / "prefill" / "L4096.parquet"  # the right name, wrong engine
+    moved.parent.mkdir(parents=True)
+    for kind in ("", "runs", "trace"):
+        shutil.move(sibling(paths[1], kind) if kind else paths[1], sibling(moved, kind) if kind else moved)
+    assert "holds the cell llama-3.1-8b/hf-sdpa/prefill/L4096" in one_line_error(tmp_path, [moved], capsys)
+
+
+def test_the_same_cell_twice_stops_the_aggregation_naming_both(tmp_path, capsys):
+    paths = copy_cells(tmp_path / "cells")
+    copy = copy_cells(tmp_path / "copy", CELLS[:1])[0]
+    err = one_line_error(tmp_path, [*paths, copy], capsys)
+    assert str(paths[0]) in err and str(copy) in err and "same cell" in err, err

@@ -199,3 +199,70 @@ def test_summary_prints_the_key_results_from_the_committed_tables(capsys):
     # README's Table 1 row (prefill at 114,688: 7.95 s, 5,488 J [5,482, 5,491]) and 5.24 J per output token there
     assert all(v in vllm for v in ("114,688", "7.95", "5,488 [5,482, 5,491]", "0.0479", "5.241", "55.2k [52.2, 58.4]"))
     assert "systematic ±5.9%" in out and len([line for line in out.splitlines() if line.startswith("qwen2-7b")]) == 4
+
+
+def _disk_full_after(max_bytes):
+    """preexec_fn: every file may grow to max_bytes only (writes then fail with EFBIG, as on a full disk)."""
+    import resource
+    import signal
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return apply
+
+
+@pytest.mark.parametrize("command, written", [
+    (["aggregate", *sorted(str(p) for p in (REPO / "data/reference/nvidia-h200/cells/llama-3.1-8b/hf-sdpa/prefill")
+                           .glob("L*.parquet") if p.name.count(".") == 1)[:2], "--out", "{tmp}/cells.parquet"],
+     "{tmp}/cells.parquet"),
+    (["prompts", "--configfile", "config/smoke.yaml", "--model", "tiny-llama", "--length", "4096",
+      "--out", "{tmp}/L4096.npy", "--warmup-out", "{tmp}/L4096.warmup.npy"], "{tmp}/L4096.npy"),
+], ids=["aggregate", "prompts"])
+def test_a_full_disk_is_one_line_naming_what_was_written_and_leaves_no_file(tmp_path, command, written):
+    """pyarrow and NumPy raise errno 27/28 without a file name: the line names the command's --out instead."""
+    args = [a.format(tmp=tmp_path) for a in command]
+    proc = subprocess.run(CTXENERGY + args, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_disk_full_after(1024))
+    line = one_line(proc, exit_code=1)
+    assert line.startswith(f"ctxenergy: {written.format(tmp=tmp_path)}") and "free space" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_folder_that_is_a_file_is_one_line_before_measuring(tmp_path):
+    (tmp_path / "blocked").write_text("a file where the output folder should be\n")
+    out = tmp_path / "blocked" / "L64.parquet"
+    line = one_line(ctxenergy(MEASURE_SMOKE + ["--length", "64", "--out", out]), exit_code=1)
+    assert line.startswith(f"ctxenergy: {tmp_path / 'blocked'}: ") and "not a folder" in line, line
+
+
+
+def test_a_refused_write_names_the_folder_not_the_temporary_file():
+    import errno
+    from argparse import Namespace
+
+    from ctxenergy.cli import _file_error_line
+
+    exc = OSError(errno.EROFS, "Read-only file system", "results/.cells.parquet.x1y2.tmp")
+    line = _file_error_line(exc, Namespace(out="results/cells.parquet"))
+    assert line == "ctxenergy: results: Read-only file system; check the folder's permissions (or write elsewhere with --out)"
+    full = _file_error_line(OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28]"),
+                            Namespace(out="results/cells.parquet"))
+    assert full.startswith("ctxenergy: results/cells.parquet: No space left on device; free space")
+    assert _file_error_line(OSError(errno.ENOSPC, "no file"), Namespace()) is None  # nothing named: a bug, traceback
+
+
+def test_an_nvml_error_out_of_any_command_is_one_line(monkeypatch, capsys):
+    from ctxenergy import cli
+
+    class NVMLError(Exception):  # pynvml's class name; its per-code subclasses derive from it
+        pass
+
+    class NVMLError_GpuIsLost(NVMLError):  # noqa: N801 - pynvml's name
+        pass
+
+    monkeypatch.setattr(cli, "cmd_info", lambda args: (_ for _ in ()).throw(NVMLError_GpuIsLost("GPU is lost")))
+    assert cli.main(["info", "--quick"]) == 1
+    assert capsys.readouterr().err == ("ctxenergy: NVML: GPU is lost while running `ctxenergy info`; check the driver "
+                                       "(nvidia-smi) and that this process may read the GPU\n")

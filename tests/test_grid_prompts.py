@@ -95,3 +95,24 @@ def test_measure_with_a_warm_up_prompt_of_another_length_is_one_line_before_meas
     assert rc == 2 and err.count("\n") == 1
     assert "L64.warmup.npy: the warm-up prompt holds 4000 tokens, the cell needs exactly 64" in err
     assert not (tmp_path / "results" / "cells").exists()
+
+
+def test_measure_with_the_measured_prompt_as_warm_up_is_one_line_before_measuring(tmp_path, monkeypatch, capsys):
+    """A warm-up on the measured prompt itself leaves it in an engine's prefix cache: the measured prefill is then
+    served from the cache (only engine_options.vllm.warmup_same_prompt does that, on purpose, without files)."""
+    prompts = tmp_path / "results" / "prompts" / "tiny-llama"
+    save_ids(np.arange(64) + 3, prompts / "L64.npy")
+    rc = _measure(tmp_path, monkeypatch, "--length", "64", "--warmup-prompt", "results/prompts/tiny-llama/L64.npy")
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("ctxenergy: results/prompts/tiny-llama/L64.npy: the warm-up prompt is the measured prompt")
+    assert not (tmp_path / "results" / "cells").exists()
+
+
+def test_measure_with_token_ids_beyond_the_vocabulary_is_one_line_before_measuring(tmp_path, monkeypatch, capsys):
+    save_ids(np.full(64, 10**6), tmp_path / "big.npy")
+    rc = _measure(tmp_path, monkeypatch, "--length", "64", "--prompt", "big.npy")
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("ctxenergy: big.npy: the prompt holds token id 1000000, beyond the vocabulary of tiny-llama")
+    assert not (tmp_path / "results" / "cells").exists()

@@ -216,3 +216,19 @@ def test_weights_ab_numbers_are_what_its_committed_cells_give():
                                                    r"([-+][\d.]+) %", text)]
     low, high = min(-max(uniform), min(normal_in_vllm)), max(-min(uniform), max(normal_in_vllm))
     assert f"{low:.1f}-{high:.1f} % less" in para
+
+
+def test_fault_counts_are_the_committed_fault_tables():
+    """The README's fault-suite counts (now and before the fixes) are those of the committed tables."""
+    text = " ".join(README[README.index("**Faults.**"):].split("\n\n")[0].split())
+    now = pd.read_csv(REPO / "benchmarks" / "results" / "faults.csv")["outcome"].value_counts()
+    before = pd.read_csv(REPO / "benchmarks" / "results" / "faults-baseline-main.csv")["outcome"].value_counts()
+    total = int(re.search(r"injects (\d+) faults", text).group(1))
+    correct, clear, ugly, silent, upstream = map(int, re.search(
+        r"Now: (\d+) correct, (\d+) clear errors, (\d+) ugly, (\d+) silently wrong and (\d+) upstream", text).groups())
+    assert total == now.sum() == correct + clear + ugly + silent + upstream
+    assert (correct, clear, ugly, silent, upstream) == tuple(int(now.get(k, 0)) for k in (
+        "correct", "clear error", "ugly error", "silently wrong", "upstream"))
+    *counts, of = map(int, re.search(r"before the fixes: (\d+) / (\d+) / (\d+) / (\d+) of (\d+)", text).groups())
+    assert counts == [int(before.get(k, 0)) for k in ("correct", "clear error", "ugly error", "silently wrong")]
+    assert of == before.sum()

@@ -39,10 +39,21 @@ def test_counter_delta_normal():
     assert counter_delta_j(CounterRead(0.0, 1000.0), CounterRead(0.1, 1000.0)) == 0.0
 
 
-def test_counter_delta_wraps_the_64_bit_millijoule_counter():
-    d = counter_delta_j(CounterRead(0.0, UINT64_J - 10.0), CounterRead(0.1, 20.0))
-    # 30 J across the wrap; J near 2^64 mJ keep only ~4 J of float precision
-    assert d is not None and d == pytest.approx(30.0, abs=8.0)
+def test_a_counter_near_the_end_of_its_64_bit_range_is_a_fault_not_a_number():
+    """Near 2^64 mJ a reading in J keeps only ~4 J of float precision: the wrap was taken back, but window energies
+    came out up to ~10 % off with status ok. No real board gets there (584 million years at 1 kW)."""
+    assert counter_delta_j(CounterRead(0.0, UINT64_J - 10.0), CounterRead(0.1, 20.0)) is None
+    fault = counter_step_fault(CounterRead(0.0, UINT64_J - 10.0), CounterRead(0.1, UINT64_J - 2.0))
+    assert fault and "near the end of its 64-bit range" in fault and "read to 4 J only" in fault
+
+
+def test_a_counter_that_reads_nan_is_a_fault():
+    assert counter_delta_j(CounterRead(0.0, 1000.0), CounterRead(0.1, float("nan"))) is None
+    assert counter_step_fault(CounterRead(0.0, float("nan")), CounterRead(0.1, float("nan"))) == "counter read nan"
+    log = CounterLog(iter([1000.0, float("nan"), float("nan"), 1001.0]).__next__, clock=iter(range(100)).__next__)
+    for _ in range(4):
+        log.read()
+    assert any("counter read nan" in f for f in log.faults(0, 100, max_w=5000.0, stall_s=1000))
 
 
 def test_counter_delta_refuses_reset_and_huge_jumps():
@@ -306,7 +317,7 @@ def test_counter_reset_inside_a_window_is_a_fault_not_a_trace_estimate():
         meter.close()
 
 
-def test_counter_wrap_inside_a_window_is_taken_back():
+def test_counter_wrap_inside_a_window_is_a_fault():
     g = FakeGpu("GPU-a", idle_w=100.0)
     meter = _meter([g])
     idle = IdleBaseline(100.0, [100.0], 1.0)
@@ -318,8 +329,7 @@ def test_counter_wrap_inside_a_window_is_taken_back():
         sleep_until(t + 0.3)
         w = meter.end_window(t, t + 0.3, idle)
         assert g.published_energy(time.perf_counter()) < 1000.0  # it did wrap
-        assert not w.notes and not w.faults
-        assert w.energy_j == pytest.approx(500.0 * 0.3, abs=10.0)  # float precision near 2^64 mJ
+        assert any("near the end of its 64-bit range" in f for f in w.faults) and w.energy_j is None
     finally:
         meter.close()
 

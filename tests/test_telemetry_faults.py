@@ -203,3 +203,59 @@ def test_committed_cells_short_of_min_window_s_are_flagged_at_aggregation_and_ke
     for col in ("energy_per_run_j", "dynamic_energy_per_run_j", "energy_per_run_j_ci_low", "run_s", "mean_power_w"):
         assert fresh[col] == committed[col]
     assert prepare_cells(pd.DataFrame([fresh]))["usable"].iloc[0]
+
+
+class NVMLError(Exception):
+    """pynvml's exception class is NVMLError (its subclasses NVMLError_Unknown, ...): recognised by that name."""
+
+
+class BrokenNvml(FakeNvml):
+    """A fake NVML whose `broken` calls raise NVMLError once `gpu.broken` is set (from the start: `broken_now`)."""
+
+    def __init__(self, gpus, broken: set[str], broken_now: bool = False):
+        super().__init__(gpus)
+        self.broken, self.now = broken, broken_now
+
+    def _maybe_raise(self, name, value):
+        if name in self.broken and (self.now or getattr(self.gpus[0], "broken", False)):
+            raise NVMLError("Unknown Error")
+        return value
+
+    def handle_by_uuid(self, uuid):
+        return self._maybe_raise("open", super().handle_by_uuid(uuid))
+
+    def power_instant_w(self, h):
+        return self._maybe_raise("power", super().power_instant_w(h))
+
+    def sm_clock_mhz(self, h):
+        return self._maybe_raise("clock", super().sm_clock_mhz(h))
+
+
+def test_an_nvml_error_opening_the_gpu_is_one_line_naming_nvml_and_the_driver():
+    from ctxenergy.errors import CtxEnergyError
+
+    with pytest.raises(CtxEnergyError, match=r"^NVML: Unknown Error while opening GPU GPU-fake-0; check the driver"):
+        NvmlMeter(uuids=["GPU-fake-0"], backend=BrokenNvml([fake_gpu()], {"open"}, broken_now=True))
+
+
+@pytest.mark.parametrize("broken, note", [("power", None), ("clock", "sm_clock_mhz read failed (NVML: Unknown")])
+def test_failed_power_or_clock_reads_leave_the_counters_energy_and_say_so(cell_files, monkeypatch, broken, note):
+    """Instant power is not needed for the counter's energy, nor a clock for any energy: the cell is measured."""
+    gpu = fake_gpu()
+    cfg = config()
+    monkeypatch.setattr(measure_mod, "make_engine",
+                        lambda *a: ScriptedEngine(gpu, on_measured=lambda g, k: setattr(g, "broken", True)))
+    meter = NvmlMeter(uuids=[gpu.uuid], backend=BrokenNvml([gpu], {broken}, broken_now=broken == "power"),
+                      sample_interval_s=0.01)
+    out = cell_files / "cells" / f"L{L}.parquet"
+    try:
+        record = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", L), cell_files / "p.npy",
+                                          cell_files / "w.npy", out, meter=meter)
+    finally:
+        meter.close()
+    windows = pd.read_parquet(out)
+    assert record.status == "ok", record.status_reason
+    truth = EXTRA_W * L * S_PER_TOKEN + IDLE_W * windows["run_s"]
+    assert ((windows["energy_per_run_j"] / truth - 1).abs() < 0.05).all()
+    if note:
+        assert windows["notes"].str.contains(note, regex=False).any(), windows["notes"].tolist()

@@ -332,3 +332,12 @@ def test_a_dry_run_with_other_settings_during_a_campaign_changes_none_of_its_cel
     assert len(cells) == 8
     assert cells["config_hash"].nunique() == 1 and (cells["n_windows"] == 3).all()
     assert (cells.loc[cells["phase"] == "generate", "output_tokens"] == 8).all()
+
+
+def test_a_cell_deleted_after_a_run_is_measured_again_for_the_table_as_target(smoke_run, tmp_path):
+    """`snakemake results/cells.parquet` (not rule all) said "Nothing to be done" and kept the deleted cell's row."""
+    dst = shutil.copytree(smoke_run[0], tmp_path / "repo", symlinks=True)
+    (dst / "results" / "cells" / "tiny-llama" / "hf-sdpa" / "prefill" / "L64.parquet").unlink()
+    args = ["results/cells.parquet", "--configfile", "config/smoke.yaml"]
+    counts = job_counts(smk(["-n", *args], dst).stdout)
+    assert counts.get("measure_cell") == 1 and counts.get("aggregate_cells") == 1, counts

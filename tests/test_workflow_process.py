@@ -39,7 +39,12 @@ def test_a_lock_is_removed_only_when_no_run_of_the_workflow_is_alive(tmp_path):
     locks.mkdir()
     (locks / "0.output.lock").write_text("results/cells.parquet\n")  # the live run's own lock
     second = start_run(tmp_path)
-    assert second.first_line == "None" and (locks / "0.output.lock").exists()
+    assert second.first_line == (f"ctxenergy: another run of this workflow is measuring in this folder (Snakemake "
+                                 f"pid {running.pid}); wait for it to end, or run in another folder")
+    assert (locks / "0.output.lock").exists()
+    dry = subprocess.run([sys.executable, "-c", "from ctxenergy.workflow_process import enter_workflow; "
+                          "print(enter_workflow(dry_run=True))"], cwd=tmp_path, capture_output=True, text=True)
+    assert dry.stdout.strip() == "None"  # a dry run beside a campaign changes nothing and stops nothing
     for proc in (running, second):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -84,3 +89,26 @@ def test_a_job_snakemake_on_a_cluster_node_never_clears_the_main_runs_lock(tmp_p
     said = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           check=True).stdout.split()
     assert said == ["None", "True"] and lock.exists()
+
+
+def test_a_read_only_results_folder_is_one_line(tmp_path, monkeypatch):
+    import pytest
+
+    from ctxenergy.errors import CtxEnergyError
+
+    (tmp_path / "results").mkdir()
+    workflow_process.check_run_folders_writable(tmp_path)
+    monkeypatch.setattr(workflow_process.os, "access", lambda path, mode: not str(path).endswith("results"))
+    with pytest.raises(CtxEnergyError, match=r"^results/: not writable"):
+        workflow_process.check_run_folders_writable(tmp_path)
+
+
+def test_a_failed_run_names_the_logs_to_read_and_that_the_same_command_resumes(tmp_path):
+    log = tmp_path / "snakemake.log"
+    log.write_text("Error in rule measure_cell:\n    log: results/logs/measure_cell/m/e/prefill/L64.log (check log "
+                   "file(s) for error details)\n")
+    line = workflow_process.failed_jobs_line([log])  # Snakemake 9 passes onerror a list of log files
+    assert workflow_process.failed_jobs_line(log) == line
+    assert line.startswith("ctxenergy: the run stopped with failed jobs; read results/logs/measure_cell/m/e/prefill/"
+                           "L64.log; finished cells are kept, so the same command resumes")
+    assert "results/logs/" in workflow_process.failed_jobs_line(None)

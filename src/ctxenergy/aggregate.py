@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ctxenergy.config import check_cell_settings
+from ctxenergy.errors import CtxEnergyError
 from ctxenergy.measure import below_min_window
 from ctxenergy.stats import summarize
 from ctxenergy.tables import read_cell, write_table
@@ -54,10 +55,15 @@ def aggregate(cell_paths: list[str | Path], out_path: str | Path, config: dict |
               settings_source: str = "config", allow_mixed_settings: bool = False) -> pd.DataFrame:
     """One row per cell file (each read through the cell schema); with `config`, the cells' settings are checked
     against it (check_cell_settings) before anything is written."""
-    rows = []
+    rows, seen = [], {}
     for path in cell_paths:
         windows, _, _, meta = read_cell(path)
-        rows.append(summarize_cell(windows, meta))
+        row = summarize_cell(windows, meta)
+        if row["cell_id"] in seen:  # two rows of one cell would count it twice in every fit
+            raise CtxEnergyError(f"{seen[row['cell_id']]} and {path}: the same cell {row['cell_id']} twice; keep "
+                                 "one of them (or aggregate the two folders separately)")
+        seen[row["cell_id"]] = path
+        rows.append(row)
     if config is not None:
         check_cell_settings(rows, config, settings_source, allow_mixed_settings)
     df = pd.DataFrame(rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,40 @@ JOB_START = time.perf_counter()
 from ctxenergy.errors import ConfigError, CtxEnergyError
 
 USER_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EISDIR,
-                    errno.ENOTDIR}
+                    errno.ENOTDIR, errno.EFBIG, errno.EEXIST}
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DENIED_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _written_by(args) -> str:
+    """What the command was writing (its --out, and --warmup-out): named when a write fails without a file name."""
+    outs = [*(args.out if isinstance(getattr(args, "out", None), list) else [getattr(args, "out", None)]),
+            getattr(args, "warmup_out", None)]
+    return ", ".join(str(o) for o in outs if o)
+
+
+def _file_error_line(exc: OSError, args) -> str | None:
+    """One line for an OSError about a file the user named or a disk the user chose; None for any other (a bug)."""
+    filename, problem = exc.filename, exc.strerror
+    if filename is None and type(exc) is FileNotFoundError and len(exc.args) == 1:  # pyarrow's form
+        filename, problem = exc.args[0], "No such file or directory"
+    if exc.errno not in USER_FILE_ERRNOS:
+        return None
+    if filename is None:  # pyarrow and NumPy writing to an open file: the command's output is what was written
+        if exc.errno not in FULL_ERRNOS | DENIED_ERRNOS or not _written_by(args):
+            return None
+        filename, problem = _written_by(args), os.strerror(exc.errno)
+    if Path(filename).name.startswith(".") and Path(filename).name.endswith(".tmp"):  # an atomic write's temporary
+        filename = Path(filename).parent
+    if exc.errno in FULL_ERRNOS:
+        fix = "free space on its disk (or raise the file-size limit or quota) and rerun; nothing was left half-written"
+    elif exc.errno in DENIED_ERRNOS:
+        fix = "check the folder's permissions (or write elsewhere with --out)"
+    elif exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        problem, fix = "exists and is not a folder", "move that file away or write elsewhere with --out"
+    else:
+        fix = "check the path, its permissions and the free space"
+    return f"ctxenergy: {filename}: {problem}; {fix}"
 
 
 def _load(args):
@@ -89,8 +123,14 @@ def cmd_measure(args) -> int:
         for path, ids in zip((prompt, warmup), made):
             if not path.exists():
                 save_ids(ids, path)
-    load_cell_prompts(cell.length, prompt, warmup)  # both of the cell's length, before any GPU time
+    # both of the cell's length, within the model's vocabulary, and not the same, before any GPU time
+    load_cell_prompts(cell.length, prompt, warmup, resolve_model(config, args.model).vocab_size, args.model)
     out = Path(args.out) if args.out else cell.path
+    args.out = str(out)  # named by main() if the disk refuses the cell
+    out.parent.mkdir(parents=True, exist_ok=True)  # a file in the way, a read-only folder: said before measuring
+    if not os.access(out.parent, os.W_OK):
+        raise OSError(errno.EROFS if os.statvfs(out.parent).f_flag & os.ST_RDONLY else errno.EACCES,
+                      "cannot write there", str(out.parent))
     if _use_engine_host(args, config):
         from ctxenergy import engine_host
 
@@ -467,15 +507,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # A file the user named or a disk the user chose: missing, unreadable, full, read-only. Other OSErrors (no
         # file involved) are bugs and keep their traceback.
-        filename, problem = exc.filename, exc.strerror
-        if filename is None and type(exc) is FileNotFoundError and len(exc.args) == 1:  # pyarrow's form
-            filename, problem = exc.args[0], "No such file or directory"
-        elif filename is None or exc.errno not in USER_FILE_ERRNOS:
+        line = _file_error_line(exc, args)
+        if line is None:
             raise
-        print(f"ctxenergy: {filename}: {problem}; check the path, its permissions and the free space", file=sys.stderr)
+        print(line, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from ctxenergy.telemetry.nvml_meter import is_nvml_error
+
+        if not is_nvml_error(exc):  # a bug: its traceback
+            raise
+        print(f"ctxenergy: NVML: {exc} while running `ctxenergy {args.verb}`; check the driver (nvidia-smi) and "
+              "that this process may read the GPU", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

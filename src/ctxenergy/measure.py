@@ -338,7 +338,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "tp": spec.tp,
         "settings": settings, "host_cpu": host_cpu(),
     })
-    prompt, warmup_prompt = load_cell_prompts(cell.length, prompt_file, warmup_file)
+    prompt, warmup_prompt = load_cell_prompts(cell.length, prompt_file, warmup_file, spec.vocab_size, cell.model)
     warmup_prompt = warmup_prompt_for(config, cell, prompt, warmup_prompt)
     record.meta["warmup_prompt"] = "measured" if warmup_prompt is prompt else "different"
     record.meta["tokenizer"] = tokenizer_label(spec)

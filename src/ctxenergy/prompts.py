@@ -8,6 +8,7 @@ prefix cache cannot carry work from the warm-up into the measurement.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +46,23 @@ def make_prompts(tokenizer, length: int, base_text: str | None = None) -> tuple[
 
 def save_ids(ids: np.ndarray, path: str | Path) -> None:
     """Write atomically: a crash leaves either no file or the whole file."""
+    data = io.BytesIO()  # NumPy's own write reports a full disk without an errno ("4096 requested and 112 written")
+    np.save(data, np.asarray(ids, dtype=np.int64))
     with replacing(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.asarray(ids, dtype=np.int64))
+        f.write(data.getvalue())
 
 
 def load_ids(path: str | Path) -> np.ndarray:
     return np.load(path)
 
 
-def load_cell_prompts(length: int, prompt_file: str | Path, warmup_file: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def load_cell_prompts(length: int, prompt_file: str | Path, warmup_file: str | Path, vocab_size: int | None = None,
+                      model: str = "the model") -> tuple[np.ndarray, np.ndarray]:
     """The measured and warm-up prompts of a cell of `length` tokens; a missing, unreadable or other-length file is
-    one line naming it (a shorter warm-up leaves the windows that follow it colder and shorter than asked)."""
+    one line naming it (a shorter warm-up leaves the windows that follow it colder and shorter than asked), and so
+    are ids outside the model's vocabulary (`vocab_size`: the engine would fail on the GPU) and a warm-up that is
+    the measured prompt (its prefill would be served from a prefix cache; the one deliberate case,
+    engine_options.vllm.warmup_same_prompt, uses no file for it)."""
     loaded = []
     for what, path in (("prompt", prompt_file), ("warm-up prompt", warmup_file)):
         try:
@@ -73,5 +80,13 @@ def load_cell_prompts(length: int, prompt_file: str | Path, warmup_file: str | P
         if ids.size != length:
             raise CtxEnergyError(f"{path}: the {what} holds {ids.size} tokens, the cell needs exactly {length}; "
                                  f"use the L{length} prompts (`ctxenergy prompts --length {length}`)")
+        if vocab_size is not None and (ids.min() < 0 or ids.max() >= vocab_size):
+            bad = int(ids.max()) if ids.max() >= vocab_size else int(ids.min())
+            raise CtxEnergyError(f"{path}: the {what} holds token id {bad}, beyond the vocabulary of {model} (ids 0 "
+                                 f"to {vocab_size - 1}); make it with this model's tokenizer (`ctxenergy prompts`)")
         loaded.append(ids)
+    if np.array_equal(loaded[0], loaded[1]):
+        raise CtxEnergyError(f"{warmup_file}: the warm-up prompt is the measured prompt ({prompt_file}), so the "
+                             "measured prefill could come from a prefix cache; use the cell's .warmup.npy (or leave "
+                             "--warmup-prompt out)")
     return loaded[0], loaded[1]

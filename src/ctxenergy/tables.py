@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -175,14 +176,79 @@ def read_cell(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     windows, arrow_schema = _read_checked(path, schema["windows"])
     meta_bytes = (arrow_schema.metadata or {}).get(META_KEY)
     meta = json.loads(meta_bytes) if meta_bytes else {}
+    _check_version(path, windows, meta)
     _check_rows(path, windows, schema["windows"])
+    _check_name(path, windows.iloc[0])
     runs, _ = _read_checked(sibling(path, "runs"), schema["runs"])
     trace, _ = _read_checked(sibling(path, "trace"), schema["trace"])
     for name, digest in meta.get("files", {}).items():  # cells written before the manifest have none
         if _sha256(path.with_name(name)) != digest:
             raise CellFileError(f"{path.with_name(name)}: not the file written with {path.name} (its content "
                                 f"differs from the hash recorded there); {CELL_FIX}")
+    _check_siblings_belong(path, windows, runs, trace, meta)
     return windows, runs, trace, meta
+
+
+def _check_version(path: Path, windows: pd.DataFrame, meta: dict) -> None:
+    """A cell of a later layout would be read as this one's, its columns meaning what they meant then."""
+    import ctxenergy
+
+    versions = [meta.get("schema_version"), *(windows["schema_version"] if "schema_version" in windows else [])]
+    newest = max((int(v) for v in versions if isinstance(v, (int, float)) and v == v), default=None)
+    if newest is not None and newest > ctxenergy.SCHEMA_VERSION:
+        raise CellFileError(f"{path}: schema_version {newest}, written by a newer ctxenergy (this one reads up to "
+                            f"{ctxenergy.SCHEMA_VERSION}); upgrade ctxenergy to read it")
+
+
+CELL_NAME = re.compile(r"L(\d+)\.parquet")
+PHASES = ("prefill", "generate")
+
+
+def _check_name(path: Path, row: pd.Series) -> None:
+    """A cell file named L<n>.parquet holds the cell of length n; in the workflow's <model>/<engine>/<phase>/
+    layout (a phase folder, under an engine's folder) the folders name its phase, engine and model too."""
+    from ctxenergy.engines.registry import ENGINES
+
+    cell = f"{row['model']}/{row['engine']}/{row['phase']}/L{row['length_tokens']}"
+    named = CELL_NAME.fullmatch(path.name)
+    folders = path.parent.parts
+    wrong = bool(named) and int(named.group(1)) != row["length_tokens"]
+    if folders and folders[-1] in PHASES:
+        wrong = wrong or folders[-1] != row["phase"]
+        if len(folders) >= 2 and folders[-2] in ENGINES:
+            model = tuple(str(row["model"]).split("/"))
+            wrong = wrong or folders[-2] != row["engine"] or folders[-2 - len(model):-2] != model
+    if wrong:
+        raise CellFileError(f"{path}: holds the cell {cell}, not the one its name says (renamed or moved); put it "
+                            f"back at <model>/<engine>/<phase>/L<length>.parquet or {CELL_FIX}")
+
+
+# perf_counter seconds by which a run or power sample may lie outside the cell's recorded windows (a sample taken
+# as the last window closes); another cell's files lie seconds to hours away.
+TIMELINE_MARGIN_S = 0.5
+
+
+def _check_siblings_belong(path: Path, windows: pd.DataFrame, runs: pd.DataFrame, trace: pd.DataFrame,
+                           meta: dict) -> None:
+    """The runs and trace files are this cell's, checked by content (cells written before the hash manifest have
+    no other check): the runs per window are the windows' `runs`, and every timestamp lies in the cell's timeline."""
+    measured = windows[windows["window"] >= 0]
+    expected = {int(w): int(n) for w, n in zip(measured["window"], measured["runs"])}
+    found = {int(w): int(n) for w, n in runs.groupby("window").size().items()}
+    runs_path = sibling(path, "runs")
+    if found != expected:
+        raise CellFileError(f"{runs_path}: runs per window {found} where {path.name} records {expected}: the runs "
+                            f"of another measurement; {CELL_FIX}")
+    timeline = meta.get("timeline") or {}
+    if "windows_start" not in timeline or "windows_end" not in timeline:
+        return
+    start, end = timeline["windows_start"] - TIMELINE_MARGIN_S, timeline["windows_end"] + TIMELINE_MARGIN_S
+    for file, times in ((runs_path, runs["start_s"]), (sibling(path, "trace"), trace["t_s"])):
+        outside = times[(times < start) | (times > end)]
+        if len(outside):
+            raise CellFileError(f"{file}: {len(outside)} timestamps outside the cell's windows "
+                                f"({timeline['windows_start']:.1f}-{timeline['windows_end']:.1f} s in {path.name}): "
+                                f"the file of another measurement; {CELL_FIX}")
 
 
 def read_cells_table(path: str | Path) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import sys
@@ -105,9 +106,10 @@ def watch_workflow() -> WorkflowWatch | None:
     return WorkflowWatch(workflow) if workflow else None
 
 
-def enter_workflow(workdir: str | Path = ".", main_process: bool = True) -> str | None:
+def enter_workflow(workdir: str | Path = ".", main_process: bool = True, dry_run: bool = False) -> str | None:
     """Called by the Snakefile in the Snakemake process: export its identity to the jobs, mark the run alive and
-    remove a lock left by a killed run. Returns the line that tells the user a killed run is being resumed.
+    remove a lock left by a killed run. Returns the line that tells the user a killed run is being resumed, or, for
+    a real run (not `dry_run`) while another holds Snakemake's locks here, that another run is measuring.
 
     Only the main Snakemake process takes part in the run lock: the Snakemake that an executor starts for one job
     (on a cluster node, over a shared file system whose flock may not reach the main process's) must never take the
@@ -122,9 +124,14 @@ def enter_workflow(workdir: str | Path = ".", main_process: bool = True) -> str 
     message = None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        pass  # another run of this workflow is alive: its lock and its unfinished jobs are real
+    except BlockingIOError:  # another run of this workflow is alive: its lock and its unfinished jobs are real
+        if not dry_run and any((meta / "locks").glob("*.lock")):  # it is a real run (a dry run locks nothing)
+            holder = Path(meta / "ctxenergy-run.lock").read_text().partition(":")[0].strip() or "unknown"
+            message = (f"ctxenergy: another run of this workflow is measuring in this folder (Snakemake pid "
+                       f"{holder}); wait for it to end, or run in another folder")
     else:
+        os.ftruncate(fd, 0)
+        os.write(fd, identity().encode())  # who holds the run: named to a second run started beside it
         removed = clear_stale_snakemake_lock(meta)
         unfinished = [p for p in (meta / "incomplete").rglob("*") if p.is_file() and p.name != "migration_underway"]
         if removed or unfinished:
@@ -142,3 +149,26 @@ def clear_stale_snakemake_lock(meta: Path) -> Path | None:
         return None
     shutil.rmtree(locks, ignore_errors=True)
     return locks
+
+
+def check_run_folders_writable(workdir: str | Path = ".") -> None:
+    """A real run writes under results/ and .snakemake/: a read-only one is one line before any job (Snakemake's
+    own ProtectedOutputException or permission error otherwise, after its DAG)."""
+    from ctxenergy.errors import CtxEnergyError
+
+    for name in ("results", ".snakemake"):
+        folder = Path(workdir, name)
+        if folder.exists() and not os.access(folder, os.W_OK):
+            raise CtxEnergyError(f"{name}/: not writable (read-only or another user's); make it writable, or run "
+                                 "the workflow in a folder of your own")
+
+
+def failed_jobs_line(snakemake_log) -> str:
+    """The line after a failed run: which logs to read, and that the same command resumes (finished cells stay).
+    `snakemake_log`: what onerror gets, Snakemake's log file (a list of them in Snakemake 9) or None."""
+    files = snakemake_log if isinstance(snakemake_log, (list, tuple)) else [snakemake_log]
+    text = "".join(Path(f).read_text(errors="replace") for f in files if f and Path(f).is_file())
+    logs = list(dict.fromkeys(re.findall(r"log: (\S+?) \(check log file", text)))
+    where = f"read {', '.join(logs)}" if logs else "read the error above and the failed jobs' logs under results/logs/"
+    return (f"ctxenergy: the run stopped with failed jobs; {where}; finished cells are kept, so the same command "
+            "resumes (after a fix) and measures only what is missing")

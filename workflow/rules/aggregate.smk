@@ -10,5 +10,7 @@ rule aggregate_cells:
         "../../envs/analysis.yaml"
     params:
         config=SETTINGS,
+        # a changed param reruns the table, its missing cells made first: a deleted cell is measured again
+        cells_missing=missing_cell_files(),
     shell:
         "ctxenergy aggregate {input} --config {params.config} --out {output} > {log} 2>&1"

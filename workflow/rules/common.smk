@@ -13,14 +13,16 @@ from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import cached_cell_tables, expand_grid
 from ctxenergy.tables import sibling
 from ctxenergy.telemetry.nvml_api import check_device
-from ctxenergy.workflow_process import enter_workflow
+from ctxenergy.workflow_process import check_run_folders_writable, enter_workflow, failed_jobs_line
 
 # Jobs and engine hosts end with this Snakemake process; a lock left by a killed run is removed (workflow_process.py).
-RESUMING = enter_workflow(main_process=workflow.is_main_process)
+RESUMING = enter_workflow(main_process=workflow.is_main_process, dry_run=workflow.dryrun)
 if RESUMING:
     print(RESUMING, file=sys.stderr)
 
 try:
+    if not workflow.dryrun:  # a dry run writes nothing: it may look at a read-only results/
+        check_run_folders_writable()
     # The schema (workflow/schemas/config.schema.yaml) with its defaults: a wrong key or type is one line.
     validate_workflow_config(config, dict(workflow.config_settings.config))
     # Analysing cached cells needs no engine installed.
@@ -118,6 +120,18 @@ def missing_cell_paths():
         missing, summary = within_budget(missing, config["budget_s"], config["job_times"], config)
         print(f"ctxenergy: {summary}", file=sys.stderr)
     return [str(c.path) for c in missing]
+
+
+def missing_cell_files():
+    """The grid's cell files not on disk while results/cells.parquet is (a cell deleted after it was aggregated).
+    Snakemake does not remake a deleted intermediate file whose consumer is up to date (not even for the explicit
+    target results/cells.parquet); as a param of aggregate_cells, a change in this list reruns the table, and its
+    missing cells are made first. The run after such a repair aggregates once more (it recorded the old list)."""
+    from pathlib import Path
+
+    if not Path("results/cells.parquet").exists():
+        return []
+    return sorted(p for p in cell_paths() if not Path(p).exists())
 
 
 def provenance_jobs_dir():

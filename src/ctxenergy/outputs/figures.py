@@ -479,9 +479,9 @@ def energy_per_token_fit(t: dict) -> plt.Figure:
                 ax.plot(s.lowest["length_tokens"], s.lowest["energy_per_token_j"] * 1e3, marker="*", ms=12,
                         ls="none", mfc="none", mec=colour(s.engine), mew=1.2,
                         label=_mark_once(ax, seen, "lowest J/token"))
-        for family, marker, x, y in panel.paper:
+        for paper_engine, marker, x, y in panel.paper:
             ax.plot([x], [y], marker=marker, ms=9, ls="none", color=PAPER_COLOUR,
-                    label=f"paper {family}, {PAPER['device']}")
+                    label=f"paper {paper_engine}, {PAPER['device']}")
         log2_x(ax)
         log_y(ax)
         ax.set_xlabel("context length L (tokens)")

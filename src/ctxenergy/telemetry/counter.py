@@ -9,6 +9,7 @@ the edges is a true accumulated amount, not a stale snapshot.
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -19,6 +20,9 @@ from typing import Callable
 # over the elapsed time, was reset or wrapped: the delta is rejected rather than booked.
 MAX_PLAUSIBLE_W = 5000.0
 UINT64_J = 2**64 / 1000.0  # nvmlDeviceGetTotalEnergyConsumption is an unsigned 64-bit count of mJ
+# The counter counts mJ; read as a float in J it keeps them up to ~8.8e12 J (279 years at 1 kW), and near its wrap
+# at UINT64_J only to 4 J.
+COUNTER_RESOLUTION_J = 1e-3
 # Where the board's power limit is known, energy is checked against it instead, with this margin: the controller
 # holds the limit on average but lets short transients through (the H200's first INSTANT reading after work started
 # read 888 W at a 700 W limit, 1.27x), and the sensor's gain is off by up to ~5 % per board.
@@ -40,15 +44,20 @@ def counter_step_fault(start: CounterRead, end: CounterRead, max_w: float = MAX_
                        bound: str = "") -> str | None:
     """Why the counter's move from `start` to `end` cannot be energy, or None when it can.
 
-    A wrap of the 64-bit mJ counter is taken back when it leaves a plausible delta; anything else that is negative
-    is a step backwards, and a delta above max_w over the time it can have accrued in (from `start.since`) a jump;
-    `bound` says where max_w comes from.
+    A value that is not a number, or one so near the end of the 64-bit mJ range that a float in J no longer holds
+    its millijoules (which is where a wrap happens: taken back, it left energies ~10 % off), is a fault; so is a step
+    backwards, and a delta above max_w over the time it can have accrued in (from `start.since`), a jump; `bound`
+    says where max_w comes from.
     """
+    for value in (start.energy_j, end.energy_j):
+        if not math.isfinite(value):
+            return f"counter read {value}"
+        if math.ulp(value) > COUNTER_RESOLUTION_J:
+            return (f"counter at {value:.4g} J is near the end of its 64-bit range, where it is read to "
+                    f"{math.ulp(value):g} J only")
     delta = end.energy_j - start.energy_j
     elapsed = max(end.t - (start.t if start.since is None else start.since), 1e-3)
     if delta < 0:
-        if 0 <= delta + UINT64_J <= max_w * elapsed:
-            return None
         return f"counter went backwards by {-delta:.1f} J"
     if delta > max_w * elapsed:
         return f"counter jumped by {delta:.1f} J in {elapsed:.2f} s ({delta / elapsed:.0f} W > {max_w:.0f} W{bound})"
@@ -56,15 +65,11 @@ def counter_step_fault(start: CounterRead, end: CounterRead, max_w: float = MAX_
 
 
 def counter_delta_j(start: CounterRead, end: CounterRead, max_w: float = MAX_PLAUSIBLE_W) -> float | None:
-    """Energy between two reads, or None when the counter was reset or wrapped in between.
-
-    A wrap of the 64-bit mJ counter is taken back when it is plausible (small true delta); anything else
-    that is negative or implies more than max_w is refused so that no negative or huge value is booked.
-    """
+    """Energy between two reads, or None when the counter read no number, was reset or wrapped in between, or
+    implies more than max_w (counter_step_fault): no NaN, negative or huge value is booked."""
     if counter_step_fault(start, end, max_w) is not None:
         return None
-    delta = end.energy_j - start.energy_j
-    return delta + UINT64_J if delta < 0 else delta
+    return end.energy_j - start.energy_j
 
 
 def power_bound(power_limit_w: float | None) -> tuple[float, str]:

@@ -21,9 +21,10 @@ and no energy: the cell is then not ok.
 
 from __future__ import annotations
 
+import functools
 import time
 
-from ctxenergy.errors import NoDeviceError
+from ctxenergy.errors import CtxEnergyError, NoDeviceError
 from ctxenergy.telemetry.base import DeviceInfo, DeviceState, EnergyMeter, IdleBaseline, WindowEnergy
 from ctxenergy.telemetry.counter import (
     STALL_S,
@@ -54,6 +55,21 @@ class NvmlMeter(EnergyMeter):
                  detect_period: bool = True, own_pids: set[int] | None = None):
         self.nv = backend or open_backend()
         uuids = uuids if uuids is not None else visible_gpu_uuids()
+        try:
+            self._open(uuids, sample_interval_s, detect_period)
+        except Exception as exc:
+            if not is_nvml_error(exc):
+                raise
+            which = f"GPU {', '.join(uuids)}" if uuids else "the GPU"
+            raise CtxEnergyError(f"NVML: {exc} while opening {which}; check the driver (nvidia-smi) and that this "
+                                 "process may read the GPU (a GPU lost to the driver needs a reset or reboot)") from None
+        self._own_pids_given = own_pids
+        self._state_errors: list[str] = []  # clock, temperature, ... reads that failed since the last window ended
+        self._starts: list[CounterRead] = []
+        self._failed_at_open = [0] * len(self.handles)
+
+    def _open(self, uuids: list[str] | None, sample_interval_s: float, detect_period: bool) -> None:
+        """The GPUs' handles, inventory, counters and power samplers."""
         if uuids:
             self.handles = [self.nv.handle_by_uuid(u) for u in uuids]
         else:
@@ -70,7 +86,6 @@ class NvmlMeter(EnergyMeter):
         ]
         self.has_counter = all(self.nv.energy_j(h) is not None for h in self.handles)
         self.method = METHOD_COUNTER if self.has_counter else METHOD_INSTANT
-        self._own_pids_given = own_pids
         self._counters = [CounterLog(lambda h=h: self.nv.energy_j(h)) for h in self.handles] if self.has_counter else []
         for log in self._counters:
             log.read()  # the first value, so that a later failed read has one to answer with
@@ -80,15 +95,18 @@ class NvmlMeter(EnergyMeter):
         # edges wait this long for a new value at most: a wait that runs out is a stalled counter (CounterLog.faults)
         self._stall_s = max(STALL_S, 5 * (self.counter_period_s or 0.0))
         self._polling = False  # the edges are polling the counter: the sampler leaves it alone meanwhile
-        self._instant_source = self.nv.power_instant_w(self.handles[0])[1]
+        try:
+            self._instant_source = self.nv.power_instant_w(self.handles[0])[1]
+        except Exception as exc:  # the sampler counts its failed reads; the counter's energy does not need them
+            if not is_nvml_error(exc):
+                raise
+            self._instant_source = "unavailable"
         self._samplers = [
             PowerSampler(self._sampler_read(h), sample_interval_s, source=self._instant_source,
                          counter=self._sampler_counter(i) if self.has_counter else None,
                          counter_interval_s=(self.counter_period_s or 0.1) / 2).start()
             for i, h in enumerate(self.handles)
         ]
-        self._starts: list[CounterRead] = []
-        self._failed_at_open = [0] * len(self.handles)
 
     def _sampler_read(self, handle):
         def read():
@@ -111,16 +129,28 @@ class NvmlMeter(EnergyMeter):
         return own_process_tree()  # an engine's worker processes (vLLM tp) are ours, not foreign
 
     def state(self) -> list[DeviceState]:
+        """Each GPU's state; a field whose read fails is None, and the failure a note of the window (no energy
+        depends on it)."""
         own = self._own_pids()
         out = []
         for h in self.handles:
+            read = functools.partial(self._state_field, h)
             out.append(DeviceState(
-                sm_clock_mhz=self.nv.sm_clock_mhz(h), mem_clock_mhz=self.nv.mem_clock_mhz(h),
-                temperature_c=self.nv.temperature_c(h), power_limit_w=self.nv.power_limit_w(h),
-                clock_event_reasons=self.nv.clock_event_reasons(h),
+                sm_clock_mhz=read("sm_clock_mhz"), mem_clock_mhz=read("mem_clock_mhz"),
+                temperature_c=read("temperature_c"), power_limit_w=read("power_limit_w"),
+                clock_event_reasons=read("clock_event_reasons"),
                 foreign_pids=[p for p in self.nv.process_pids(h) if p not in own],
             ))
         return out
+
+    def _state_field(self, handle, name: str):
+        try:
+            return getattr(self.nv, name)(handle)
+        except Exception as exc:
+            if not is_nvml_error(exc):
+                raise
+            self._state_errors.append(f"{name} read failed (NVML: {exc})")
+            return None
 
     # --- windows ---
     def _open_edges(self) -> list[CounterRead]:
@@ -259,6 +289,8 @@ class NvmlMeter(EnergyMeter):
             if sampler.failed_reads:
                 notes.append(f"gpu{i}: {sampler.failed_reads} power samples failed so far ({sampler.last_error}); "
                              "the trace has gaps, the counter's energy does not depend on it")
+        notes += list(dict.fromkeys(self._state_errors))
+        self._state_errors = []
         for i in range(len(self.handles)):
             self._samplers[i].clear_before(self._t_open - 1.0)
         for log in self._counters:
@@ -274,6 +306,11 @@ class NvmlMeter(EnergyMeter):
     def close(self) -> None:
         for s in self._samplers:
             s.stop()
+
+
+def is_nvml_error(exc: BaseException) -> bool:
+    """pynvml's errors: NVMLError and the subclasses it makes per return code (NVMLError_Unknown, ...)."""
+    return any(cls.__name__ == "NVMLError" for cls in type(exc).__mro__)
 
 
 def _first_visible_index() -> int:
