@@ -48,6 +48,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # fake_nvml
+from conftest import copy_repo  # noqa: E402  (the tests' clone-like copy of the repository, the same for the suite)
 
 CORRECT, CLEAR, UGLY, SILENT, UPSTREAM = "correct", "clear error", "ugly error", "silently wrong", "upstream"
 CLASSES = (CORRECT, CLEAR, UGLY, SILENT, UPSTREAM)
@@ -211,18 +212,6 @@ def from_exception(exc: BaseException, **kw) -> Observation:
     if isinstance(exc, CtxEnergyError):
         return Observation(failed=True, message=f"ctxenergy: {exc}", channel="cli", **kw)
     return Observation(failed=True, message="".join(traceback.format_exception(exc)), channel="cli", **kw)
-
-
-def copy_repo(dst: Path) -> Path:
-    """A clone-like copy of the repository (tracked and unignored files, without the reference data)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        src = REPO / f
-        if src.is_file() and not f.startswith("data/reference/"):
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / f)
-    return dst
 
 
 @contextlib.contextmanager
