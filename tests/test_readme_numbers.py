@@ -232,3 +232,17 @@ def test_fault_counts_are_the_committed_fault_tables():
     *counts, of = map(int, re.search(r"before the fixes: (\d+) / (\d+) / (\d+) / (\d+) of (\d+)", text).groups())
     assert counts == [int(before.get(k, 0)) for k in ("correct", "clear error", "ugly error", "silently wrong")]
     assert of == before.sum()
+
+
+def test_the_request_estimate_quoted_is_what_ctxenergy_estimate_gives():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ctxenergy", "estimate", "--model", "llama-3.1-8b", "--engine", "vllm",
+                          "--input", "50000", "--output", "300"], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout
+    para = README.split("**What a request costs.**")[1].split("\n\n")[0].replace("\n", " ")
+    total = re.search(r"total:\s+([\d,.]+) J\s+\[stat ([\d,.]+), ([\d,.]+)\]\s+\[total ([\d,.]+), ([\d,.]+)\]", out)
+    dynamic = re.search(r"above idle:\s+([\d,.]+) J", out)
+    assert f"gives {total[1]} J of GPU energy in total (statistical [{total[2]}, {total[3]}], with the systematic " \
+           f"band [{total[4]}, {total[5]}]) and {dynamic[1]} J above idle" in para
