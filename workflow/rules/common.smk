@@ -126,7 +126,8 @@ def missing_cell_files():
     """The grid's cell files not on disk while results/cells.parquet is (a cell deleted after it was aggregated).
     Snakemake does not remake a deleted intermediate file whose consumer is up to date (not even for the explicit
     target results/cells.parquet); as a param of aggregate_cells, a change in this list reruns the table, and its
-    missing cells are made first. The run after such a repair aggregates once more (it recorded the old list)."""
+    missing cells are made first. The run after such a repair aggregates once more (it recorded the old list).
+    """
     from pathlib import Path
 
     if not Path("results/cells.parquet").exists():
