@@ -195,23 +195,85 @@ def test_host_cpu_names_the_model_and_the_logical_cpus(tmp_path):
 # --- windows sized by a target, idle floor per engine load, shared warm-up (opt-in) ---------------------------
 
 
+def _rows(totals, dynamics=None):
+    dynamics = totals if dynamics is None else dynamics
+    return [{"energy_per_run_j": e, "dynamic_energy_per_run_j": d} for e, d in zip(totals, dynamics)]
+
+
 def test_windows_stop_reason_by_count_target_cap_and_missing_energy():
     from ctxenergy.stats import summarize
 
     fixed = {"repeats": 5}
-    assert measure_mod.windows_stop_reason([1.0] * 4, fixed) is None
-    assert measure_mod.windows_stop_reason([1.0] * 5, fixed) == "fixed_count"
+    assert measure_mod.windows_stop_reason(_rows([1.0] * 4), fixed) is None
+    assert measure_mod.windows_stop_reason(_rows([1.0] * 5), fixed) == "fixed_count"
     target = {"repeats": 5, "target_half_width_pct": 1.0, "min_windows": 3, "max_windows": 5}
     steady = [100.0, 100.2, 99.9]
-    assert measure_mod.windows_stop_reason(steady[:2], target) is None  # never before min_windows
-    assert measure_mod.windows_stop_reason(steady, target) == "target_reached"
+    assert measure_mod.windows_stop_reason(_rows(steady[:2]), target) is None  # never before min_windows
+    assert measure_mod.windows_stop_reason(_rows(steady), target) == "target_reached"
     noisy = [100.0, 104.0, 97.0, 102.0, 99.0]
-    assert measure_mod.windows_stop_reason(noisy[:4], target) is None
-    assert measure_mod.windows_stop_reason(noisy, target) == "cap_reached"
-    assert measure_mod.windows_stop_reason([None] * 3, target) == "no_energy"
+    assert measure_mod.windows_stop_reason(_rows(noisy[:4]), target) is None
+    assert measure_mod.windows_stop_reason(_rows(noisy), target) == "cap_reached"
+    assert measure_mod.windows_stop_reason(_rows([None] * 3), target) == "no_energy"
     # the rule's interval is the aggregate's: summarize's t-interval of the mean
     s = summarize(noisy)
     assert measure_mod.relative_half_width_pct(noisy) == pytest.approx(100 * (s["ci_high"] - s["mean"]) / s["mean"])
+
+
+def test_the_target_applies_to_the_energy_it_names_and_host_bound_cells_take_their_own():
+    # HF decode at batch 1: the total follows the host's run time (10 % apart), the energy above idle barely moves
+    total, dynamic = [900.0, 990.0, 830.0], [215.0, 218.0, 213.0]
+    rows = _rows(total, dynamic)
+    base = {"repeats": 5, "target_half_width_pct": 1.0, "min_windows": 3, "max_windows": 3}
+    assert measure_mod.windows_stop_reason(rows, base) == "cap_reached"  # total, as before
+    assert measure_mod.windows_stop_reason(rows, dict(base, target_energy="dynamic")) == "cap_reached"  # 2.9 %
+    assert measure_mod.windows_stop_reason(_rows(dynamic, total), dict(base, target_energy="both")) == "cap_reached"
+    host = dict(base, host_bound_target_half_width_pct=5.0, host_bound_target_energy="dynamic")
+    assert measure_mod.windows_stop_reason(rows, host, is_host_bound=True) == "target_reached"
+    assert measure_mod.windows_stop_reason(rows, host, is_host_bound=False) == "cap_reached"  # GPU-bound: 1 % on total
+    assert measure_mod.window_target(host, True) == (5.0, "dynamic")
+    assert measure_mod.window_target(host, False) == (1.0, "total")
+    assert measure_mod.window_target({"repeats": 5}, True) == (None, "total")  # no target: a fixed count for all
+    # only the target's percentage set: the host-bound cells keep the energy of the others
+    assert measure_mod.window_target(dict(base, host_bound_target_half_width_pct=5.0), True) == (5.0, "total")
+    # which cells are host-bound: generate on an engine whose decode waits on the host
+    assert measure_mod.host_bound(Cell("m", "hf-sdpa", "generate", 256))
+    assert not measure_mod.host_bound(Cell("m", "hf-sdpa", "prefill", 256))
+    assert not measure_mod.host_bound(Cell("m", "vllm", "generate", 256))
+
+
+class HostPacedEngine(SleepyEngine):
+    """A run whose GPU work is fixed (0.1 s at EXTRA_W) but whose wall time alternates between 0.3 and 0.45 s: the
+    host's pace, idle on the GPU. Its total energy per run moves by ~20 %, its energy above idle does not."""
+
+    def __init__(self, gpu, **kw):
+        super().__init__(gpu, **kw)
+        self.calls = 0
+
+    def run(self, ids, max_new_tokens):
+        self.calls += 1
+        start = time.perf_counter()
+        self.gpu.add_load(start, start + 0.1, EXTRA_W)
+        time.sleep(0.3 if self.calls % 2 else 0.45)
+        return RunTiming(start, start + 0.01, time.perf_counter(), int(ids.size), max_new_tokens)
+
+
+@pytest.mark.parametrize("engine,expect", [("hf-sdpa", ("target_reached", 3)), ("vllm", ("cap_reached", 4))])
+def test_a_host_bound_generate_cell_stops_on_its_dynamic_energy(setup, engine, expect):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    cfg["measure"].update(target_half_width_pct=1.0, min_windows=3, max_windows=4, host_bound_target_energy="dynamic",
+                          host_bound_target_half_width_pct=15.0)
+    monkeypatch.setattr(measure_mod, "make_engine", lambda *a: HostPacedEngine(gpu))
+    out = tmp / engine / "L256.parquet"
+    measure_mod.measure_cell(cfg, Cell("tiny-llama", engine, "generate", 256), *prompts[256], out, meter=meter)
+    windows, _, _, meta = read_cell(out)
+    assert (meta["windows_stop_reason"], len(windows)) == expect
+    assert (windows["runs"] == 1).all()
+    assert meta["windows_half_width_pct"] > 1.0  # the total's interval stays what it is, and is recorded
+    if engine == "hf-sdpa":
+        assert (meta["windows_target_pct"], meta["windows_target_energy"]) == (15.0, "dynamic")
+        assert meta["windows_dynamic_half_width_pct"] <= 15.0
+    else:
+        assert (meta["windows_target_pct"], meta["windows_target_energy"]) == (1.0, "total")
 
 
 class JitteryEngine(SleepyEngine):

@@ -251,6 +251,9 @@ HOW_NOT_WHAT = ("engine_reuse", "engine_host_idle_s")
 # with `measure_setting`, and the hash leaves each out while it has this value.
 PROTOCOL_OPT_IN = {
     "target_half_width_pct": None,  # None: `repeats` windows, as before
+    "target_energy": "total",  # the energy per run the target applies to
+    "host_bound_target_half_width_pct": None,  # None: host-bound generate cells take target_half_width_pct
+    "host_bound_target_energy": None,  # None: host-bound generate cells take target_energy
     "min_windows": 3,
     "max_windows": 5,  # the campaign's count: a target only ever shortens a cell
     "idle_recheck_s": None,  # None: a full idle baseline in every cell

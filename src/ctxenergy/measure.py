@@ -126,22 +126,53 @@ def relative_half_width_pct(values) -> float | None:
     return 100 * (s["ci_high"] - s["mean"]) / abs(s["mean"])
 
 
-def windows_stop_reason(energy_per_run_j: list, settings: dict) -> str | None:
-    """Why the windows measured so far (their energy per run, in order) are enough, or None to measure another.
+# The energy per run a target applies to (`measure.target_energy`): total, above idle, or the wider of the two.
+TARGET_ENERGY_COLUMNS = {"total": ("energy_per_run_j",), "dynamic": ("dynamic_energy_per_run_j",),
+                         "both": ("energy_per_run_j", "dynamic_energy_per_run_j")}
+
+
+def host_bound(cell: Cell) -> bool:
+    """A generate cell of an engine whose batch-1 decode waits on the host CPU (engines.registry): its run time, and
+    with it its total energy, follows the host; its energy above idle is the GPU's work."""
+    return cell.phase == "generate" and ENGINES[cell.engine].host_bound_decode
+
+
+def window_target(settings: dict, is_host_bound: bool = False) -> tuple[float | None, str]:
+    """The interval target of a cell's windows: (half-width in % of the mean, or None for a fixed count; which energy
+    per run, a key of TARGET_ENERGY_COLUMNS). A host-bound cell takes the `host_bound_target_*` settings where set."""
+    pct, energy = measure_setting(settings, "target_half_width_pct"), measure_setting(settings, "target_energy")
+    if pct is not None and is_host_bound:
+        pct = measure_setting(settings, "host_bound_target_half_width_pct") or pct
+        energy = measure_setting(settings, "host_bound_target_energy") or energy
+    return pct, energy
+
+
+def target_half_width_pct(windows: list[dict], energy: str) -> float | None:
+    """The half-width the target is checked on: that of the energy per run `energy` names (the wider one for
+    "both"); None where any of them has none (fewer than two windows, no energy counter)."""
+    widths = [relative_half_width_pct([w.get(col) for w in windows]) for col in TARGET_ENERGY_COLUMNS[energy]]
+    return None if any(h is None for h in widths) else max(widths)
+
+
+def windows_stop_reason(windows: list[dict], settings: dict, is_host_bound: bool = False) -> str | None:
+    """Why the windows measured so far (their rows, in order: energy_per_run_j, dynamic_energy_per_run_j) are
+    enough, or None to measure another.
 
     Without `target_half_width_pct`: after `repeats` windows. With it: once the interval of the mean energy per run
-    is within the target, after at least `min_windows` and at most `max_windows`. Stopping when the interval first
-    looks narrow enough favours a run of windows that happened to agree, so the stated 95 % covers a little less
-    than 95 %; at least three windows (the schema's minimum) keep that effect small against the target, which sits
-    well below the board-to-board spread that no interval covers anyway.
+    (`target_energy`: total, dynamic or both) is within the target, after at least `min_windows` and at most
+    `max_windows`; a host-bound cell (`host_bound`) uses `host_bound_target_half_width_pct` and
+    `host_bound_target_energy` where set. Stopping when the interval first looks narrow enough favours a run of
+    windows that happened to agree, so the stated 95 % covers a little less than 95 %; at least three windows (the
+    schema's minimum) keep that effect small against the target, which sits well below the board-to-board spread
+    (or, for a host-bound cell, the host-to-host spread) that no interval covers anyway.
     """
-    n = len(energy_per_run_j)
-    target = measure_setting(settings, "target_half_width_pct")
+    n = len(windows)
+    target, energy = window_target(settings, is_host_bound)
     if target is None:
         return STOP_FIXED if n >= settings["repeats"] else None
     if n < measure_setting(settings, "min_windows"):
         return None
-    half = relative_half_width_pct(energy_per_run_j)
+    half = target_half_width_pct(windows, energy)
     if half is None:
         return STOP_NO_ENERGY  # nothing to size the interval on (a host without an energy counter)
     if half <= target:
@@ -251,10 +282,13 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
         if bad:
             raise RuntimeError(f"engine returned {bad[0].tokens_out} tokens, expected {n_out}")
         w += 1
-        stop = windows_stop_reason([row["energy_per_run_j"] for row in record.windows], settings)
+        stop = windows_stop_reason(record.windows, settings, host_bound(cell))
     t["windows_end"] = time.perf_counter()
     record.meta["windows_stop_reason"] = stop
     record.meta["windows_half_width_pct"] = relative_half_width_pct([r["energy_per_run_j"] for r in record.windows])
+    record.meta["windows_dynamic_half_width_pct"] = relative_half_width_pct(
+        [r["dynamic_energy_per_run_j"] for r in record.windows])
+    record.meta["windows_target_pct"], record.meta["windows_target_energy"] = window_target(settings, host_bound(cell))
     if resident is not None:
         resident.last_windows_end = t["windows_end"]
 
