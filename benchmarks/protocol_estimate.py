@@ -13,7 +13,8 @@ changes only what the protocol decides (pipeline_overhead.py splits the committe
 - runs per window: `measure.runs_per_window` on the cell's recorded timing pass and the new `min_window_s`; a
   window's work is that many runs at the cell's median run time;
 - windows: the smallest count between `min_windows` and `max_windows` whose t-interval, at the cell's window-to-window
-  spread of energy per run, is within `target_half_width_pct` (the protocol's rule, on the expected spread), else
+  spread of the energy per run the target names (`target_energy`: total, dynamic or the wider; a host-bound
+  generate cell's `host_bound_target_*`), is within the target (the protocol's rule, on the expected spread), else
   the cap. The spread of shorter windows is scaled from the committed one by sqrt(R_old / R_new) ("central": the
   noise of independent runs) or by R_old / R_new ("pessimistic": as if all of it were edge noise, which falls with
   the window's length); the estimate is given for both. Without a target: `repeats`;
@@ -39,14 +40,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # pipeline_overhead, b
 from pipeline_overhead import overhead_table, unmeasured_jobs_s, warmup_jobs_s  # noqa: E402
 
 from ctxenergy.config import load_config, measure_setting  # noqa: E402
-from ctxenergy.measure import SHARED_WARMUP_MAX_GAP_S, runs_per_window  # noqa: E402
+from ctxenergy.grid import Cell  # noqa: E402
+from ctxenergy.measure import SHARED_WARMUP_MAX_GAP_S, host_bound, runs_per_window, window_target  # noqa: E402
 from ctxenergy.paths import REPO_ROOT  # noqa: E402
 from ctxenergy.stats import t975  # noqa: E402
 from ctxenergy.tables import read_cell  # noqa: E402
 
 
 def windows_needed(rel_sd_pct: float, target_pct: float | None, settings: dict) -> tuple[int, str]:
-    """Windows the protocol would measure for a cell whose windows spread by rel_sd_pct (of the mean), and why."""
+    """Windows the protocol would measure for a cell whose windows spread by rel_sd_pct (of the mean, of the energy
+    the target names), and why."""
     if target_pct is None:
         return settings["repeats"], "fixed_count"
     low, high = measure_setting(settings, "min_windows"), measure_setting(settings, "max_windows")
@@ -70,13 +73,19 @@ def cell_facts(cells_dir: Path, jobs_dir: Path) -> pd.DataFrame:
         windows, _, _, meta = read_cell(cells_dir / f"{cell}.parquet")
         w = windows[windows["window"] >= 0]
         e = w["energy_per_run_j"].astype(float)
+        d = w["dynamic_energy_per_run_j"].astype(float)
         t, host = meta["timeline"], meta.get("engine_host") or {}
         rows.append({
             "cell": cell, "old_settings": meta["settings"], "timing_run_s": meta["timing_pass_s"],
             "runs_old": int(w["runs"].iloc[0]), "run_s": float(w["run_s"].median()), "n_old": len(w),
             "rel_sd_pct": float(100 * e.std(ddof=1) / e.mean()),
+            "rel_sd_dynamic_pct": float(100 * d.std(ddof=1) / d.mean()),
+            "host_bound": host_bound(Cell(meta["model"], meta["engine"], meta["phase"], int(meta["length_tokens"]))),
             "half_width_old_pct": float(100 * t975(len(e) - 1) * e.std(ddof=1) / math.sqrt(len(e)) / e.mean()),
             "idle_power_w": meta["idle_power_w"],
+            # window 0 against the later windows: did the warm-up leave the GPU in the state of the later windows?
+            "window0_dev_pct": float(100 * (e.iloc[0] / e.iloc[1:].mean() - 1)),
+            "later_rel_sd_pct": float(100 * e.iloc[1:].std(ddof=1) / e.iloc[1:].mean()),
             # one host process = one engine load; a cell without a host loaded its own engine
             "host": f"{meta.get('device_uuid')}/{host.get('pid')}" if host else f"own/{cell}",
             "t_idle_start": t["idle_start"], "t_windows_end": t["windows_end"],
@@ -86,7 +95,6 @@ def cell_facts(cells_dir: Path, jobs_dir: Path) -> pd.DataFrame:
 
 def estimate(facts: pd.DataFrame, settings: dict, spread: str = "central") -> pd.DataFrame:
     """Per cell: the new windows, window time and job time under `settings` (a `measure:` block)."""
-    target = measure_setting(settings, "target_half_width_pct")
     recheck_s = measure_setting(settings, "idle_recheck_s")
     tolerance = measure_setting(settings, "idle_recheck_tolerance_pct")
     shared_s = measure_setting(settings, "warmup_shared_s")
@@ -97,7 +105,11 @@ def estimate(facts: pd.DataFrame, settings: dict, spread: str = "central") -> pd
             old = c["old_settings"]
             runs = runs_per_window(c["timing_run_s"], settings["min_window_s"], settings["max_runs_per_window"])
             scale = c["runs_old"] / runs
-            rel_sd = c["rel_sd_pct"] * (math.sqrt(scale) if spread == "central" else scale)
+            target, energy = window_target(settings, c["host_bound"])
+            sds = {"total": c["rel_sd_pct"], "dynamic": c["rel_sd_dynamic_pct"],
+                   "both": max(c["rel_sd_pct"], c["rel_sd_dynamic_pct"])}
+            rel_sd = sds[energy] * (math.sqrt(scale) if spread == "central" else scale)
+            rel_sd_total = c["rel_sd_pct"] * (math.sqrt(scale) if spread == "central" else scale)
             n, reason = windows_needed(rel_sd, target, settings)
             work = runs * c["run_s"]
             edge_per_window = max(c["edges_and_cooldowns_s"] / c["n_old"] - old["cooldown_s"], 0.0)
@@ -120,8 +132,10 @@ def estimate(facts: pd.DataFrame, settings: dict, spread: str = "central") -> pd
             out.append({"cell": c["cell"], "job_s_old": c["job_s"], "windows_s_old": c["windows_s"],
                         "n_old": c["n_old"], "runs_old": c["runs_old"], "runs_new": runs,
                         "half_width_old_pct": c["half_width_old_pct"], "rel_sd_new_pct": rel_sd,
-                        "n_new": n, "stop": reason, "windows_s_new": n * work,
+                        "n_new": n, "stop": reason, "windows_s_new": n * work, "host_bound": c["host_bound"],
+                        "target_pct": target, "target_energy": energy,
                         "half_width_new_pct": t975(n - 1) * rel_sd / math.sqrt(n),
+                        "half_width_total_new_pct": t975(n - 1) * rel_sd_total / math.sqrt(n),
                         "idle_s_old": c["idle_s"], "idle_s_new": idle, "idle_source": idle_source,
                         "warmup_s_old": c["warmup_s"], "warmup_s_new": warmup, "warmup_shared": shared,
                         "edges_s_old": c["edges_and_cooldowns_s"], "edges_s_new": edges, "job_s_new": job})
@@ -150,6 +164,19 @@ def one_sitting_s(facts: pd.DataFrame, per_cell: pd.DataFrame, warmups: dict[str
     return cell_jobs + sum(map(min, warmups.values())) + unmeasured_s
 
 
+def window0_lines(facts: pd.DataFrame) -> list[str]:
+    """Whether the committed warm-up (one window, or one run where a run lasts longer) left window 0 like the rest:
+    its deviation from the mean of the later windows, in % and in units of their spread, for GPU-bound cells (a
+    host-bound cell's windows differ by the host's pace, 10-25 % in run time, which hides any warm-up effect)."""
+    g = facts[~facts["host_bound"]]
+    z = g["window0_dev_pct"] / g["later_rel_sd_pct"]
+    return [f"window 0 after the committed warm-up, {len(g)} GPU-bound cells: median deviation from the later windows "
+            f"{g['window0_dev_pct'].median():+.2f} % (|.| median {g['window0_dev_pct'].abs().median():.2f} %, 90th "
+            f"percentile {g['window0_dev_pct'].abs().quantile(0.9):.2f} %); below the later windows' mean in "
+            f"{int((g['window0_dev_pct'] < 0).sum())} of {len(g)}; median |deviation| / their spread "
+            f"{z.abs().median():.2f} (about 0.8 expected of a window like the others)"]
+
+
 def _summary(name: str, per_cell: pd.DataFrame, other_jobs_s: float, n_warmups: int, n_unmeasured: int) -> list[str]:
     t = totals(per_cell, other_jobs_s)
     old, new = t["old"], t["new"]
@@ -164,6 +191,13 @@ def _summary(name: str, per_cell: pd.DataFrame, other_jobs_s: float, n_warmups: 
         f"{new['windows_s']:.0f} s of windows ({new['ratio']:.2f}x); {new['gpu_s'] / old['gpu_s']:.2f}x the committed "
         f"GPU time; median expected half-width {per_cell['half_width_new_pct'].median():.2f} % (max "
         f"{per_cell['half_width_new_pct'].max():.2f} %)",
+        "  " + "; ".join(
+            f"{'host-bound generate' if hb else 'GPU-bound'} ({len(g)}): target {g['target_pct'].iloc[0]} % on "
+            f"{g['target_energy'].iloc[0]} energy, expected half-width median {g['half_width_new_pct'].median():.2f} %, "
+            f"max {g['half_width_new_pct'].max():.2f} %, over the target in {int((g['stop'] == 'cap_reached').sum())}; "
+            f"total energy's median {g['half_width_total_new_pct'].median():.2f} %"
+            for hb, g in per_cell.groupby("host_bound")) if per_cell["target_pct"].notna().all() else
+        "  no target: fixed count",
         "  windows per cell: " + ", ".join(f"{k} {v}" for k, v in sorted(per_cell["n_new"].value_counts().items()))
         + "; stop: " + ", ".join(f"{k} {v}" for k, v in stops.items()),
         "  idle: " + ", ".join(f"{k} {v}" for k, v in per_cell["idle_source"].value_counts().items())
@@ -186,6 +220,7 @@ def main(argv: list[str]) -> int:
     unmeasured = unmeasured_jobs_s(jobs_dir, facts)
     other = sum(warmups) + sum(unmeasured)
     print("ESTIMATE from the committed cells and job files (benchmarks/protocol_estimate.py), not a GPU measurement.")
+    print("\n".join(window0_lines(facts)))
     for i, path in enumerate(argv[2:]):
         settings = load_config(REPO_ROOT / "config.yaml", [path])["measure"]
         central = estimate(facts, settings, "central")

@@ -62,6 +62,20 @@ def test_target_protocol_shortens_cells_and_keeps_the_rules(facts):
     assert pessimistic["windows_s_new"].sum() >= per_cell["windows_s_new"].sum()
 
 
+def test_fast_protocol_sizes_host_bound_cells_on_their_dynamic_energy(facts):
+    per_cell = estimate_mod.estimate(facts, settings("protocol-fast.yaml"))
+    host = per_cell[per_cell["host_bound"]]
+    assert len(host) == 53 and set(host["cell"].str.split("/").str[1]) == {"hf-eager", "hf-sdpa", "hf-paged"}
+    assert (host["target_energy"] == "dynamic").all() and (host["target_pct"] == 5.0).all()
+    assert (per_cell.loc[~per_cell["host_bound"], "target_energy"] == "total").all()
+    reached = per_cell["stop"] == "target_reached"
+    assert (per_cell.loc[reached, "half_width_new_pct"] <= per_cell.loc[reached, "target_pct"]).all()
+    # under a 1 % target on total energy the same host-bound cells mostly ran to the cap; here few do
+    target = estimate_mod.estimate(facts, settings("protocol-target.yaml")).set_index("cell").loc[host["cell"]]
+    assert (target["stop"] == "cap_reached").sum() > 40 > 5 > (host["stop"] == "cap_reached").sum()
+    assert host["windows_s_new"].sum() < 0.75 * target["windows_s_new"].sum()
+
+
 def test_committed_output_is_what_the_script_prints(tmp_path):
     committed = (REPO / "benchmarks" / "results" / "protocol_estimate.txt").read_text().splitlines()
     command = committed[0].removeprefix("# ").split()
