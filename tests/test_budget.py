@@ -156,3 +156,16 @@ def test_the_choice_benchmark_plans_a_vllm_call_around_one_engine_start(tmp_path
     cells, summary = bench.choose([str(REFERENCE / "campaign" / "jobs")], str(tmp_path), "vllm", 650)
     assert "of 44 missing cells" in summary and len(cells) >= 10
     assert {"/".join(c.split("/")[:2]) for c in cells} == {"llama-3.1-8b/vllm"}  # the longest cell's pair only
+
+
+def test_a_target_sized_protocol_keeps_its_short_jobs_as_neighbours():
+    from ctxenergy.budget import MEASURED_JOB_MIN_S, measured_job_min_s
+
+    assert measured_job_min_s({"repeats": 5, "min_window_s": 2.0}) == MEASURED_JOB_MIN_S  # the campaign's floor
+    fast = {"repeats": 5, "min_window_s": 1.0, "target_half_width_pct": 1.0, "min_windows": 3}
+    assert measured_job_min_s(fast) == 3.0
+    # short cells of such a protocol (6 and 8 s) interpolate a cell between them; under the 10 s floor they did not
+    times = {("llama-3.1-8b", "vllm", "prefill", 256): 6.0, ("llama-3.1-8b", "vllm", "prefill", 1024): 8.0}
+    cell = Cell("llama-3.1-8b", "vllm", "prefill", 512)
+    assert estimate_s(times, cell) is None
+    assert estimate_s(times, cell, measured_job_min_s(fast)) == pytest.approx(math.sqrt(6.0 * 8.0))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctxenergy.config import measure_setting
 from ctxenergy.engines.registry import REFERENCE_ENGINE
 from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.models import resolve_model
@@ -82,13 +83,23 @@ def _engine_loads(loads: dict[tuple[str, str], float], pick=max) -> dict[str, fl
     return by_engine
 
 
-def estimate_s(times: dict, cell: Cell) -> float | None:
-    """Estimated job time of `cell` from measured job times, or None where nothing to estimate from exists."""
+def measured_job_min_s(measure: dict) -> float:
+    """The shortest job with windows under a `measure:` block: its fewest windows of `min_window_s` (the campaign's
+    5 x 2 s = MEASURED_JOB_MIN_S). A target-sized protocol's short cells take ~5 s in all, under the 10 s that would
+    count them as jobs that measured nothing; the jobs that did (oom, exceeds_context) took up to 4.1 s."""
+    fewest = measure.get("repeats", 5) if measure_setting(measure, "target_half_width_pct") is None else (
+        measure_setting(measure, "min_windows"))
+    return min(MEASURED_JOB_MIN_S, fewest * measure.get("min_window_s", 2.0))
+
+
+def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S) -> float | None:
+    """Estimated job time of `cell` from measured job times, or None where nothing to estimate from exists; a job
+    shorter than `min_s` (measured_job_min_s) measured nothing and is no neighbour."""
     key = (cell.model, cell.engine, cell.phase, cell.length)
     if key in times:
         return times[key]
     known = sorted((L, s) for (m, e, p, L), s in times.items()
-                   if (m, e, p) == key[:3] and s >= MEASURED_JOB_MIN_S)
+                   if (m, e, p) == key[:3] and s >= min_s)
     below = [k for k in known if k[0] < cell.length]
     above = [k for k in known if k[0] > cell.length]
     if below and above:
@@ -101,7 +112,7 @@ def estimate_s(times: dict, cell: Cell) -> float | None:
     ref_here = times.get((cell.model, ref, cell.phase, cell.length))
     ratios = [(abs(math.log(L / cell.length)), m != cell.model, s / times[(m, ref, p, L)])
               for (m, e, p, L), s in times.items()
-              if (e, p) == (cell.engine, cell.phase) and s >= MEASURED_JOB_MIN_S and (m, ref, p, L) in times]
+              if (e, p) == (cell.engine, cell.phase) and s >= min_s and (m, ref, p, L) in times]
     if ref_here and ratios:
         return ref_here * min(ratios)[2]
     return None
@@ -126,10 +137,11 @@ def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path
     loads = _load_times(jobs_per_dir)
     times, engine_loads = _cell_times(jobs_per_dir), _engine_loads(loads)
     specs = {m["name"]: resolve_model(config, m["name"]) for m in config["models"]}
+    min_s = measured_job_min_s(config.get("measure", {}))
     estimated, unknown = [], []
     for cell in cells:
         too_long = specs[cell.model].exceeds_context(cell.length, output_tokens(config, cell.phase), cell.engine)
-        s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell)
+        s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell, min_s)
         (unknown.append(cell) if s is None else estimated.append((s, cell)))
     left = budget_s - RESERVE_S
     chosen, loaded = [], set()
