@@ -193,7 +193,8 @@ def _summary(name: str, per_cell: pd.DataFrame, other_jobs_s: float, n_warmups: 
         f"{per_cell['half_width_new_pct'].max():.2f} %)",
         "  " + "; ".join(
             f"{'host-bound generate' if hb else 'GPU-bound'} ({len(g)}): target {g['target_pct'].iloc[0]} % on "
-            f"{g['target_energy'].iloc[0]} energy, expected half-width median {g['half_width_new_pct'].median():.2f} %, "
+            f"{g['target_energy'].iloc[0]} energy, expected half-width median "
+            f"{g['half_width_new_pct'].median():.2f} %, "
             f"max {g['half_width_new_pct'].max():.2f} %, over the target in {int((g['stop'] == 'cap_reached').sum())}; "
             f"total energy's median {g['half_width_total_new_pct'].median():.2f} %"
             for hb, g in per_cell.groupby("host_bound")) if per_cell["target_pct"].notna().all() else
