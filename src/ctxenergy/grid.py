@@ -16,7 +16,8 @@ CELLS_DIR = Path("results/cells")
 PROMPTS_DIR = Path("results/prompts")
 WARMUP_DIR = Path("results/warmup")
 DEFAULT_VARIANT = "default"
-# The part of a cell id after <model>/<engine>/<phase>/ (also the workflow's `cell` wildcard).
+# The part of a cell id after <model>/<engine>/<phase>/ (CELL_TAIL_PATTERN: the workflow's `cell` wildcard).
+CELL_TAIL_PATTERN = r"(?:V-[a-z0-9][a-z0-9-]*/)?(?:B[0-9]+/)?L[0-9]+"
 CELL_TAIL = re.compile(r"(?:V-(?P<variant>[a-z0-9][a-z0-9-]*)/)?(?:B(?P<batch>[0-9]+)/)?L(?P<length>[0-9]+)")
 
 
@@ -46,7 +47,8 @@ class Cell:
         batch or variant segment ('llama-3.1-8b/vllm/prefill/V-chunked/B4/L1024')."""
         parts = cell_id.strip("/").split("/")
         tail = CELL_TAIL.fullmatch("/".join(parts[3:])) if len(parts) >= 4 else None
-        if tail is None or int(tail["batch"] or 1) < 1 or tail["variant"] == DEFAULT_VARIANT:
+        bad_phase = len(parts) >= 4 and parts[2] not in ("prefill", "generate")
+        if tail is None or bad_phase or int(tail["batch"] or 1) < 1 or tail["variant"] == DEFAULT_VARIANT:
             raise ValueError(f"'{cell_id}' is not a cell id (<model>/<engine>/<phase>/[V-<variant>/][B<b>/]L<n>, "
                              "e.g. llama-3.1-8b/hf-sdpa/prefill/L16384 or llama-3.1-8b/vllm/prefill/B4/L1024)")
         return cls(*parts[:3], int(tail["length"]), int(tail["batch"] or 1), tail["variant"] or DEFAULT_VARIANT)

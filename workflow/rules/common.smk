@@ -12,6 +12,7 @@ from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import (
     CELL_TAIL,
+    CELL_TAIL_PATTERN,
     DEFAULT_VARIANT,
     Cell,
     WARMUP_DIR,
@@ -55,7 +56,7 @@ wildcard_constraints:
     length=r"\d+",
     batch=r"\d+",
     variant=r"[a-z0-9][a-z0-9-]*",
-    cell=CELL_TAIL.pattern,
+    cell=CELL_TAIL_PATTERN,
 
 
 def exit_unless_device_usable():
