@@ -306,3 +306,21 @@ def test_the_hf_paged_engine_runs_a_batch_as_b_requests_on_the_tiny_cpu_model():
         assert run.start <= run.first_token <= run.end
     finally:
         engine.close()
+
+
+def test_the_budget_estimates_a_batch_as_one_prompt_of_b_times_l_and_skips_what_no_gpu_holds():
+    from ctxenergy.budget import _cell_times, beyond_any_device, estimate_s, within_budget
+    from ctxenergy.provenance import job_seconds
+
+    cfg = config("serving.yaml")
+    times = _cell_times([job_seconds(d) for d in cfg["job_times"]])
+    batch = Cell("llama-3.1-8b", "hf-sdpa", "prefill", 1024, 16)
+    assert estimate_s(times, batch) == estimate_s(times, Cell("llama-3.1-8b", "hf-sdpa", "prefill", 16384))
+    chunked = Cell("llama-3.1-8b", "vllm", "prefill", 1024, 4, "chunked")
+    assert estimate_s(times, chunked) == estimate_s(times, Cell("llama-3.1-8b", "vllm", "prefill", 4096))
+    spec = resolve_model(cfg, "llama-3.1-8b")
+    assert beyond_any_device(Cell("llama-3.1-8b", "hf-sdpa", "prefill", 65536, 64), spec, 1, "bfloat16")
+    assert not beyond_any_device(Cell("llama-3.1-8b", "hf-sdpa", "prefill", 4096, 64), spec, 1, "bfloat16")
+    missing = [c for c in expand_grid(cfg) if c.batch_size > 1 or c.variant != "default"]
+    chosen, summary = within_budget(missing, 1e7, cfg["job_times"], cfg)
+    assert len(chosen) == len(missing) and "without a job time" not in summary

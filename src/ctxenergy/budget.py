@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctxenergy.batching import limit_before_load
+from ctxenergy.batching import batch_limit_of, limit_before_load
 from ctxenergy.engines.registry import ENGINES, REFERENCE_ENGINE
 from ctxenergy.grid import DEFAULT_VARIANT, Cell, output_tokens
 from ctxenergy.models import resolve_model
@@ -41,6 +41,9 @@ SAFETY = 1.2
 # A cell job served by an engine host holds well under 100 MB (69 MB in the H200 campaign's benchmark files); one that
 # loaded the engine in its own processes held 0.7-1.8 GB: its time includes the engine's start.
 ENGINE_LOADED_RSS_MB = 400.0
+# The most device memory a GPU of this study has (H200: 141 GB): a batch whose weights and KV cache alone exceed it
+# is recorded as out of memory within seconds on any of them (ctxenergy.batching.batch_limit_of).
+LARGEST_DEVICE_MEMORY_BYTES = 141e9
 RESERVE_S = 20.0  # Snakemake's start (DAG, config checks) and the prompt jobs, before the first GPU job
 
 
@@ -121,6 +124,18 @@ def estimate_s(times: dict, cell: Cell, batched: bool = False) -> float | None:
     return None
 
 
+def beyond_any_device(cell: Cell, spec, n_out: int, dtype: str) -> bool:
+    """A batch that no GPU of this study holds (weights and KV cache above LARGEST_DEVICE_MEMORY_BYTES)."""
+    class Largest:
+        memory_total_bytes = LARGEST_DEVICE_MEMORY_BYTES
+
+    class Unloaded:
+        def batch_limit(self, *args):
+            return None
+
+    return batch_limit_of(cell, Unloaded(), n_out, dtype, spec, Largest()) is not None
+
+
 def _pair_by_pair(estimated: list[tuple[float, Cell]]) -> list[tuple[float, Cell]]:
     """Cells grouped by (model, engine), each group longest first, the groups in the order of their longest cell: a
     pair's cells fill the budget before another pair's engine load is paid. (Longest first across pairs chose, in
@@ -145,6 +160,7 @@ def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path
         n_out = output_tokens(config, cell.phase)
         too_long = specs[cell.model].exceeds_context(cell.length, n_out, cell.engine) or limit_before_load(
             cell, specs[cell.model], ENGINES[cell.engine].options(config, cell.variant), n_out, config["dtype"])
+        too_long = too_long or beyond_any_device(cell, specs[cell.model], n_out, config["dtype"])
         s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell)
         (unknown.append(cell) if s is None else estimated.append((s, cell)))
     left = budget_s - RESERVE_S
