@@ -361,9 +361,15 @@ def test_the_batch_smoke_config_runs_batched_cells_on_cpu(tmp_path):
     dst = copy_repo(tmp_path / "repo")
     smk(["results/cells.parquet", "--cores", "2", "--configfile", "config/smoke.yaml", "config/smoke-batch.yaml"], dst)
     cells = pd.read_parquet(dst / "results" / "cells.parquet")
-    assert sorted(cells["cell_id"]) == ["tiny-llama/hf-sdpa/generate/B4/L64", "tiny-llama/hf-sdpa/generate/L64",
-                                        "tiny-llama/hf-sdpa/prefill/B4/L64", "tiny-llama/hf-sdpa/prefill/L64"]
-    assert set(cells["status"]) == {"ok"} and set(cells["engine_variant"]) == {"default"}
+    assert sorted(cells["cell_id"]) == [
+        "tiny-llama/hf-sdpa/generate/B4/L64", "tiny-llama/hf-sdpa/generate/L64",
+        "tiny-llama/hf-sdpa/generate/V-small-graph/B4/L64", "tiny-llama/hf-sdpa/prefill/B4/L64",
+        "tiny-llama/hf-sdpa/prefill/L64", "tiny-llama/hf-sdpa/prefill/V-small-graph/B4/L64"]
+    assert set(cells["status"]) == {"ok"}
+    variant = cells[cells["engine_variant"] == "small-graph"]
+    assert len(variant) == 2 and (variant["batch_size"] == 4).all()
+    assert variant["engine_settings"].str.contains("'prefill_cuda_graph_max_tokens': 64").all()
+    assert (dst / "results/warmup/tiny-llama/hf-sdpa/V-small-graph.json").exists()  # its own engine load
     assert dict(zip(cells["cell_id"], cells["batch_size"]))["tiny-llama/hf-sdpa/prefill/B4/L64"] == 4
     runs = pd.read_parquet(dst / "results/cells/tiny-llama/hf-sdpa/generate/B4/L64.runs.parquet")
     assert (runs["tokens_in"] == 4 * 64).all() and (runs["tokens_out"] == 4 * 8).all()
