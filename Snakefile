@@ -3,7 +3,8 @@
 #   results/prompts/{model}/L{length}.npy (+ .warmup.npy)     exact-length token ids
 #   results/weights/{model}/                                   shared random weights (random_weights: shared)
 #   results/warmup/{model}/{engine}.json                       engine loads, start-up time
-#   results/cells/{model}/{engine}/{phase}/L{length}.parquet   one cell (+ .runs/.trace.parquet)
+#   results/cells/{model}/{engine}/{phase}/L{length}.parquet   one cell (+ .runs/.trace.parquet); batched and
+#     engine-variant cells: .../{phase}/[V-{variant}/][B{batch}/]L{length}.parquet (docs/serving.md)
 #   results/cells.parquet                                      all cells, one row each
 #   results/analysis/, results/figures/, results/report/, results/paper/, results/notebooks/
 from snakemake.utils import min_version

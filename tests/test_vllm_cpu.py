@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("CTXENERGY_VLLM_CPU_VENV", Path.home() / ".cache" / "ctxenergy" / "vllm-cpu-venv"))
-L_SHORT, L_REPEAT, G = 300, 1024, 5
+L_SHORT, L_REPEAT, G, B = 300, 1024, 5, 4
 
 
 # ---------------------------------------------------------------- the subprocess (runs in the vLLM venv)
@@ -56,6 +56,21 @@ def drive_engine(out_path: str) -> None:
     record("cached_1", cached, ids(L_REPEAT, 2), 1)
     record("cached_2", cached, ids(L_REPEAT, 2), 1)
     cached.close()
+
+    # As deployed (config/serving.yaml's variants, on one engine): vLLM's default chunked prefill, prefix caching on,
+    # and every request a prompt the engine has not seen (distinct_prompts): the same prompt and batch sent again
+    # are computed again; a batch is B requests of one generate call.
+    served = VllmEngine(spec, "float32", {"enforce_eager": True, "enable_prefix_caching": True,
+                                          "chunked_prefill": True, "distinct_prompts": True})
+    served.load()
+    report["served_settings"] = served.settings()
+    report["served_kwargs"] = {k: v for k, v in served.kwargs.items() if k != "model"}
+    batch = np.stack([ids(L_SHORT, k) for k in range(B)])
+    for i in range(3):
+        record(f"distinct_{i}", served, ids(L_REPEAT, 2), 1)
+        record(f"batch_{i}", served, batch, G)
+    report["served_notes"] = served.run_notes()
+    served.close()
     Path(out_path).write_text(json.dumps(report, indent=1))
 
 
@@ -136,3 +151,27 @@ def test_vllm_records_its_settings_and_versions(report):
     assert s["in_process"] is True and s["load_format"] == "dummy" and s["enforce_eager"] is True
     assert s["cuda_graphs"] is False and s["tensor_parallel_size"] == 1 and s["max_model_len"] == 4096
     assert report["versions"]["vllm"] and report["versions"]["torch"]
+
+
+def test_vllm_distinct_prompts_leave_nothing_to_the_prefix_cache(report):
+    """Prefix caching on with distinct prompts (the serving variant): the same prompt, and the same batch, sent
+    three times are computed three times; the cell's note of cached tokens is 0."""
+    assert report["served_settings"]["enable_prefix_caching"] is True
+    assert report["served_settings"]["distinct_prompts"] is True
+    for i in range(3):
+        assert report["runs"][f"distinct_{i}"]["cached"] == 0
+        assert report["runs"][f"batch_{i}"]["cached"] == 0
+    assert report["served_notes"]["prefix_cached_tokens"] == 0 and report["served_notes"]["requests_sent"] >= 3 + 3 * B
+
+
+def test_vllm_batch_is_b_requests_of_one_call(report):
+    run = report["runs"]["batch_0"]
+    assert run["tokens_in"] == B * L_SHORT and run["tokens_out"] == B * G and _ordered(run)
+
+
+def test_vllm_default_chunked_prefill_records_the_chunk_vllm_chose(report):
+    assert "max_num_batched_tokens" not in report["served_kwargs"]  # vLLM's own default, not ours
+    assert report["served_kwargs"]["enable_chunked_prefill"] is True
+    chunk = report["served_settings"]["max_num_batched_tokens"]
+    assert isinstance(chunk, int) and chunk > 0
+    assert report["served_settings"]["max_num_seqs"] >= B

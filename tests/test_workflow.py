@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -341,3 +342,36 @@ def test_a_cell_deleted_after_a_run_is_measured_again_for_the_table_as_target(sm
     args = ["results/cells.parquet", "--configfile", "config/smoke.yaml"]
     counts = job_counts(smk(["-n", *args], dst).stdout)
     assert counts.get("measure_cell") == 1 and counts.get("aggregate_cells") == 1, counts
+
+
+def test_dry_run_of_the_serving_grid_names_batches_and_variants(tmp_path):
+    """config/serving.yaml's hf-sdpa part (vLLM is not installed here): one job per cell, a prompt job per (L, B)."""
+    proc = smk(["-n", "--cores", "1", "--resources", "gpu=1", "--configfile", "config/serving.yaml",
+                "--config", "engines=[hf-sdpa]"], REPO)
+    counts = job_counts(proc.stdout)
+    assert counts["measure_cell"] == 5 * 4 * 2
+    assert counts["make_prompts"] == 5 and counts["make_batch_prompts"] == 5 * 3
+    assert "results/cells/llama-3.1-8b/hf-sdpa/prefill/B64/L65536.parquet" in proc.stdout
+    assert "results/cells/llama-3.1-8b/hf-sdpa/prefill/L1024.parquet" in proc.stdout
+
+
+def test_the_batch_smoke_config_runs_batched_cells_on_cpu(tmp_path):
+    """config/smoke-batch.yaml: batch 1 and a batch of 4 distinct prompts, prefill and generate, through the whole
+    workflow; the batch-1 cells keep their paths, the batched ones lie under B4/ and record B."""
+    dst = copy_repo(tmp_path / "repo")
+    smk(["results/cells.parquet", "--cores", "2", "--configfile", "config/smoke.yaml", "config/smoke-batch.yaml"], dst)
+    cells = pd.read_parquet(dst / "results" / "cells.parquet")
+    assert sorted(cells["cell_id"]) == [
+        "tiny-llama/hf-sdpa/generate/B4/L64", "tiny-llama/hf-sdpa/generate/L64",
+        "tiny-llama/hf-sdpa/generate/V-small-graph/B4/L64", "tiny-llama/hf-sdpa/prefill/B4/L64",
+        "tiny-llama/hf-sdpa/prefill/L64", "tiny-llama/hf-sdpa/prefill/V-small-graph/B4/L64"]
+    assert set(cells["status"]) == {"ok"}
+    variant = cells[cells["engine_variant"] == "small-graph"]
+    assert len(variant) == 2 and (variant["batch_size"] == 4).all()
+    assert variant["engine_settings"].str.contains("'prefill_cuda_graph_max_tokens': 64").all()
+    assert (dst / "results/warmup/tiny-llama/hf-sdpa/V-small-graph.json").exists()  # its own engine load
+    assert dict(zip(cells["cell_id"], cells["batch_size"]))["tiny-llama/hf-sdpa/prefill/B4/L64"] == 4
+    runs = pd.read_parquet(dst / "results/cells/tiny-llama/hf-sdpa/generate/B4/L64.runs.parquet")
+    assert (runs["tokens_in"] == 4 * 64).all() and (runs["tokens_out"] == 4 * 8).all()
+    prompts = np.load(dst / "results/prompts/tiny-llama/B4/L64.npy")
+    assert prompts.shape == (4, 64) and np.load(dst / "results/prompts/tiny-llama/L64.npy").shape == (64,)

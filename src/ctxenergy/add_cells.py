@@ -55,7 +55,8 @@ def add_cells(results: str | Path, folder: str | Path) -> str:
             copy_file(tsv, folder / "jobs" / "measure_cell" / f"{rel}.tsv")
             with_job += 1
     warmups = 0
-    for tsv in sorted((results / "benchmarks" / "warmup_engine").glob("*/*.tsv")):
+    # <model>/<engine>.tsv, and an engine variant's <model>/<engine>/V-<variant>.tsv
+    for tsv in sorted((results / "benchmarks" / "warmup_engine").rglob("*.tsv")):
         dst = folder / "jobs" / "warmup_engine" / tsv.relative_to(results / "benchmarks" / "warmup_engine")
         header, *rows = tsv.read_text().splitlines()
         kept = dst.read_text().splitlines() if dst.exists() else [header]

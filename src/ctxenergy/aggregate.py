@@ -15,8 +15,8 @@ from ctxenergy.tables import read_cell, write_table
 # Window columns summarised per cell: <name>, <name>_ci_low, <name>_ci_high (median and t-interval of the mean).
 SUMMARISED = ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_s", "mean_power_w",
               "power_cap_fraction", "window_s", "edge_uncertainty_j"]
-FIRST = ["schema_version", "cell_id", "model", "engine", "phase", "length_tokens", "output_tokens", "status",
-         "status_reason", "flags"]
+FIRST = ["schema_version", "cell_id", "model", "engine", "phase", "length_tokens", "output_tokens", "batch_size",
+         "engine_variant", "status", "status_reason", "flags"]
 
 
 def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
@@ -51,6 +51,11 @@ def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
     return row
 
 
+def _default_variant_first(column: pd.Series) -> pd.Series:
+    """Sort key: the default variant before the named ones (which sort by name)."""
+    return ("1" + column).where(column != "default", "0") if column.name == "engine_variant" else column
+
+
 def aggregate(cell_paths: list[str | Path], out_path: str | Path, config: dict | None = None,
               settings_source: str = "config", allow_mixed_settings: bool = False) -> pd.DataFrame:
     """One row per cell file (each read through the cell schema); with `config`, the cells' settings are checked
@@ -69,6 +74,7 @@ def aggregate(cell_paths: list[str | Path], out_path: str | Path, config: dict |
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df[[c for c in FIRST if c in df] + [c for c in df if c not in FIRST]]
-        df = df.sort_values(["model", "engine", "phase", "length_tokens"]).reset_index(drop=True)
+        df = df.sort_values(["model", "engine", "engine_variant", "phase", "batch_size", "length_tokens"],
+                            key=_default_variant_first).reset_index(drop=True)
     write_table(df, out_path)
     return df

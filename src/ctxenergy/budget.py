@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctxenergy.batching import batch_limit_of, limit_before_load
 from ctxenergy.config import measure_setting
-from ctxenergy.engines.registry import REFERENCE_ENGINE
-from ctxenergy.grid import Cell, output_tokens
+from ctxenergy.engines.registry import ENGINES, REFERENCE_ENGINE
+from ctxenergy.grid import DEFAULT_VARIANT, Cell, output_tokens
 from ctxenergy.models import resolve_model
 from ctxenergy.provenance import job_seconds
 
@@ -41,6 +42,9 @@ SAFETY = 1.2
 # A cell job served by an engine host holds well under 100 MB (69 MB in the H200 campaign's benchmark files); one that
 # loaded the engine in its own processes held 0.7-1.8 GB: its time includes the engine's start.
 ENGINE_LOADED_RSS_MB = 400.0
+# The most device memory a GPU of this study has (H200: 141 GB): a batch whose weights and KV cache alone exceed it
+# is recorded as out of memory within seconds on any of them (ctxenergy.batching.batch_limit_of).
+LARGEST_DEVICE_MEMORY_BYTES = 141e9
 RESERVE_S = 20.0  # Snakemake's start (DAG, config checks) and the prompt jobs, before the first GPU job
 
 
@@ -58,10 +62,13 @@ def _cell_times(jobs_per_dir: list[pd.DataFrame]) -> dict[tuple[str, str, str, i
     for jobs in jobs_per_dir:
         cell_jobs = jobs.loc[jobs["rule"] == "measure_cell", ["job", "s", "max_rss_mb"]]
         for job, s, rss_mb in cell_jobs.itertuples(index=False):
-            model, engine, phase, name = Path(job).parts[1:]
+            cell = Cell.from_id("/".join(Path(job).parts[1:]))
+            if cell.batch_size != 1 or cell.variant != DEFAULT_VARIANT:
+                continue  # the estimates below are of single prompts (a batch is estimated as one, estimate_s)
+            model, engine = cell.model, cell.engine
             if rss_mb > ENGINE_LOADED_RSS_MB:  # NaN (no memory column) compares False: taken as it is
                 s = max(s - loads.get((model, engine), engine_loads.get(engine, 0.0)), 1.0)
-            times.setdefault((model, engine, phase, int(name[1:])), s)
+            times.setdefault((model, engine, cell.phase, cell.length), s)
     return times
 
 
@@ -70,7 +77,7 @@ def _load_times(jobs_per_dir: list[pd.DataFrame], pick=max) -> dict[tuple[str, s
     loads: dict[tuple[str, str], float] = {}
     for jobs in jobs_per_dir:
         for job, s in jobs.loc[jobs["rule"] == "warmup_engine", ["job", "s"]].itertuples(index=False):
-            key = tuple(Path(job).parts[1:])
+            key = tuple(Path(job).parts[1:3])  # a variant's load (<model>/<engine>/V-<variant>) as the engine's
             loads[key] = pick(loads[key], s) if key in loads else s
     return loads
 
@@ -92,9 +99,15 @@ def measured_job_min_s(measure: dict) -> float:
     return min(MEASURED_JOB_MIN_S, fewest * measure.get("min_window_s", 2.0))
 
 
-def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S) -> float | None:
+def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S, batched: bool = False) -> float | None:
     """Estimated job time of `cell` from measured job times, or None where nothing to estimate from exists; a job
-    shorter than `min_s` (measured_job_min_s) measured nothing and is no neighbour."""
+    shorter than `min_s` (measured_job_min_s) measured nothing and is no neighbour.
+
+    A batch of B prompts of L tokens is estimated as one prompt of B * L tokens (the same linear work and KV cache,
+    more attention: it errs long), beyond the longest measured prompt by the last two lengths' log-log slope (at
+    least linear), and an engine variant as the engine (its cells' own times are not yet kept)."""
+    if cell.batch_size != 1 or cell.variant != DEFAULT_VARIANT:
+        return estimate_s(times, Cell(cell.model, cell.engine, cell.phase, cell.batch_size * cell.length), min_s, True)
     key = (cell.model, cell.engine, cell.phase, cell.length)
     if key in times:
         return times[key]
@@ -106,6 +119,10 @@ def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S) -> fl
         (l0, s0), (l1, s1) = below[-1], above[0]
         f = (math.log(cell.length) - math.log(l0)) / (math.log(l1) - math.log(l0))
         return math.exp(math.log(s0) + f * (math.log(s1) - math.log(s0)))
+    if batched and len(below) >= 2 and not above:  # a batch's B * L beyond the longest single prompt measured
+        (l0, s0), (l1, s1) = below[-2:]
+        slope = max((math.log(s1) - math.log(s0)) / (math.log(l1) - math.log(l0)), 1.0)
+        return s1 * (cell.length / l1) ** slope
     # The reference engine's time here, times this engine's ratio to it at the nearest L measured by both (this
     # model first)
     ref = REFERENCE_ENGINE
@@ -118,14 +135,26 @@ def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S) -> fl
     return None
 
 
+def beyond_any_device(cell: Cell, spec, n_out: int, dtype: str) -> bool:
+    """A batch that no GPU of this study holds (weights and KV cache above LARGEST_DEVICE_MEMORY_BYTES)."""
+    class Largest:
+        memory_total_bytes = LARGEST_DEVICE_MEMORY_BYTES
+
+    class Unloaded:
+        def batch_limit(self, *args):
+            return None
+
+    return batch_limit_of(cell, Unloaded(), n_out, dtype, spec, Largest()) is not None
+
+
 def _pair_by_pair(estimated: list[tuple[float, Cell]]) -> list[tuple[float, Cell]]:
     """Cells grouped by (model, engine), each group longest first, the groups in the order of their longest cell: a
     pair's cells fill the budget before another pair's engine load is paid. (Longest first across pairs chose, in
     the H200 campaign's first vLLM call, three cells under two engine starts where one start and 13 cells, two of
     them past the model's positions, fitted.)"""
-    by_pair: dict[tuple[str, str], list[tuple[float, Cell]]] = {}
+    by_pair: dict[tuple[str, str, str], list[tuple[float, Cell]]] = {}
     for s, cell in sorted(estimated, key=lambda x: (-x[0], x[1].cell_id)):
-        by_pair.setdefault((cell.model, cell.engine), []).append((s, cell))
+        by_pair.setdefault((cell.model, cell.engine, cell.variant), []).append((s, cell))
     return [item for group in by_pair.values() for item in group]  # dicts keep insertion order: longest pair first
 
 
@@ -140,15 +169,18 @@ def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path
     min_s = measured_job_min_s(config.get("measure", {}))
     estimated, unknown = [], []
     for cell in cells:
-        too_long = specs[cell.model].exceeds_context(cell.length, output_tokens(config, cell.phase), cell.engine)
+        n_out = output_tokens(config, cell.phase)
+        too_long = specs[cell.model].exceeds_context(cell.length, n_out, cell.engine) or limit_before_load(
+            cell, specs[cell.model], ENGINES[cell.engine].options(config, cell.variant), n_out, config["dtype"])
+        too_long = too_long or beyond_any_device(cell, specs[cell.model], n_out, config["dtype"])
         s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell, min_s)
         (unknown.append(cell) if s is None else estimated.append((s, cell)))
     left = budget_s - RESERVE_S
     chosen, loaded = [], set()
     reuse = config.get("measure", {}).get("engine_reuse", True)  # false: every cell job loads the engine itself
     for s, cell in _pair_by_pair(estimated):
-        pair = (cell.model, cell.engine)
-        load = 0.0 if reuse and pair in loaded else loads.get(pair, engine_loads.get(cell.engine, 0.0))
+        pair = (cell.model, cell.engine, cell.variant)  # a variant is a load of its own
+        load = 0.0 if reuse and pair in loaded else loads.get(pair[:2], engine_loads.get(cell.engine, 0.0))
         cost = (s + load) * SAFETY
         if cost <= left:
             chosen.append(cell)

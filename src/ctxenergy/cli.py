@@ -85,23 +85,27 @@ def cmd_check(args) -> int:
 
 def cmd_prompts(args) -> int:
     from ctxenergy.models import load_tokenizer, resolve_model
-    from ctxenergy.prompts import make_prompts, save_ids
+    from ctxenergy.prompts import make_batch_prompts, make_prompts, save_ids
 
     config, check = _load(args)
     check(config, str(args.config), engines_needed=())
     spec = resolve_model(config, args.model)
     tokenizer = load_tokenizer(spec)
-    measured, warmup = make_prompts(tokenizer, args.length)
+    if args.batch_size == 1:
+        measured, warmup = make_prompts(tokenizer, args.length)
+    else:
+        measured, warmup = make_batch_prompts(tokenizer, args.length, args.batch_size)
     save_ids(warmup, args.warmup_out)
     save_ids(measured, args.out)
-    print(f"{args.model} L={args.length}: {measured.size} token ids ({tokenizer.name}) -> {args.out}")
+    print(f"{args.model} L={args.length} B={args.batch_size}: {measured.size} token ids ({tokenizer.name}) -> "
+          f"{args.out}")
     return 0
 
 
 def cmd_measure(args) -> int:
     from ctxenergy.grid import Cell, prompt_path
     from ctxenergy.models import load_tokenizer, resolve_model
-    from ctxenergy.prompts import load_cell_prompts, make_prompts, save_ids
+    from ctxenergy.prompts import load_cell_prompts, make_batch_prompts, make_prompts, save_ids
     from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.workflow_process import watch_workflow
 
@@ -111,20 +115,25 @@ def cmd_measure(args) -> int:
     _check_in_config(args, config, "models", args.model)
     check(config, " + ".join(_config_files(args)), engines_needed=(args.engine,))
     check_device(config["device"])
-    cell = Cell(args.model, args.engine, args.phase, args.length)
-    prompt = Path(args.prompt) if args.prompt else prompt_path(args.model, args.length)
-    warmup = Path(args.warmup_prompt) if args.warmup_prompt else prompt_path(args.model, args.length, warmup=True)
+    _check_variant(args, config)
+    cell = Cell(args.model, args.engine, args.phase, args.length, args.batch_size, args.variant)
+    prompt = Path(args.prompt) if args.prompt else prompt_path(args.model, args.length, batch_size=args.batch_size)
+    warmup = (Path(args.warmup_prompt) if args.warmup_prompt
+              else prompt_path(args.model, args.length, warmup=True, batch_size=args.batch_size))
     named_missing = [p for p, arg in ((prompt, args.prompt), (warmup, args.warmup_prompt)) if arg and not p.exists()]
     if named_missing:  # a file named on the command line is never made here: it may be meant for another length
         raise CtxEnergyError(f"{named_missing[0]}: no such prompt file; make it with `ctxenergy prompts`, or leave "
                              "the option out to have the cell's default prompts made")
     if not prompt.exists() or not warmup.exists():  # only the default files, and only those missing
-        made = make_prompts(load_tokenizer(resolve_model(config, args.model)), args.length)
+        tokenizer = load_tokenizer(resolve_model(config, args.model))
+        made = (make_prompts(tokenizer, args.length) if args.batch_size == 1
+                else make_batch_prompts(tokenizer, args.length, args.batch_size))
         for path, ids in zip((prompt, warmup), made):
             if not path.exists():
                 save_ids(ids, path)
     # both of the cell's length, within the model's vocabulary, and not the same, before any GPU time
-    load_cell_prompts(cell.length, prompt, warmup, resolve_model(config, args.model).vocab_size, args.model)
+    load_cell_prompts(cell.length, prompt, warmup, resolve_model(config, args.model).vocab_size, args.model,
+                      cell.batch_size)
     out = Path(args.out) if args.out else cell.path
     args.out = str(out)  # named by main() if the disk refuses the cell
     out.parent.mkdir(parents=True, exist_ok=True)  # a file in the way, a read-only folder: said before measuring
@@ -135,9 +144,11 @@ def cmd_measure(args) -> int:
         from ctxenergy import engine_host
 
         message = {"op": "measure", "cell": {"model": cell.model, "engine": cell.engine, "phase": cell.phase,
-                                             "length": cell.length},
+                                             "length": cell.length, "batch_size": cell.batch_size,
+                                             "variant": cell.variant},
                    "prompt": str(prompt), "warmup_prompt": str(warmup), "out": str(out), "job_start": JOB_START}
-        summary = engine_host.request(_config_files(args), config, cell.model, cell.engine, message)["summary"]
+        summary = engine_host.request(_config_files(args), config, cell.model, cell.engine, message,
+                                      variant=cell.variant)["summary"]
     else:
         from ctxenergy.engine_host import stop_idle_hosts
         from ctxenergy.gpus import claimed_gpus
@@ -162,6 +173,16 @@ def _check_in_config(args, config: dict, key: str, name: str) -> None:
     files = _config_files(args)
     source = (key_sources(files, key) or [f"the schema's default (none of {', '.join(files)} sets it)"])[-1]
     raise ConfigError(f"{source}: {key}: '{name}' is not among {', '.join(names)}; add it there or pick one of those")
+
+
+def _check_variant(args, config: dict) -> None:
+    """--variant names one of the config's engine_variants of --engine (or `default`)."""
+    from ctxenergy.grid import engine_variants
+
+    known = engine_variants(config, args.engine)
+    if args.variant not in known:
+        raise ConfigError(f"--variant {args.variant}: not a variant of {args.engine} in the config (known: "
+                          f"{', '.join(known)}); add it under engine_variants.{args.engine} or pick one of those")
 
 
 def _config_files(args) -> list[str]:
@@ -190,7 +211,7 @@ def cmd_engine_host(args) -> int:
         return 0
     if not (args.model and args.engine and args.socket):
         raise CtxEnergyError("engine-host needs --model, --engine and --socket (or --stop)")
-    return engine_host.serve(_config_files(args), args.model, args.engine, args.socket, args.idle_s)
+    return engine_host.serve(_config_files(args), args.model, args.engine, args.socket, args.idle_s, args.variant)
 
 
 def cmd_warmup(args) -> int:
@@ -210,13 +231,14 @@ def cmd_warmup(args) -> int:
         # The host this starts keeps the engine for the cells that follow: the warm-up is their engine load.
         from ctxenergy import engine_host
 
-        engine_host.request(_config_files(args), config, args.model, args.engine, {"op": "warmup", "out": args.out})
+        engine_host.request(_config_files(args), config, args.model, args.engine, {"op": "warmup", "out": args.out},
+                            variant=args.variant)
         return 0
     from ctxenergy.engine_host import stop_idle_hosts
 
     stop_idle_hosts()  # an idle host of another engine may hold the GPU this needs
     with claimed_gpus(config, args.model):  # on a multi-GPU node the warm-up must not land under a measured cell
-        warm_up_engine(config, args.model, args.engine, args.out)
+        warm_up_engine(config, args.model, args.engine, args.out, args.variant)
     return 0
 
 
@@ -314,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     def engine_arg(sp, required=True):
         sp.add_argument("--engine", required=required, help=f"one of the config's engines: {engines}")
 
+    def batch_arg(sp):
+        sp.add_argument("--batch-size", type=positive_tokens, default=1,
+                        help="B distinct prompts of length L run together (default 1; docs/serving.md)")
+
+    def variant_arg(sp):
+        sp.add_argument("--variant", default="default",
+                        help="the engine's option set of config engine_variants (default: engine_options alone)")
+
     smoke = "--configfile config/smoke.yaml"
     sp = with_config(verb("check", "validate a config", f"{smoke} --device"))
     sp.add_argument("--device", action="store_true", help="also check that the config's device is usable here")
@@ -326,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--length", type=positive_tokens, required=True, help="prompt length L in tokens")
     sp.add_argument("--out", required=True, help="measured prompt to write (.npy of token ids)")
     sp.add_argument("--warmup-out", required=True, help="warm-up prompt to write (.npy; a different text of length L)")
+    batch_arg(sp)
     sp.set_defaults(func=cmd_prompts)
 
     sp = with_config(verb("warmup", "check that an engine loads and prepare what its cells reuse",
@@ -334,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine_arg(sp)
     sp.add_argument("--out", required=True, help="JSON to write: the engine's versions and start-up time")
     sp.add_argument("--engine-host", action="store_true", help="load the engine in a host that the cells reuse")
+    variant_arg(sp)
     sp.set_defaults(func=cmd_warmup)
 
     sp = with_config(verb("weights", "generate a model's shared random weights (random_weights: shared)",
@@ -353,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="cell table (default: results/cells/<model>/<engine>/<phase>/L<n>.parquet)")
     sp.add_argument("--engine-host", action="store_true",
                     help="measure on the engine host of this (model, engine), starting it if needed (the workflow's way)")
+    batch_arg(sp)
+    variant_arg(sp)
     sp.set_defaults(func=cmd_measure)
 
     sp = with_config(verb("engine-host", "keep one engine loaded for the cell jobs (started by them)",
@@ -363,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--socket", help="Unix socket to listen on")
     sp.add_argument("--idle-s", type=float, default=120.0, help="exit after this long without a request")
     sp.add_argument("--stop", action="store_true", help="stop every idle engine host of this directory")
+    variant_arg(sp)
     sp.set_defaults(func=cmd_engine_host)
 
     sp = verb("compare", "cells measured twice: a rerun against reference cells, with intervals",

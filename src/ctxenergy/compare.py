@@ -24,6 +24,8 @@ from ctxenergy.stats import summarize, welch_diff_pct
 from ctxenergy.tables import read_cell, write_csv_or_parquet
 
 KEY = ("model", "engine", "phase", "length_tokens")
+# Cells match on KEY and, since the batch axis (docs/serving.md), on batch size and engine variant, as Cell's fields.
+MATCH = (*KEY, "batch_size", "engine_variant")
 # Above this run-time difference the two runs did not do the same thing at the same speed (host-bound engine,
 # other settings, a throttled GPU): the note says so.
 RUN_TIME_NOTE_PCT = 10.0
@@ -33,7 +35,7 @@ BOARD_TOLERANCE_PCT = 5.0
 VERDICTS_WITH_DIFF = ("agrees", "within tolerance", "differs")  # both cells measured, neither a copy of the other
 
 
-def _cells(directory: str | Path, what: str, key: tuple = KEY) -> dict[tuple, tuple[pd.DataFrame, dict]]:
+def _cells(directory: str | Path, what: str, key: tuple = MATCH) -> dict[tuple, tuple[pd.DataFrame, dict]]:
     cells = {}
     for path in cached_cell_tables(directory, what):
         windows, _, _, meta = read_cell(path)
@@ -72,7 +74,8 @@ def _verdict(status_ok: bool, diff: float, low: float, high: float, tolerance_pc
 
 
 def cell_key(cell_id: str) -> tuple:
-    """'llama-3.1-8b/hf-sdpa/prefill/L16384' -> ('llama-3.1-8b', 'hf-sdpa', 'prefill', 16384), matching KEY"""
+    """'llama-3.1-8b/hf-sdpa/prefill/L16384' -> ('llama-3.1-8b', 'hf-sdpa', 'prefill', 16384, 1, 'default'),
+    matching MATCH"""
     try:
         return astuple(Cell.from_id(cell_id))
     except ValueError as exc:
@@ -84,7 +87,7 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
     """One row per cell found under both directories (matched on model, engine, phase and L), or per cell of
     `cells` (cell ids), each of which must be in both. across_models matches on engine, phase and L only: two model
     entries of one shape (an A/B of weight sets, each arm its own model name); the rows carry the reference's model."""
-    key = KEY[1:] if across_models else KEY
+    key = MATCH[1:] if across_models else MATCH
     ref, new = _cells(reference, "reference", key), _cells(candidate, "candidate", key)
     if across_models and cells is not None:
         raise CtxEnergyError("compare: --cells names cells by model; with --across-models compare whole folders")

@@ -122,10 +122,40 @@ def check_semantics(config: dict, source: str = "config", engines_needed: tuple[
     for engine in engines_needed if engines_needed is not None else config["engines"]:
         if not engine_installed(engine):
             raise ConfigError(f"{source}: {ENGINES[engine].install_hint()}")
+    _check_variants(config, source)
     _check_spot_check(config, source)
     _check_budget(config, source)
     _check_window_counts(config, source)
     return config
+
+
+def _check_variants(config: dict, source: str) -> None:
+    """engine_variants: over lengths and batch sizes of the grid, with the options the engine's `engine_options`
+    accepts. Variants of an engine the grid leaves out are not measured (a run of one engine of a config that
+    names variants of another, as campaign.yaml suggests: --config 'engines=["hf-sdpa"]')."""
+    schema = load_schema()["properties"]["engine_options"]["properties"]
+    for engine, variants in (config.get("engine_variants") or {}).items():
+        where = f"{source}: engine_variants.{engine}"
+        if engine not in config["engines"]:
+            continue
+        key = ENGINES[engine].options_key
+        for name, variant in variants.items():
+            for axis, grid in (("lengths", config["lengths"]), ("batch_sizes", config["batch_sizes"])):
+                extra = [v for v in variant.get(axis, []) if v not in grid]
+                if extra:
+                    raise ConfigError(f"{where}.{name}.{axis}: {extra} not in the grid's {axis} ({grid}); add them "
+                                      f"to {axis} or remove them from the variant")
+            options = variant["options"]
+            if key is None or (engine == "hf-paged" and options):
+                raise ConfigError(f"{where}.{name}.options: {engine} reads no engine options; remove the variant")
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(schema[key]).iter_errors(options))
+            if error is not None:
+                raise ConfigError(f"{where}.{name}.options: {error.message} (the keys of engine_options.{key})")
+            merged = {**config["engine_options"].get(key, {}), **options}
+            if merged.get("distinct_prompts") and merged.get("warmup_same_prompt"):
+                raise ConfigError(f"{where}.{name}.options: distinct_prompts and warmup_same_prompt contradict each "
+                                  "other; drop one")
 
 
 def _check_window_counts(config: dict, source: str) -> None:

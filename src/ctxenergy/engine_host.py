@@ -181,12 +181,13 @@ def _remove_stale(paths: dict[str, Path]) -> None:
             paths[ext].unlink()
 
 
-def _spawn(config_files: list, model: str, engine: str, key: str, slot: int, idle_s: float) -> subprocess.Popen:
+def _spawn(config_files: list, model: str, engine: str, key: str, slot: int, idle_s: float,
+           variant: str = "default") -> subprocess.Popen:
     paths = _paths(key, slot)
     _remove_stale(paths)
     log = open(paths["log"], "ab")  # handed to the child, closed here right after
     cmd = [sys.executable, "-m", "ctxenergy", "engine-host", "--config", str(config_files[0]), "--model", model,
-           "--engine", engine, "--socket", str(paths["sock"]), "--idle-s", str(idle_s)]
+           "--engine", engine, "--socket", str(paths["sock"]), "--idle-s", str(idle_s), "--variant", variant]
     for extra in config_files[1:]:
         cmd += ["--configfile", str(extra)]
     # A new session: the host must outlive this job (Snakemake ends a job's process group with the job).
@@ -268,9 +269,11 @@ def _await_reply(conn: socket.socket, pid_path: Path) -> dict | None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def request(config_files: list, config: dict, model: str, engine: str, message: dict) -> dict:
-    """Send `message` to a host of (config, model, engine), starting one when none is idle; return its reply."""
-    key = host_key(config_files, model, engine)
+def request(config_files: list, config: dict, model: str, engine: str, message: dict,
+            variant: str = "default") -> dict:
+    """Send `message` to a host of (config, model, engine, variant), starting one when none is idle; return its
+    reply. An engine variant (config engine_variants) is another load of the engine, with its own host."""
+    key = host_key(config_files, model, engine if variant == "default" else f"{engine}/V-{variant}")
     fd, slot = None, 0
     for slot in range(MAX_SLOTS):
         fd = _try_lock(_paths(key, slot)["lock"])
@@ -285,7 +288,7 @@ def request(config_files: list, config: dict, model: str, engine: str, message: 
         if conn is None:
             if config["device"] == "cuda":  # an idle host of another engine may hold the GPU the new one needs
                 stop_idle_hosts(except_key=key)
-            _spawn(config_files, model, engine, key, slot, config["measure"]["engine_host_idle_s"])
+            _spawn(config_files, model, engine, key, slot, config["measure"]["engine_host_idle_s"], variant)
             conn = _connect(paths["sock"])
             if conn is None:
                 raise EngineHostError(f"cannot connect to the engine host at {paths['sock']}; see {paths['log']}")
@@ -325,13 +328,13 @@ def _listen(path: Path) -> socket.socket:
     return s
 
 
-def _load(config: dict, model: str, engine_name: str) -> ResidentEngine:
+def _load(config: dict, model: str, engine_name: str, variant: str = "default") -> ResidentEngine:
     from ctxenergy.engines import make_engine
     from ctxenergy.models import resolve_model
 
     resident = ResidentEngine()
     try:
-        engine = make_engine(engine_name, resolve_model(config, model), config)
+        engine = make_engine(engine_name, resolve_model(config, model), config, variant)
         t0 = time.perf_counter()
         engine.load()
         resident.load_s = time.perf_counter() - t0
@@ -344,7 +347,7 @@ def _load(config: dict, model: str, engine_name: str) -> ResidentEngine:
 
 
 def _handle(message: dict, config: dict, model: str, engine_name: str, resident: ResidentEngine, meter,
-            uuids) -> dict:
+            uuids, variant: str = "default") -> dict:
     from ctxenergy.grid import Cell
 
     op = message.get("op")
@@ -356,16 +359,19 @@ def _handle(message: dict, config: dict, model: str, engine_name: str, resident:
         from ctxenergy.measure import measure_cell, summary
 
         c = message["cell"]
-        cell = Cell(c["model"], c["engine"], c["phase"], int(c["length"]))
-        if (cell.model, cell.engine) != (model, engine_name):
-            return {"ok": False, "error": f"this host serves {model}/{engine_name}, not {cell.model}/{cell.engine}"}
+        cell = Cell(c["model"], c["engine"], c["phase"], int(c["length"]), int(c.get("batch_size", 1)),
+                    c.get("variant", "default"))
+        if (cell.model, cell.engine, cell.variant) != (model, engine_name, variant):
+            return {"ok": False, "error": f"this host serves {model}/{engine_name} (variant {variant}), not "
+                                          f"{cell.model}/{cell.engine} (variant {cell.variant})"}
         record = measure_cell(config, cell, message["prompt"], message["warmup_prompt"], message["out"], meter=meter,
                               gpu_uuids=uuids, job_start=message.get("job_start"), resident=resident)
         return {"ok": True, "summary": summary(record, message["out"])}
     return {"ok": False, "error": f"unknown request {op!r}"}
 
 
-def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s: float) -> int:
+def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s: float,
+          variant: str = "default") -> int:
     """The host process: listen at once (so the spawning job sees it start), claim the GPU, load, then serve."""
     from ctxenergy.config import load_config
 
@@ -389,7 +395,7 @@ def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s:
         with claimed_gpus(config, model) as uuids:
             meter = open_meter(config["device"], uuids=uuids,
                                sample_interval_s=config["measure"]["sample_interval_s"])
-            resident = _load(config, model, engine_name)
+            resident = _load(config, model, engine_name, variant)
             print(f"loaded in {resident.load_s} s" if resident.engine else "load failed", flush=True)
             server.settimeout(idle_s)
             while True:
@@ -410,7 +416,7 @@ def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s:
                         continue
                     workflow_watch.follow(message.get("workflow"))
                     try:
-                        reply = _handle(message, config, model, engine_name, resident, meter, uuids)
+                        reply = _handle(message, config, model, engine_name, resident, meter, uuids, variant)
                         fatal = False
                     except Exception as exc:  # noqa: BLE001 - reported to the job; the host then exits
                         traceback.print_exc()

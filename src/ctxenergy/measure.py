@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 import ctxenergy
+from ctxenergy.batching import batch_limit_of, limit_before_load
 from ctxenergy.config import cell_settings_hash, measure_setting
 from ctxenergy.engines import OutOfMemory, make_engine
 from ctxenergy.engines.registry import ENGINES
@@ -113,7 +114,7 @@ def warmup_prompt_for(config: dict, cell: Cell, prompt: np.ndarray, warmup_promp
     """The prompt the warm-up and timing passes run on: a different one of the same length, or, only when
     engine_options.vllm.warmup_same_prompt asks for it, the measured prompt itself (the seed paper's mistake, kept
     to show that the plausibility guard catches a prefill served from vLLM's prefix cache)."""
-    same = ENGINES[cell.engine].options(config).get("warmup_same_prompt", False)  # only vLLM has the option
+    same = ENGINES[cell.engine].options(config, cell.variant).get("warmup_same_prompt", False)  # only vLLM has it
     return prompt if same else warmup_prompt
 
 
@@ -278,9 +279,10 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
             for ts, pw, rs in zip(energy.trace.t, energy.trace.power_w, energy.trace.reasons):
                 record.trace.append({"window": w, "t_s": ts, "power_w": pw, "clock_event_reasons": rs,
                                      "source": energy.trace.source})
-        bad = [r for r in runs if r.tokens_out != n_out]
+        expected = n_out * (len(prompt) if prompt.ndim == 2 else 1)  # a batch's runs count all its sequences
+        bad = [r for r in runs if r.tokens_out != expected]
         if bad:
-            raise RuntimeError(f"engine returned {bad[0].tokens_out} tokens, expected {n_out}")
+            raise RuntimeError(f"engine returned {bad[0].tokens_out} tokens, expected {expected}")
         w += 1
         stop = windows_stop_reason(record.windows, settings, host_bound(cell))
     t["windows_end"] = time.perf_counter()
@@ -339,7 +341,7 @@ def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -
     cell = record.cell
     if cell.phase == "prefill":
         prefill_s = float(np.median([w["prefill_s"] for w in wins]))
-        tflops = prefill_flops(arch, cell.length) / prefill_s / 1e12
+        tflops = cell.batch_size * prefill_flops(arch, cell.length) / prefill_s / 1e12
         record.meta["achieved_tflops"] = tflops
         reason = plausibility(tflops, record.meta.get("device_name"), record.meta.get("measured_peak_tflops"))
         if reason:
@@ -371,16 +373,23 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "tp": spec.tp,
         "settings": settings, "host_cpu": host_cpu(),
+        # energy per run is the whole batch's: per input token / (B * L), per output token / (B * G)
+        "batch_size": cell.batch_size, "engine_variant": cell.variant,
     })
-    prompt, warmup_prompt = load_cell_prompts(cell.length, prompt_file, warmup_file, spec.vocab_size, cell.model)
+    prompt, warmup_prompt = load_cell_prompts(cell.length, prompt_file, warmup_file, spec.vocab_size, cell.model,
+                                              cell.batch_size)
     warmup_prompt = warmup_prompt_for(config, cell, prompt, warmup_prompt)
     record.meta["warmup_prompt"] = "measured" if warmup_prompt is prompt else "different"
     record.meta["tokenizer"] = tokenizer_label(spec)
     engine = None
+    batch_limit = limit_before_load(cell, spec, ENGINES[cell.engine].options(config, cell.variant), n_out,
+                                    config["dtype"])
     if spec.exceeds_context(cell.length, n_out, cell.engine):  # recorded, not measured
         record.status = "exceeds_context"
         record.status_reason = (f"L + G = {cell.length + n_out} exceeds max_position_embeddings={spec.max_positions}; "
                                 "the cell is recorded but not measured")
+    elif batch_limit is not None:  # a batch beyond the engine's settings: recorded, not measured
+        record.status, record.status_reason = batch_limit
     else:
         own_meter = meter is None
         record.timeline["meter_open_start"] = time.perf_counter()
@@ -395,7 +404,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
             })
             t = record.timeline
             if resident is None:
-                engine = make_engine(cell.engine, spec, config)
+                engine = make_engine(cell.engine, spec, config, cell.variant)
                 t["load_start"] = time.perf_counter()
                 engine.load()
                 t["load_end"] = time.perf_counter()
@@ -409,7 +418,11 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
                 engine = resident.engine  # reset after its last use (the warm-up request or the previous cell)
                 t["load_start"] = t["load_end"] = time.perf_counter()  # loaded before this cell, by the host
             record.meta["engine_settings"] = engine.settings()
-            run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record, resident)
+            beyond = batch_limit_of(cell, engine, n_out, config["dtype"], spec, dev)
+            if beyond is not None:
+                record.status, record.status_reason = beyond
+            else:
+                run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record, resident)
             record.meta["engine_settings"].update(engine.run_notes())
         except OutOfMemory as exc:
             record.status, record.status_reason = "oom", f"out of device memory: {exc}"
@@ -426,7 +439,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
         _apply_validity(record, spec.arch, meter)
     record.meta.setdefault("versions", {"ctxenergy": ctxenergy.__version__, "python": platform.python_version()})
     flops = prefill_flops(spec.arch, cell.length) if n_out == 1 else generate_flops(spec.arch, cell.length, n_out)
-    record.meta["flops_per_run"] = flops
+    record.meta["flops_per_run"] = flops * cell.batch_size
     peaks = device_peaks(record.meta.get("device_name"))
     record.meta["peak_bf16_tflops"] = peaks["bf16_tflops"] if peaks else None
     record.meta["peak_mem_tb_s"] = peaks["mem_tb_s"] if peaks else None
@@ -454,6 +467,7 @@ CELL_COLUMNS = [
     "driver_version", "power_limit_w", "meter_method", "counter_period_s", "idle_power_w", "runs_per_window",
     "weights", "tokenizer", "config_hash", "measured_at", "cuda_visible_devices", "tp", "flops_per_run",
     "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops", "host_cpu", "windows_stop_reason", "idle_source",
+    "batch_size", "engine_variant",
 ]
 
 

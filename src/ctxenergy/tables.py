@@ -186,7 +186,23 @@ def read_cell(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
             raise CellFileError(f"{path.with_name(name)}: not the file written with {path.name} (its content "
                                 f"differs from the hash recorded there); {CELL_FIX}")
     _check_siblings_belong(path, windows, runs, trace, meta)
-    return windows, runs, trace, meta
+    return with_serving_defaults(windows), runs, trace, meta
+
+
+# Columns added with schema_version 2 (the batch axis and engine variants, docs/serving.md), as cells written before
+# them read: one sequence per run, the engine as engine_options set it.
+SERVING_DEFAULTS = {"batch_size": 1, "engine_variant": "default"}
+
+
+def with_serving_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """A cell's windows (or the table of cells) with batch_size and engine_variant filled in where it predates them."""
+    missing = {c: v for c, v in SERVING_DEFAULTS.items() if c not in df}
+    if not missing:
+        return df
+    df = df.copy()
+    for column, value in missing.items():
+        df[column] = value
+    return df
 
 
 def _check_version(path: Path, windows: pd.DataFrame, meta: dict) -> None:
@@ -206,13 +222,22 @@ PHASES = ("prefill", "generate")
 
 def _check_name(path: Path, row: pd.Series) -> None:
     """A cell file named L<n>.parquet holds the cell of length n; in the workflow's <model>/<engine>/<phase>/
-    layout (a phase folder, under an engine's folder) the folders name its phase, engine and model too."""
+    layout (a phase folder, under an engine's folder) the folders name its phase, engine and model too, and the
+    folders between phase and file its variant and batch (V-<variant>/B<b>/, as its cell_id)."""
     from ctxenergy.engines.registry import ENGINES
+    from ctxenergy.grid import CELL_TAIL
 
-    cell = f"{row['model']}/{row['engine']}/{row['phase']}/L{row['length_tokens']}"
+    cell = str(row["cell_id"])
     named = CELL_NAME.fullmatch(path.name)
     folders = path.parent.parts
     wrong = bool(named) and int(named.group(1)) != row["length_tokens"]
+    id_tail = cell.split("/", 3)[-1] if cell.count("/") >= 3 else ""
+    tail_folders = [f for f in id_tail.split("/")[:-1] if f]
+    if tail_folders and named:  # a batched or variant cell: its id's segments are the folders above the file
+        wrong = wrong or list(folders[-len(tail_folders):]) != tail_folders or not CELL_TAIL.fullmatch(id_tail)
+        folders = folders[:-len(tail_folders)]
+    elif named and folders and (folders[-1].startswith("V-") or (folders[-1][:1] == "B" and folders[-1][1:].isdigit())):
+        wrong = True  # a batch-1 default cell moved into a batch's or variant's folder
     if folders and folders[-1] in PHASES:
         wrong = wrong or folders[-1] != row["phase"]
         if len(folders) >= 2 and folders[-2] in ENGINES:
@@ -220,7 +245,8 @@ def _check_name(path: Path, row: pd.Series) -> None:
             wrong = wrong or folders[-2] != row["engine"] or folders[-2 - len(model):-2] != model
     if wrong:
         raise CellFileError(f"{path}: holds the cell {cell}, not the one its name says (renamed or moved); put it "
-                            f"back at <model>/<engine>/<phase>/L<length>.parquet or {CELL_FIX}")
+                            f"back at <model>/<engine>/<phase>/[V-<variant>/][B<b>/]L<length>.parquet (its cell_id) "
+                            f"or {CELL_FIX}")
 
 
 # perf_counter seconds by which a run or power sample may lie outside the cell's recorded windows (a sample taken
@@ -254,4 +280,4 @@ def _check_siblings_belong(path: Path, windows: pd.DataFrame, runs: pd.DataFrame
 def read_cells_table(path: str | Path) -> pd.DataFrame:
     """The table of cells (results/cells.parquet), checked against the cell schema's `cells` entry."""
     fix = "rebuild it from the cells (snakemake --forcerun aggregate_cells, or ctxenergy aggregate)"
-    return _read_checked(Path(path), _cell_schema()["$defs"]["cells"], fix)[0]
+    return with_serving_defaults(_read_checked(Path(path), _cell_schema()["$defs"]["cells"], fix)[0])

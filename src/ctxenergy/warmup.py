@@ -16,10 +16,10 @@ from ctxenergy.files import write_text
 from ctxenergy.models import resolve_model
 
 
-def warm_up_engine(config: dict, model: str, engine_name: str, out) -> dict:
-    """Load the engine in this process, run one short request, close it."""
+def warm_up_engine(config: dict, model: str, engine_name: str, out, variant: str = "default") -> dict:
+    """Load the engine (with the options of `variant`) in this process, run one short request, close it."""
     spec = resolve_model(config, model)
-    engine = make_engine(engine_name, spec, config)
+    engine = make_engine(engine_name, spec, config, variant)
     t0 = time.perf_counter()
     engine.load()
     t1 = time.perf_counter()

@@ -10,7 +10,17 @@ from ctxenergy.config import (
 from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
-from ctxenergy.grid import cached_cell_tables, expand_grid
+from ctxenergy.grid import (
+    CELL_TAIL,
+    CELL_TAIL_PATTERN,
+    DEFAULT_VARIANT,
+    Cell,
+    WARMUP_DIR,
+    cached_cell_tables,
+    engine_variants,
+    expand_grid,
+    prompt_path,
+)
 from ctxenergy.tables import sibling
 from ctxenergy.telemetry.nvml_api import check_device
 from ctxenergy.workflow_process import check_run_folders_writable, enter_workflow, failed_jobs_line
@@ -44,6 +54,9 @@ wildcard_constraints:
     engine="|".join(re.escape(e) for e in config["engines"]),
     phase="prefill|generate",
     length=r"\d+",
+    batch=r"\d+",
+    variant=r"[a-z0-9][a-z0-9-]*",
+    cell=CELL_TAIL_PATTERN,
 
 
 def exit_unless_device_usable():
@@ -62,22 +75,69 @@ def stop_engine_hosts():
     stop_idle_hosts()
 
 
-# One (model, engine) at a time: its warm-up, then its cells, then the next pair's. Each switch of pair restarts
-# the engine host (a model load; for vLLM, minutes of start-up), and Snakemake otherwise picks among ready jobs
-# in no useful order. Prompts (CPU, seconds) come first so that a pair's cells are ready when its warm-up is done.
-ENGINE_PAIRS = [(m, e) for m in MODELS for e in config["engines"]]
+# One (model, engine, variant) at a time: its warm-up, then its cells, then the next pair's. Each switch of pair
+# restarts the engine host (a model load; for vLLM, minutes of start-up), and Snakemake otherwise picks among ready
+# jobs in no useful order. Prompts (CPU, seconds) come first so that a pair's cells are ready when its warm-up is done.
+ENGINE_PAIRS = [(m, e, v) for m in MODELS for e in config["engines"] for v in engine_variants(config, e)]
 PROMPTS_PRIORITY = 2 * len(ENGINE_PAIRS) + 2
 
 
+def variant_of(wildcards):
+    """The engine variant of a job: a cell's (its `cell` wildcard), a variant warm-up's, else the default."""
+    if "cell" in wildcards.keys():
+        return CELL_TAIL.fullmatch(wildcards.cell)["variant"] or DEFAULT_VARIANT
+    return wildcards.get("variant", DEFAULT_VARIANT)
+
+
+def cell_of(wildcards):
+    return Cell.from_tail(wildcards.model, wildcards.engine, wildcards.phase, wildcards.cell)
+
+
 def pair_priority(offset):
-    """Priority of a job of one (model, engine): the pair's cells (offset 1) above its warm-up (0), both above
-    every later pair's jobs."""
+    """Priority of a job of one (model, engine, variant): the pair's cells (offset 1) above its warm-up (0), both
+    above every later pair's jobs."""
 
     def priority(wildcards):
-        rank = ENGINE_PAIRS.index((wildcards.model, wildcards.engine))
+        rank = ENGINE_PAIRS.index((wildcards.model, wildcards.engine, variant_of(wildcards)))
         return 2 * (len(ENGINE_PAIRS) - rank) + offset
 
     return priority
+
+
+def cell_inputs(wildcards):
+    """A cell's prompt files (one sequence, or its batch's B) and its engine's (variant's) warm-up."""
+    cell = cell_of(wildcards)
+    engine_ready = (
+        WARMUP_DIR
+        / cell.model
+        / (
+            f"{cell.engine}.json"
+            if cell.variant == DEFAULT_VARIANT
+            else f"{cell.engine}/V-{cell.variant}.json"
+        )
+    )
+    return {
+        "prompt": ancient(str(prompt_path(cell.model, cell.length, False, cell.batch_size))),
+        "warmup_prompt": ancient(str(prompt_path(cell.model, cell.length, True, cell.batch_size))),
+        "engine_ready": ancient(str(engine_ready)),
+    }
+
+
+def cell_arguments(wildcards):
+    """The cell's length, batch size and variant as `ctxenergy measure` options (the paper's cells: --length)."""
+    cell = cell_of(wildcards)
+    batch = f" --batch-size {cell.batch_size}" if cell.batch_size != 1 else ""
+    return f" --length {cell.length}{batch}{variant_argument(wildcards)}"
+
+
+def variant_argument(wildcards):
+    variant = variant_of(wildcards)
+    return "" if variant == DEFAULT_VARIANT else f" --variant {variant}"
+
+
+def batch_argument(wildcards):
+    batch = wildcards.get("batch")
+    return f" --batch-size {batch}" if batch else ""
 
 
 def engine_env(wildcards):
@@ -99,8 +159,13 @@ def cell_gpus(wildcards):
 
 
 def cell_settings(wildcards):
-    """Only the settings that change this cell's numbers: a changed figure option never reruns a GPU cell."""
-    return cell_settings_hash(config, wildcards.model)
+    """Only the settings that change this cell's numbers: a changed figure option never reruns a GPU cell; a
+    variant's cells also rerun when its options change."""
+    variant = variant_of(wildcards)
+    if variant == DEFAULT_VARIANT:
+        return cell_settings_hash(config, wildcards.model)
+    options = config["engine_variants"][wildcards.engine][variant]["options"]
+    return f"{cell_settings_hash(config, wildcards.model)}+{sorted(options.items())}"
 
 
 def cell_paths():

@@ -20,26 +20,36 @@ rule warmup_engine:
         mem_mb=16000,
     params:
         config=SETTINGS,
+        variant=variant_argument,
     shell:
         "ctxenergy warmup --config {params.config} --model {wildcards.model} --engine {wildcards.engine}"
-        " --engine-host --out {output} > {log} 2>&1"
+        "{params.variant} --engine-host --out {output} > {log} 2>&1"
+
+
+# An engine variant (config engine_variants) is another load of the engine, with its own warm-up and host.
+use rule warmup_engine as warmup_engine_variant with:
+    output:
+        "results/warmup/{model}/{engine}/V-{variant}.json",
+    log:
+        "results/logs/warmup_engine/{model}/{engine}/V-{variant}.log",
+    benchmark:
+        "results/benchmarks/warmup_engine/{model}/{engine}/V-{variant}.tsv"
 
 
 rule measure_cell:
     input:
         # ancient(): a measured cell is not redone because these exist with a newer date (made on another machine
         # or later). Continuing from committed cells on a fresh checkout: `snakemake missing_cells`, then the rest.
-        prompt=ancient("results/prompts/{model}/L{length}.npy"),
-        warmup_prompt=ancient("results/prompts/{model}/L{length}.warmup.npy"),
-        engine_ready=ancient("results/warmup/{model}/{engine}.json"),
+        unpack(cell_inputs),
     output:
-        cell="results/cells/{model}/{engine}/{phase}/L{length}.parquet",
-        runs="results/cells/{model}/{engine}/{phase}/L{length}.runs.parquet",
-        trace="results/cells/{model}/{engine}/{phase}/L{length}.trace.parquet",
+        # {cell}: L<n>, or with a batch and variant B<b>/L<n>, V-<variant>/[B<b>/]L<n> (ctxenergy.grid.Cell)
+        cell="results/cells/{model}/{engine}/{phase}/{cell}.parquet",
+        runs="results/cells/{model}/{engine}/{phase}/{cell}.runs.parquet",
+        trace="results/cells/{model}/{engine}/{phase}/{cell}.trace.parquet",
     log:
-        "results/logs/measure_cell/{model}/{engine}/{phase}/L{length}.log",
+        "results/logs/measure_cell/{model}/{engine}/{phase}/{cell}.log",
     benchmark:
-        "results/benchmarks/measure_cell/{model}/{engine}/{phase}/L{length}.tsv"
+        "results/benchmarks/measure_cell/{model}/{engine}/{phase}/{cell}.tsv"
     # Once an engine is warm, its cells go next: no other pair's warm-up evicts the host in between.
     priority: pair_priority(1)
     conda:
@@ -51,9 +61,10 @@ rule measure_cell:
     params:
         config=SETTINGS,
         settings=cell_settings,
+        cell=cell_arguments,
     shell:
         "ctxenergy measure --config {params.config} --model {wildcards.model} --engine {wildcards.engine}"
-        " --phase {wildcards.phase} --length {wildcards.length} --prompt {input.prompt}"
+        " --phase {wildcards.phase}{params.cell} --prompt {input.prompt}"
         " --warmup-prompt {input.warmup_prompt} --engine-host --out {output.cell} > {log} 2>&1"
 
 

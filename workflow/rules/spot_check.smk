@@ -4,13 +4,13 @@
 # when a cell differs.
 use rule measure_cell as measure_spot_cell with:
     output:
-        cell="results/spot_check/cells/{model}/{engine}/{phase}/L{length}.parquet",
-        runs="results/spot_check/cells/{model}/{engine}/{phase}/L{length}.runs.parquet",
-        trace="results/spot_check/cells/{model}/{engine}/{phase}/L{length}.trace.parquet",
+        cell="results/spot_check/cells/{model}/{engine}/{phase}/{cell}.parquet",
+        runs="results/spot_check/cells/{model}/{engine}/{phase}/{cell}.runs.parquet",
+        trace="results/spot_check/cells/{model}/{engine}/{phase}/{cell}.trace.parquet",
     log:
-        "results/logs/measure_spot_cell/{model}/{engine}/{phase}/L{length}.log",
+        "results/logs/measure_spot_cell/{model}/{engine}/{phase}/{cell}.log",
     benchmark:
-        "results/benchmarks/measure_spot_cell/{model}/{engine}/{phase}/L{length}.tsv"
+        "results/benchmarks/measure_spot_cell/{model}/{engine}/{phase}/{cell}.tsv"
 
 
 rule spot_check:

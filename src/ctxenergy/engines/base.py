@@ -1,5 +1,8 @@
 """The engine contract: load once, then run a prompt of token ids for 1 (prefill) or G (generate) output tokens.
 
+A run's ids are one prompt (1-D) or a batch of B prompts of equal length (2-D, shape (B, L)) run together;
+tokens_in and tokens_out count the whole batch (B * L in, B * G out).
+
 Every run reports host timestamps on time.perf_counter(), the clock of the power sampler:
 start (just before the prompt is submitted), first_token (the first output token exists on the host)
 and end (the last output token exists on the host); start <= first_token <= end.
@@ -49,7 +52,13 @@ class Engine(ABC):
 
     @abstractmethod
     def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
-        """One request of `ids` producing exactly `max_new_tokens` tokens (greedy, EOS ignored)."""
+        """One request of `ids` (or one batch: a row per request) producing exactly `max_new_tokens` tokens per
+        request (greedy, EOS ignored)."""
+
+    def batch_limit(self, batch_size: int, length: int, n_out: int) -> str | None:
+        """Why the loaded engine cannot run `batch_size` prompts of `length` tokens (+ n_out) as one batch, or None
+        (ctxenergy.batching decides what is knowable before loading)."""
+        return None
 
     def synchronize(self) -> None:
         """Wait until all device work issued so far has finished."""

@@ -157,7 +157,7 @@ class HFEngine(Engine):
         options = options or {}
         self.graph_max_tokens = int(options.get("prefill_cuda_graph_max_tokens", 4096))
         self.graph_enabled = bool(options.get("prefill_cuda_graph", True)) and device == "cuda"
-        self._graph = None  # (length, static input ids, graph, static logits)
+        self._graph = None  # ((B, L), static input ids, graph, static logits)
         self.capture_failure = None  # why the capture failed, for every later cell of this engine
         self.graph_note = self._idle_note()
 
@@ -178,7 +178,8 @@ class HFEngine(Engine):
     def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
         import torch
 
-        input_ids = torch.as_tensor(ids, dtype=torch.long, device=self.device).unsqueeze(0)
+        # A batch's rows have equal lengths: no padding, no attention mask beyond the causal one.
+        input_ids = torch.as_tensor(np.atleast_2d(ids), dtype=torch.long, device=self.device)
         try:
             with torch.inference_mode():
                 self.synchronize()
@@ -195,9 +196,9 @@ class HFEngine(Engine):
                         g.replay()
                     else:
                         logits = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1).logits
-                    int(logits[0, -1].argmax())
+                    logits[:, -1].argmax(-1).tolist()
                     end = time.perf_counter()
-                    return RunTiming(start, end, end, int(ids.size), 1)
+                    return RunTiming(start, end, end, int(ids.size), int(input_ids.shape[0]))
                 clock = _FirstTokenClock()
                 out = self.model.generate(
                     input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
@@ -207,19 +208,19 @@ class HFEngine(Engine):
         except torch.OutOfMemoryError as exc:
             self._release()
             raise OutOfMemory(str(exc).splitlines()[0]) from None
-        produced = int(out.shape[1] - input_ids.shape[1])
+        produced = int(out.shape[1] - input_ids.shape[1]) * int(input_ids.shape[0])
         return RunTiming(start, clock.first_token or end, end, int(ids.size), produced)
 
     def _prefill_graph(self, input_ids):
         """The captured prefill of this length (captured now if needed), or None where the eager call runs."""
         import torch
 
-        length = int(input_ids.shape[1])
-        if not self.graph_enabled or length > self.graph_max_tokens:
+        shape = tuple(input_ids.shape)  # (B, L): a graph replays one shape
+        if not self.graph_enabled or input_ids.numel() > self.graph_max_tokens:
             if self.graph_enabled:
                 self.graph_note = f"not used above {self.graph_max_tokens} tokens"
             return None
-        if self._graph is not None and self._graph[0] == length:
+        if self._graph is not None and self._graph[0] == shape:
             return self._graph
         self._graph = None
         self._release()
@@ -243,7 +244,7 @@ class HFEngine(Engine):
             self.graph_note = f"capture failed, ran eagerly: {self.capture_failure}"
             self._release()
             return None
-        self._graph = (length, static_ids, g, out.logits)
+        self._graph = (shape, static_ids, g, out.logits)
         self.graph_note = "used"
         return self._graph
 
@@ -352,31 +353,41 @@ class HFPagedEngine(HFEngine):
         return manager
 
     def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
+        """One request, or a batch's B requests added together (the manager batches them); the batch's first token
+        is its last request's first token."""
         import torch
 
-        self._counter += 1
-        request_id = f"cell-{self._counter}"
-        tokens = [int(i) for i in ids]
+        rows = [[int(i) for i in row] for row in np.atleast_2d(ids)]  # built before the clock starts
+        request_ids = []
+        for _ in rows:
+            self._counter += 1
+            request_ids.append(f"cell-{self._counter}")
+        results = []
         with torch.no_grad():
             self.synchronize()
             start = time.perf_counter()
-            self.manager.add_request(
-                tokens, request_id=request_id, max_new_tokens=max_new_tokens, record_timestamps=True, eos_token_id=-1,
-            )
-            result = None
-            for result in self.manager.request_id_iter(request_id):
-                if result.is_finished():
+            for tokens, request_id in zip(rows, request_ids):
+                self.manager.add_request(tokens, request_id=request_id, max_new_tokens=max_new_tokens,
+                                         record_timestamps=True, eos_token_id=-1)
+            for request_id in request_ids:
+                result = None
+                for result in self.manager.request_id_iter(request_id):
+                    if result.is_finished():
+                        break
+                results.append(result)
+                if result is None or result.error:
                     break
             end = time.perf_counter()
-        if result is None or result.error:
-            fatal = getattr(self.manager.background_thread_status, "fatal_error", None)
-            message = (result.error if result is not None else None) or (str(fatal) if fatal else None)
-            message = message or "the continuous-batching worker stopped"
-            if "out of memory" in message.lower():
-                raise OutOfMemory(message.splitlines()[0])
-            raise RuntimeError(f"hf-paged request failed: {message}")
-        first = result.timestamps[0] if result.timestamps else end
-        return RunTiming(start, first, end, int(ids.size), len(result.generated_tokens))
+        for result in results:
+            if result is None or result.error:
+                fatal = getattr(self.manager.background_thread_status, "fatal_error", None)
+                message = (result.error if result is not None else None) or (str(fatal) if fatal else None)
+                message = message or "the continuous-batching worker stopped"
+                if "out of memory" in message.lower():
+                    raise OutOfMemory(message.splitlines()[0])
+                raise RuntimeError(f"hf-paged request failed: {message}")
+        first = max(r.timestamps[0] if r.timestamps else end for r in results)
+        return RunTiming(start, first, end, int(ids.size), sum(len(r.generated_tokens) for r in results))
 
     def run_notes(self) -> dict:
         return {}  # the manager runs its own forward passes (and its own CUDA-graph setting, in settings())

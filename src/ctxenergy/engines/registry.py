@@ -41,9 +41,13 @@ class EngineInfo:
         module, cls = self.engine_class.split(":")
         return getattr(importlib.import_module(module), cls)
 
-    def options(self, config: dict) -> dict:
-        """Its settings of `config`'s engine_options ({} where it reads none)."""
-        return config.get("engine_options", {}).get(self.options_key, {}) if self.options_key else {}
+    def options(self, config: dict, variant: str = "default") -> dict:
+        """Its settings of `config`'s engine_options ({} where it reads none), with those of `variant` (config
+        engine_variants) over them."""
+        base = config.get("engine_options", {}).get(self.options_key, {}) if self.options_key else {}
+        if variant == "default":
+            return base
+        return {**base, **config["engine_variants"][self.name][variant]["options"]}
 
 
 # In display order: the baseline first, so that a ratio "a / b" reads "how much more the baseline costs".

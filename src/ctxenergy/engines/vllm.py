@@ -39,7 +39,8 @@ def llm_kwargs(spec: ModelSpec, dtype: str, options: dict) -> dict:
 
     Random weights (`load_format="dummy"`) from the folder that holds the model's config.json unless the model
     names real weights. Prompts are token ids, so no tokenizer is loaded. A whole prompt is one prefill chunk
-    (max_num_batched_tokens = max_model_len), as in HF's single forward pass. Settings left unset in the options
+    (max_num_batched_tokens = max_model_len), as in HF's single forward pass, unless the options ask for vLLM's
+    chunked prefill (its default chunk size) or name max_num_batched_tokens. Settings left unset in the options
     are not passed, so vLLM's own defaults apply and the recorded settings say so.
     """
     max_len = spec.max_positions
@@ -51,11 +52,18 @@ def llm_kwargs(spec: ModelSpec, dtype: str, options: dict) -> dict:
         "dtype": dtype,
         "enable_prefix_caching": bool(options.get("enable_prefix_caching", False)),
         "max_model_len": int(max_len),
-        "max_num_batched_tokens": int(max_len),
         "tensor_parallel_size": int(spec.tp),
         # Request metrics (the first token's time) exist only with stats on; their cost is host bookkeeping per step.
         "disable_log_stats": False,
     }
+    if options.get("max_num_batched_tokens") is not None:
+        kwargs["max_num_batched_tokens"] = int(options["max_num_batched_tokens"])
+    elif options.get("chunked_prefill"):
+        kwargs["enable_chunked_prefill"] = True  # and vLLM's default chunk size, recorded from its config
+    else:
+        kwargs["max_num_batched_tokens"] = int(max_len)
+    if options.get("max_num_seqs") is not None:
+        kwargs["max_num_seqs"] = int(options["max_num_seqs"])
     if not spec.weights:
         kwargs["load_format"] = "dummy"
     if options.get("enforce_eager") is not None:
@@ -128,21 +136,43 @@ def _outside(t: float, start: float, end: float) -> float:
     return start - t if t < start else t - end
 
 
-def check_request_output(outputs, n_in: int, n_out: int) -> tuple[int, int]:
-    """(tokens produced, prompt tokens served from the prefix cache) of one request; raises unless vLLM returned
-    one request with n_in prompt tokens and exactly n_out output tokens."""
-    if len(outputs) != 1:
-        raise RuntimeError(f"vLLM returned {len(outputs)} request outputs for one prompt")
-    out = outputs[0]
-    prompt_ids = getattr(out, "prompt_token_ids", None)
-    if prompt_ids is not None and len(prompt_ids) != n_in:
-        raise RuntimeError(f"vLLM saw {len(prompt_ids)} prompt tokens, the cell sent {n_in}")
-    if len(out.outputs) != 1:
-        raise RuntimeError(f"vLLM returned {len(out.outputs)} completions, expected 1")
-    produced = len(out.outputs[0].token_ids)
-    if produced != n_out:
-        raise RuntimeError(f"vLLM returned {produced} tokens, expected exactly {n_out} (ignore_eos was set)")
-    return produced, int(getattr(out, "num_cached_tokens", 0) or 0)
+def check_request_output(outputs, n_in: int, n_out: int, n_requests: int = 1) -> tuple[int, int]:
+    """(tokens produced, prompt tokens served from the prefix cache), summed over the requests of one run; raises
+    unless vLLM returned n_requests requests, each with n_in prompt tokens and exactly n_out output tokens."""
+    if len(outputs) != n_requests:
+        raise RuntimeError(f"vLLM returned {len(outputs)} request outputs for {n_requests} prompts")
+    produced_total = cached_total = 0
+    for out in outputs:
+        prompt_ids = getattr(out, "prompt_token_ids", None)
+        if prompt_ids is not None and len(prompt_ids) != n_in:
+            raise RuntimeError(f"vLLM saw {len(prompt_ids)} prompt tokens, the cell sent {n_in}")
+        if len(out.outputs) != 1:
+            raise RuntimeError(f"vLLM returned {len(out.outputs)} completions, expected 1")
+        produced = len(out.outputs[0].token_ids)
+        if produced != n_out:
+            raise RuntimeError(f"vLLM returned {produced} tokens, expected exactly {n_out} (ignore_eos was set)")
+        produced_total += produced
+        cached_total += int(getattr(out, "num_cached_tokens", 0) or 0)
+    return produced_total, cached_total
+
+
+# Leading tokens of a prompt replaced by a per-request number (distinct_prompts): in base (vocab - FIRST_NONCE_ID),
+# three digits give > 10^6 distinct requests even for a 256-id vocabulary, 2 * 10^15 for Llama's.
+NONCE_TOKENS = 3
+FIRST_NONCE_ID = 3  # ids 0-2 are often special (pad, bos, eos)
+
+
+def distinct_prompt(ids: np.ndarray, number: int, vocab_size: int) -> np.ndarray:
+    """`ids` with its first NONCE_TOKENS tokens replaced by the digits of `number`: two requests of different
+    numbers differ in their first block, so no prefix cache (which keys blocks on everything before them) can serve
+    one from the other, and the prompt keeps its length."""
+    base = vocab_size - FIRST_NONCE_ID
+    if number >= base**NONCE_TOKENS:
+        raise ValueError(f"request number {number} has no distinct prefix in a vocabulary of {vocab_size}")
+    out = np.array(ids, dtype=np.int64, copy=True)
+    for k in range(min(NONCE_TOKENS, out.size)):
+        out[k] = FIRST_NONCE_ID + (number // base**k) % base
+    return out
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -152,7 +182,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 class VllmEngine(Engine):
-    """vllm: offline vllm.LLM, one request per run, batch size 1."""
+    """vllm: offline vllm.LLM; a run is one `generate` call of one request, or of B requests for a batch (the
+    batch's first token is its last request's first token: the batch has been prefilled)."""
 
     name = "vllm"
 
@@ -167,6 +198,7 @@ class VllmEngine(Engine):
         self.cached_tokens: list[int] = []  # per run: prompt tokens vLLM took from its prefix cache
         self._params: dict[int, object] = {}
         self._warned_cache = False
+        self._requests = 0  # requests sent so far: the number distinct_prompts writes into each
 
     @classmethod
     def create(cls, name: str, spec: ModelSpec, config: dict, options: dict) -> VllmEngine:
@@ -208,25 +240,59 @@ class VllmEngine(Engine):
         return self._params[n]
 
     def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
-        prompt = {"prompt_token_ids": ids.tolist()}  # built before the clock starts
+        rows = np.atleast_2d(ids)
+        if self.options.get("distinct_prompts"):  # a prompt never seen by this engine, so the cache serves nothing
+            rows = [distinct_prompt(r, self._requests + i, self.spec.vocab_size) for i, r in enumerate(rows)]
+        self._requests += len(rows)
+        prompts = [{"prompt_token_ids": r.tolist()} for r in rows]  # built before the clock starts
+        n_in = int(rows[0].size)
         params = self._sampling(max_new_tokens)
         start = time.perf_counter()
         try:
-            outputs = self.llm.generate([prompt], params, use_tqdm=False)
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise OutOfMemory(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
             raise
         end = time.perf_counter()  # generate() returns once the tokens are on the host: no extra synchronize
-        produced, cached = check_request_output(outputs, int(ids.size), max_new_tokens)
+        produced, cached = check_request_output(outputs, n_in, max_new_tokens, len(prompts))
         self.cached_tokens.append(cached)
         if cached and not self._warned_cache:
             self._warned_cache = True
-            print(f"ctxenergy: vLLM took {cached} of {ids.size} prompt tokens from its prefix cache: the prefill was "
-                  "not fully computed (enable_prefix_caching is on)", file=sys.stderr)
-        first, _ = first_token_time(getattr(outputs[0], "metrics", None), self.offsets, start, end)
+            print(f"ctxenergy: vLLM took {cached} of {n_in * len(prompts)} prompt tokens from its prefix cache: the "
+                  "prefill was not fully computed (enable_prefix_caching is on)", file=sys.stderr)
+        firsts = [first_token_time(getattr(o, "metrics", None), self.offsets, start, end)[0] for o in outputs]
         # Without metrics the end of the call is the first token's time: exact for max_tokens=1.
-        return RunTiming(start, end if first is None else first, end, int(ids.size), produced)
+        first = end if any(f is None for f in firsts) else max(firsts)
+        return RunTiming(start, first, end, n_in * len(prompts), produced)
+
+    def batch_limit(self, batch_size: int, length: int, n_out: int) -> str | None:
+        """Beyond the loaded engine's KV cache, vLLM would preempt and recompute sequences: not one batch."""
+        cache = self._scheduler_settings()
+        capacity = None if cache["num_gpu_blocks"] is None else cache["num_gpu_blocks"] * cache["block_size"]
+        needed = batch_size * (length + n_out)
+        if capacity is not None and needed > capacity:
+            return (f"B * (L + G) = {needed} tokens exceed vLLM's KV cache of {capacity} tokens "
+                    f"({cache['num_gpu_blocks']} blocks of {cache['block_size']}): it would preempt sequences")
+        if cache["max_num_seqs"] is not None and batch_size > cache["max_num_seqs"]:
+            return f"B = {batch_size} exceeds vLLM's max_num_seqs = {cache['max_num_seqs']}"
+        return None
+
+    def _scheduler_settings(self) -> dict:
+        """What the loaded vLLM chose for the batch: step size (the prefill chunk), sequences per step, KV cache."""
+        config = getattr(getattr(self.llm, "llm_engine", None), "vllm_config", None)
+        sched, cache = getattr(config, "scheduler_config", None), getattr(config, "cache_config", None)
+        return {"max_num_batched_tokens": getattr(sched, "max_num_batched_tokens",
+                                                  self.kwargs.get("max_num_batched_tokens")),
+                "max_num_seqs": getattr(sched, "max_num_seqs", self.kwargs.get("max_num_seqs")),
+                "chunked_prefill": getattr(sched, "enable_chunked_prefill", self.kwargs.get("enable_chunked_prefill")),
+                "num_gpu_blocks": getattr(cache, "num_gpu_blocks", None),
+                "block_size": getattr(cache, "block_size", None)}
+
+    def run_notes(self) -> dict:
+        """Prompt tokens vLLM served from its prefix cache in this cell's runs (warm-up included): 0 unless a prompt
+        repeated one it had seen, which distinct_prompts rules out."""
+        return {"prefix_cached_tokens": int(sum(self.cached_tokens)), "requests_sent": self._requests}
 
     def versions(self) -> dict[str, str]:
         import torch
@@ -242,7 +308,8 @@ class VllmEngine(Engine):
             "compilation_level": k.get("compilation_config"),
             "tensor_parallel_size": k["tensor_parallel_size"],
             "max_model_len": k["max_model_len"],
-            "max_num_batched_tokens": k["max_num_batched_tokens"],
+            "chunked_prefill_option": bool(self.options.get("chunked_prefill", False)),
+            "distinct_prompts": bool(self.options.get("distinct_prompts", False)),
             "gpu_memory_utilization": k.get("gpu_memory_utilization"),
             "load_format": k.get("load_format", "auto"),
             "in_process": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0",
@@ -250,6 +317,8 @@ class VllmEngine(Engine):
             "warmup_same_prompt": bool(self.options.get("warmup_same_prompt", False)),
         }
         settings.update(self._resolved_compilation())
+        settings.update({k: v for k, v in self._scheduler_settings().items() if k != "chunked_prefill"})
+        settings["enable_chunked_prefill"] = self._scheduler_settings()["chunked_prefill"]
         return settings
 
     def _resolved_compilation(self) -> dict:
@@ -269,6 +338,7 @@ class VllmEngine(Engine):
         # all lengths share their beginning); with caching off there is nothing to drop.
         if self.llm is not None and self.kwargs["enable_prefix_caching"]:
             self.llm.reset_prefix_cache()
+        self.cached_tokens.clear()
 
     def close(self) -> None:
         if self.llm is None:
