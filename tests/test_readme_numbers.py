@@ -68,7 +68,7 @@ def test_each_claims_verdict_and_quoted_intervals_are_the_claims_table():
         deciding = " ".join(group["deciding"])
         for interval in re.findall(r"\d[\d.]* \[[\d., ]+\]", line):  # every "value [low, high]" quoted
             assert interval in deciding, (claim_id, interval)
-    assert sorted(claims["claim_id"].unique()) == list(range(1, 11)) and claim_line(10)
+    assert sorted(claims["claim_id"].unique()) == list(range(1, 13)) and claim_line(12)
     assert (claims["metric"] != "").all() and (claims["threshold"] != "").all()
 
 

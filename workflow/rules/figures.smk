@@ -1,7 +1,14 @@
 # Analysis and figures: derived tables from the table of cells, figures from the derived tables only, so that
 # `snakemake --forcerun plot_figures` redraws every figure from cached Parquet without touching a measurement.
 # The derived tables and the figures are listed once, in the package (ctxenergy.outputs.catalog).
-from ctxenergy.outputs.catalog import ANALYSIS_TABLES, FIGURE_NAMES, FIGURES
+from ctxenergy.outputs.catalog import analysis_tables, figures, wants_serving
+
+# The serving table and figures only where the grid has a batch axis or engine variants: a batch-1 grid's outputs
+# stay as they were.
+SERVING = wants_serving(config)
+ANALYSIS_TABLES = analysis_tables(SERVING)
+FIGURES = figures(SERVING)
+FIGURE_NAMES = [figure.name for figure in FIGURES]
 
 # The per-token cost model for estimators (docs/cost-model.md): a derived table, also written as CSV and JSON.
 COST_MODEL = multiext("results/analysis/cost_model", ".parquet", ".csv", ".json")

@@ -15,6 +15,16 @@ The common rules:
 - "at ~112k" means a measured L within NEAR_TABLE1 of the paper's 112,000 tokens (the default grid has 114,688).
 - "flat" means within FLAT_TOLERANCE of the minimum over the range, from the L of that minimum on, so that a
   host-bound short context (highest J/token at L = 256) cannot decide it.
+Claims 11 and 12 are other papers' (paper_values.OTHER_CLAIMS), judged by the same rules on the same cells:
+- (11) the "1/W law" (arXiv 2603.17280): tokens per watt halve with each doubling of the context. Tokens per watt is
+  tokens per second per watt, i.e. tokens per joule; halving per doubling is a log-log slope of -1 of tokens/J
+  against L. Measured as the weighted least-squares slope of ln(tokens/J) on ln(L) over the grid, for input tokens
+  (1 / J per input token of the prefill cells) and output tokens (1 / E_out): within -1 +- RELATIVE_TOLERANCE
+  confirms. At batch 1 the law's mechanism (fewer sequences fit beside a longer KV cache) is absent by construction;
+  what is tested is its consequence at one request, and serving cells (batch_size > 1) test it as deployed.
+- (12) a longer prefill raises the energy per output token of the decode after it (arXiv 2602.05712: +1.3 % to
+  +51.8 %): E_out = (E_generate - E_prefill) / (G - 1) at the largest L over the smallest, minus 1; a rise whose total
+  interval lies above 0 confirms the direction, and the row says whether its size lies in the reported range.
 """
 
 from __future__ import annotations
@@ -24,12 +34,13 @@ import pandas as pd
 
 import ctxenergy
 from ctxenergy.analysis.cells import engine_rank
-from ctxenergy.analysis.paper_values import ENGINE_FAMILIES, PAPER, PAPER_MODELS
-from ctxenergy.analysis.scaling import PLATEAU_FRACTION, cell_draws
+from ctxenergy.analysis.paper_values import ENGINE_FAMILIES, OTHER_CLAIMS, PAPER, PAPER_MODELS
+from ctxenergy.analysis.scaling import PLATEAU_FRACTION, _weighted_polynomial, cell_draws
 from ctxenergy.analysis.systematics import HOST_BOUND_DECODE, NOT_MEASURED, Systematics, total_interval
-from ctxenergy.analysis.uncertainty import half_width, ratio_interval, rng
+from ctxenergy.analysis.uncertainty import Z975, half_width, ratio_interval, rng
 from ctxenergy.flops import device_peaks, prefill_flops
 from ctxenergy.models import parameter_counts
+from ctxenergy.stats import t975
 
 # The paper's vLLM is one engine of ours (the unpacking fails should a second join the family).
 (VLLM,) = ENGINE_FAMILIES["vLLM"]
@@ -50,6 +61,8 @@ CONFIRMED, REFUTED, UNTESTABLE = "confirmed", "refuted", "not testable"
 IN_KIND = "confirmed in kind, onset hardware-dependent"
 UNDECIDABLE = "not decidable within uncertainty"
 VERDICTS = (CONFIRMED, IN_KIND, REFUTED, UNDECIDABLE, UNTESTABLE)
+# Every claim judged here: the seed paper's ten, then the other papers'.
+ALL_CLAIMS = {**PAPER["claims"], **OTHER_CLAIMS}
 
 
 def _fmt(v: float, lo: float = np.nan, hi: float = np.nan, digits: int = 3) -> str:
@@ -145,7 +158,7 @@ COLUMNS = ["claim_id", "claim", "subject", "paper_value", "metric", "energy", "t
 def _row(claim: int, subject: str, verdict: str, deciding: str, *, metric: str = "", energy: str = "",
          threshold: str = "", why: str = "", value=np.nan, lo=np.nan, hi=np.nan, total=(np.nan, np.nan),
          sys_rel=np.nan, systematic: str = "", unit: str = "", paper_value: str = "") -> dict:
-    return {"claim_id": claim, "claim": PAPER["claims"][claim]["text"], "subject": subject, "paper_value": paper_value,
+    return {"claim_id": claim, "claim": ALL_CLAIMS[claim]["text"], "subject": subject, "paper_value": paper_value,
             "metric": metric, "energy": energy, "threshold": threshold, "threshold_why": why, "value": float(value),
             "ci_low": float(lo), "ci_high": float(hi), "total_low": float(total[0]), "total_high": float(total[1]),
             "systematic_rel": float(sys_rel), "systematic": systematic, "unit": unit, "verdict": verdict,
@@ -636,6 +649,128 @@ def _claim9(per_cell: pd.DataFrame, sys: Systematics, archs: dict | None, why: s
                          why=reason, paper_value="a memory-bandwidth wall")]
 
 
+# ---- claim 11: the 1/W law (arXiv 2603.17280) -------------------------------------------------------------------
+
+def log_log_slope(length, value, half, floor_rel: float = 0.0) -> tuple[float, float]:
+    """Weighted least-squares slope of ln(value) on ln(L) and its 95 % half-width: each point weighted by its relative
+    sigma (95 % half-width / 1.96) and floor_rel in quadrature; the covariance inflated by chi^2/dof (Student t) where
+    the points scatter about the line more than their errors say, as a curve that is no power law does."""
+    x = np.log(np.asarray(length, dtype=float))
+    v = np.asarray(value, dtype=float)
+    y = np.log(v)
+    s = np.maximum(np.hypot(np.nan_to_num(np.asarray(half, dtype=float) / v / Z975), floor_rel), 1e-4)
+    coef, inv, chi2 = _weighted_polynomial(x - x.mean(), y, s, 1)
+    dof = x.size - 2
+    birge = max(1.0, chi2 / dof) if dof > 0 else 1.0
+    quantile = (t975(dof) if birge > 1.0 else Z975) if dof > 0 else Z975
+    return float(coef[1]), float(quantile * np.sqrt(inv[1, 1] * birge))
+
+
+def _steepest_doubling(length, value, half) -> tuple[float, float, int, int]:
+    """The most negative slope of ln(tokens/J) between neighbouring L (value: J/token) and its half-width: where the
+    curve comes closest to the law."""
+    L, v, h = (np.asarray(a, dtype=float) for a in (length, value, half))
+    steps = np.log(L[1:] / L[:-1])
+    slopes = -np.log(v[1:] / v[:-1]) / steps
+    halves = np.hypot(h[1:] / v[1:], h[:-1] / v[:-1]) / steps
+    k = int(np.argmin(slopes))
+    return float(slopes[k]), float(halves[k]), int(L[k]), int(L[k + 1])
+
+
+def _claim11(per_cell: pd.DataFrame, io: pd.DataFrame, sys: Systematics, why: str = "") -> list[dict]:
+    law = OTHER_CLAIMS[11]["log_log_slope"]
+    band = (law * (1 + RELATIVE_TOLERANCE), law * (1 - RELATIVE_TOLERANCE))
+    paper = "tokens per watt halve per doubling of the context: log-log slope -1"
+    metric = ("log-log slope of tokens per joule (tokens per second per watt) against L, weighted least squares over "
+              "the measured L, at batch 1")
+    threshold = f"total interval within {band[0]:.2f} ... {band[1]:.2f} (-1 +- {RELATIVE_TOLERANCE:.0%})"
+    reason = ("halving per doubling is a power law of exponent -1; a quarter either side, as for every \"~x\", tells "
+              "it from a flat curve (0) and from J/token rising as sqrt(L) (-0.5). An analytical law, so any measured "
+              "curve may refute it")
+    rows = []
+    usable_io = io[io["usable"]] if len(io) else io
+    for model, engine in _subjects(per_cell[per_cell["usable"]]):
+        pre = _prefill(per_cell, model, engine)
+        dec = usable_io[(usable_io["model"] == model) & (usable_io["engine"] == engine)].sort_values("length_tokens")
+        for tokens, g, col, sys_rel, systematic in (
+                ("input", pre, "energy_per_token_j", sys.ratio_rel(),
+                 f"{_board_text(sys)} as an error floor on each cell (a shape of one curve: the gain cancels)"),
+                ("output", dec, "e_out_j", sys.decode_rel(engine),
+                 f"E_out: {'host' if engine in HOST_BOUND_DECODE else 'board'} spread "
+                 f"+-{sys.decode_rel(engine):.0%} as an error floor on each L")):
+            subject = f"{model} / {engine}: {tokens} tokens"
+            common = dict(metric=metric, energy="total", threshold=threshold, why=reason, paper_value=paper,
+                          systematic=systematic, unit="log-log slope")
+            g = g[np.isfinite(g[col].to_numpy(float)) & (g[col].to_numpy(float) > 0)]
+            if len(g) < 3:
+                rows.append(_row(11, subject, UNTESTABLE, f"needs {tokens}-token energy at 3+ usable L; usable: "
+                                 f"{len(g)}", **common))
+                continue
+            L, v = g["length_tokens"].to_numpy(float), g[col].to_numpy(float)
+            half = half_width(g[f"{col}_ci_low"], g[f"{col}_ci_high"])
+            floor = sys_rel / Z975 if np.isfinite(sys_rel) else 0.0
+            s, h_stat = log_log_slope(L, v, half)
+            _, h_total = log_log_slope(L, v, half, floor)
+            slope, lo, hi, total = -s, -s - h_stat, -s + h_stat, (-s - h_total, -s + h_total)
+            verdict = band_verdict(*total, *band)
+            step, step_h, l1, l2 = _steepest_doubling(L, v, half)
+            deciding = (f"tokens/J of {tokens} tokens falls with slope {slope:.3g} [{lo:.3g}, {hi:.3g}] (total "
+                        f"{total[0]:.3g} to {total[1]:.3g}) from L = "
+                        f"{int(L[0])} to {int(L[-1])} ({1 / v[0]:.4g} to {1 / v[-1]:.4g} tokens/J, "
+                        f"{v[-1] / v[0]:.3g}x the energy per token for {L[-1] / L[0]:.0f}x the context, where the law "
+                        f"has {L[-1] / L[0]:.0f}x); steepest between L = {l1} and {l2}: {step:.3g} "
+                        f"[{step - step_h:.3g}, {step + step_h:.3g}]")
+            rows.append(_row(11, subject, verdict, deciding, value=slope, lo=lo, hi=hi, total=total,
+                             sys_rel=sys_rel, **common))
+    return rows or [_row(11, "", UNTESTABLE, "no usable cells" + why, metric=metric, threshold=threshold,
+                         why=reason, paper_value=paper)]
+
+
+# ---- claim 12: a longer prefill, a dearer decode (arXiv 2602.05712) ----------------------------------------------
+
+def _claim12(io: pd.DataFrame, sys: Systematics, why: str = "") -> list[dict]:
+    low, high = OTHER_CLAIMS[12]["rise_range"]
+    paper = f"+{low:.1%} to +{high:.1%} depending on the model"
+    metric = ("E_out(largest L) / E_out(smallest L) - 1, E_out = (E_generate - E_prefill) / (G - 1) of total energy, "
+              "at batch 1")
+    threshold = "total interval above 0 confirms a rise, below 0 refutes; the row says whether its size lies in the "\
+                "paper's range"
+    reason = ("the direction is the claim; the size depends on the prefill lengths, which in the paper are those of "
+              "HumanEval and LongBench prompts and here span the grid")
+    rows = []
+    usable = io[io["usable"]] if len(io) else io
+    for model, engine in _subjects(usable):
+        g = usable[(usable["model"] == model) & (usable["engine"] == engine)].sort_values("length_tokens")
+        g = g[np.isfinite(g["e_out_j"].to_numpy(float)) & (g["e_out_j"].to_numpy(float) > 0)]
+        subject = f"{model} / {engine}"
+        decode_rel = sys.decode_rel(engine)
+        common = dict(metric=metric, energy="total", threshold=threshold, why=reason, paper_value=paper,
+                      systematic=f"{'host' if engine in HOST_BOUND_DECODE else 'board'} spread +-{decode_rel:.0%} "
+                      "on the ratio of two E_out", unit="relative rise", sys_rel=decode_rel)
+        if len(g) < 2:
+            rows.append(_row(12, subject, UNTESTABLE, "needs E_out at 2+ usable L", **common))
+            continue
+        a, b = g.iloc[0], g.iloc[-1]
+        ea, eb = float(a["e_out_j"]), float(b["e_out_j"])
+        rel = float(np.hypot(half_width(a["e_out_j_ci_low"], a["e_out_j_ci_high"]) / ea,
+                             half_width(b["e_out_j_ci_low"], b["e_out_j_ci_high"]) / eb))
+        r = eb / ea
+        lo, hi = ratio_interval(r, rel)
+        tlo, thi = total_interval(r, lo, hi, decode_rel)
+        rise, lo, hi, total = r - 1, float(lo) - 1, float(hi) - 1, (float(tlo) - 1, float(thi) - 1)
+        verdict = side_verdict(rise, *total, lambda x: x > 0)
+        size = band_verdict(*total, low, high)
+        where = {CONFIRMED: "within", REFUTED: "outside"}.get(size, "across the edge of")
+        steps = ", ".join(f"{int(x.length_tokens)}: {x.e_out_j:.3g}" for x in g.itertuples())
+        deciding = (f"E_out goes from {ea:.3g} J at L = {int(a['length_tokens'])} to {eb:.3g} J at "
+                    f"L = {int(b['length_tokens'])}: {rise:+.1%} [{lo:+.1%}, {hi:+.1%}] (total {total[0]:+.1%} to "
+                    f"{total[1]:+.1%}), {where} the paper's {paper.split(' depending')[0]} (J per output token by "
+                    f"L: {steps})")
+        rows.append(_row(12, subject, verdict, deciding, value=rise, lo=lo, hi=hi, total=total, **common))
+    return rows or [_row(12, "", UNTESTABLE, "no usable prefill and generate cells at the same L" + why,
+                         metric=metric, threshold=threshold, why=reason, paper_value=paper)]
+
+
 def claims(per_cell: pd.DataFrame, slopes: pd.DataFrame, thresholds: pd.DataFrame, io: pd.DataFrame,
            ratios: pd.DataFrame, systematics: Systematics = NOT_MEASURED, archs: dict | None = None) -> pd.DataFrame:
     """One verdict row per claim and subject (model, engine or engine pair); columns COLUMNS."""
@@ -653,7 +788,8 @@ def claims(per_cell: pd.DataFrame, slopes: pd.DataFrame, thresholds: pd.DataFram
             + _ratio_rows(5, io, hf, {"112k": c[5]["ratio_at_112k"]}, sys, why_for(hf)) + _claim6(ratios, sys)
             + _ratio_rows(7, io, hf, {"1k": c[7]["ratio_at_1k"]}, sys, why_for(hf))
             + _claim8(per_cell, sys, why) + _claim9(per_cell, sys, archs, why)
-            + _flat_claim(10, per_cell, "latency_per_token_ms", "ms per input token", sys, why_for(vllm), ""))
+            + _flat_claim(10, per_cell, "latency_per_token_ms", "ms per input token", sys, why_for(vllm), "")
+            + _claim11(per_cell, io, sys, why) + _claim12(io, sys, why))
     out = pd.DataFrame(rows, columns=COLUMNS)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return out

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 import ctxenergy
+from ctxenergy.analysis.cells import SERVING_AXES, serial, serving_axes
 from ctxenergy.analysis.systematics import NOT_MEASURED, Systematics
 from ctxenergy.analysis.uncertainty import Z975
 from ctxenergy.errors import CtxEnergyError
@@ -58,13 +59,18 @@ def _devices(cells: pd.DataFrame) -> str:
 def cost_model(per_cell: pd.DataFrame, fit_objects: dict, io: pd.DataFrame,
                systematics: Systematics = NOT_MEASURED) -> pd.DataFrame:
     """One row per (model, engine, quantity) for the prefill fit and one per measured L for E_out (term
-    "output_token"), each with its measured range, statistical uncertainty and systematic half-width (sys_rel)."""
+    "output_token"), each with its measured range, statistical uncertainty and systematic half-width (sys_rel).
+    A request served alone: the cells at batch 1 with the engine's default settings (the serving table holds the
+    batched ones)."""
     rows = []
+    # the fits of batch 1 and default settings, keyed with the serving axes where the cells carry them
+    axes = tuple(SERVING_AXES[a] for a in serving_axes(per_cell))
+    per_cell, io = serial(per_cell), serial(io)
     prefill_rel = systematics.absolute_rel
     for (model, engine), cells in per_cell[per_cell["usable"]].groupby(["model", "engine"], sort=False):
         device = _devices(cells)
         for quantity, column in QUANTITIES.items():
-            f = fit_objects.get((model, engine, "prefill", column))
+            f = fit_objects.get((model, engine, *axes, "prefill", column))
             pre = cells[cells["phase"] == "prefill"]
             if f is not None:
                 describes = f.dof <= 0 or f.chi2 / f.dof <= _chi2_limit(f.dof)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ctxenergy.analysis.cells import load_cells, prepare_cells
+from ctxenergy.analysis.cells import load_cells, prepare_cells, serial
 from ctxenergy.analysis.claims import claims, table1
 from ctxenergy.analysis.cost_model import cost_model, write_exports
 from ctxenergy.analysis.engines import engine_ratios
@@ -20,6 +20,7 @@ from ctxenergy.analysis.io_ratio import io_ratio
 from ctxenergy.analysis.paper_values import PAPER_MODELS
 from ctxenergy.analysis.per_cell import per_cell_metrics
 from ctxenergy.analysis.scaling import fits, slopes, thresholds
+from ctxenergy.analysis.serving import serving
 from ctxenergy.analysis.systematics import Systematics, reference_systematics, systematics_from_pairs, systematics_table
 from ctxenergy.analysis.traces import representative_traces
 from ctxenergy.errors import CtxEnergyError
@@ -30,6 +31,8 @@ DERIVED_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "derived.schema.yaml"
 DERIVED_SCHEMA_VERSION = 2
 TABLES = ("per_cell", "slopes", "fits", "fit_residuals", "thresholds", "io_ratio", "engine_ratios", "claims", "table1",
           "traces", "trace_runs", "systematics", "board_pairs", "cost_model")
+# Written when asked for (ctxenergy.outputs.catalog.wants_serving): a batch-1 grid's outputs stay without it.
+OPTIONAL_TABLES = ("serving",)
 # Tables also written as CSV and JSON beside their Parquet, for programs outside this project (docs/cost-model.md).
 EXPORTED = {"cost_model": write_exports}
 
@@ -68,11 +71,14 @@ def derive(cells: pd.DataFrame, cell_tables: dict | None = None, archs: dict | N
     th = thresholds(pc, objects, sys.floor_sigma_rel, sys.power_floor_sigma_rel)
     io = io_ratio(pc, sys)
     er = engine_ratios(pc, sys)
-    tr, tr_runs = representative_traces(pc, cell_tables)
+    tr, tr_runs = representative_traces(serial(pc), cell_tables)
+    # the paper's claims and Table 1 are about one request at a time with the engines' default settings
     tables = {"per_cell": pc, "slopes": sl, "fits": ft, "fit_residuals": res, "thresholds": th, "io_ratio": io,
-              "engine_ratios": er, "claims": claims(pc, sl, th, io, er, sys, archs), "table1": table1(pc, archs),
+              "engine_ratios": er, "table1": table1(serial(pc), archs),
+              "claims": claims(serial(pc), serial(sl), serial(th), serial(io), serial(er), sys, archs),
               "traces": tr, "trace_runs": tr_runs, "systematics": systematics_table(board_pairs),
-              "board_pairs": board_pairs, "cost_model": cost_model(pc, objects, io, sys)}
+              "board_pairs": board_pairs, "cost_model": cost_model(pc, objects, io, sys),
+              "serving": serving(pc, io, sys)}
     return {name: t.assign(schema_version=DERIVED_SCHEMA_VERSION) for name, t in tables.items()}
 
 
@@ -147,7 +153,8 @@ def write_derived(tables: dict[str, pd.DataFrame], out_paths) -> list[Path]:
     for path in map(Path, out_paths):
         name = path.name.removesuffix(".parquet")
         if name not in tables:
-            raise CtxEnergyError(f"'{path}': unknown derived table '{name}' (known: {', '.join(TABLES)})")
+            raise CtxEnergyError(f"'{path}': unknown derived table '{name}' (known: "
+                                 f"{', '.join(TABLES + OPTIONAL_TABLES)})")
         table = conform(name, tables[name], schema)
         check_table(name, table, schema)
         write_table(table, path)

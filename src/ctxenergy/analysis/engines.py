@@ -6,6 +6,7 @@ Energy and latency are per run of the same cell kind (model, phase, L), so the r
 Intervals: the two cells' relative 95 % half-widths in quadrature, on the log scale (statistical); the total interval
 adds the board spread (ctxenergy.analysis.systematics) in quadrature: the sensor gain cancels in a ratio of one board's
 cells, and between boards the spread measures it (the pairs' run times differ between boards as their energies do).
+Where the cells carry the serving axes, engines are compared at the same engine_variant and batch_size.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 import ctxenergy
-from ctxenergy.analysis.cells import engine_rank
+from ctxenergy.analysis.cells import engine_rank, serving_axes
 from ctxenergy.analysis.systematics import NOT_MEASURED, Systematics, total_interval
 from ctxenergy.analysis.uncertainty import half_width, ratio_interval
 
@@ -27,11 +28,12 @@ MEASURES = {"energy": "energy_per_run_j", "dynamic_energy": "dynamic_energy_per_
 def engine_ratios(per_cell: pd.DataFrame, systematics: Systematics = NOT_MEASURED) -> pd.DataFrame:
     rows = []
     usable = per_cell[per_cell["usable"]]
-    for key, g in usable.groupby(KEY, sort=False):
+    key_cols = KEY[:1] + serving_axes(per_cell) + KEY[1:]
+    for key, g in usable.groupby(key_cols, sort=False):
         by_engine = {r["engine"]: r for _, r in g.iterrows()}
         for a, b in combinations(sorted(by_engine, key=engine_rank), 2):
             ra, rb = by_engine[a], by_engine[b]
-            row = dict(zip(KEY, key), engine_a=a, engine_b=b)
+            row = dict(zip(key_cols, key), engine_a=a, engine_b=b)
             for name, col in MEASURES.items():
                 va, vb = float(ra[col]), float(rb[col])
                 rel = np.hypot(float(half_width(ra[f"{col}_ci_low"], ra[f"{col}_ci_high"])) / va,
@@ -43,7 +45,7 @@ def engine_ratios(per_cell: pd.DataFrame, systematics: Systematics = NOT_MEASURE
                             f"{name}_ratio_ci_high": float(hi), f"{name}_ratio_total_low": float(tlo),
                             f"{name}_ratio_total_high": float(thi)})
             rows.append(row)
-    cols = KEY + ["engine_a", "engine_b"] + [f"{n}_ratio{s}" for n in MEASURES
+    cols = key_cols + ["engine_a", "engine_b"] + [f"{n}_ratio{s}" for n in MEASURES
                                                for s in ("", "_ci_low", "_ci_high", "_total_low", "_total_high")]
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)

@@ -47,3 +47,14 @@ PAPER_MODELS = {"Llama-3.1-8B": "llama-3.1-8b", "Qwen2-7B": "qwen2-7b"}
 # the card's peak, which eager attention (L x L scores) cannot reach. transformers' paged path (hf-paged) is ours, in
 # neither family: it is reported beside them, never counted as the baseline.
 ENGINE_FAMILIES = {name: family(name) for name in ("HF", "vLLM")}
+
+# Published claims of other papers about the same quantities, judged beside the seed paper's (claim ids go on from
+# its ten). Each gives its source; the numbers are the papers' own.
+OTHER_CLAIMS = {
+    11: {"text": "The 1/W law: tokens per watt halve every time the context window doubles (Chen et al., arXiv "
+                 "2603.17280, analytical: a roofline throughput model and a power model, no new measurement).",
+         "source": "arXiv 2603.17280", "log_log_slope": -1.0},
+    12: {"text": "A longer prefill raises the energy per output token of the decode that follows, by +1.3 % to "
+                 "+51.8 % depending on the model (Solovyeva and Castor, arXiv 2602.05712, measured).",
+         "source": "arXiv 2602.05712", "rise_range": (0.013, 0.518)},
+}

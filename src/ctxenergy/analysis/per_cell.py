@@ -4,6 +4,11 @@ Tokens of a run: L for a prefill cell (the input tokens; its one output token co
 L + G for a generate cell (every token of the request). Prefill cells also get the achieved TFLOP/s against the
 device's dense bf16 peak; generate cells get the decode time (run minus time to first token), its G - 1 steps and
 the memory bandwidth they achieved against the device's peak (weights + KV cache read once per step, ctxenergy.flops).
+
+A batched cell (batch_size B: B distinct prompts of L tokens, each decoding G tokens) runs B times the tokens: every
+per-token quantity divides by B as well (J per input token = E_prefill / (B L)), and latency per token is GPU time
+per token of the batch. A decode step serves all B sequences: decode_ms_per_token stays the time of one step (what
+each sequence waits per output token), and the bytes of a step are the weights once and B KV caches.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 import ctxenergy
+from ctxenergy.analysis.cells import batch_sizes, with_serving
 from ctxenergy.analysis.uncertainty import half_width
 from ctxenergy.flops import decode_step_bytes
 from ctxenergy.stats import summarize
@@ -61,11 +67,15 @@ def decode_times(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | None) -
     return pd.DataFrame(rows, columns=["decode_s", "decode_s_ci_low", "decode_s_ci_high"], index=cells.index)
 
 
-def decode_bytes(arch: dict | None, length: int, tokens: int) -> float:
-    """Bytes the G - 1 decode steps of a generate run stream: weights + the KV cache at each step's context."""
+def decode_bytes(arch: dict | None, length: int, tokens: int, batch: int = 1) -> float:
+    """Bytes the G - 1 decode steps of a generate run stream: weights + the KV cache at each step's context (the
+    weights once and B caches for a batch of B sequences)."""
     if arch is None or tokens < 2:
         return float("nan")
-    return float(sum(decode_step_bytes(arch, length + i) for i in range(1, tokens)))
+    if batch == 1:
+        return float(sum(decode_step_bytes(arch, length + i) for i in range(1, tokens)))
+    weights = decode_step_bytes(arch, 0)
+    return float(sum(weights + batch * (decode_step_bytes(arch, length + i) - weights) for i in range(1, tokens)))
 
 
 def per_cell_metrics(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | None = None,
@@ -73,10 +83,11 @@ def per_cell_metrics(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | Non
     """One row per cell (every status), metrics NaN where the cell has no measurement."""
     df = cells
     out: dict = {"schema_version": np.full(len(df), ctxenergy.SCHEMA_VERSION)}
-    for col in IDENTITY:
+    for col in with_serving(IDENTITY, df):
         out[col] = df[col].to_numpy()
     prefill = (df["phase"] == "prefill").to_numpy()
-    tokens = np.where(prefill, df["length_tokens"], df["length_tokens"] + df["output_tokens"]).astype(float)
+    batch = batch_sizes(df)
+    tokens = np.where(prefill, df["length_tokens"], df["length_tokens"] + df["output_tokens"]).astype(float) * batch
     out["tokens_per_run"] = tokens
     for col in ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_s", "mean_power_w",
                 "power_cap_fraction"]:
@@ -98,8 +109,9 @@ def per_cell_metrics(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | Non
         out["decode_s" + s] = np.where(prefill, np.nan, dec["decode_s" + s])
         out["decode_ms_per_token" + s] = out["decode_s" + s] * 1000.0 / steps
     archs = archs or {}
-    nbytes = np.array([np.nan if p else decode_bytes(archs.get(m), int(L), int(g))
-                       for p, m, L, g in zip(prefill, df["model"], df["length_tokens"], df["output_tokens"])])
+    nbytes = np.array([np.nan if p else decode_bytes(archs.get(m), int(L), int(g), int(b))
+                       for p, m, L, g, b in zip(prefill, df["model"], df["length_tokens"], df["output_tokens"],
+                                                batch)])
     out["decode_bytes"] = nbytes
     out["achieved_mem_tb_s"] = _rate(nbytes / 1e12, out["decode_s"])
     out["achieved_mem_tb_s_ci_low"] = _rate(nbytes / 1e12, out["decode_s_ci_high"])

@@ -13,6 +13,9 @@
     dE/dL rise   the L after which dE/dL rises from its minimum;
     plateau      the smallest L from which mean power stays within PLATEAU_FRACTION of its maximum, and the share
                  of time spent at the power cap there.
+Curves are per (model, engine, phase), and per engine_variant and batch_size where the cells carry them
+(ctxenergy.analysis.cells.with_serving). A batched curve is fitted to the energy per sequence, E/B, so that b is J per
+input token at every B and a is the fixed energy of one sequence; its dE/dL is likewise per input token.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 import ctxenergy
+from ctxenergy.analysis.cells import batch_sizes, with_serving
 from ctxenergy.analysis.uncertainty import DRAWS, Z975, grid_interval, half_width, rng, sigma95, standard_error
 from ctxenergy.stats import t975
 
@@ -169,12 +173,25 @@ def cell_se(group: pd.DataFrame, col: str) -> np.ndarray:
     return np.maximum(rel, 1e-4) * np.abs(y)
 
 
+def per_sequence(g: pd.DataFrame) -> pd.DataFrame:
+    """The cells' energies per sequence (E / B, intervals likewise); the table itself where it has no batch axis."""
+    if "batch_size" not in g:
+        return g
+    g = g.copy()
+    b = batch_sizes(g)
+    for q in QUANTITIES:
+        for s in ("", "_ci_low", "_ci_high"):
+            g[q + s] = g[q + s].to_numpy(float) / b
+    return g
+
+
 def slopes(per_cell: pd.DataFrame) -> pd.DataFrame:
-    """dE/dL between neighbouring usable L, per model, engine, phase and energy quantity."""
+    """dE/dL between neighbouring usable L, per model, engine, phase (and serving axes) and energy quantity."""
     rows = []
     usable = per_cell[per_cell["usable"]]
-    for key, g in usable.groupby(GROUP, sort=False):
-        g = g.sort_values("length_tokens")
+    group = with_serving(GROUP, per_cell)
+    for key, g in usable.groupby(group, sort=False):
+        g = per_sequence(g.sort_values("length_tokens"))
         for q in QUANTITIES:
             L = g["length_tokens"].to_numpy(float)
             e = g[q].to_numpy(float)
@@ -184,10 +201,10 @@ def slopes(per_cell: pd.DataFrame) -> pd.DataFrame:
                 dl = L[i + 1] - L[i]
                 v = (e[i + 1] - e[i]) / dl
                 hh = np.hypot(h[i], h[i + 1]) / dl
-                rows.append(dict(zip(GROUP, key), quantity=q, length_low=int(L[i]), length_high=int(L[i + 1]),
+                rows.append(dict(zip(group, key), quantity=q, length_low=int(L[i]), length_high=int(L[i + 1]),
                                  de_dl_j_per_token=v, de_dl_j_per_token_ci_low=v - hh,
                                  de_dl_j_per_token_ci_high=v + hh, same_board=same_board(boards[i], boards[i + 1])))
-    cols = GROUP + ["quantity", "length_low", "length_high", "de_dl_j_per_token", "de_dl_j_per_token_ci_low",
+    cols = group + ["quantity", "length_low", "length_high", "de_dl_j_per_token", "de_dl_j_per_token_ci_low",
                     "de_dl_j_per_token_ci_high", "same_board"]
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
@@ -212,11 +229,12 @@ def fits(per_cell: pd.DataFrame, floor_rel: float = 0.0) -> tuple[pd.DataFrame, 
     """Coefficients per (model, engine, phase, quantity), residuals per cell, and the fit objects by key; floor_rel
     is the relative error floor of each cell (one sigma; Systematics.floor_sigma_rel)."""
     rows, resid_rows, objects = [], [], {}
-    for key, g_all in per_cell.groupby(GROUP, sort=False):
-        g = g_all[g_all["usable"]].sort_values("length_tokens")
+    group = with_serving(GROUP, per_cell)
+    for key, g_all in per_cell.groupby(group, sort=False):
+        g = per_sequence(g_all[g_all["usable"]].sort_values("length_tokens"))
         note = _excluded_note(g_all)
         for q in QUANTITIES:
-            row = dict(zip(GROUP, key), quantity=q, n_cells=len(g), n_excluded=int((~g_all["usable"]).sum()),
+            row = dict(zip(group, key), quantity=q, n_cells=len(g), n_excluded=int((~g_all["usable"]).sum()),
                        excluded=note, error_floor_rel=floor_rel)
             if len(g) < 3:
                 row["status"] = f"not fitted: {len(g)} usable cell(s), a quadratic needs 3"
@@ -245,17 +263,17 @@ def fits(per_cell: pd.DataFrame, floor_rel: float = 0.0) -> tuple[pd.DataFrame, 
             pred = f.predict(L)
             s_total = np.hypot(se, floor_rel * np.abs(y))
             for c, length, obs, p, s in zip(g["cell_id"], L, y, pred, s_total):
-                resid_rows.append(dict(zip(GROUP, key), quantity=q, cell_id=c, length_tokens=int(length),
+                resid_rows.append(dict(zip(group, key), quantity=q, cell_id=c, length_tokens=int(length),
                                        observed_j=obs, fitted_j=p, residual_j=obs - p, relative_residual=(obs - p) / p,
                                        standardized_residual=(obs - p) / s))
     coef_cols = [f"{n}{s}" for n in ("a_j", "b_j_per_token", "c_j_per_token2")
                  for s in ("", "_ci_low", "_ci_high", "_total_low", "_total_high")]
-    cols = GROUP + ["quantity", "status", "n_cells", "n_excluded", "excluded", "error_floor_rel", "dof", "chi2",
+    cols = group + ["quantity", "status", "n_cells", "n_excluded", "excluded", "error_floor_rel", "dof", "chi2",
                     "chi2_per_dof", "chi2_per_dof_stat", "quadratic_describes", "model_note", "birge_factor",
                     "length_min", "length_max"] + coef_cols + list(COV_COLUMNS.values())
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
-    res_cols = GROUP + ["quantity", "cell_id", "length_tokens", "observed_j", "fitted_j", "residual_j",
+    res_cols = group + ["quantity", "cell_id", "length_tokens", "observed_j", "fitted_j", "residual_j",
                         "relative_residual", "standardized_residual"]
     res = pd.DataFrame(resid_rows, columns=res_cols)
     res.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
@@ -311,8 +329,9 @@ def cell_draws(g: pd.DataFrame, col: str, gen, floor_rel: float = 0.0) -> np.nda
     return mu + gen.standard_normal((DRAWS, mu.size)) * s
 
 
-def _row(key, quantity, threshold, value, lo, hi, unit, method, note="", defined=1.0, total=(np.nan, np.nan)) -> dict:
-    return dict(zip(GROUP, key), quantity=quantity, threshold=threshold, value=float(value), ci_low=float(lo),
+def _row(key: dict, quantity, threshold, value, lo, hi, unit, method, note="", defined=1.0,
+         total=(np.nan, np.nan)) -> dict:
+    return dict(key, quantity=quantity, threshold=threshold, value=float(value), ci_low=float(lo),
                 ci_high=float(hi), total_low=float(total[0]), total_high=float(total[1]), unit=unit,
                 defined_fraction=float(defined), method=method, note=note)
 
@@ -325,7 +344,7 @@ def _coefficient_draws(f: QuadraticFit, cov: np.ndarray | None, gen) -> np.ndarr
     return gen.multivariate_normal(f.coef, cov * scale**2, size=DRAWS, method="svd")
 
 
-def _fit_thresholds(key, q, f: QuadraticFit | None, gen) -> list[dict]:
+def _fit_thresholds(key: dict, q, f: QuadraticFit | None, gen) -> list[dict]:
     rows = []
     if f is None:
         return rows
@@ -374,7 +393,9 @@ def thresholds(per_cell: pd.DataFrame, fit_objects: dict, floor_rel: float = 0.0
     thresholds its total covariance)."""
     gen = rng()
     rows = []
-    for key, g in per_cell[per_cell["usable"]].groupby(GROUP, sort=False):
+    group = with_serving(GROUP, per_cell)
+    for values, g in per_cell[per_cell["usable"]].groupby(group, sort=False):
+        key = dict(zip(group, values))
         g = g.sort_values("length_tokens")
         L = g["length_tokens"].to_numpy(float)
         tokens = g["tokens_per_run"].to_numpy(float)
@@ -396,7 +417,7 @@ def thresholds(per_cell: pd.DataFrame, fit_objects: dict, floor_rel: float = 0.0
                 rows.append(_row(key, q, "de_dl_rise", point, lo, hi, "tokens",
                                  "end of the segment with the smallest dE/dL", note, float(np.isfinite(d).mean()),
                                  total=total))
-            rows += _fit_thresholds(key, q, fit_objects.get((*key, q)), gen)
+            rows += _fit_thresholds(key, q, fit_objects.get((*values, q)), gen)
         if len(g) >= 2 and g["mean_power_w"].notna().all():
             point = plateau_onset(L, g["mean_power_w"].to_numpy(float))
             d = plateau_onset(L, cell_draws(g, "mean_power_w", gen))
@@ -414,7 +435,7 @@ def thresholds(per_cell: pd.DataFrame, fit_objects: dict, floor_rel: float = 0.0
                              r["power_cap_fraction_ci_low"], r["power_cap_fraction_ci_high"], "fraction of time",
                              f"share of the window's time at the power cap, at L={int(r['length_tokens'])}",
                              "" if np.isfinite(point) else "at the largest L (no plateau)"))
-    cols = GROUP + ["quantity", "threshold", "value", "ci_low", "ci_high", "total_low", "total_high", "unit",
+    cols = group + ["quantity", "threshold", "value", "ci_low", "ci_high", "total_low", "total_high", "unit",
                     "defined_fraction", "method", "note"]
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)

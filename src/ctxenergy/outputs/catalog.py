@@ -1,6 +1,11 @@
 """The one list of what the analysis writes: derived tables, figures and documents, with their file names, titles
 and captions. The workflow (workflow/rules/figures.smk, report.smk) builds its outputs from it in a loop, and the
 figures, the report and the write-up take their titles from it, so that a name or a title is written once.
+
+The serving outputs (the `serving` table and its figures) are optional: a grid of batch-1 cells with the engines'
+defaults (the paper's, the reference campaign's) neither needs nor writes them, so its outputs stay as they were. The
+workflow asks for them where the config has a batch axis (`wants_serving`); `ctxenergy analyze` and `ctxenergy
+figures` write whatever they are asked for, and the report and the write-up show what they are given.
 """
 
 from __future__ import annotations
@@ -44,15 +49,38 @@ FIGURES = (
            "achieved throughput vs peak"),
 )
 FIGURE_NAMES = tuple(f.name for f in FIGURES)
-FIGURE_TITLES = {f.name: f.title for f in FIGURES}
+# Written only for a grid with serving cells (batch_size > 1, engine variants).
+SERVING_TABLES = ("serving",)
+SERVING_FIGURES = (
+    Figure("serving_energy_per_token",
+           "Prefill energy per input token (mJ/token) vs L, one line per batch size B; engine variants dashed",
+           "J per input token per batch size (serving)"),
+    Figure("serving_io_ratio", "E_out / E_in vs L, one line per batch size B", "E_out/E_in per batch size (serving)"),
+)
+SERVING_FIGURE_NAMES = tuple(f.name for f in SERVING_FIGURES)
+FIGURE_TITLES = {f.name: f.title for f in FIGURES + SERVING_FIGURES}
 
 
-def analysis_paths(directory: str = ANALYSIS_DIR) -> list[str]:
-    return [f"{directory}/{t}.parquet" for t in ANALYSIS_TABLES]
+def wants_serving(config: dict) -> bool:
+    """Whether a workflow config asks for the serving outputs: a batch size other than 1, or engine variants."""
+    batches = config.get("batch_sizes") or [1]
+    return any(int(b) != 1 for b in batches) or bool(config.get("engine_variants"))
 
 
-def figure_paths(ext: str = "png", directory: str = FIGURES_DIR) -> list[str]:
-    return [f"{directory}/{name}.{ext}" for name in FIGURE_NAMES]
+def analysis_tables(serving: bool = False) -> tuple[str, ...]:
+    return tuple(ANALYSIS_TABLES) + (SERVING_TABLES if serving else ())
+
+
+def figures(serving: bool = False) -> tuple[Figure, ...]:
+    return FIGURES + (SERVING_FIGURES if serving else ())
+
+
+def analysis_paths(directory: str = ANALYSIS_DIR, serving: bool = False) -> list[str]:
+    return [f"{directory}/{t}.parquet" for t in analysis_tables(serving)]
+
+
+def figure_paths(ext: str = "png", directory: str = FIGURES_DIR, serving: bool = False) -> list[str]:
+    return [f"{directory}/{f.name}.{ext}" for f in figures(serving)]
 
 
 def read_tables(paths) -> dict:

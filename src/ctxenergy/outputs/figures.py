@@ -21,7 +21,8 @@ from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import fit_from_row
 from ctxenergy.engines.registry import family
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.outputs.catalog import FIGURE_NAMES, read_tables
+from ctxenergy.analysis.cells import serial
+from ctxenergy.outputs.catalog import FIGURE_NAMES, SERVING_FIGURE_NAMES, read_tables
 from ctxenergy.outputs.plotting import (
     MISSING_COLOUR,
     PAPER_COLOUR,
@@ -602,8 +603,68 @@ def engine_ratio(t: dict) -> plt.Figure:
     return fig
 
 
+# ---- the serving case: batch sizes and engine variants -------------------------------------------------------------
+
+# The default engine draws solid lines; each variant its own line style (in the order the table lists them).
+VARIANT_LINES = ("-", "--", ":", "-.")
+NO_SERVING = ("no serving cells: every cell ran one request at a time (batch 1) with the engine's default settings, "
+              "so there is no batch axis to draw")
+
+
+def _batch_colours(batches) -> dict[int, tuple]:
+    """One colour per batch size, light to dark as B grows (the engines' colours mark the panels' titles)."""
+    cmap = plt.get_cmap("viridis")
+    bs = sorted(set(int(b) for b in batches))
+    return {b: cmap(0.85 * (1 - i / max(len(bs) - 1, 1))) for i, b in enumerate(bs)}
+
+
+def _serving_panels(t: dict, metric: str, ylabel: str, scale: float, note: str) -> plt.Figure:
+    sv = t.get("serving")
+    rows = sv[sv["metric"] == metric] if sv is not None and len(sv) else None
+    if rows is None or rows.empty:
+        fig, axes = subplots(1, 1, w=5.0)
+        say_missing(axes[0][0], NO_SERVING if rows is None or sv is None or sv.empty else
+                    f"no usable serving cells for {metric}")
+        finish(fig, axes, legend=False)
+        return fig
+    panels = sorted({(m, e) for m, e in zip(rows["model"], rows["engine"])}, key=lambda k: (k[0], engine_rank(k[1])))
+    fig, axes = subplots(1, len(panels))
+    colours = _batch_colours(rows["batch_size"])
+    variants = list(dict.fromkeys(["default", *rows["engine_variant"]]))
+    for ax, (model, engine) in zip(axes[0], panels):
+        d = rows[(rows["model"] == model) & (rows["engine"] == engine)]
+        for (variant, b), e in d.groupby(["engine_variant", "batch_size"], sort=True):
+            e = e.sort_values("length_tokens")
+            line = VARIANT_LINES[variants.index(variant) % len(VARIANT_LINES)]
+            label = f"B = {int(b)}" + ("" if variant == "default" else f", {variant}")
+            errorline(ax, e["length_tokens"], e["value"] * scale, e["ci_low"] * scale, e["ci_high"] * scale,
+                      color=colours[int(b)], marker=engine_style(engine).marker, ls=line,
+                      mfc="white" if variant != "default" else None, label=label)
+        log2_x(ax)
+        log_y(ax)
+        ax.set_title(f"{model} / {engine}", color=colour(engine))
+        ax.set_xlabel("context length L per sequence (tokens)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=6.5, ncol=2)
+    finish(fig, axes, [(note, "black")], legend=False)
+    return fig
+
+
+def serving_energy_per_token(t: dict) -> plt.Figure:
+    return _serving_panels(t, "e_in", "prefill energy per input token (mJ/token)", 1e3,
+                           "J per input token = E_prefill / (B L): B distinct prompts of L tokens prefilled together; "
+                           "95 % intervals of the windows. Dashed and dotted: vLLM variants (chunked prefill, prefix "
+                           "caching with distinct prompts) at the same B.")
+
+
+def serving_io_ratio(t: dict) -> plt.Figure:
+    return _serving_panels(t, "io_ratio", "E_out / E_in (x)", 1.0,
+                           "E_out = (E_generate - E_prefill) / (B (G - 1)), E_in = E_prefill / (B L): both per token "
+                           "of the batch; 95 % intervals.")
+
+
 # one function per figure of the catalog, named as the figure
-PLOTTERS = {name: globals()[name] for name in FIGURE_NAMES}
+PLOTTERS = {name: globals()[name] for name in FIGURE_NAMES + SERVING_FIGURE_NAMES}
 
 
 def make_figures(tables: dict[str, pd.DataFrame], out_paths) -> list[Path]:
@@ -617,8 +678,10 @@ def make_figures(tables: dict[str, pd.DataFrame], out_paths) -> list[Path]:
             raise CtxEnergyError(f"'{p}': figures are written as .png or .svg")
         by_name.setdefault(name, []).append(p)
     written = []
+    # the paper's figures show one request at a time with the engines' defaults; the serving figures every cell
+    paper_tables = {k: serial(v) for k, v in tables.items()}
     for name, paths in by_name.items():
-        fig = PLOTTERS[name](tables)
+        fig = PLOTTERS[name](tables if name in SERVING_FIGURE_NAMES else paper_tables)
         try:
             save(fig, paths)
         finally:

@@ -20,7 +20,8 @@ from ctxenergy.outputs.render import fmt, fmt_ci, join_words, tokens
 HERO_FIGURE = "energy_per_token_fit"
 # The figure that shows each claim of the paper; a claim without one of its own points at the closest.
 CLAIM_FIGURES = {1: "de_dl", 2: "power_vs_length", 3: "energy_intensity", 4: "io_energy", 5: "io_energy",
-                 6: "engine_ratio", 7: "io_energy", 8: "io_energy", 9: "achieved_throughput", 10: "phase_map"}
+                 6: "engine_ratio", 7: "io_energy", 8: "io_energy", 9: "achieved_throughput", 10: "phase_map",
+                 11: "energy_intensity", 12: "io_energy"}
 
 
 def verdict_summary(rows: pd.DataFrame) -> str:

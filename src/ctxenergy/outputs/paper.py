@@ -22,21 +22,23 @@ from markdown.extensions import Extension
 from markdown.inlinepatterns import SimpleTagInlineProcessor
 from markdown.treeprocessors import Treeprocessor
 
+from ctxenergy.analysis.cells import serial
 from ctxenergy.analysis.claims import FLAT_TOLERANCE, NEAR_TABLE1, RELATIVE_TOLERANCE, paper_engine_ratios
 from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.analysis.uncertainty import DRAWS
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.outputs.catalog import FIGURE_TITLES
+from ctxenergy.outputs.catalog import FIGURE_TITLES, SERVING_FIGURE_NAMES
+from ctxenergy.outputs.findings import CLAIM_FIGURES, claim_verdicts, key_findings, provenance_facts, verdict_summary
 from ctxenergy.outputs.render import (INTERVAL, NO_COUNTER, brief, ci, energy_label, energy_missing,
                                       energy_missing_reason, finite, fmt, fmt_ci, join_words, md_table, no_break,
                                       no_counter, page, png_data_uri, tokens)
 from ctxenergy.outputs.render import condensed_reason, provenance_block
-from ctxenergy.outputs.findings import CLAIM_FIGURES, claim_verdicts, key_findings, provenance_facts, verdict_summary
 from ctxenergy.outputs.report import read_inputs
+from ctxenergy.outputs.serving import section_md as serving_section_md
 from ctxenergy.tables import write_text
 
-CLAIM_ORDER = tuple(range(1, 11))
+CLAIM_ORDER = tuple(range(1, 13))  # the seed paper's ten, then the other papers' (11, 12)
 # Where a referee finds, in the committed derived tables, the numbers that decide each claim.
 CHECK = {
     1: "slopes.parquet (prefill, energy_per_run_j): de_dl_j_per_token per pair of neighbouring L; the first pair past "
@@ -52,6 +54,9 @@ CHECK = {
     9: "per_cell.parquet (prefill): energy_per_run_j over the FLOP of ctxenergy.flops (= mean_power_w / "
        "achieved_tflops at the cap), at the L of the lowest energy_per_token_j and at the largest L",
     10: "per_cell.parquet (prefill, latency_per_token_ms): as claim 3, with time in place of energy",
+    11: "per_cell.parquet (prefill, energy_per_token_j) and io_ratio.parquet (e_out_j), batch 1: the weighted slope "
+        "of ln(1 / value) on ln(L)",
+    12: "io_ratio.parquet (e_out_j with its _ci columns), batch 1: at the largest L over the smallest",
 }
 
 
@@ -308,7 +313,17 @@ def _relpath(target: Path, start: Path) -> str:
     return os.path.relpath(Path(target).resolve(), Path(start).resolve())
 
 
+def serving_md(sv: pd.DataFrame | None, figures: dict[str, Path]) -> str:
+    """The Serving section (its own leading blank lines), "" where no cell is batched or runs a variant."""
+    numbers = figure_numbers(figures)
+    shown = [f"Figure {numbers[n]}" for n in SERVING_FIGURE_NAMES if n in numbers]
+    return serving_section_md(sv, f"{join_words(shown)} show{'s' if len(shown) == 1 else ''} it." if shown else "")
+
+
 def values(t: dict, figures: dict[str, Path], out_md: Path | None = None) -> dict[str, str]:
+    serving = serving_md(t.get("serving"), figures)
+    # every other section is about one request at a time with the engines' defaults, as the paper measured
+    t = {k: serial(v) for k, v in t.items()}
     pc = t["per_cell"]
     io_note, io_table = io_md(t["io_ratio"])
     gen = pc[pc["phase"] == "generate"]
@@ -326,7 +341,7 @@ def values(t: dict, figures: dict[str, Path], out_md: Path | None = None) -> dic
         "abstract": abstract_md(t, figure_numbers(figures)),
         "systematics": systematics_md(t.get("systematics")),
         "io_note": io_note, "io_table": io_table,
-        "scaling": scaling_md(t["fits"]), "thresholds": thresholds_md(t["thresholds"]),
+        "scaling": scaling_md(t["fits"]), "thresholds": thresholds_md(t["thresholds"]), "serving": serving,
         "figures": figures_md(figures, out_md),
         "g_effect": g_effect, "plateau_fraction": f"{PLATEAU_FRACTION:.0%}", "draws": f"{DRAWS:,}",
         "tolerance": f"{RELATIVE_TOLERANCE:.0%}", "near": f"{NEAR_TABLE1:.0%}", "flat": f"{FLAT_TOLERANCE:.0%}",

@@ -16,14 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctxenergy.analysis.cells import serial
 from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.outputs.catalog import FIGURE_TITLES, read_tables
+from ctxenergy.outputs.catalog import FIGURE_TITLES, SERVING_FIGURE_NAMES, read_tables
 from ctxenergy.outputs.findings import CLAIM_FIGURES, HERO_FIGURE, claim_verdicts, key_findings, provenance_facts
 from ctxenergy.outputs.render import (NO_COUNTER, Cell, brief, ci, condensed_reason, energy_label, energy_missing,
                                       energy_missing_reason, esc, finite, fmt, fmt_ci, html_table, keep_together,
                                       length_range, long_table, no_counter, none_usable, page, png_data_uri,
                                       provenance_block, tokens, verdict_class)
+from ctxenergy.outputs.serving import has_rows as serving_has_rows
+from ctxenergy.outputs.serving import section_html as serving_section_html
 from ctxenergy.tables import write_text
 
 NEEDED = ("per_cell", "slopes", "fits", "thresholds", "io_ratio", "engine_ratios", "claims")
@@ -350,15 +353,27 @@ def claims_section(cl: pd.DataFrame, figures: dict[str, Path]) -> tuple[str, set
     return out, shown
 
 
+def serving_section(sv: pd.DataFrame | None, figures: dict[str, Path]) -> tuple[str, set[str]]:
+    """The Serving section with its figures, and the figures it showed; nothing where no cell is batched."""
+    if not serving_has_rows(sv):
+        return "", set()
+    shown = {n for n in SERVING_FIGURE_NAMES if n in figures}
+    return serving_section_html(sv, "".join(figure_html(n, figures[n]) for n in SERVING_FIGURE_NAMES
+                                            if n in figures)), shown
+
+
 def build_report(t: dict, figures: dict[str, Path]) -> str:
+    serving, serving_shown = serving_section(t.get("serving"), figures)
+    # every other section is about one request at a time with the engines' defaults, as the paper measured
+    t = {k: serial(v) for k, v in t.items()}
     pc = t["per_cell"]
     facts = provenance_facts(pc)
     body = (f"<h1>ctxenergy: energy of input and output tokens vs context length, on {esc(facts['devices'])}</h1>"
             + provenance_block(facts) + missing_banner(pc) + key_results(t, figures) + "<!--contents-->")
     claims, shown = claims_section(t["claims"], figures)
-    body += claims + summary_section(t) + hardware_section(pc) + validity_section(pc)
+    body += claims + summary_section(t) + serving + hardware_section(pc) + validity_section(pc)
     sy = t.get("systematics")
-    body += figures_section(figures, shown | {HERO_FIGURE}) + cells_section(pc) + io_section(t["io_ratio"], sy)
+    body += figures_section(figures, shown | serving_shown | {HERO_FIGURE}) + cells_section(pc) + io_section(t["io_ratio"], sy)
     body += slopes_section(t["slopes"], sy)
     body += systematics_section(t.get("systematics")) + fits_section(t["fits"])
     body += thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)
