@@ -1,4 +1,5 @@
 """ctxenergy: what input (prefill) and output (decode) tokens cost in GPU energy as context grows."""
 
 __version__ = "0.1.0"
-SCHEMA_VERSION = 1
+# The cell tables' layout (workflow/schemas/cell.schema.yaml): 2 added peak memory and run-latency percentiles.
+SCHEMA_VERSION = 2
