@@ -78,7 +78,7 @@ def test_bad_config_fails_at_parse_time_with_one_line(repo_copy):
 
 
 def test_smoke_config_runs_end_to_end_on_cpu(smoke_run):
-    dst, seconds, _ = smoke_run
+    dst, seconds, proc = smoke_run
     assert seconds < 180, f"smoke run took {seconds:.0f} s (target < 3 min on 2 cores)"
     cells = pd.read_parquet(dst / "results" / "cells.parquet")
     assert len(cells) == 8 and set(cells["status"]) == {"ok"}
@@ -95,6 +95,23 @@ def test_smoke_config_runs_end_to_end_on_cpu(smoke_run):
     executed = (dst / "results" / "notebooks" / "explore.ipynb").read_text()
     assert "by hand: 89.2%" in executed and "tiny-llama" in executed
     assert all((dst / "results" / "analysis" / f"cost_model.{ext}").exists() for ext in ("parquet", "csv", "json"))
+
+
+def test_the_console_shows_each_cell_with_the_runs_remaining_time_and_the_pages_at_the_end(smoke_run):
+    """What someone running the workflow sees besides Snakemake's "N of M steps" (ctxenergy.progress)."""
+    dst, _, proc = smoke_run
+    out = proc.stdout + proc.stderr
+    lines = [line for line in out.splitlines() if line.startswith("ctxenergy cell ")]
+    assert len(lines) == 8, out[-3000:]
+    counts = [int(re.match(r"ctxenergy cell (\d)/8 ", line).group(1)) for line in lines]
+    assert max(counts) == 8 and len(set(counts)) >= 7  # two cells that end at the same instant may share a count
+    assert {re.search(r"tiny-llama/hf-\w+/\w+/L\d+", line).group() for line in lines} == {
+        f"tiny-llama/{e}/{p}/L{n}" for e in ("hf-eager", "hf-sdpa") for p in ("prefill", "generate") for n in (64, 256)}
+    assert all(": ok, energy not recorded (no energy counter on this host" in line for line in lines)
+    assert any(re.search(r"\), \d+ s; ~\d+ s left for \d cells", line) for line in lines)
+    assert any(line.endswith(" s; the run's last cell") for line in lines)
+    report, paper = (dst / "results" / "report" / "report.html").resolve(), (dst / "results" / "paper" / "paper.html")
+    assert f"ctxenergy: run finished; report {report}; write-up {paper.resolve()}\n" in out
 
 
 def test_cells_share_one_engine_host_per_engine_which_the_workflow_stops(smoke_run):

@@ -107,6 +107,30 @@ def estimate_s(times: dict, cell: Cell) -> float | None:
     return None
 
 
+def _estimates(cells: list[Cell], times: dict, config: dict) -> tuple[list[tuple[float, Cell]], list[Cell]]:
+    """(estimated job seconds, cell) of the cells with an estimate, and the cells without one."""
+    specs = {m["name"]: resolve_model(config, m["name"]) for m in config["models"]}
+    estimated, unknown = [], []
+    for cell in cells:
+        too_long = specs[cell.model].exceeds_context(cell.length, output_tokens(config, cell.phase), cell.engine)
+        s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell)
+        (unknown.append(cell) if s is None else estimated.append((s, cell)))
+    return estimated, unknown
+
+
+def expected_s(cells: list[Cell], loads: list[tuple[str, str]], jobs_dirs: list[str | Path],
+               config: dict) -> tuple[float, list[Cell]]:
+    """The expected job seconds of `cells` and of the engine loads (warm-up jobs) of the (model, engine) pairs
+    `loads`, from the same estimates as the budget but without its margin (an expectation for a progress line, not a
+    bound that must hold), and the cells without an estimate."""
+    jobs_per_dir = [job_seconds(d) for d in jobs_dirs]
+    load_times = _load_times(jobs_per_dir)
+    engine_loads = _engine_loads(load_times)
+    estimated, unknown = _estimates(cells, _cell_times(jobs_per_dir), config)
+    seconds = sum(s for s, _ in estimated) + sum(load_times.get(p, engine_loads.get(p[1], 0.0)) for p in loads)
+    return seconds, unknown
+
+
 def _pair_by_pair(estimated: list[tuple[float, Cell]]) -> list[tuple[float, Cell]]:
     """Cells grouped by (model, engine), each group longest first, the groups in the order of their longest cell: a
     pair's cells fill the budget before another pair's engine load is paid. (Longest first across pairs chose, in
@@ -125,12 +149,7 @@ def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path
     jobs_per_dir = [job_seconds(d) for d in jobs_dirs]  # every benchmark file read once
     loads = _load_times(jobs_per_dir)
     times, engine_loads = _cell_times(jobs_per_dir), _engine_loads(loads)
-    specs = {m["name"]: resolve_model(config, m["name"]) for m in config["models"]}
-    estimated, unknown = [], []
-    for cell in cells:
-        too_long = specs[cell.model].exceeds_context(cell.length, output_tokens(config, cell.phase), cell.engine)
-        s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell)
-        (unknown.append(cell) if s is None else estimated.append((s, cell)))
+    estimated, unknown = _estimates(cells, times, config)
     left = budget_s - RESERVE_S
     chosen, loaded = [], set()
     reuse = config.get("measure", {}).get("engine_reuse", True)  # false: every cell job loads the engine itself

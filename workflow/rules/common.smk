@@ -62,6 +62,20 @@ def stop_engine_hosts():
     stop_idle_hosts()
 
 
+def plan_progress():
+    """The cells and warm-ups this run will make, for each cell job's progress line (ctxenergy.progress)."""
+    from ctxenergy.progress import write_plan
+
+    write_plan((job.rule.name, dict(job.wildcards)) for job in workflow.dag.needrun_jobs())
+
+
+def print_finished():
+    """Where the report and the write-up are, at the end of a successful run."""
+    from ctxenergy.progress import finished_line
+
+    print(finished_line(), file=sys.stderr)
+
+
 # One (model, engine) at a time: its warm-up, then its cells, then the next pair's. Each switch of pair restarts
 # the engine host (a model load; for vLLM, minutes of start-up), and Snakemake otherwise picks among ready jobs
 # in no useful order. Prompts (CPU, seconds) come first so that a pair's cells are ready when its warm-up is done.
