@@ -358,3 +358,38 @@ def test_a_cell_deleted_after_a_run_is_measured_again_for_the_table_as_target(sm
     args = ["results/cells.parquet", "--configfile", "config/smoke.yaml"]
     counts = job_counts(smk(["-n", *args], dst).stdout)
     assert counts.get("measure_cell") == 1 and counts.get("aggregate_cells") == 1, counts
+
+
+def test_the_snakemake_report_names_the_device_and_what_its_statistics_cover(smoke_run, tmp_path):
+    """`snakemake --report`: its front page (workflow/report/workflow.rst) names the device the cells ran on, not
+    the config's `device: cpu`; every cell was measured here, so no note on the statistics."""
+    import zipfile
+
+    dst = shutil.copytree(smoke_run[0], tmp_path / "repo", symlinks=True)
+    smk(["--report", "report.zip", "--configfile", "config/smoke.yaml"], dst)
+    with zipfile.ZipFile(dst / "report.zip") as z:
+        text = "".join(z.read(n).decode(errors="replace") for n in z.namelist() if n.endswith((".html", ".js")))
+    assert re.search(r"on CPU .+ x\d+ \(8 cells\)", text), "device name missing from the report's front page"
+    assert "runtime statistics of this report cover only" not in text
+    assert "Derived tables" in text  # the analysis tables, as report items with captions
+
+
+def test_report_facts_say_when_the_statistics_cover_only_the_jobs_run_here(smoke_run, tmp_path):
+    from ctxenergy.provenance import report_facts
+
+    dst = smoke_run[0]
+    cells, bench = dst / "results" / "cells.parquet", dst / "results" / "benchmarks"
+    facts = report_facts({"device": "cpu", "cells_source": None}, cells, bench)
+    assert facts["statistics_note"] == "" and facts["devices"].endswith("(8 cells)")
+    # cells copied in from another checkout: 2 of them have no job here
+    partial = shutil.copytree(bench, tmp_path / "benchmarks")
+    for f in (partial / "measure_cell" / "tiny-llama" / "hf-eager" / "prefill").glob("*.tsv"):
+        f.unlink()
+    note = report_facts({"device": "cpu", "cells_source": None}, cells, partial)["statistics_note"]
+    assert note.startswith("2 of 8 cells were measured outside this folder's runs")
+    reference = REPO / "data" / "reference" / "nvidia-h200"
+    facts = report_facts({"device": "cuda", "cells_source": "data/reference/nvidia-h200/cells"},
+                         reference / "cells.parquet", tmp_path / "none")
+    assert facts["devices"] == "NVIDIA H200 (18 cells, 2 boards)"
+    assert "come from ``data/reference/nvidia-h200/cells``" in facts["statistics_note"]
+    assert "cover only the analysis jobs run here" in facts["statistics_note"]

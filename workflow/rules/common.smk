@@ -11,6 +11,7 @@ from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.grid import cached_cell_tables, expand_grid
+from ctxenergy.provenance import report_facts
 from ctxenergy.tables import sibling
 from ctxenergy.telemetry.nvml_api import check_device
 from ctxenergy.workflow_process import check_run_folders_writable, enter_workflow, failed_jobs_line
@@ -35,6 +36,9 @@ except CtxEnergyError as exc:
 # named by its content, so that no later parse changes the settings of running jobs; passed as a param, not an
 # input, so that adding a length does not rerun the cells already measured.
 SETTINGS = write_settings_snapshot(config)
+# For the Snakemake report's front page (workflow/report/workflow.rst), whose template sees only the config: the
+# devices by name and what the runtime statistics cover. Added after the jobs' settings snapshot: no job reads it.
+config["report_facts"] = report_facts(config)
 CELLS = expand_grid(config)
 MODELS = {m["name"]: m for m in config["models"]}
 
