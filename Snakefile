@@ -32,11 +32,13 @@ include: "workflow/rules/spot_check.smk"
 
 onstart:
     exit_unless_device_usable()
+    plan_progress()
 
 
 # Engine hosts outlive their jobs by design; the workflow's end is the end of their use.
 onsuccess:
     stop_engine_hosts()
+    print_finished()
 
 
 onerror:

@@ -42,6 +42,7 @@ class FakeGpu:
         self.frozen_at: float | None = None  # the counter publishes no new value from this instant on
         self.steps: list[tuple[float, float]] = []  # (instant, J): publications from the instant on are off by J
         self.failing_reads: tuple[float, float] | None = None  # energy reads in [start, end) raise
+        self.memory_used_bytes = 2 * 2**30  # what NVML reports in use; tests raise it while an engine runs
 
     def freeze_counter(self, at: float | None = None) -> None:
         self.frozen_at = time.perf_counter() if at is None else at
@@ -133,6 +134,9 @@ class FakeNvml:
 
     def memory_total_bytes(self, h):
         return 141 * 2**30
+
+    def memory_used_bytes(self, h):
+        return h.memory_used_bytes
 
     def energy_j(self, h):
         if not h.has_counter:

@@ -444,3 +444,107 @@ def test_a_faulty_idle_floor_is_never_reused_and_a_faulty_recheck_remeasures():
     answers += [IdleBaseline(100.5, [100.5], 0.5, faults=["gpu0: counter stopped"]), IdleBaseline(99.0, [99.0], 2.0)]
     idle = measure_mod.idle_baseline(Meter(), settings, resident, meta)
     assert meta["idle_source"] == "remeasured" and idle.power_w == 99.0
+
+
+# --- per-cell peak memory and run-latency percentiles (schema_version 2) ----------------------------------------
+
+class HungryEngine(SleepyEngine):
+    """Runs that fill the fake board's memory for as long as they run, as an engine's activations do."""
+
+    peak_bytes = 60 * 2**30
+
+    def run(self, ids, max_new_tokens):
+        resting = self.gpu.memory_used_bytes
+        self.gpu.memory_used_bytes = self.peak_bytes
+        try:
+            return super().run(ids, max_new_tokens)
+        finally:
+            self.gpu.memory_used_bytes = resting
+
+
+def test_a_cell_records_its_peak_memory_and_run_latency_percentiles(setup):
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    monkeypatch.setattr(measure_mod, "make_engine", lambda *a: HungryEngine(gpu, s_per_token=1e-4))
+    out = tmp / "mem" / "L256.parquet"
+    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+    windows, runs, _, meta = read_cell(out)
+    assert (windows["schema_version"] == 2).all() and meta["schema_version"] == 2
+    # NVML saw the runs' 60 GiB (sampled: the runs last long enough to be seen), not the 2 GiB at rest
+    assert meta["nvml_peak_memory_used_gib"] == pytest.approx(60.0)
+    assert meta["memory_total_gib"] == pytest.approx(141.0)
+    # torch never touched CUDA in this process: no allocator peak to report, and none invented
+    assert meta["torch_peak_allocated_gib"] is None and windows["torch_peak_reserved_gib"].isna().all()
+    durations = runs["end_s"] - runs["start_s"]
+    assert windows["run_p50_s"].iloc[0] == pytest.approx(float(np.median(durations)))
+    assert windows["run_p90_s"].iloc[0] == pytest.approx(float(np.percentile(durations, 90)))
+    assert durations.min() <= windows["run_p50_s"].iloc[0] <= windows["run_p90_s"].iloc[0] \
+        <= windows["run_p99_s"].iloc[0] <= durations.max()
+
+
+def test_an_oom_cell_keeps_its_peak_memory(setup):
+    """The peak is what explains an out-of-memory cell: it is recorded although no window was measured."""
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    gpu.memory_used_bytes = 139 * 2**30
+    monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu, oom=True))
+    out = tmp / "oom-mem" / "L4096.parquet"
+    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-eager", "prefill", 4096), *prompts[4096], out, meter=meter)
+    windows, _, _, meta = read_cell(out)
+    assert meta["status"] == "oom" and windows["nvml_peak_memory_used_gib"].iloc[0] == pytest.approx(139.0)
+    assert windows["run_p50_s"].isna().all()  # no runs, no latency
+
+
+def test_peak_memory_reads_the_torch_allocator_after_resetting_its_peak(monkeypatch):
+    """The allocator's peak is this cell's: the stats are reset when the cell starts (a resident engine's earlier,
+    longer cells left a higher peak), and read over this process's devices."""
+    import sys
+    import types
+
+    from ctxenergy.telemetry.memory import PeakMemory
+
+    state = {"peak": [50 * 2**30], "resets": 0}
+
+    def reset(i):
+        state["resets"] += 1
+        state["peak"][i] = 8 * 2**30  # the weights, resident
+
+    cuda = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True, device_count=lambda: 1,
+                                 reset_peak_memory_stats=reset, max_memory_allocated=lambda i: state["peak"][i],
+                                 max_memory_reserved=lambda i: state["peak"][i] + 2**30)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    memory = PeakMemory(None)  # a CPU meter: no NVML
+    state["peak"][0] = 12 * 2**30  # this cell's activations
+    got = memory.stop()
+    assert state["resets"] == 1
+    assert got["torch_peak_allocated_gib"] == 12.0 and got["torch_peak_reserved_gib"] == 13.0
+    assert got["nvml_peak_memory_used_gib"] is None and got["memory_total_gib"] is None
+
+
+def test_run_latency_percentiles():
+    from ctxenergy.stats import run_latency
+
+    assert run_latency([]) == {"run_p50_s": None, "run_p90_s": None, "run_p99_s": None}
+    got = run_latency([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0])
+    assert got == {"run_p50_s": 6.0, "run_p90_s": 10.0, "run_p99_s": pytest.approx(10.9)}
+
+
+def test_cells_of_schema_1_aggregate_beside_new_ones_with_the_new_fields_missing(setup):
+    from conftest import SDPA_SLICE
+
+    from ctxenergy.aggregate import aggregate
+    from ctxenergy.tables import read_cells_table
+
+    cfg, gpu, meter, prompts, tmp, monkeypatch = setup
+    monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
+    new = tmp / "new" / "L256.parquet"
+    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], new, meter=meter)
+    old = SDPA_SLICE / "prefill" / "L256.parquet"
+    assert read_cell(old)[3].get("schema_version", 1) == 1
+    aggregate([old, new], tmp / "cells.parquet")
+    cells = read_cells_table(tmp / "cells.parquet").set_index("model")
+    assert cells.loc["llama-3.1-8b", "schema_version"] == 1 and cells.loc["tiny-llama", "schema_version"] == 2
+    for col in ("nvml_peak_memory_used_gib", "memory_total_gib", "run_p50_s", "run_p90_s", "run_p99_s"):
+        assert np.isnan(cells.loc["llama-3.1-8b", col]) and cells.loc["tiny-llama", col] > 0
+    assert cells["torch_peak_allocated_gib"].isna().all()
+    # a table of schema-1 cells alone is what it was: no empty columns added
+    only_old = aggregate([old], tmp / "old.parquet")
+    assert "run_p50_s" not in only_old and "nvml_peak_memory_used_gib" not in only_old

@@ -296,3 +296,25 @@ def test_the_write_up_has_an_abstract_and_numbered_figures_the_text_refers_to(re
     assert "![Figure 1. " in md and "See Figure " in md
     numbers = {int(n) for n in re.findall(r"See Figure (\d+)\.", md)}
     assert numbers and all(f"![Figure {n}. " in md for n in numbers)
+
+
+def test_peak_memory_explains_an_out_of_memory_cell_only_where_cells_recorded_it(tmp_path, three_engines):
+    """Cells of schema_version 2 record their peak memory: the report shows it in the table of cells and beside an
+    out-of-memory cell's reason; the committed cells (schema 1) have none, and the report says nothing of it."""
+    assert "peak memory (GiB)" not in three_engines["report"] and "(peak memory, GiB" not in three_engines["report"]
+    assert "nvml_peak_memory_used_gib" not in three_engines["tables"]["per_cell"]
+    raw = pd.read_parquet(ROOT / "data" / "reference" / "nvidia-h200" / "cells.parquet")
+    oom = raw["engine"] == "hf-eager"
+    raw["torch_peak_allocated_gib"] = raw["nvml_peak_memory_used_gib"] = raw["memory_total_gib"] = float("nan")
+    raw.loc[oom, ["torch_peak_allocated_gib", "nvml_peak_memory_used_gib", "memory_total_gib"]] = [131.5, 139.2, 140.0]
+    raw["run_p50_s"] = raw["run_s"]
+    built = build(raw, tmp_path, figures=False)
+    per_cell = built["tables"]["per_cell"].set_index("engine")
+    assert per_cell.loc["hf-eager", "nvml_peak_memory_used_gib"] == 139.2
+    assert per_cell.loc["hf-sdpa", "memory_total_gib"].isna().all() and per_cell["run_p50_s"].notna().any()
+    page = built["report"]
+    validity = page[page.index("<h2>Validity"):page.index("<h2>Figures")]
+    row = next(visible_text(r) for r in validity.split("<tr>") if "hf-eager" in r)
+    assert "status oom: out of device memory" in row and "(peak memory, GiB: torch 132 · board 139 of 140)" in row
+    cells = page[page.index("<h2>Cells"):]
+    assert "peak memory (GiB)" in cells and "board 139 of 140" in cells

@@ -79,7 +79,7 @@ def test_bad_config_fails_at_parse_time_with_one_line(repo_copy):
 
 
 def test_smoke_config_runs_end_to_end_on_cpu(smoke_run):
-    dst, seconds, _ = smoke_run
+    dst, seconds, proc = smoke_run
     assert seconds < 180, f"smoke run took {seconds:.0f} s (target < 3 min on 2 cores)"
     cells = pd.read_parquet(dst / "results" / "cells.parquet")
     assert len(cells) == 8 and set(cells["status"]) == {"ok"}
@@ -96,6 +96,23 @@ def test_smoke_config_runs_end_to_end_on_cpu(smoke_run):
     executed = (dst / "results" / "notebooks" / "explore.ipynb").read_text()
     assert "by hand: 89.2%" in executed and "tiny-llama" in executed
     assert all((dst / "results" / "analysis" / f"cost_model.{ext}").exists() for ext in ("parquet", "csv", "json"))
+
+
+def test_the_console_shows_each_cell_with_the_runs_remaining_time_and_the_pages_at_the_end(smoke_run):
+    """What someone running the workflow sees besides Snakemake's "N of M steps" (ctxenergy.progress)."""
+    dst, _, proc = smoke_run
+    out = proc.stdout + proc.stderr
+    lines = [line for line in out.splitlines() if line.startswith("ctxenergy cell ")]
+    assert len(lines) == 8, out[-3000:]
+    counts = [int(re.match(r"ctxenergy cell (\d)/8 ", line).group(1)) for line in lines]
+    assert max(counts) == 8 and len(set(counts)) >= 7  # two cells that end at the same instant may share a count
+    assert {re.search(r"tiny-llama/hf-\w+/\w+/L\d+", line).group() for line in lines} == {
+        f"tiny-llama/{e}/{p}/L{n}" for e in ("hf-eager", "hf-sdpa") for p in ("prefill", "generate") for n in (64, 256)}
+    assert all(": ok, energy not recorded (no energy counter on this host" in line for line in lines)
+    assert any(re.search(r"\), \d+ s; ~\d+ s left for \d cells", line) for line in lines)
+    assert any(line.endswith(" s; the run's last cell") for line in lines)
+    report, paper = (dst / "results" / "report" / "report.html").resolve(), (dst / "results" / "paper" / "paper.html")
+    assert f"ctxenergy: run finished; report {report}; write-up {paper.resolve()}\n" in out
 
 
 def test_cells_share_one_engine_host_per_engine_which_the_workflow_stops(smoke_run):
@@ -375,3 +392,38 @@ def test_the_batch_smoke_config_runs_batched_cells_on_cpu(tmp_path):
     assert (runs["tokens_in"] == 4 * 64).all() and (runs["tokens_out"] == 4 * 8).all()
     prompts = np.load(dst / "results/prompts/tiny-llama/B4/L64.npy")
     assert prompts.shape == (4, 64) and np.load(dst / "results/prompts/tiny-llama/L64.npy").shape == (64,)
+
+
+def test_the_snakemake_report_names_the_device_and_what_its_statistics_cover(smoke_run, tmp_path):
+    """`snakemake --report`: its front page (workflow/report/workflow.rst) names the device the cells ran on, not
+    the config's `device: cpu`; every cell was measured here, so no note on the statistics."""
+    import zipfile
+
+    dst = shutil.copytree(smoke_run[0], tmp_path / "repo", symlinks=True)
+    smk(["--report", "report.zip", "--configfile", "config/smoke.yaml"], dst)
+    with zipfile.ZipFile(dst / "report.zip") as z:
+        text = "".join(z.read(n).decode(errors="replace") for n in z.namelist() if n.endswith((".html", ".js")))
+    assert re.search(r"on CPU .+ x\d+ \(8 cells\)", text), "device name missing from the report's front page"
+    assert "runtime statistics of this report cover only" not in text
+    assert "Derived tables" in text  # the analysis tables, as report items with captions
+
+
+def test_report_facts_say_when_the_statistics_cover_only_the_jobs_run_here(smoke_run, tmp_path):
+    from ctxenergy.provenance import report_facts
+
+    dst = smoke_run[0]
+    cells, bench = dst / "results" / "cells.parquet", dst / "results" / "benchmarks"
+    facts = report_facts({"device": "cpu", "cells_source": None}, cells, bench)
+    assert facts["statistics_note"] == "" and facts["devices"].endswith("(8 cells)")
+    # cells copied in from another checkout: 2 of them have no job here
+    partial = shutil.copytree(bench, tmp_path / "benchmarks")
+    for f in (partial / "measure_cell" / "tiny-llama" / "hf-eager" / "prefill").glob("*.tsv"):
+        f.unlink()
+    note = report_facts({"device": "cpu", "cells_source": None}, cells, partial)["statistics_note"]
+    assert note.startswith("2 of 8 cells were measured outside this folder's runs")
+    reference = REPO / "data" / "reference" / "nvidia-h200"
+    facts = report_facts({"device": "cuda", "cells_source": "data/reference/nvidia-h200/cells"},
+                         reference / "cells.parquet", tmp_path / "none")
+    assert facts["devices"] == "NVIDIA H200 (18 cells, 2 boards)"
+    assert "come from ``data/reference/nvidia-h200/cells``" in facts["statistics_note"]
+    assert "cover only the analysis jobs run here" in facts["statistics_note"]

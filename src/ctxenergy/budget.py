@@ -147,6 +147,34 @@ def beyond_any_device(cell: Cell, spec, n_out: int, dtype: str) -> bool:
     return batch_limit_of(cell, Unloaded(), n_out, dtype, spec, Largest()) is not None
 
 
+def _estimates(cells: list[Cell], times: dict, config: dict) -> tuple[list[tuple[float, Cell]], list[Cell]]:
+    """(estimated job seconds, cell) of the cells with an estimate, and the cells without one."""
+    specs = {m["name"]: resolve_model(config, m["name"]) for m in config["models"]}
+    min_s = measured_job_min_s(config.get("measure", {}))
+    estimated, unknown = [], []
+    for cell in cells:
+        n_out = output_tokens(config, cell.phase)
+        too_long = specs[cell.model].exceeds_context(cell.length, n_out, cell.engine) or limit_before_load(
+            cell, specs[cell.model], ENGINES[cell.engine].options(config, cell.variant), n_out, config["dtype"])
+        too_long = too_long or beyond_any_device(cell, specs[cell.model], n_out, config["dtype"])
+        s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell, min_s)
+        (unknown.append(cell) if s is None else estimated.append((s, cell)))
+    return estimated, unknown
+
+
+def expected_s(cells: list[Cell], loads: list[tuple[str, str]], jobs_dirs: list[str | Path],
+               config: dict) -> tuple[float, list[Cell]]:
+    """The expected job seconds of `cells` and of the engine loads (warm-up jobs) of the (model, engine) pairs
+    `loads`, from the same estimates as the budget but without its margin (an expectation for a progress line, not a
+    bound that must hold), and the cells without an estimate."""
+    jobs_per_dir = [job_seconds(d) for d in jobs_dirs]
+    load_times = _load_times(jobs_per_dir)
+    engine_loads = _engine_loads(load_times)
+    estimated, unknown = _estimates(cells, _cell_times(jobs_per_dir), config)
+    seconds = sum(s for s, _ in estimated) + sum(load_times.get(p, engine_loads.get(p[1], 0.0)) for p in loads)
+    return seconds, unknown
+
+
 def _pair_by_pair(estimated: list[tuple[float, Cell]]) -> list[tuple[float, Cell]]:
     """Cells grouped by (model, engine), each group longest first, the groups in the order of their longest cell: a
     pair's cells fill the budget before another pair's engine load is paid. (Longest first across pairs chose, in
@@ -165,16 +193,7 @@ def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path
     jobs_per_dir = [job_seconds(d) for d in jobs_dirs]  # every benchmark file read once
     loads = _load_times(jobs_per_dir)
     times, engine_loads = _cell_times(jobs_per_dir), _engine_loads(loads)
-    specs = {m["name"]: resolve_model(config, m["name"]) for m in config["models"]}
-    min_s = measured_job_min_s(config.get("measure", {}))
-    estimated, unknown = [], []
-    for cell in cells:
-        n_out = output_tokens(config, cell.phase)
-        too_long = specs[cell.model].exceeds_context(cell.length, n_out, cell.engine) or limit_before_load(
-            cell, specs[cell.model], ENGINES[cell.engine].options(config, cell.variant), n_out, config["dtype"])
-        too_long = too_long or beyond_any_device(cell, specs[cell.model], n_out, config["dtype"])
-        s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell, min_s)
-        (unknown.append(cell) if s is None else estimated.append((s, cell)))
+    estimated, unknown = _estimates(cells, times, config)
     left = budget_s - RESERVE_S
     chosen, loaded = [], set()
     reuse = config.get("measure", {}).get("engine_reuse", True)  # false: every cell job loads the engine itself

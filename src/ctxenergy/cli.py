@@ -160,7 +160,26 @@ def cmd_measure(args) -> int:
             record = measure_cell(config, cell, prompt, warmup, out, gpu_uuids=uuids, job_start=JOB_START)
         summary = cell_summary(record, out)
     print(json.dumps(summary, default=str))
+    if args.progress_fd is not None:
+        _print_progress(args.progress_fd, cell, summary, config)
     return 0
+
+
+def _print_progress(fd: int, cell, summary: dict, config: dict) -> None:
+    """The cell's progress line (ctxenergy.progress) to `fd` (the workflow's console) and to this job's log. The cell
+    is written by now: nothing here may fail the job, which would make Snakemake delete it."""
+    elapsed_s = time.perf_counter() - JOB_START
+    try:
+        from ctxenergy.progress import cell_line
+
+        line = cell_line(cell, summary, elapsed_s, config)
+    except Exception as exc:  # noqa: BLE001 - a courtesy line; the measured cell must stand
+        line = f"ctxenergy cell {cell.cell_id}: {summary.get('status')} (no estimate: {type(exc).__name__}: {exc})"
+    print(line, file=sys.stderr)
+    try:
+        os.write(fd, (line + "\n").encode())
+    except OSError:  # the descriptor was not opened for this job: the log has the line
+        pass
 
 
 def _check_in_config(args, config: dict, key: str, name: str) -> None:
@@ -387,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measure on the engine host of this (model, engine), starting it if needed (the workflow's way)")
     batch_arg(sp)
     variant_arg(sp)
+    sp.add_argument("--progress-fd", type=int, metavar="FD",
+                    help="also write the cell's one-line result, time and the run's remaining time to this open file "
+                         "descriptor (the workflow passes its console as 3, its log taking stdout and stderr)")
     sp.set_defaults(func=cmd_measure)
 
     sp = with_config(verb("engine-host", "keep one engine loaded for the cell jobs (started by them)",

@@ -33,9 +33,10 @@ from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.info import host_cpu
 from ctxenergy.models import resolve_model, tokenizer_label
 from ctxenergy.prompts import load_cell_prompts
-from ctxenergy.stats import summarize
+from ctxenergy.stats import run_latency, summarize
 from ctxenergy.tables import sibling, write_tables
 from ctxenergy.telemetry import EnergyMeter, IdleBaseline, WindowEnergy, open_meter
+from ctxenergy.telemetry.memory import MEMORY_COLUMNS, PeakMemory
 
 # A window shorter than this many counter periods is flagged: its edges weigh too much.
 MIN_PERIODS_PER_WINDOW = 3
@@ -395,6 +396,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
         record.timeline["meter_open_start"] = time.perf_counter()
         meter = meter or open_meter(config["device"], uuids=gpu_uuids, sample_interval_s=settings["sample_interval_s"])
         record.timeline["meter_open_end"] = time.perf_counter()
+        memory = PeakMemory(meter)  # peak stats reset here: a resident engine's earlier cells do not count
         try:
             dev = meter.devices[0]
             record.meta.update({
@@ -428,6 +430,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
             record.status, record.status_reason = "oom", f"out of device memory: {exc}"
             record.windows.clear()
         finally:
+            record.meta.update(memory.stop())
             if engine is not None:
                 record.meta["versions"] = _versions(engine)
                 if resident is None:
@@ -468,6 +471,7 @@ CELL_COLUMNS = [
     "weights", "tokenizer", "config_hash", "measured_at", "cuda_visible_devices", "tp", "flops_per_run",
     "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops", "host_cpu", "windows_stop_reason", "idle_source",
     "batch_size", "engine_variant",
+    *MEMORY_COLUMNS,
 ]
 
 
@@ -479,9 +483,11 @@ def write_cell(record: CellRecord, out_path) -> None:
     base.update({c: meta.get(c) for c in CELL_COLUMNS})
     base["torch_version"] = meta.get("versions", {}).get("torch")
     base["engine_version"] = _engine_version(record.cell.engine, meta.get("versions", {}))
+    base.update(run_latency([r["end_s"] - r["start_s"] for r in record.runs]))  # LATENCY_PERCENTILES
     windows = [dict(base, **w) for w in record.windows] or [dict(base, window=-1, runs=0)]
     windows_df = pd.DataFrame(windows)
-    runs_df = pd.DataFrame(record.runs, columns=["window", "run", "start_s", "first_token_s", "end_s", "tokens_in", "tokens_out"])
+    runs_df = pd.DataFrame(record.runs, columns=["window", "run", "start_s", "first_token_s", "end_s", "tokens_in",
+                                                 "tokens_out"])
     trace_df = pd.DataFrame(record.trace, columns=["window", "t_s", "power_w", "clock_event_reasons", "source"])
     write_tables({
         out_path: (windows_df, meta),

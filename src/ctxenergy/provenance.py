@@ -138,3 +138,44 @@ def main(args) -> int:
     write_text(text, args.out)
     print(f"provenance of {len(cells)} cells -> {args.out}")
     return 0
+
+
+def report_facts(config: dict, cells_table: str | Path = "results/cells.parquet",
+                 benchmarks: str | Path = "results/benchmarks") -> dict[str, str]:
+    """What the Snakemake report's front page (workflow/report/workflow.rst, whose template sees only the config)
+    says beyond the config: the devices the cells ran on, by name, from the table of cells; and, where the cells
+    were not all measured by this folder's jobs (`cells_source`, or cells copied in from another checkout), that
+    Snakemake's runtime statistics cover only the jobs run here."""
+    cells = pd.DataFrame()
+    if Path(cells_table).is_file():
+        try:
+            cells = read_cells_table(cells_table)
+        except CtxEnergyError:  # a bad table stops the run that reads it, with its own line; the page says less
+            cells = pd.DataFrame()
+    names = cells["device_name"].dropna().astype(str) if "device_name" in cells else pd.Series(dtype=str)
+    names = names[names != ""]
+    if names.empty:
+        devices = f"device ``{config['device']}``"
+    else:
+        parts = []
+        for name, n in names.value_counts().items():
+            uuids = cells.loc[names[names == name].index].get("device_uuid", pd.Series(dtype=str)).dropna()
+            boards = {b for text in uuids.astype(str) for b in text.split(",") if b}
+            on = f", {len(boards)} board{'s' * (len(boards) != 1)}" if boards else ""
+            parts.append(f"{name} ({n} cells{on})")
+        devices = ", ".join(parts)
+        if set(names) == {"cpu"} and "host_cpu" in cells and cells["host_cpu"].notna().any():
+            devices = f"CPU {cells['host_cpu'].dropna().iloc[0]} ({len(names)} cells)"
+    note = ""
+    measured_here = {p.relative_to(Path(benchmarks, "measure_cell")).with_suffix("").as_posix()
+                     for p in Path(benchmarks, "measure_cell").rglob("L*.tsv")} if Path(benchmarks).is_dir() else set()
+    outside = [c for c in cells.get("cell_id", []) if c not in measured_here]
+    if config.get("cells_source"):
+        note = (f"The cells come from ``{config['cells_source']}`` (measured in earlier runs, not in this folder): the "
+                "runtime statistics of this report cover only the analysis jobs run here; the measurement jobs' times "
+                "are in provenance.md.")
+    elif outside:
+        note = (f"{len(outside)} of {len(cells)} cells were measured outside this folder's runs (no job record "
+                "here): the runtime statistics of this report cover only the jobs run here; provenance.md has the "
+                "job times it was given.")
+    return {"devices": devices, "statistics_note": note}

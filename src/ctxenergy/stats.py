@@ -39,3 +39,16 @@ def welch_diff_pct(base, other) -> tuple[float, float, float]:
     df = (v1 + v2) ** 2 / (v1**2 / (base.size - 1) + v2**2 / (other.size - 1)) if se > 0 else base.size - 1
     half = t975(max(1, int(df))) * se
     return 100 * (m2 - m1) / m1, 100 * (m2 - m1 - half) / m1, 100 * (m2 - m1 + half) / m1
+
+
+# Run-latency columns of a cell (measure.write_cell): percentiles of the duration of its measured runs.
+LATENCY_PERCENTILES = {"run_p50_s": 50, "run_p90_s": 90, "run_p99_s": 99}
+
+
+def run_latency(durations_s) -> dict[str, float | None]:
+    """p50, p90 and p99 of run durations (linear interpolation between order statistics, numpy's default); None
+    without runs. With the few dozen runs of a cell, p99 is close to the slowest run, which is what it should say."""
+    x = np.asarray([d for d in durations_s if d is not None and math.isfinite(d)], dtype=float)
+    if x.size == 0:
+        return dict.fromkeys(LATENCY_PERCENTILES)
+    return {name: float(np.percentile(x, q)) for name, q in LATENCY_PERCENTILES.items()}

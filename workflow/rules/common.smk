@@ -10,6 +10,7 @@ from ctxenergy.config import (
 from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
+from ctxenergy.provenance import report_facts
 from ctxenergy.grid import (
     CELL_TAIL,
     CELL_TAIL_PATTERN,
@@ -45,6 +46,9 @@ except CtxEnergyError as exc:
 # named by its content, so that no later parse changes the settings of running jobs; passed as a param, not an
 # input, so that adding a length does not rerun the cells already measured.
 SETTINGS = write_settings_snapshot(config)
+# For the Snakemake report's front page (workflow/report/workflow.rst), whose template sees only the config: the
+# devices by name and what the runtime statistics cover. Added after the jobs' settings snapshot: no job reads it.
+config["report_facts"] = report_facts(config)
 CELLS = expand_grid(config)
 MODELS = {m["name"]: m for m in config["models"]}
 
@@ -73,6 +77,20 @@ def stop_engine_hosts():
     from ctxenergy.engine_host import stop_idle_hosts
 
     stop_idle_hosts()
+
+
+def plan_progress():
+    """The cells and warm-ups this run will make, for each cell job's progress line (ctxenergy.progress)."""
+    from ctxenergy.progress import write_plan
+
+    write_plan((job.rule.name, dict(job.wildcards)) for job in workflow.dag.needrun_jobs())
+
+
+def print_finished():
+    """Where the report and the write-up are, at the end of a successful run."""
+    from ctxenergy.progress import finished_line
+
+    print(finished_line(), file=sys.stderr)
 
 
 # One (model, engine, variant) at a time: its warm-up, then its cells, then the next pair's. Each switch of pair

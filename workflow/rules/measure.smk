@@ -36,6 +36,7 @@ use rule warmup_engine as warmup_engine_variant with:
         "results/benchmarks/warmup_engine/{model}/{engine}/V-{variant}.tsv"
 
 
+# The job's output goes to its log; its one progress line (ctxenergy.progress) to the console, through fd 3.
 rule measure_cell:
     input:
         # ancient(): a measured cell is not redone because these exist with a newer date (made on another machine
@@ -65,7 +66,7 @@ rule measure_cell:
     shell:
         "ctxenergy measure --config {params.config} --model {wildcards.model} --engine {wildcards.engine}"
         " --phase {wildcards.phase}{params.cell} --prompt {input.prompt}"
-        " --warmup-prompt {input.warmup_prompt} --engine-host --out {output.cell} > {log} 2>&1"
+        " --warmup-prompt {input.warmup_prompt} --engine-host --out {output.cell} --progress-fd 3 3>&2 > {log} 2>&1"
 
 
 # Only the cells not yet on disk, with their prompts and warm-ups. On a fresh checkout holding committed cells, a

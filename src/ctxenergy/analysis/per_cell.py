@@ -26,6 +26,10 @@ IDENTITY = ["cell_id", "model", "engine", "phase", "length_tokens", "output_toke
             "usable", "excluded_reason", "n_windows", "device_name", "device_uuid", "driver_version", "torch_version",
             "engine_version", "meter_method", "host_cpu", "power_limit_w", "idle_power_w", "peak_bf16_tflops",
             "peak_mem_tb_s"]
+# Recorded by cells of schema_version 2 (ctxenergy.telemetry.memory, ctxenergy.stats.run_latency): carried where the
+# table of cells has them, NaN for the older cells beside them; a table of older cells alone has none of them.
+CELL_METRICS = ["torch_peak_allocated_gib", "torch_peak_reserved_gib", "nvml_peak_memory_used_gib", "memory_total_gib",
+                "run_p50_s", "run_p90_s", "run_p99_s"]
 
 
 def _scaled(df: pd.DataFrame, col: str, factor, out: dict, name: str) -> None:
@@ -85,6 +89,9 @@ def per_cell_metrics(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | Non
     out: dict = {"schema_version": np.full(len(df), ctxenergy.SCHEMA_VERSION)}
     for col in with_serving(IDENTITY, df):
         out[col] = df[col].to_numpy()
+    for col in CELL_METRICS:
+        if col in df:
+            out[col] = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
     prefill = (df["phase"] == "prefill").to_numpy()
     batch = batch_sizes(df)
     tokens = np.where(prefill, df["length_tokens"], df["length_tokens"] + df["output_tokens"]).astype(float) * batch

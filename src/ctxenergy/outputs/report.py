@@ -130,9 +130,14 @@ def validity_section(pc: pd.DataFrame) -> str:
         return out + "No cell carries a flag: every cell enters the fits.</p>"
     out += (f"{len(flagged)} cell(s) carry a status other than ok or a flag; those not usable are left out of "
             "every fit, ratio and threshold, and stay in the tables below with their status.</p>")
-    full = [[r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no",
-             r.excluded_reason or r.status_reason or "–"] for r in flagged.itertuples()]
-    rows = [[*r[:4], condensed_reason(r[4])] for r in full]
+    full, rows = [], []
+    for r in flagged.itertuples():
+        why = r.excluded_reason or r.status_reason or "–"
+        # what the board held explains an out-of-memory cell: said beside its reason where the cell recorded it
+        memory = peak_memory(r._asdict()) if r.status == "oom" else ""
+        memory = f" (peak memory, GiB: {memory})" if memory else ""
+        full.append([r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no", why + memory])
+        rows.append([*full[-1][:4], condensed_reason(why) + memory])
     return out + long_table("Cells with a status or a flag, and why", "validity.csv",
                             ["cell", "status", "flags", "usable", "why"], rows, csv_rows=full, text_cols=5)
 
@@ -183,7 +188,25 @@ def key_results(t: dict, figures: dict[str, Path]) -> str:
             f'<div class="chips"><span class="note">The paper\'s claims:</span>{chips}</div>{hero}</div>')
 
 
+MEMORY_NOTE = ("Peak memory (GiB), where the cells recorded it: torch, the allocator's peak in the measuring "
+               "process; board, the most memory in use on the GPU (NVML, every process, sampled) of its total.")
+
+
+def peak_memory(d: dict) -> str:
+    """A cell's peak memory in GiB as one short text ('torch 71.2 · board 79.1 of 79.6'); empty where the cell did
+    not record it (cells before schema_version 2, a CPU study)."""
+    parts = []
+    if finite(d.get("torch_peak_allocated_gib")):
+        parts.append(f"torch {fmt(d['torch_peak_allocated_gib'], 3)}")
+    if finite(d.get("nvml_peak_memory_used_gib")):
+        total = d.get("memory_total_gib")
+        parts.append(f"board {fmt(d['nvml_peak_memory_used_gib'], 3)}"
+                     + (f" of {fmt(total, 3)}" if finite(total) else ""))
+    return " · ".join(parts)
+
+
 def cells_section(pc: pd.DataFrame) -> str:
+    with_memory = any(peak_memory(r) for r in pc.to_dict("records"))  # only where some cell recorded it
     rows = []
     for r in pc.itertuples():
         d = r._asdict()
@@ -191,15 +214,17 @@ def cells_section(pc: pd.DataFrame) -> str:
                      ci(d, "energy_per_token_j", scale=1e3), ci(d, "dynamic_energy_per_token_j", scale=1e3),
                      ci(d, "latency_per_token_ms"), ci(d, "mean_power_w"), fmt(r.power_cap_fraction, 2),
                      ci(d, "achieved_tflops"), fmt(r.tflops_share_of_peak, 2),
-                     ci(d, "achieved_mem_tb_s"), fmt(r.mem_share_of_peak, 2), fmt(r.n_windows, 2)])
+                     ci(d, "achieved_mem_tb_s"), fmt(r.mem_share_of_peak, 2), fmt(r.n_windows, 2),
+                     *([peak_memory(d) or "–"] if with_memory else [])])
     header = ["model", "engine", "phase", "L", "status", "usable", "mJ/token (total)", "mJ/token (dynamic: above idle)",
               "ms/token",
-              "mean power (W)", "time at cap", "TFLOP/s", "of peak", "decode TB/s", "of peak", "windows"]
+              "mean power (W)", "time at cap", "TFLOP/s", "of peak", "decode TB/s", "of peak", "windows",
+              *(["peak memory (GiB)"] if with_memory else [])]
     return ("<h2>Cells</h2><p class=\"note\">Tokens per run: L for prefill, L + G for generate. TFLOP/s: the prefill's "
             "FLOP (ctxenergy.flops) over the time to first token. Decode TB/s: weights + KV cache read by the G - 1 "
-            "decode steps over the decode time.</p>"
-            + long_table("Every cell with its metrics", "cells.csv", header, rows, text_cols=(0, 1, 2, 4, 5),
-                         wide=True))
+            "decode steps over the decode time." + (f" {MEMORY_NOTE}" if with_memory else "") + "</p>"
+            + long_table("Every cell with its metrics", "cells.csv", header, rows,
+                         text_cols=(0, 1, 2, 4, 5, *((16,) if with_memory else ())), wide=True))
 
 
 def board_offset(sy: pd.DataFrame | None) -> str:
