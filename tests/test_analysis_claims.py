@@ -351,3 +351,14 @@ def test_board_pairs_are_boards_of_one_gpu_model():
     pairs = board_pairs(cells)
     assert list(zip(pairs["board_a"], pairs["board_b"])) == [("GPU-a", "GPU-b")]
     assert abs(pairs["energy_diff_rel"].iloc[0] - 0.02) < 1e-12
+
+
+def test_a_batch_of_prompts_is_not_paired_with_one_prompt_as_a_board_spread():
+    """The committed H100 serving cells (B = 4, 16, 64 prompts of L tokens) share (model, engine, phase, L) and
+    settings with single-prompt cells on another H100: paired, they read as a 300 % board spread."""
+    from ctxenergy.analysis.systematics import board_pairs, committed_cells, systematics_from_pairs
+
+    pairs = board_pairs(committed_cells())
+    batch = pairs["cell_a"].str.contains(r"/B\d+/") != pairs["cell_b"].str.contains(r"/B\d+/")
+    assert not batch.any(), pairs.loc[batch, ["cell_a", "cell_b"]].to_string()
+    assert systematics_from_pairs(pairs).board_rel < 0.05

@@ -109,7 +109,9 @@ def _cell_row(path: Path) -> dict | None:
             "length_tokens": int(meta["length_tokens"]), "device_name": meta.get("device_name") or "",
             "device_uuid": meta["device_uuid"],
             "measured_at": str(meta.get("measured_at", "")), "host_cpu": meta.get("host_cpu") or "",
-            "settings": json.dumps([settings, meta.get("engine_settings")], sort_keys=True, default=str),
+            # a batch of B prompts and an engine variant are other measurements of the same (model, engine, phase, L)
+            "settings": json.dumps([settings, meta.get("engine_settings"), int(meta.get("batch_size") or 1),
+                                    meta.get("engine_variant") or "default"], sort_keys=True, default=str),
             "energy_j": float(measured["energy_per_run_j"].median()),
             "dynamic_energy_j": float(measured["dynamic_energy_per_run_j"].median()),
             "run_s": float(measured["run_s"].median()),
