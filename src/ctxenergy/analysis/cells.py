@@ -101,6 +101,8 @@ def prepare_cells(cells: pd.DataFrame) -> pd.DataFrame:
     if "engine_variant" in df:
         v = df["engine_variant"].astype(object)
         df["engine_variant"] = v.where(v.notna() & (v != ""), "default").astype(str)
+    if not has_serving(df):  # one request at a time, default settings: the paper's tables, without serving axes
+        df = df.drop(columns=serving_axes(df))
     df["output_tokens"] = df["output_tokens"].fillna(1).astype("int64")
     df["excluded_reason"] = [_excluded_reason(r) for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
     df["usable"] = df["excluded_reason"] == ""
