@@ -246,3 +246,28 @@ def test_the_request_estimate_quoted_is_what_ctxenergy_estimate_gives():
     dynamic = re.search(r"above idle:\s+([\d,.]+) J", out)
     assert f"gives {total[1]} J of GPU energy in total (statistical [{total[2]}, {total[3]}], with the systematic " \
            f"band [{total[4]}, {total[5]}]) and {dynamic[1]} J above idle" in para
+
+
+def test_the_serving_headline_is_the_committed_serving_table():
+    """README's "Serving" table and sentence, read back from data/reference/.../serving/outputs/analysis."""
+    serving = pd.read_parquet(REPO / "data/reference/nvidia-h100-80gb-hbm3/serving/outputs/analysis/serving.parquet")
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Serving: a batch of prompts"):readme.index("## What it measures")]
+
+    def row(metric, b, n, phase="prefill"):
+        r = serving[(serving["metric"] == metric) & (serving["batch_size"] == b) & (serving["length_tokens"] == n)
+                    & (serving["phase"] == phase)]
+        assert len(r) == 1, (metric, b, n)
+        return r.iloc[0]
+
+    for b, n in ((1, 256), (64, 256), (1, 1024), (64, 1024), (1, 65536)):
+        r = row("e_in", b, n)
+        assert f"{1e3 * r['value']:.1f} (total {1e3 * r['total_low']:.1f}-{1e3 * r['total_high']:.1f})" in section
+    for n in (256, 1024):
+        r = row("batch_gain", 64, n)
+        assert f"{r['value']:.2f}x ({r['total_low']:.2f}-{r['total_high']:.2f})" in section
+    assert not ((serving["metric"] == "e_in") & (serving["length_tokens"] == 65536) & (serving["batch_size"] > 1)).any()
+    assert row("host_bound_batch", 64, 256)["value"] == 4
+    r1, r64 = row("io_ratio", 1, 256, "generate"), row("io_ratio", 64, 256, "generate")
+    assert f"from {r1['value']:.0f} (total {r1['total_low']:.0f}-{r1['total_high']:.0f})" in section
+    assert f"to {r64['value']:.1f} (total {r64['total_low']:.1f}-{r64['total_high']:.1f})" in section
