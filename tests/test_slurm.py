@@ -113,7 +113,8 @@ def cells(work: Path) -> dict[str, dict]:
     for p in sorted((work / "results/cells").rglob("L*.parquet")):
         if p.name.count(".") == 1:  # L64.parquet, not L64.runs.parquet
             meta = read_metadata(p)
-            key = f"{meta['model']}_{meta['engine']}_{meta['phase']}_{meta['length_tokens']}"
+            # the job's wildcards, as the SLURM executor joins them into its comment: {cell} is L<n> at batch 1
+            key = f"{meta['model']}_{meta['engine']}_{meta['phase']}_L{meta['length_tokens']}"
             found[key] = meta
     return found
 
