@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctxenergy.analysis.derive import DERIVED_SCHEMA_VERSION, TABLES, check_table, conform, derive, load_schema
+from ctxenergy.analysis.derive import TABLES, derive
+from ctxenergy.analysis.derived_schema import DERIVED_SCHEMA_VERSION, check_table, conform, load_schema
 from ctxenergy.cli import main
 from ctxenergy.errors import CtxEnergyError
 

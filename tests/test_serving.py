@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctxenergy.analysis.derive import TABLES, check_table, conform, derive
+from ctxenergy.analysis.derive import TABLES, derive
+from ctxenergy.analysis.derived_schema import check_table, conform
 from ctxenergy.analysis.serving import saturation_batch
 from ctxenergy.outputs.catalog import SERVING_FIGURE_NAMES, analysis_tables, figures, wants_serving
 from ctxenergy.outputs.figures import make_figures

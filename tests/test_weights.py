@@ -10,10 +10,11 @@ import pytest
 from ctxenergy.config import cell_settings_hash, check_semantics, load_config, validate_schema
 from ctxenergy.engines import make_engine
 from ctxenergy.engines import vllm as vllm_mod
+from ctxenergy.engines.hf import make_shared_weights
 from ctxenergy.errors import ConfigError
 from ctxenergy.models import resolve_model
 from ctxenergy.paths import REPO_ROOT
-from ctxenergy.weights import MARKER, UNIFORM_HIGH, make_shared_weights, shared_weights_dir
+from ctxenergy.weights import MARKER, UNIFORM_HIGH, shared_weights_dir
 
 torch = pytest.importorskip("torch")
 

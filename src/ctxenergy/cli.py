@@ -265,7 +265,7 @@ def cmd_weights(args) -> int:
     """Generate a model's shared random weights (random_weights: shared) once, on the config's device."""
     from ctxenergy.engines.registry import REFERENCE_ENGINE
     from ctxenergy.telemetry.nvml_api import check_device
-    from ctxenergy.weights import make_shared_weights
+    from ctxenergy.engines.hf import make_shared_weights
 
     config, check = _load(args)
     check(config, str(args.config), engines_needed=(REFERENCE_ENGINE,))  # its package builds the weights

@@ -7,15 +7,13 @@ weights as well as by the engine. A model entry's `random_weights` chooses:
 
 - `engine` (the default, what the reference campaign measured): each engine's own initialisation;
 - `shared`: transformers' initialisation with a fixed seed, generated once (`ctxenergy weights`, the workflow's
-  `shared_weights` rule) and saved as safetensors in `weights_cache`, outside git; both engines load that folder;
+  `shared_weights` rule: ctxenergy.engines.hf.make_shared_weights) and saved as safetensors in `weights_cache`,
+  outside git; both engines load that folder;
 - `uniform`: uniform(-1e-3, 1e-3) in every engine (vLLM's dummy weights; transformers applies it after building).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
 from pathlib import Path
 
 from ctxenergy.errors import ConfigError
@@ -66,34 +64,3 @@ def apply_uniform(model) -> None:
         for tensor in model.state_dict().values():
             if torch.is_floating_point(tensor):
                 tensor.uniform_(UNIFORM_LOW, UNIFORM_HIGH)
-
-
-def make_shared_weights(config: dict, model: str) -> Path:
-    """Generate the model's shared random weights once (seeded transformers init on the config's device) and save
-    them as safetensors beside a copy of its config.json; the marker file is written last."""
-    import torch
-
-    from ctxenergy.engines.hf import build_hf_model
-    from ctxenergy.models import resolve_model
-
-    spec = resolve_model(config, model)
-    if spec.random_weights != "shared":
-        raise ConfigError(f"model '{model}' does not use random_weights: shared; nothing to generate")
-    out = shared_weights_dir(config, model)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    t0 = time.perf_counter()
-    torch.manual_seed(SHARED_SEED)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(SHARED_SEED)
-    hf = build_hf_model(spec.with_engine_init(), "sdpa", config["dtype"], config["device"])
-    hf.save_pretrained(tmp, safe_serialization=True)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in tmp.iterdir():
-        path.replace(out / path.name)
-    tmp.rmdir()
-    info = {"model": model, "init": "transformers", "seed": SHARED_SEED, "dtype": config["dtype"],
-            "device": config["device"], "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
-            "files": sorted(p.name for p in out.iterdir())}
-    (out / MARKER).write_text(json.dumps(info, indent=1))
-    return out

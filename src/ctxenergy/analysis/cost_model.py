@@ -34,6 +34,7 @@ import pandas as pd
 
 import ctxenergy
 from ctxenergy.analysis.cells import SERVING_AXES, serial, serving_axes
+from ctxenergy.analysis.derived_schema import DERIVED_SCHEMA_VERSION, check_table
 from ctxenergy.analysis.systematics import NOT_MEASURED, Systematics
 from ctxenergy.analysis.uncertainty import Z975
 from ctxenergy.errors import CtxEnergyError
@@ -210,7 +211,6 @@ def load_cost_model(analysis_dir: str | Path = REFERENCE_ANALYSIS) -> pd.DataFra
     if not path.is_file():
         raise CtxEnergyError(f"{path}: no cost model there; run the workflow's analysis (`snakemake "
                              "results/analysis/cost_model.parquet`) or leave --analysis out for the reference campaign")
-    from ctxenergy.analysis.derive import DERIVED_SCHEMA_VERSION, check_table
 
     table = pd.read_parquet(path)
     version = table["schema_version"].iloc[0] if "schema_version" in table and len(table) else None

@@ -1,15 +1,20 @@
-"""Hugging Face transformers engines: eager attention, PyTorch SDPA, and transformers' own PagedAttention."""
+"""Hugging Face transformers engines: eager attention, PyTorch SDPA, and transformers' own PagedAttention; and the
+models' shared random weights, which transformers initialises (random_weights: shared)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
+from ctxenergy.errors import ConfigError
 from ctxenergy.models import ModelSpec
-from ctxenergy.weights import apply_uniform
+from ctxenergy.weights import MARKER, SHARED_SEED, apply_uniform, shared_weights_dir
 
 ATTENTION = {"hf-eager": "eager", "hf-sdpa": "sdpa", "hf-paged": "paged|sdpa"}
 
@@ -413,3 +418,33 @@ class HFPagedEngine(HFEngine):
 def paged_num_blocks(tokens: int, block_size: int) -> int:
     """KV-cache blocks for one request of `tokens` tokens, plus one spare."""
     return -(-tokens // block_size) + 1
+
+
+def make_shared_weights(config: dict, model: str) -> Path:
+    """Generate the model's shared random weights once (seeded transformers init on the config's device) and save
+    them as safetensors beside a copy of its config.json; the marker file is written last."""
+    import torch
+
+    from ctxenergy.models import resolve_model
+
+    spec = resolve_model(config, model)
+    if spec.random_weights != "shared":
+        raise ConfigError(f"model '{model}' does not use random_weights: shared; nothing to generate")
+    out = shared_weights_dir(config, model)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    torch.manual_seed(SHARED_SEED)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(SHARED_SEED)
+    hf = build_hf_model(spec.with_engine_init(), "sdpa", config["dtype"], config["device"])
+    hf.save_pretrained(tmp, safe_serialization=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in tmp.iterdir():
+        path.replace(out / path.name)
+    tmp.rmdir()
+    info = {"model": model, "init": "transformers", "seed": SHARED_SEED, "dtype": config["dtype"],
+            "device": config["device"], "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
+            "files": sorted(p.name for p in out.iterdir())}
+    (out / MARKER).write_text(json.dumps(info, indent=1))
+    return out
