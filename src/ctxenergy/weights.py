@@ -17,8 +17,12 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctxenergy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 RANDOM_WEIGHTS = ("engine", "shared", "uniform")
 SHARED_SEED = 0
@@ -28,15 +32,17 @@ MARKER = "ctxenergy-weights.json"  # written last: a folder without it is incomp
 
 
 def random_weights_mode(entry: dict) -> str:
+    """How a `models:` entry draws random weights; "engine" where it does not say (the schema fills in no default,
+    so that configs without the key keep their cells' settings hash)."""
     return entry.get("random_weights", "engine")
 
 
-def shared_weights_dir(config: dict, model: str) -> Path:
-    return Path(config["weights_cache"]) / model
+def shared_weights_dir(settings: Settings, model: str) -> Path:
+    return Path(settings.weights_cache) / model
 
 
-def shared_weights_marker(config: dict, model: str) -> Path:
-    return shared_weights_dir(config, model) / MARKER
+def shared_weights_marker(settings: Settings, model: str) -> Path:
+    return shared_weights_dir(settings, model) / MARKER
 
 
 def require_shared_weights(spec) -> None:
@@ -68,7 +74,7 @@ def apply_uniform(model) -> None:
                 tensor.uniform_(UNIFORM_LOW, UNIFORM_HIGH)
 
 
-def make_shared_weights(config: dict, model: str) -> Path:
+def make_shared_weights(settings: Settings, model: str) -> Path:
     """Generate the model's shared random weights once (seeded transformers init on the config's device) and save
     them as safetensors beside a copy of its config.json; the marker file is written last."""
     import torch
@@ -76,24 +82,24 @@ def make_shared_weights(config: dict, model: str) -> Path:
     from ctxenergy.engines.hf import build_hf_model
     from ctxenergy.models import resolve_model
 
-    spec = resolve_model(config, model)
+    spec = resolve_model(settings, model)
     if spec.random_weights != "shared":
         raise ConfigError(f"model '{model}' does not use random_weights: shared; nothing to generate")
-    out = shared_weights_dir(config, model)
+    out = shared_weights_dir(settings, model)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     torch.manual_seed(SHARED_SEED)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(SHARED_SEED)
-    hf = build_hf_model(spec.with_engine_init(), "sdpa", config["dtype"], config["device"])
+    hf = build_hf_model(spec.with_engine_init(), "sdpa", settings.dtype, settings.device)
     hf.save_pretrained(tmp, safe_serialization=True)
     out.mkdir(parents=True, exist_ok=True)
     for path in tmp.iterdir():
         path.replace(out / path.name)
     tmp.rmdir()
-    info = {"model": model, "init": "transformers", "seed": SHARED_SEED, "dtype": config["dtype"],
-            "device": config["device"], "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
+    info = {"model": model, "init": "transformers", "seed": SHARED_SEED, "dtype": settings.dtype,
+            "device": settings.device, "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
             "files": sorted(p.name for p in out.iterdir())}
     (out / MARKER).write_text(json.dumps(info, indent=1))
     return out

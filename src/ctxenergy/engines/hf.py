@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
 from ctxenergy.models import ModelSpec
 from ctxenergy.weights import apply_uniform
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 ATTENTION = {"hf-eager": "eager", "hf-sdpa": "sdpa", "hf-paged": "paged|sdpa"}
 
@@ -162,8 +166,8 @@ class HFEngine(Engine):
         self.graph_note = self._idle_note()
 
     @classmethod
-    def create(cls, name: str, spec: ModelSpec, config: dict, options: dict) -> HFEngine:
-        return cls(name, spec, config["dtype"], config["device"], options)
+    def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> HFEngine:
+        return cls(name, spec, settings.dtype, settings.device, options)
 
     def load(self) -> None:
         self.load_timings: dict[str, float] = {}
@@ -306,8 +310,8 @@ class HFPagedEngine(HFEngine):
     MIN_BATCH_TOKENS = 256
 
     @classmethod
-    def create(cls, name: str, spec: ModelSpec, config: dict, options: dict) -> HFPagedEngine:
-        return cls(name, spec, config["dtype"], config["device"])  # it has no settings of its own
+    def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> HFPagedEngine:
+        return cls(name, spec, settings.dtype, settings.device)  # it has no settings of its own
 
     def load(self) -> None:
         import torch
