@@ -15,6 +15,7 @@ from pathlib import Path
 from ctxenergy.budget import within_budget
 from ctxenergy.config import load_config
 from ctxenergy.grid import expand_grid
+from ctxenergy.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 def choose(jobs_dirs: list[str], done_dir: str, engine: str, budget_s: float) -> tuple[list[str], str]:
     cfg = load_config(REPO / "config.yaml", [REPO / "config" / "campaign.yaml"])
     done = {p.relative_to(done_dir).with_suffix("").as_posix() for p in Path(done_dir).rglob("L*[0-9].parquet")}
-    missing = [c for c in expand_grid({**cfg, "engines": [engine]}) if c.cell_id not in done]
-    chosen, summary = within_budget(missing, budget_s, jobs_dirs, cfg)
+    missing = [c for c in expand_grid(Settings.from_config({**cfg, "engines": [engine]})) if c.cell_id not in done]
+    chosen, summary = within_budget(missing, budget_s, jobs_dirs, Settings.from_config(cfg))
     return [c.cell_id for c in chosen], summary
 
 

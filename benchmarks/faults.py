@@ -551,6 +551,7 @@ def telemetry_fault(ctx: Context, name: str, fault: GpuFault) -> Observation:
     from ctxenergy.config import check_semantics, load_config
     from ctxenergy.grid import Cell
     from ctxenergy.prompts import save_ids
+    from ctxenergy.settings import Settings
     from ctxenergy.tables import read_cell
     from ctxenergy.telemetry.nvml_meter import NvmlMeter
     from fake_nvml import FakeGpu
@@ -590,8 +591,8 @@ def telemetry_fault(ctx: Context, name: str, fault: GpuFault) -> Observation:
                 return real_idle(seconds)
 
             meter.measure_idle = idle_with_fault
-        record = measure_mod.measure_cell(config, Cell("tiny-llama", "hf-sdpa", "prefill", L), work / "p.npy",
-                                          work / "w.npy", out, meter=meter)
+        record = measure_mod.measure_cell(Settings.from_config(config), Cell("tiny-llama", "hf-sdpa", "prefill", L),
+                                          work / "p.npy", work / "w.npy", out, meter=meter)
     except Exception as exc:  # noqa: BLE001 - what escapes is what the user would see
         return from_exception(exc)
     finally:

@@ -43,6 +43,7 @@ from ctxenergy.config import load_config, measure_setting  # noqa: E402
 from ctxenergy.grid import Cell  # noqa: E402
 from ctxenergy.measure import SHARED_WARMUP_MAX_GAP_S, host_bound, runs_per_window, window_target  # noqa: E402
 from ctxenergy.paths import REPO_ROOT  # noqa: E402
+from ctxenergy.settings import MeasureSettings  # noqa: E402
 from ctxenergy.stats import t975  # noqa: E402
 from ctxenergy.tables import read_cell  # noqa: E402
 
@@ -105,7 +106,7 @@ def estimate(facts: pd.DataFrame, settings: dict, spread: str = "central") -> pd
             old = c["old_settings"]
             runs = runs_per_window(c["timing_run_s"], settings["min_window_s"], settings["max_runs_per_window"])
             scale = c["runs_old"] / runs
-            target, energy = window_target(settings, c["host_bound"])
+            target, energy = window_target(MeasureSettings.from_section(settings), c["host_bound"])
             sds = {"total": c["rel_sd_pct"], "dynamic": c["rel_sd_dynamic_pct"],
                    "both": max(c["rel_sd_pct"], c["rel_sd_dynamic_pct"])}
             rel_sd = sds[energy] * (math.sqrt(scale) if spread == "central" else scale)

@@ -24,6 +24,7 @@ from ctxenergy.prompts import (
     save_ids,
     shared_prefix_tokens,
 )
+from ctxenergy.settings import Settings
 from ctxenergy.tables import read_cell
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
 from fake_nvml import FakeGpu, FakeNvml
@@ -39,7 +40,7 @@ def config(*files):
 
 
 def test_the_default_grid_has_no_batch_or_variant_segment():
-    cells = expand_grid(config())
+    cells = expand_grid(Settings.from_config(config()))
     assert all(c.batch_size == 1 and c.variant == "default" for c in cells)
     assert all(c.cell_id.count("/") == 3 and c.path.name == f"L{c.length}.parquet" for c in cells)
     assert Cell("llama-3.1-8b", "hf-sdpa", "prefill", 1024, 1).cell_id == "llama-3.1-8b/hf-sdpa/prefill/L1024"
@@ -61,7 +62,7 @@ def test_batched_and_variant_cells_add_a_segment_each_and_their_ids_parse_back()
 
 def test_the_serving_grid_expands_batches_and_variants():
     cfg = config("serving.yaml")
-    cells = expand_grid(cfg)
+    cells = expand_grid(Settings.from_config(cfg))
     ids = {c.cell_id for c in cells}
     assert len(ids) == len(cells) == len({c.path for c in cells})
     # hf-sdpa and vLLM's default: 4 B x 5 L x 2 phases; chunked the same; prefix caching at 3 lengths
@@ -80,7 +81,8 @@ def test_serving_batch_1_cells_are_the_campaigns_by_settings_hash():
     llama = committed[committed["model"] == "llama-3.1-8b"]
     assert set(llama["config_hash"]) == {cell_settings_hash(serving, "llama-3.1-8b")}
     campaign_ids = set(llama["cell_id"])
-    batch_1 = {c.cell_id for c in expand_grid(serving) if c.batch_size == 1 and c.variant == "default"}
+    batch_1 = {c.cell_id for c in expand_grid(Settings.from_config(serving))
+               if c.batch_size == 1 and c.variant == "default"}
     assert batch_1 <= campaign_ids  # the same ids: committed cells fill them
 
 
@@ -103,7 +105,7 @@ def test_variants_are_checked_against_the_grid_and_the_engines_options():
     one = config("serving.yaml")
     one["engines"] = ["hf-sdpa"]
     check_semantics(one, "serving", engines_needed=())
-    assert {c.engine for c in expand_grid(one)} == {"hf-sdpa"}
+    assert {c.engine for c in expand_grid(Settings.from_config(one))} == {"hf-sdpa"}
 
 
 # ---------------------------------------------------------------- prompts
@@ -155,7 +157,7 @@ def test_distinct_prompts_give_every_request_its_own_first_block():
 
 def test_vllm_batches_beyond_one_prefill_step_are_refused_unless_chunked():
     cfg = config("serving.yaml")
-    spec = resolve_model(cfg, "llama-3.1-8b")
+    spec = resolve_model(Settings.from_config(cfg), "llama-3.1-8b")
     big = Cell("llama-3.1-8b", "vllm", "prefill", 65536, 4)
     status, reason = limit_before_load(big, spec, {}, 1, "bfloat16")
     assert status == EXCEEDS_ENGINE_LIMIT and "262144 tokens exceed max_num_batched_tokens = 131072" in reason
@@ -172,7 +174,7 @@ def test_vllm_batches_beyond_one_prefill_step_are_refused_unless_chunked():
 
 def test_a_batch_beyond_the_devices_memory_is_recorded_not_run():
     cfg = config("serving.yaml")
-    spec = resolve_model(cfg, "llama-3.1-8b")
+    spec = resolve_model(Settings.from_config(cfg), "llama-3.1-8b")
 
     class Device:
         memory_total_bytes = 80 * 2**30
@@ -232,7 +234,7 @@ def test_a_batched_cell_records_b_and_the_whole_batchs_tokens(fake_gpu, monkeypa
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: engine)
     cell = Cell("tiny-llama", "hf-sdpa", "generate", 64, 4)
     out = tmp / "cells" / cell.path.relative_to("results/cells")
-    rec = measure_mod.measure_cell(cfg, cell, tmp / "B4.npy", tmp / "B4.w.npy", out, meter=meter)
+    rec = measure_mod.measure_cell(Settings.from_config(cfg), cell, tmp / "B4.npy", tmp / "B4.w.npy", out, meter=meter)
     windows, runs, _, meta = read_cell(out)  # the path's B4/ folder is the id's
     assert rec.status == "ok" and set(engine.shapes) == {(4, 64)}
     assert (windows["batch_size"] == 4).all() and (windows["engine_variant"] == "default").all()
@@ -248,7 +250,7 @@ def test_a_cell_file_moved_out_of_its_batch_folder_is_refused(fake_gpu, monkeypa
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: BatchEngine(gpu))
     cell = Cell("tiny-llama", "hf-sdpa", "prefill", 64, 4)
     out = tmp / "cells" / cell.path.relative_to("results/cells")
-    measure_mod.measure_cell(cfg, cell, tmp / "B4.npy", tmp / "B4.w.npy", out, meter=meter)
+    measure_mod.measure_cell(Settings.from_config(cfg), cell, tmp / "B4.npy", tmp / "B4.w.npy", out, meter=meter)
     moved = out.parent.parent / "L64.parquet"
     for suffix in ("", ".runs", ".trace"):
         (out.parent / f"L64{suffix}.parquet").rename(moved.parent / f"L64{suffix}.parquet")
@@ -268,7 +270,8 @@ def test_an_oversize_vllm_batch_is_recorded_without_loading_an_engine(fake_gpu, 
     save_ids(warmup, tmp / "big.w.npy")
     cell = Cell("tiny-llama", "vllm", "prefill", 2048, 4)  # 8192 tokens, one step holds max_model_len = 4096
     out = tmp / "cells" / cell.path.relative_to("results/cells")
-    rec = measure_mod.measure_cell(cfg, cell, tmp / "big.npy", tmp / "big.w.npy", out, meter=meter)
+    rec = measure_mod.measure_cell(Settings.from_config(cfg), cell, tmp / "big.npy", tmp / "big.w.npy", out,
+                                   meter=meter)
     windows, runs, _, _ = read_cell(out)
     assert rec.status == EXCEEDS_ENGINE_LIMIT and list(windows["window"]) == [-1] and runs.empty
     assert "8192 tokens exceed max_num_batched_tokens = 4096" in windows["status_reason"].iloc[0]
@@ -277,8 +280,8 @@ def test_an_oversize_vllm_batch_is_recorded_without_loading_an_engine(fake_gpu, 
 def test_the_hf_engine_runs_a_batch_in_one_forward_on_the_tiny_cpu_model():
     from ctxenergy.engines import make_engine
 
-    cfg = config("smoke.yaml")
-    engine = make_engine("hf-sdpa", resolve_model(cfg, "tiny-llama"), cfg)
+    settings = Settings.from_config(config("smoke.yaml"))
+    engine = make_engine("hf-sdpa", resolve_model(settings, "tiny-llama"), settings)
     engine.load()
     try:
         measured, _ = make_batch_prompts(ByteTokenizer(4096), 32, 3)
@@ -296,8 +299,8 @@ def test_the_hf_engine_runs_a_batch_in_one_forward_on_the_tiny_cpu_model():
 def test_the_hf_paged_engine_runs_a_batch_as_b_requests_on_the_tiny_cpu_model():
     from ctxenergy.engines import make_engine
 
-    cfg = config("smoke.yaml")
-    engine = make_engine("hf-paged", resolve_model(cfg, "tiny-llama"), cfg)
+    settings = Settings.from_config(config("smoke.yaml"))
+    engine = make_engine("hf-paged", resolve_model(settings, "tiny-llama"), settings)
     engine.load()
     try:
         measured, _ = make_batch_prompts(ByteTokenizer(4096), 32, 3)
@@ -318,9 +321,9 @@ def test_the_budget_estimates_a_batch_as_one_prompt_of_b_times_l_and_skips_what_
     assert estimate_s(times, batch) == estimate_s(times, Cell("llama-3.1-8b", "hf-sdpa", "prefill", 16384))
     chunked = Cell("llama-3.1-8b", "vllm", "prefill", 1024, 4, "chunked")
     assert estimate_s(times, chunked) == estimate_s(times, Cell("llama-3.1-8b", "vllm", "prefill", 4096))
-    spec = resolve_model(cfg, "llama-3.1-8b")
+    spec = resolve_model(Settings.from_config(cfg), "llama-3.1-8b")
     assert beyond_any_device(Cell("llama-3.1-8b", "hf-sdpa", "prefill", 65536, 64), spec, 1, "bfloat16")
     assert not beyond_any_device(Cell("llama-3.1-8b", "hf-sdpa", "prefill", 4096, 64), spec, 1, "bfloat16")
-    missing = [c for c in expand_grid(cfg) if c.batch_size > 1 or c.variant != "default"]
-    chosen, summary = within_budget(missing, 1e7, cfg["job_times"], cfg)
+    missing = [c for c in expand_grid(Settings.from_config(cfg)) if c.batch_size > 1 or c.variant != "default"]
+    chosen, summary = within_budget(missing, 1e7, cfg["job_times"], Settings.from_config(cfg))
     assert len(chosen) == len(missing) and "without a job time" not in summary

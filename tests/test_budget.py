@@ -1,6 +1,7 @@
 """missing_cells under a time budget: job times estimated from earlier jobs, longest cells first, none cut off."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ from ctxenergy.budget import RESERVE_S, SAFETY, estimate_s, job_times, within_bu
 from ctxenergy.config import check_semantics, load_config, validate_schema
 from ctxenergy.errors import ConfigError
 from ctxenergy.grid import Cell, expand_grid
+from ctxenergy.settings import Settings
 
-CONFIG = load_config(REPO / "config.yaml")
+CONFIG = Settings.from_config(load_config(REPO / "config.yaml"))
 
 
 def write_jobs(root: Path, cells: dict[str, float], loads: dict[str, list[float]]) -> Path:
@@ -77,7 +79,7 @@ def test_chooses_the_longest_cells_that_fit_with_one_engine_load_per_pair(tmp_pa
     assert "1 without a job time to estimate from, not chosen (e.g. llama-3.1-8b/vllm/prefill/L1024" in summary
     assert within_budget(todo, RESERVE_S + 50, [jobs], CONFIG)[0] == []  # no cell fits with its engine load
     # engine_reuse false: every cell job loads the engine, so each is charged a load: only the 100 s cell fits
-    no_reuse = {**CONFIG, "measure": {**CONFIG["measure"], "engine_reuse": False}}
+    no_reuse = replace(CONFIG, measure=replace(CONFIG.measure, engine_reuse=False))
     assert [c.length for c in within_budget(todo, budget, [jobs], no_reuse)[0]] == [1024]
 
 
@@ -103,15 +105,15 @@ def test_fills_one_pairs_cells_before_paying_another_pairs_load(tmp_path):
 
 
 def test_committed_campaign_is_complete_and_a_rerun_is_planned_from_measured_times():
-    cfg = load_config(REPO / "config.yaml", [REPO / "config" / "campaign.yaml"])
-    t = job_times(cfg["job_times"])
+    cfg = Settings.from_config(load_config(REPO / "config.yaml", [REPO / "config" / "campaign.yaml"]))
+    t = job_times(cfg.job_times)
     done = {p.relative_to(REFERENCE / "campaign" / "cells").with_suffix("").as_posix()
             for p in (REFERENCE / "campaign" / "cells").rglob("L*[0-9].parquet")}
     grid = expand_grid(cfg)
     assert len(grid) == 176 and {c.cell_id for c in grid} <= done  # all four engines measured (seventh session)
-    for engine in cfg["engines"]:  # every cell of an engine remeasured (e.g. on another board): a 540 s call
+    for engine in cfg.engines:  # every cell of an engine remeasured (e.g. on another board): a 540 s call
         cells = [c for c in grid if c.engine == engine]
-        chosen, summary = within_budget(cells, 540, cfg["job_times"], cfg)
+        chosen, summary = within_budget(cells, 540, cfg.job_times, cfg)
         assert chosen and "without a job time" not in summary, summary  # every cell has an estimate
         assert len({(c.model, c.engine) for c in chosen}) == 1, summary  # one engine load per call this size
         cost = sum((estimate_s(t, c) or 5.0) for c in chosen) * SAFETY
@@ -161,8 +163,8 @@ def test_the_choice_benchmark_plans_a_vllm_call_around_one_engine_start(tmp_path
 def test_a_target_sized_protocol_keeps_its_short_jobs_as_neighbours():
     from ctxenergy.budget import MEASURED_JOB_MIN_S, measured_job_min_s
 
-    assert measured_job_min_s({"repeats": 5, "min_window_s": 2.0}) == MEASURED_JOB_MIN_S  # the campaign's floor
-    fast = {"repeats": 5, "min_window_s": 1.0, "target_half_width_pct": 1.0, "min_windows": 3}
+    assert measured_job_min_s(replace(CONFIG.measure, repeats=5, min_window_s=2.0)) == MEASURED_JOB_MIN_S  # campaign
+    fast = replace(CONFIG.measure, repeats=5, min_window_s=1.0, target_half_width_pct=1.0, min_windows=3)
     assert measured_job_min_s(fast) == 3.0
     # short cells of such a protocol (6 and 8 s) interpolate a cell between them; under the 10 s floor they did not
     times = {("llama-3.1-8b", "vllm", "prefill", 256): 6.0, ("llama-3.1-8b", "vllm", "prefill", 1024): 8.0}

@@ -16,6 +16,7 @@ from ctxenergy.grid import Cell
 from ctxenergy.models import ModelSpec
 from ctxenergy.paths import MODELS_DIR
 from ctxenergy.prompts import save_ids
+from ctxenergy.settings import Settings
 from ctxenergy.telemetry.base import DeviceInfo, EnergyMeter, IdleBaseline, WindowEnergy
 
 pytest.importorskip("transformers")
@@ -243,7 +244,8 @@ def guarded_cell(tmp_path, monkeypatch):
         engine = PrefixCachingEngine(caching)
         monkeypatch.setattr(measure_mod, "make_engine", lambda *a: engine)
         cell = Cell("llama-3.1-8b", engine_name, "prefill", L)
-        record = measure_mod.measure_cell(guard_config(caching, same_prompt), cell, prompt, warmup,
+        settings = Settings.from_config(guard_config(caching, same_prompt))
+        record = measure_mod.measure_cell(settings, cell, prompt, warmup,
                                           tmp_path / f"{caching}-{same_prompt}-{engine_name}.parquet",
                                           meter=FakeH200Meter())
         return record, engine

@@ -19,6 +19,7 @@ from ctxenergy.config import check_semantics, load_config, validate_schema
 from ctxenergy.errors import ConfigError, NoDeviceError
 from ctxenergy.gpus import LOCK_DIR_ENV, GpuClaimError, check_tp_fits_host, claim, claimed_gpus
 from ctxenergy.models import parameter_counts
+from ctxenergy.settings import Settings
 from ctxenergy.telemetry import nvml_api
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
 from ctxenergy.telemetry.processes import foreign_pids, own_process_tree
@@ -34,11 +35,11 @@ def fake_nvml(n):
     return FakeNvml([FakeGpu(u) for u in uuids(n)])
 
 
-def study(tp=1, timeout_s=30.0):
-    return validate_schema({
+def study(tp=1, timeout_s=30.0, **config):
+    return Settings.from_config(validate_schema({
         "device": "cuda", "engines": ["vllm"], "lengths": [64],
-        "models": [{"name": "tiny-llama", "tp": tp}], "measure": {"gpu_claim_timeout_s": timeout_s},
-    })
+        "models": [{"name": "tiny-llama", "tp": tp}], "measure": {"gpu_claim_timeout_s": timeout_s}, **config,
+    }))
 
 
 @pytest.fixture(autouse=True)
@@ -201,10 +202,9 @@ def test_tp_larger_than_the_host_is_one_clear_line():
 
 @pytest.mark.parametrize("tp", [0, -1, 1.5, "2", True])
 def test_tp_not_a_positive_integer_is_one_clear_line(tp):
-    config = study()
-    config["models"][0]["tp"] = tp
-    with pytest.raises(ConfigError, match=r"models\[0\] 'tiny-llama': tp = .* is not a positive integer"):
-        check_tp_fits_host(config, backend=fake_nvml(8))
+    # the schema says so, before there are settings to check against the host
+    with pytest.raises(ConfigError, match=r"^config: models\[0\]\.tp: [^\n]*$"):
+        study(tp=tp)
 
 
 def test_host_check_is_skipped_where_nvml_cannot_tell(monkeypatch):
@@ -219,11 +219,8 @@ def test_host_check_is_skipped_where_nvml_cannot_tell(monkeypatch):
         check_tp_fits_host(study(tp=8))
     monkeypatch.setattr("ctxenergy.gpus._on_slurm_submit_host", lambda: True)
     check_tp_fits_host(study(tp=8))  # a SLURM login node's GPUs are not the compute nodes'
-    cpu = study(tp=8)
-    cpu["device"] = "cpu"
-    check_tp_fits_host(cpu, backend=fake_nvml(1))
-    cached = study(tp=8)
-    cached["cells_source"] = "data/reference/nvidia-h200/cells"  # analysis only: no GPU needed
+    check_tp_fits_host(study(tp=8, device="cpu"), backend=fake_nvml(1))
+    cached = study(tp=8, cells_source="data/reference/nvidia-h200/cells")  # analysis only: no GPU needed
     check_tp_fits_host(cached, backend=fake_nvml(1))
     monkeypatch.setenv("SLURM_JOB_ID", "42")  # a CPU-side SLURM job re-parsing the workflow
     check_tp_fits_host(study(tp=8), backend=fake_nvml(1))
@@ -321,9 +318,7 @@ def test_foreign_process_on_a_claimed_gpu_is_detected(capfd):
 
 
 def test_cpu_study_claims_nothing():
-    cfg = study()
-    cfg["device"] = "cpu"
-    with claimed_gpus(cfg, "tiny-llama", backend=fake_nvml(1)) as got:
+    with claimed_gpus(study(device="cpu"), "tiny-llama", backend=fake_nvml(1)) as got:
         assert got is None and "CUDA_VISIBLE_DEVICES" not in os.environ
 
 

@@ -6,10 +6,11 @@ from ctxenergy.grid import Cell, cached_cell_tables, expand_grid
 from ctxenergy.models import ByteTokenizer, load_tokenizer, parameter_counts, resolve_model
 from ctxenergy.paths import REPO_ROOT
 from ctxenergy.prompts import exact_length_ids, load_ids, make_prompts, save_ids
+from ctxenergy.settings import Settings
 
 
 def test_default_grid_has_one_cell_per_model_engine_phase_length():
-    cfg = load_config(REPO_ROOT / "config.yaml")
+    cfg = Settings.from_config(load_config(REPO_ROOT / "config.yaml"))
     cells = expand_grid(cfg)
     assert len(cells) == 2 * 2 * 2 * 11
     assert len(set(cells)) == len(cells)
@@ -44,13 +45,13 @@ def test_save_ids_is_atomic_and_round_trips(tmp_path):
 
 
 def test_tokenizer_fallback_is_recorded_by_name():
-    cfg = load_config(REPO_ROOT / "config.yaml")
+    cfg = Settings.from_config(load_config(REPO_ROOT / "config.yaml"))
     tok = load_tokenizer(resolve_model(cfg, "llama-3.1-8b"))
     assert tok.name == "bytes"  # no tokenizer files are shipped: the documented fallback
 
 
 def test_parameter_counts_match_published_sizes():
-    cfg = load_config(REPO_ROOT / "config.yaml")
+    cfg = Settings.from_config(load_config(REPO_ROOT / "config.yaml"))
     llama = parameter_counts(resolve_model(cfg, "llama-3.1-8b").arch)["total"]
     qwen = parameter_counts(resolve_model(cfg, "qwen2-7b").arch)["total"]
     assert abs(llama / 8.03e9 - 1) < 0.01  # Llama-3.1-8B: 8.03 B parameters

@@ -1,5 +1,6 @@
 """The package's modules import each other without a circle, counting imports deferred into functions too: a
-circle hidden in a function is still a layering error, and the next top-level import makes it a crash."""
+circle hidden in a function is still a layering error, and the next top-level import makes it a crash. Imports under
+`if TYPE_CHECKING:` are annotations only and do not count."""
 
 import ast
 from pathlib import Path
@@ -19,7 +20,7 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
     here = module_name(path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -32,6 +33,16 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
             continue
         found |= {t for t in targets if t in known and t != here}
     return found
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under `if TYPE_CHECKING:`."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            yield from (n for orelse in node.orelse for n in [orelse, *_runtime_nodes(orelse)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -79,3 +90,10 @@ def test_the_package_has_no_import_circle():
     graph = import_graph()
     assert len(graph) > 40 and graph["ctxenergy.analysis.derive"]  # the graph was read, not empty
     assert circles(graph) == []
+
+
+def test_imports_for_annotations_only_do_not_count_and_deferred_ones_do():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nimport b\n"
+                     "def f():\n    import c\n")
+    names = {alias.name for n in _runtime_nodes(tree) if isinstance(n, ast.Import) for alias in n.names}
+    assert names == {"b", "c"}

@@ -2,24 +2,37 @@
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import ctxenergy.measure as measure_mod
-from ctxenergy.config import check_semantics, load_config
+from ctxenergy.config import check_semantics, load_config, validate_schema
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.grid import Cell
 from ctxenergy.info import host_cpu
 from ctxenergy.paths import REPO_ROOT
 from ctxenergy.prompts import save_ids
+from ctxenergy.settings import MeasureSettings, Settings
 from ctxenergy.tables import read_cell, sibling
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
 from fake_nvml import FakeGpu, FakeNvml
 
 EXTRA_W = 300.0
+
+
+def measure_under(cfg: dict, *args, **kwargs):
+    """measure_cell under the test's config as it stands (tests change its `measure:` block)."""
+    return measure_mod.measure_cell(Settings.from_config(cfg), *args, **kwargs)
+
+
+def protocol(**measure) -> MeasureSettings:
+    """A `measure:` block with the schema's defaults for what it leaves out."""
+    minimal = {"models": [{"name": "m"}], "engines": ["hf-sdpa"], "lengths": [256], "measure": measure}
+    return Settings.from_config(validate_schema(minimal)).measure
 
 
 class SleepyEngine(Engine):
@@ -64,7 +77,7 @@ def test_prefill_cell_energy_matches_the_load(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
     out = tmp / "cells" / "L256.parquet"
-    rec = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+    rec = measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
     windows, runs, trace, meta = read_cell(out)
     assert rec.status == "ok" and meta["status"] == "ok"
     assert len(windows) == 3 and (windows["runs"] == rec.meta["runs_per_window"]).all()
@@ -94,7 +107,7 @@ def test_generate_cell_records_g_tokens(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
     out = tmp / "g" / "L256.parquet"
-    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "generate", 256), *prompts[256], out, meter=meter)
+    measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "generate", 256), *prompts[256], out, meter=meter)
     windows, runs, _, meta = read_cell(out)
     assert (runs["tokens_out"] == cfg["generate_tokens"]).all()
     assert meta["output_tokens"] == cfg["generate_tokens"]
@@ -104,7 +117,7 @@ def test_oom_cell_is_recorded_not_lost(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu, oom=True))
     out = tmp / "oom" / "L4096.parquet"
-    rec = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-eager", "prefill", 4096), *prompts[4096], out, meter=meter)
+    rec = measure_under(cfg, Cell("tiny-llama", "hf-eager", "prefill", 4096), *prompts[4096], out, meter=meter)
     windows, runs, trace, meta = read_cell(out)
     assert rec.status == "oom" and "out of device memory" in meta["status_reason"]
     assert list(windows["window"]) == [-1] and windows["status"].iloc[0] == "oom"
@@ -120,7 +133,7 @@ def test_generate_past_max_positions_is_recorded_as_exceeding_context(setup):
     monkeypatch.setattr(measure_mod, "make_engine", no_engine)
     save_ids(np.arange(4096) % 200 + 3, tmp / "L4096b.npy")
     out = tmp / "ctx" / "L4096.parquet"
-    rec = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "generate", 4096), tmp / "L4096b.npy",
+    rec = measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "generate", 4096), tmp / "L4096b.npy",
                                    prompts[4096][1], out, meter=meter)
     assert rec.status == "exceeds_context"
     assert "exceeds max_position_embeddings=4096" in pd.read_parquet(out)["status_reason"].iloc[0]
@@ -129,7 +142,7 @@ def test_generate_past_max_positions_is_recorded_as_exceeding_context(setup):
 def test_prompt_of_wrong_length_is_refused(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     with pytest.raises(CtxEnergyError, match="holds 256 tokens, the cell needs exactly 4096"):
-        measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[256], tmp / "x.parquet", meter=meter)
+        measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[256], tmp / "x.parquet", meter=meter)
 
 
 def test_a_warm_up_prompt_of_another_length_is_refused(setup):
@@ -140,7 +153,7 @@ def test_a_warm_up_prompt_of_another_length_is_refused(setup):
     out = tmp / "w" / "L256.parquet"
     with pytest.raises(CtxEnergyError, match=r"L4096.w.npy: the warm-up prompt holds 4096 tokens, the cell needs "
                                               r"exactly 256"):
-        measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), prompts[256][0],
+        measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), prompts[256][0],
                                  prompts[4096][1], out, meter=meter)
     assert not out.exists()
 
@@ -162,7 +175,7 @@ def test_a_crash_while_writing_leaves_no_partial_cell(setup):
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
     out = tmp / "crash" / "L256.parquet"
     with pytest.raises(OSError, match="disk full"):
-        measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+        measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
     assert list((tmp / "crash").iterdir()) == []  # neither a partial table nor a temporary file
     assert not out.exists() and not sibling(out, "runs").exists()
 
@@ -177,10 +190,10 @@ def test_vllm_prefill_of_max_positions_is_recorded_as_exceeding_context(setup):
     """vLLM refuses prompt + output > max_model_len, so its prefill of exactly max positions cannot run; HF's can."""
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
-    vllm = measure_mod.measure_cell(cfg, Cell("tiny-llama", "vllm", "prefill", 4096), *prompts[4096], tmp / "v.parquet",
+    vllm = measure_under(cfg, Cell("tiny-llama", "vllm", "prefill", 4096), *prompts[4096], tmp / "v.parquet",
                                     meter=meter)
     assert vllm.status == "exceeds_context"
-    hf = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[4096], tmp / "h.parquet",
+    hf = measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[4096], tmp / "h.parquet",
                                   meter=meter)
     assert hf.status == "ok"
 
@@ -203,10 +216,10 @@ def _rows(totals, dynamics=None):
 def test_windows_stop_reason_by_count_target_cap_and_missing_energy():
     from ctxenergy.stats import summarize
 
-    fixed = {"repeats": 5}
+    fixed = protocol(repeats=5)
     assert measure_mod.windows_stop_reason(_rows([1.0] * 4), fixed) is None
     assert measure_mod.windows_stop_reason(_rows([1.0] * 5), fixed) == "fixed_count"
-    target = {"repeats": 5, "target_half_width_pct": 1.0, "min_windows": 3, "max_windows": 5}
+    target = protocol(repeats=5, target_half_width_pct=1.0, min_windows=3, max_windows=5)
     steady = [100.0, 100.2, 99.9]
     assert measure_mod.windows_stop_reason(_rows(steady[:2]), target) is None  # never before min_windows
     assert measure_mod.windows_stop_reason(_rows(steady), target) == "target_reached"
@@ -223,18 +236,18 @@ def test_the_target_applies_to_the_energy_it_names_and_host_bound_cells_take_the
     # HF decode at batch 1: the total follows the host's run time (10 % apart), the energy above idle barely moves
     total, dynamic = [900.0, 990.0, 830.0], [215.0, 218.0, 213.0]
     rows = _rows(total, dynamic)
-    base = {"repeats": 5, "target_half_width_pct": 1.0, "min_windows": 3, "max_windows": 3}
+    base = protocol(repeats=5, target_half_width_pct=1.0, min_windows=3, max_windows=3)
     assert measure_mod.windows_stop_reason(rows, base) == "cap_reached"  # total, as before
-    assert measure_mod.windows_stop_reason(rows, dict(base, target_energy="dynamic")) == "cap_reached"  # 2.9 %
-    assert measure_mod.windows_stop_reason(_rows(dynamic, total), dict(base, target_energy="both")) == "cap_reached"
-    host = dict(base, host_bound_target_half_width_pct=5.0, host_bound_target_energy="dynamic")
+    assert measure_mod.windows_stop_reason(rows, replace(base, target_energy="dynamic")) == "cap_reached"  # 2.9 %
+    assert measure_mod.windows_stop_reason(_rows(dynamic, total), replace(base, target_energy="both")) == "cap_reached"
+    host = replace(base, host_bound_target_half_width_pct=5.0, host_bound_target_energy="dynamic")
     assert measure_mod.windows_stop_reason(rows, host, is_host_bound=True) == "target_reached"
     assert measure_mod.windows_stop_reason(rows, host, is_host_bound=False) == "cap_reached"  # GPU-bound: 1 % on total
     assert measure_mod.window_target(host, True) == (5.0, "dynamic")
     assert measure_mod.window_target(host, False) == (1.0, "total")
-    assert measure_mod.window_target({"repeats": 5}, True) == (None, "total")  # no target: a fixed count for all
+    assert measure_mod.window_target(protocol(repeats=5), True) == (None, "total")  # no target: a fixed count for all
     # only the target's percentage set: the host-bound cells keep the energy of the others
-    assert measure_mod.window_target(dict(base, host_bound_target_half_width_pct=5.0), True) == (5.0, "total")
+    assert measure_mod.window_target(replace(base, host_bound_target_half_width_pct=5.0), True) == (5.0, "total")
     # which cells are host-bound: generate on an engine whose decode waits on the host
     assert measure_mod.host_bound(Cell("m", "hf-sdpa", "generate", 256))
     assert not measure_mod.host_bound(Cell("m", "hf-sdpa", "prefill", 256))
@@ -264,7 +277,7 @@ def test_a_host_bound_generate_cell_stops_on_its_dynamic_energy(setup, engine, e
                           host_bound_target_half_width_pct=15.0)
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: HostPacedEngine(gpu))
     out = tmp / engine / "L256.parquet"
-    measure_mod.measure_cell(cfg, Cell("tiny-llama", engine, "generate", 256), *prompts[256], out, meter=meter)
+    measure_under(cfg, Cell("tiny-llama", engine, "generate", 256), *prompts[256], out, meter=meter)
     windows, _, _, meta = read_cell(out)
     assert (meta["windows_stop_reason"], len(windows)) == expect
     assert (windows["runs"] == 1).all()
@@ -297,7 +310,7 @@ def test_default_protocol_measures_repeats_windows_and_says_so(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
     out = tmp / "fixed" / "L256.parquet"
-    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+    measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
     windows, _, _, meta = read_cell(out)
     assert len(windows) == cfg["measure"]["repeats"] == 3
     assert meta["windows_stop_reason"] == "fixed_count" and (windows["windows_stop_reason"] == "fixed_count").all()
@@ -311,7 +324,7 @@ def test_target_sized_windows_stop_when_the_interval_is_narrow_enough(setup):
     cfg["measure"].update(repeats=8, target_half_width_pct=50.0, min_windows=3, max_windows=8)
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
     out = tmp / "target" / "L256.parquet"
-    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+    measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
     windows, _, _, meta = read_cell(out)
     assert meta["windows_stop_reason"] == "target_reached" and len(windows) == 3
     assert meta["windows_half_width_pct"] <= 50.0
@@ -322,7 +335,7 @@ def test_target_sized_windows_stop_at_the_cap_when_the_work_varies(setup):
     cfg["measure"].update(min_window_s=0.1, target_half_width_pct=0.01, min_windows=3, max_windows=4)
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: JitteryEngine(gpu, s_per_token=1e-4))
     out = tmp / "cap" / "L256.parquet"
-    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+    measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
     windows, _, _, meta = read_cell(out)
     assert meta["windows_stop_reason"] == "cap_reached" and len(windows) == 4
     assert meta["windows_half_width_pct"] > 0.01
@@ -344,7 +357,7 @@ def test_idle_floor_is_measured_once_per_load_and_rechecked_per_cell(setup):
         if i == 2:
             gpu.idle_w = 110.0  # the floor moved by 10 %: the re-check must catch it
         out = tmp / "idle" / f"{i}.parquet"
-        rec = measure_mod.measure_cell(cfg, cell, *prompts[256], out, meter=meter, resident=resident)
+        rec = measure_under(cfg, cell, *prompts[256], out, meter=meter, resident=resident)
         metas.append(read_cell(out)[3])
         assert rec.status == "ok"
     first, second, third = metas
@@ -364,7 +377,7 @@ def test_without_idle_recheck_a_resident_engine_measures_idle_in_every_cell(setu
     resident = _resident(gpu)
     cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
     for i in range(2):
-        measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "every" / f"{i}.parquet", meter=meter,
+        measure_under(cfg, cell, *prompts[256], tmp / "every" / f"{i}.parquet", meter=meter,
                                  resident=resident)
         assert read_cell(tmp / "every" / f"{i}.parquet")[3]["idle_source"] == "measured"
     assert resident.idle_floor is None
@@ -377,7 +390,7 @@ def test_shared_warmup_only_right_after_a_cell_on_the_same_engine(setup):
     cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
 
     def measured(name):
-        measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "warm" / f"{name}.parquet", meter=meter,
+        measure_under(cfg, cell, *prompts[256], tmp / "warm" / f"{name}.parquet", meter=meter,
                                  resident=resident)
         meta = read_cell(tmp / "warm" / f"{name}.parquet")[3]
         return meta, meta["timeline"]["warmup_end"] - meta["timeline"]["warmup_start"]
@@ -397,12 +410,12 @@ def test_a_failed_cell_leaves_the_next_one_a_full_warmup(setup):
     cfg["measure"].update(warmup_shared_s=0.05)
     resident = _resident(gpu)
     cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
-    measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "f0.parquet", meter=meter, resident=resident)
+    measure_under(cfg, cell, *prompts[256], tmp / "f0.parquet", meter=meter, resident=resident)
     resident.engine.oom = True
-    assert measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "f1.parquet", meter=meter,
+    assert measure_under(cfg, cell, *prompts[256], tmp / "f1.parquet", meter=meter,
                                     resident=resident).status == "oom"
     resident.engine.oom = False
-    measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / "f2.parquet", meter=meter, resident=resident)
+    measure_under(cfg, cell, *prompts[256], tmp / "f2.parquet", meter=meter, resident=resident)
     assert read_cell(tmp / "f2.parquet")[3]["warmup_mode"] == "per_cell"
 
 
@@ -411,7 +424,7 @@ def test_without_warmup_shared_s_every_cell_warms_up_for_a_window(setup):
     resident = _resident(gpu)
     cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
     for i in range(2):
-        measure_mod.measure_cell(cfg, cell, *prompts[256], tmp / f"w{i}.parquet", meter=meter, resident=resident)
+        measure_under(cfg, cell, *prompts[256], tmp / f"w{i}.parquet", meter=meter, resident=resident)
         meta = read_cell(tmp / f"w{i}.parquet")[3]
         t = meta["timeline"]
         assert meta["warmup_mode"] == "per_cell"
@@ -425,7 +438,7 @@ def test_a_faulty_idle_floor_is_never_reused_and_a_faulty_recheck_remeasures():
 
     from ctxenergy.telemetry.base import IdleBaseline
 
-    settings = {"idle_s": 2.0, "idle_recheck_s": 0.5, "idle_recheck_tolerance_pct": 2.0}
+    settings = protocol(idle_s=2.0, idle_recheck_s=0.5, idle_recheck_tolerance_pct=2.0)
     answers = []
 
     class Meter:
@@ -466,7 +479,7 @@ def test_a_cell_records_its_peak_memory_and_run_latency_percentiles(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: HungryEngine(gpu, s_per_token=1e-4))
     out = tmp / "mem" / "L256.parquet"
-    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
+    measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], out, meter=meter)
     windows, runs, _, meta = read_cell(out)
     assert (windows["schema_version"] == 2).all() and meta["schema_version"] == 2
     # NVML saw the runs' 60 GiB (sampled: the runs last long enough to be seen), not the 2 GiB at rest
@@ -487,7 +500,7 @@ def test_an_oom_cell_keeps_its_peak_memory(setup):
     gpu.memory_used_bytes = 139 * 2**30
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu, oom=True))
     out = tmp / "oom-mem" / "L4096.parquet"
-    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-eager", "prefill", 4096), *prompts[4096], out, meter=meter)
+    measure_under(cfg, Cell("tiny-llama", "hf-eager", "prefill", 4096), *prompts[4096], out, meter=meter)
     windows, _, _, meta = read_cell(out)
     assert meta["status"] == "oom" and windows["nvml_peak_memory_used_gib"].iloc[0] == pytest.approx(139.0)
     assert windows["run_p50_s"].isna().all()  # no runs, no latency
@@ -536,7 +549,7 @@ def test_cells_of_schema_1_aggregate_beside_new_ones_with_the_new_fields_missing
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
     new = tmp / "new" / "L256.parquet"
-    measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], new, meter=meter)
+    measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), *prompts[256], new, meter=meter)
     old = SDPA_SLICE / "prefill" / "L256.parquet"
     assert read_cell(old)[3].get("schema_version", 1) == 1
     aggregate([old, new], tmp / "cells.parquet")

@@ -11,6 +11,7 @@ from ctxenergy.config import load_config
 from ctxenergy.grid import Cell
 from ctxenergy.paths import REPO_ROOT
 from ctxenergy.progress import PLAN, cell_line, cell_result, duration, finished_line, write_plan
+from ctxenergy.settings import Settings
 from ctxenergy.workflow_process import WORKFLOW_ENV, identity
 
 
@@ -19,7 +20,7 @@ def run_dir(tmp_path, monkeypatch):
     """A workflow folder whose Snakemake (this process) has planned four prefill cells and one engine load."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(WORKFLOW_ENV, identity())
-    cfg = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config/smoke.yaml"])
+    cfg = Settings.from_config(load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config/smoke.yaml"]))
     cells = [Cell("tiny-llama", "hf-sdpa", "prefill", n) for n in (64, 256, 1024, 4096)]
     jobs = [("make_prompts", {"model": "tiny-llama", "length": "64"}),
             ("warmup_engine", {"model": "tiny-llama", "engine": "hf-eager"}),

@@ -20,6 +20,7 @@ from ctxenergy.engines.base import Engine, RunTiming
 from ctxenergy.grid import Cell
 from ctxenergy.paths import REPO_ROOT
 from ctxenergy.prompts import save_ids
+from ctxenergy.settings import Settings
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
 
 EXTRA_W = 300.0
@@ -84,7 +85,8 @@ def measure_and_aggregate(tmp, monkeypatch, gpu: FakeGpu, cfg=None, **hooks) -> 
     meter = NvmlMeter(uuids=[gpu.uuid], backend=FakeNvml([gpu]), sample_interval_s=0.01)
     out = tmp / "cells" / f"L{L}.parquet"
     try:
-        record = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", L), tmp / "p.npy",
+        record = measure_mod.measure_cell(Settings.from_config(cfg), Cell("tiny-llama", "hf-sdpa", "prefill", L),
+                                          tmp / "p.npy",
                                           tmp / "w.npy", out, meter=meter)
     finally:
         meter.close()
@@ -249,7 +251,8 @@ def test_failed_power_or_clock_reads_leave_the_counters_energy_and_say_so(cell_f
                       sample_interval_s=0.01)
     out = cell_files / "cells" / f"L{L}.parquet"
     try:
-        record = measure_mod.measure_cell(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", L), cell_files / "p.npy",
+        record = measure_mod.measure_cell(Settings.from_config(cfg), Cell("tiny-llama", "hf-sdpa", "prefill", L),
+                                          cell_files / "p.npy",
                                           cell_files / "w.npy", out, meter=meter)
     finally:
         meter.close()

@@ -14,6 +14,7 @@ from ctxenergy.engines.hf import make_shared_weights
 from ctxenergy.errors import ConfigError
 from ctxenergy.models import resolve_model
 from ctxenergy.paths import REPO_ROOT
+from ctxenergy.settings import Settings
 from ctxenergy.weights import MARKER, UNIFORM_HIGH, shared_weights_dir
 
 torch = pytest.importorskip("torch")
@@ -27,9 +28,13 @@ def tiny_config(tmp_path, mode: str | None) -> dict:
                             "lengths": [64], "weights_cache": str(tmp_path / "weights")})
 
 
-def loaded_params(config: dict) -> dict:
-    """The weights an hf-sdpa engine of the config's tiny-llama holds once loaded."""
-    engine = make_engine("hf-sdpa", resolve_model(config, "tiny-llama"), config)
+def tiny_settings(tmp_path, mode: str | None) -> Settings:
+    return Settings.from_config(tiny_config(tmp_path, mode))
+
+
+def loaded_params(settings: Settings) -> dict:
+    """The weights an hf-sdpa engine of the settings' tiny-llama holds once loaded."""
+    engine = make_engine("hf-sdpa", resolve_model(settings, "tiny-llama"), settings)
     engine.load()
     try:
         return {k: v.detach().clone() for k, v in engine.model.state_dict().items()}
@@ -38,9 +43,9 @@ def loaded_params(config: dict) -> dict:
 
 
 def test_labels_and_what_each_engine_loads(tmp_path):
-    engine_init = resolve_model(tiny_config(tmp_path, None), "tiny-llama")
-    shared = resolve_model(tiny_config(tmp_path, "shared"), "tiny-llama")
-    uniform = resolve_model(tiny_config(tmp_path, "uniform"), "tiny-llama")
+    engine_init = resolve_model(tiny_settings(tmp_path, None), "tiny-llama")
+    shared = resolve_model(tiny_settings(tmp_path, "shared"), "tiny-llama")
+    uniform = resolve_model(tiny_settings(tmp_path, "uniform"), "tiny-llama")
     assert (engine_init.weights, engine_init.weights_label, engine_init.uniform_init) == (None, "random", False)
     assert shared.weights == str(tmp_path / "weights" / "tiny-llama") and shared.weights_label == "random-shared-seed0"
     assert uniform.weights is None and uniform.weights_label == "random-uniform0.001" and uniform.uniform_init
@@ -51,17 +56,17 @@ def test_labels_and_what_each_engine_loads(tmp_path):
 
 
 def test_shared_weights_are_generated_once_and_loaded_by_the_engine(tmp_path):
-    config = tiny_config(tmp_path, "shared")
+    settings = tiny_settings(tmp_path, "shared")
     with pytest.raises(ConfigError, match="ctxenergy weights --config <config> --model tiny-llama"):
-        make_engine("hf-sdpa", resolve_model(config, "tiny-llama"), config)  # not generated yet: one line
-    out = make_shared_weights(config, "tiny-llama")
+        make_engine("hf-sdpa", resolve_model(settings, "tiny-llama"), settings)  # not generated yet: one line
+    out = make_shared_weights(settings, "tiny-llama")
     info = json.loads((out / MARKER).read_text())
     assert info["seed"] == 0 and any(f.endswith(".safetensors") for f in info["files"])
     assert not out.with_name("tiny-llama.partial").exists()
     first = {k: v.clone() for k, v in _load_saved(out).items()}
-    make_shared_weights(config, "tiny-llama")  # the same seed gives the same weights
+    make_shared_weights(settings, "tiny-llama")  # the same seed gives the same weights
     assert all(torch.equal(first[k], v) for k, v in _load_saved(out).items())
-    loaded = loaded_params(config)
+    loaded = loaded_params(settings)
     assert all(torch.equal(loaded[k], first[k]) for k in first)
     # transformers' init: normal(0, 0.02) matrices, unit norm scales
     q = first["model.layers.0.self_attn.q_proj.weight"]
@@ -79,7 +84,7 @@ def _load_saved(folder) -> dict:
 
 
 def test_uniform_weights_in_transformers_are_vllms_dummy_weights(tmp_path):
-    weights = loaded_params(tiny_config(tmp_path, "uniform"))
+    weights = loaded_params(tiny_settings(tmp_path, "uniform"))
     floats = [v for v in weights.values() if torch.is_floating_point(v)]
     assert all(float(v.abs().max()) <= UNIFORM_HIGH for v in floats)
     # norm scales too (vLLM's dummy loader draws every tensor), not left at 1

@@ -26,11 +26,11 @@ from pathlib import Path
 import pandas as pd
 
 from ctxenergy.batching import batch_limit_of, limit_before_load
-from ctxenergy.config import measure_setting
 from ctxenergy.engines.registry import ENGINES, REFERENCE_ENGINE
 from ctxenergy.grid import DEFAULT_VARIANT, Cell, output_tokens
 from ctxenergy.models import resolve_model
 from ctxenergy.provenance import job_seconds
+from ctxenergy.settings import MeasureSettings, Settings
 
 # A job that measured nothing (oom, exceeds_context) ends within seconds; one with windows takes longer than the
 # protocol's fixed parts (idle baseline, warm-up, 5 windows of >= 2 s): such times say nothing about a neighbour L.
@@ -90,13 +90,12 @@ def _engine_loads(loads: dict[tuple[str, str], float], pick=max) -> dict[str, fl
     return by_engine
 
 
-def measured_job_min_s(measure: dict) -> float:
+def measured_job_min_s(measure: MeasureSettings) -> float:
     """The shortest job with windows under a `measure:` block: its fewest windows of `min_window_s` (the campaign's
     5 x 2 s = MEASURED_JOB_MIN_S). A target-sized protocol's short cells take ~5 s in all, under the 10 s that would
     count them as jobs that measured nothing; the jobs that did (oom, exceeds_context) took up to 4.1 s."""
-    fewest = measure.get("repeats", 5) if measure_setting(measure, "target_half_width_pct") is None else (
-        measure_setting(measure, "min_windows"))
-    return min(MEASURED_JOB_MIN_S, fewest * measure.get("min_window_s", 2.0))
+    fewest = measure.repeats if measure.target_half_width_pct is None else measure.min_windows
+    return min(MEASURED_JOB_MIN_S, fewest * measure.min_window_s)
 
 
 def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S, batched: bool = False) -> float | None:
@@ -147,30 +146,30 @@ def beyond_any_device(cell: Cell, spec, n_out: int, dtype: str) -> bool:
     return batch_limit_of(cell, Unloaded(), n_out, dtype, spec, Largest()) is not None
 
 
-def _estimates(cells: list[Cell], times: dict, config: dict) -> tuple[list[tuple[float, Cell]], list[Cell]]:
+def _estimates(cells: list[Cell], times: dict, settings: Settings) -> tuple[list[tuple[float, Cell]], list[Cell]]:
     """(estimated job seconds, cell) of the cells with an estimate, and the cells without one."""
-    specs = {m["name"]: resolve_model(config, m["name"]) for m in config["models"]}
-    min_s = measured_job_min_s(config.get("measure", {}))
+    specs = {m.name: resolve_model(settings, m.name) for m in settings.models}
+    min_s = measured_job_min_s(settings.measure)
     estimated, unknown = [], []
     for cell in cells:
-        n_out = output_tokens(config, cell.phase)
+        n_out = output_tokens(settings, cell.phase)
         too_long = specs[cell.model].exceeds_context(cell.length, n_out, cell.engine) or limit_before_load(
-            cell, specs[cell.model], ENGINES[cell.engine].options(config, cell.variant), n_out, config["dtype"])
-        too_long = too_long or beyond_any_device(cell, specs[cell.model], n_out, config["dtype"])
+            cell, specs[cell.model], ENGINES[cell.engine].options(settings, cell.variant), n_out, settings.dtype)
+        too_long = too_long or beyond_any_device(cell, specs[cell.model], n_out, settings.dtype)
         s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell, min_s)
         (unknown.append(cell) if s is None else estimated.append((s, cell)))
     return estimated, unknown
 
 
 def expected_s(cells: list[Cell], loads: list[tuple[str, str]], jobs_dirs: list[str | Path],
-               config: dict) -> tuple[float, list[Cell]]:
+               settings: Settings) -> tuple[float, list[Cell]]:
     """The expected job seconds of `cells` and of the engine loads (warm-up jobs) of the (model, engine) pairs
     `loads`, from the same estimates as the budget but without its margin (an expectation for a progress line, not a
     bound that must hold), and the cells without an estimate."""
     jobs_per_dir = [job_seconds(d) for d in jobs_dirs]
     load_times = _load_times(jobs_per_dir)
     engine_loads = _engine_loads(load_times)
-    estimated, unknown = _estimates(cells, _cell_times(jobs_per_dir), config)
+    estimated, unknown = _estimates(cells, _cell_times(jobs_per_dir), settings)
     seconds = sum(s for s, _ in estimated) + sum(load_times.get(p, engine_loads.get(p[1], 0.0)) for p in loads)
     return seconds, unknown
 
@@ -187,16 +186,16 @@ def _pair_by_pair(estimated: list[tuple[float, Cell]]) -> list[tuple[float, Cell
 
 
 def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path],
-                  config: dict) -> tuple[list[Cell], str]:
-    """The cells of `config` to measure within `budget_s` (pair by pair, longest first), and a one-line summary of
+                  settings: Settings) -> tuple[list[Cell], str]:
+    """The cells of `settings` to measure within `budget_s` (pair by pair, longest first), and a one-line summary of
     the choice."""
     jobs_per_dir = [job_seconds(d) for d in jobs_dirs]  # every benchmark file read once
     loads = _load_times(jobs_per_dir)
     times, engine_loads = _cell_times(jobs_per_dir), _engine_loads(loads)
-    estimated, unknown = _estimates(cells, times, config)
+    estimated, unknown = _estimates(cells, times, settings)
     left = budget_s - RESERVE_S
     chosen, loaded = [], set()
-    reuse = config.get("measure", {}).get("engine_reuse", True)  # false: every cell job loads the engine itself
+    reuse = settings.measure.engine_reuse  # false: every cell job loads the engine itself
     for s, cell in _pair_by_pair(estimated):
         pair = (cell.model, cell.engine, cell.variant)  # a variant is a load of its own
         load = 0.0 if reuse and pair in loaded else loads.get(pair[:2], engine_loads.get(cell.engine, 0.0))

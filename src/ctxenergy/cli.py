@@ -9,11 +9,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # When this job's Python got here (imports of the standard library only): the start of a cell's timeline.
 JOB_START = time.perf_counter()
 
 from ctxenergy.errors import ConfigError, CtxEnergyError
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 USER_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EISDIR,
                     errno.ENOTDIR, errno.EFBIG, errno.EEXIST}
@@ -53,10 +57,12 @@ def _file_error_line(exc: OSError, args) -> str | None:
 
 
 def _load(args):
+    """The validated config of --config and --configfile (for check_semantics), and its read-only settings."""
     from ctxenergy.config import check_semantics, load_config
+    from ctxenergy.settings import Settings
 
     config = load_config(args.config, args.configfile or [])
-    return config, check_semantics
+    return config, check_semantics, Settings.from_config(config)
 
 
 def cmd_check(args) -> int:
@@ -78,8 +84,9 @@ def cmd_check(args) -> int:
 
         check_device(config["device"])
     from ctxenergy.grid import expand_grid
+    from ctxenergy.settings import Settings
 
-    print(f"{source}: valid, {len(expand_grid(config))} cells")
+    print(f"{source}: valid, {len(expand_grid(Settings.from_config(config)))} cells")
     return 0
 
 
@@ -87,9 +94,9 @@ def cmd_prompts(args) -> int:
     from ctxenergy.models import load_tokenizer, resolve_model
     from ctxenergy.prompts import make_batch_prompts, make_prompts, save_ids
 
-    config, check = _load(args)
+    config, check, settings = _load(args)
     check(config, str(args.config), engines_needed=())
-    spec = resolve_model(config, args.model)
+    spec = resolve_model(settings, args.model)
     tokenizer = load_tokenizer(spec)
     if args.batch_size == 1:
         measured, warmup = make_prompts(tokenizer, args.length)
@@ -110,12 +117,12 @@ def cmd_measure(args) -> int:
     from ctxenergy.workflow_process import watch_workflow
 
     watch_workflow()  # a job outliving a killed Snakemake stops, without writing its cell
-    config, check = _load(args)
-    _check_in_config(args, config, "engines", args.engine)
-    _check_in_config(args, config, "models", args.model)
+    config, check, settings = _load(args)
+    _check_in_config(args, settings, "engines", args.engine)
+    _check_in_config(args, settings, "models", args.model)
     check(config, " + ".join(_config_files(args)), engines_needed=(args.engine,))
-    check_device(config["device"])
-    _check_variant(args, config)
+    check_device(settings.device)
+    _check_variant(args, settings)
     cell = Cell(args.model, args.engine, args.phase, args.length, args.batch_size, args.variant)
     prompt = Path(args.prompt) if args.prompt else prompt_path(args.model, args.length, batch_size=args.batch_size)
     warmup = (Path(args.warmup_prompt) if args.warmup_prompt
@@ -125,14 +132,14 @@ def cmd_measure(args) -> int:
         raise CtxEnergyError(f"{named_missing[0]}: no such prompt file; make it with `ctxenergy prompts`, or leave "
                              "the option out to have the cell's default prompts made")
     if not prompt.exists() or not warmup.exists():  # only the default files, and only those missing
-        tokenizer = load_tokenizer(resolve_model(config, args.model))
+        tokenizer = load_tokenizer(resolve_model(settings, args.model))
         made = (make_prompts(tokenizer, args.length) if args.batch_size == 1
                 else make_batch_prompts(tokenizer, args.length, args.batch_size))
         for path, ids in zip((prompt, warmup), made):
             if not path.exists():
                 save_ids(ids, path)
     # both of the cell's length, within the model's vocabulary, and not the same, before any GPU time
-    load_cell_prompts(cell.length, prompt, warmup, resolve_model(config, args.model).vocab_size, args.model,
+    load_cell_prompts(cell.length, prompt, warmup, resolve_model(settings, args.model).vocab_size, args.model,
                       cell.batch_size)
     out = Path(args.out) if args.out else cell.path
     args.out = str(out)  # named by main() if the disk refuses the cell
@@ -140,14 +147,14 @@ def cmd_measure(args) -> int:
     if not os.access(out.parent, os.W_OK):
         raise OSError(errno.EROFS if os.statvfs(out.parent).f_flag & os.ST_RDONLY else errno.EACCES,
                       "cannot write there", str(out.parent))
-    if _use_engine_host(args, config):
+    if _use_engine_host(args, settings):
         from ctxenergy import engine_host
 
         message = {"op": "measure", "cell": {"model": cell.model, "engine": cell.engine, "phase": cell.phase,
                                              "length": cell.length, "batch_size": cell.batch_size,
                                              "variant": cell.variant},
                    "prompt": str(prompt), "warmup_prompt": str(warmup), "out": str(out), "job_start": JOB_START}
-        summary = engine_host.request(_config_files(args), config, cell.model, cell.engine, message,
+        summary = engine_host.request(_config_files(args), settings, cell.model, cell.engine, message,
                                       variant=cell.variant)["summary"]
     else:
         from ctxenergy.engine_host import stop_idle_hosts
@@ -156,23 +163,23 @@ def cmd_measure(args) -> int:
         from ctxenergy.measure import summary as cell_summary
 
         stop_idle_hosts()  # an idle host may hold the GPU this cell needs
-        with claimed_gpus(config, cell) as uuids:
-            record = measure_cell(config, cell, prompt, warmup, out, gpu_uuids=uuids, job_start=JOB_START)
+        with claimed_gpus(settings, cell) as uuids:
+            record = measure_cell(settings, cell, prompt, warmup, out, gpu_uuids=uuids, job_start=JOB_START)
         summary = cell_summary(record, out)
     print(json.dumps(summary, default=str))
     if args.progress_fd is not None:
-        _print_progress(args.progress_fd, cell, summary, config)
+        _print_progress(args.progress_fd, cell, summary, settings)
     return 0
 
 
-def _print_progress(fd: int, cell, summary: dict, config: dict) -> None:
+def _print_progress(fd: int, cell, summary: dict, settings: Settings) -> None:
     """The cell's progress line (ctxenergy.progress) to `fd` (the workflow's console) and to this job's log. The cell
     is written by now: nothing here may fail the job, which would make Snakemake delete it."""
     elapsed_s = time.perf_counter() - JOB_START
     try:
         from ctxenergy.progress import cell_line
 
-        line = cell_line(cell, summary, elapsed_s, config)
+        line = cell_line(cell, summary, elapsed_s, settings)
     except Exception as exc:  # noqa: BLE001 - a courtesy line; the measured cell must stand
         line = f"ctxenergy cell {cell.cell_id}: {summary.get('status')} (no estimate: {type(exc).__name__}: {exc})"
     print(line, file=sys.stderr)
@@ -182,11 +189,11 @@ def _print_progress(fd: int, cell, summary: dict, config: dict) -> None:
         pass
 
 
-def _check_in_config(args, config: dict, key: str, name: str) -> None:
+def _check_in_config(args, settings: Settings, key: str, name: str) -> None:
     """An engine or model the config does not list: one line naming the file whose list it is."""
     from ctxenergy.config import key_sources
 
-    names = [m["name"] for m in config["models"]] if key == "models" else config[key]
+    names = [m.name for m in settings.models] if key == "models" else list(settings.engines)
     if name in names:
         return
     files = _config_files(args)
@@ -194,11 +201,10 @@ def _check_in_config(args, config: dict, key: str, name: str) -> None:
     raise ConfigError(f"{source}: {key}: '{name}' is not among {', '.join(names)}; add it there or pick one of those")
 
 
-def _check_variant(args, config: dict) -> None:
+def _check_variant(args, settings: Settings) -> None:
     """--variant names one of the config's engine_variants of --engine (or `default`)."""
-    from ctxenergy.grid import engine_variants
 
-    known = engine_variants(config, args.engine)
+    known = settings.variants(args.engine)
     if args.variant not in known:
         raise ConfigError(f"--variant {args.variant}: not a variant of {args.engine} in the config (known: "
                           f"{', '.join(known)}); add it under engine_variants.{args.engine} or pick one of those")
@@ -208,13 +214,13 @@ def _config_files(args) -> list[str]:
     return [args.config, *(args.configfile or [])]
 
 
-def _use_engine_host(args, config: dict) -> bool:
+def _use_engine_host(args, settings: Settings) -> bool:
     """--engine-host (the workflow passes it) unless the config or a batch scheduler rules it out."""
     if not args.engine_host:
         return False
     from ctxenergy.engine_host import reuse_enabled
 
-    enabled, why_not = reuse_enabled(config)
+    enabled, why_not = reuse_enabled(settings)
     if not enabled:
         print(f"ctxenergy: no engine host ({why_not}): the engine loads in this job", file=sys.stderr)
     return enabled
@@ -239,25 +245,25 @@ def cmd_warmup(args) -> int:
 
     watch_workflow()
 
-    config, check = _load(args)
+    config, check, settings = _load(args)
     check(config, str(args.config), engines_needed=(args.engine,))
     from ctxenergy.telemetry.nvml_api import check_device
 
-    check_device(config["device"])
+    check_device(settings.device)
     from ctxenergy.gpus import claimed_gpus
 
-    if _use_engine_host(args, config):
+    if _use_engine_host(args, settings):
         # The host this starts keeps the engine for the cells that follow: the warm-up is their engine load.
         from ctxenergy import engine_host
 
-        engine_host.request(_config_files(args), config, args.model, args.engine, {"op": "warmup", "out": args.out},
+        engine_host.request(_config_files(args), settings, args.model, args.engine, {"op": "warmup", "out": args.out},
                             variant=args.variant)
         return 0
     from ctxenergy.engine_host import stop_idle_hosts
 
     stop_idle_hosts()  # an idle host of another engine may hold the GPU this needs
-    with claimed_gpus(config, args.model):  # on a multi-GPU node the warm-up must not land under a measured cell
-        warm_up_engine(config, args.model, args.engine, args.out, args.variant)
+    with claimed_gpus(settings, args.model):  # on a multi-GPU node the warm-up must not land under a measured cell
+        warm_up_engine(settings, args.model, args.engine, args.out, args.variant)
     return 0
 
 
@@ -267,10 +273,10 @@ def cmd_weights(args) -> int:
     from ctxenergy.telemetry.nvml_api import check_device
     from ctxenergy.engines.hf import make_shared_weights
 
-    config, check = _load(args)
+    config, check, settings = _load(args)
     check(config, str(args.config), engines_needed=(REFERENCE_ENGINE,))  # its package builds the weights
-    check_device(config["device"])
-    out = make_shared_weights(config, args.model)
+    check_device(settings.device)
+    out = make_shared_weights(settings, args.model)
     print(f"{args.model}: shared random weights -> {out}")
     return 0
 

@@ -32,11 +32,15 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ctxenergy
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.files import try_lock
 from ctxenergy.workflow_process import WorkflowWatch, current_workflow
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 HOST_DIR_ENV = "CTXENERGY_HOST_DIR"
 DEFAULT_HOST_DIR = "results/engine-hosts"
@@ -74,9 +78,9 @@ class ResidentEngine:
         return {"pid": os.getpid(), "load_s": self.load_s, "cells_before": self.cells_served}
 
 
-def reuse_enabled(config: dict) -> tuple[bool, str]:
+def reuse_enabled(settings: Settings) -> tuple[bool, str]:
     """Whether cell jobs go through a host, and why not when they do not."""
-    if not config["measure"].get("engine_reuse", True):
+    if not settings.measure.engine_reuse:
         return False, "measure.engine_reuse is false"
     if os.environ.get("SLURM_JOB_ID"):
         return False, "running inside a SLURM job"
@@ -269,7 +273,7 @@ def _await_reply(conn: socket.socket, pid_path: Path) -> dict | None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def request(config_files: list, config: dict, model: str, engine: str, message: dict,
+def request(config_files: list, settings: Settings, model: str, engine: str, message: dict,
             variant: str = "default") -> dict:
     """Send `message` to a host of (config, model, engine, variant), starting one when none is idle; return its
     reply. An engine variant (config engine_variants) is another load of the engine, with its own host."""
@@ -286,9 +290,9 @@ def request(config_files: list, config: dict, model: str, engine: str, message: 
     try:
         conn = _connect(paths["sock"])
         if conn is None:
-            if config["device"] == "cuda":  # an idle host of another engine may hold the GPU the new one needs
+            if settings.device == "cuda":  # an idle host of another engine may hold the GPU the new one needs
                 stop_idle_hosts(except_key=key)
-            _spawn(config_files, model, engine, key, slot, config["measure"]["engine_host_idle_s"], variant)
+            _spawn(config_files, model, engine, key, slot, settings.measure.engine_host_idle_s, variant)
             conn = _connect(paths["sock"])
             if conn is None:
                 raise EngineHostError(f"cannot connect to the engine host at {paths['sock']}; see {paths['log']}")
@@ -328,13 +332,13 @@ def _listen(path: Path) -> socket.socket:
     return s
 
 
-def _load(config: dict, model: str, engine_name: str, variant: str = "default") -> ResidentEngine:
+def _load(settings: Settings, model: str, engine_name: str, variant: str = "default") -> ResidentEngine:
     from ctxenergy.engines import make_engine
     from ctxenergy.models import resolve_model
 
     resident = ResidentEngine()
     try:
-        engine = make_engine(engine_name, resolve_model(config, model), config, variant)
+        engine = make_engine(engine_name, resolve_model(settings, model), settings, variant)
         t0 = time.perf_counter()
         engine.load()
         resident.load_s = time.perf_counter() - t0
@@ -346,7 +350,7 @@ def _load(config: dict, model: str, engine_name: str, variant: str = "default") 
     return resident
 
 
-def _handle(message: dict, config: dict, model: str, engine_name: str, resident: ResidentEngine, meter,
+def _handle(message: dict, settings: Settings, model: str, engine_name: str, resident: ResidentEngine, meter,
             uuids, variant: str = "default") -> dict:
     from ctxenergy.grid import Cell
 
@@ -364,7 +368,7 @@ def _handle(message: dict, config: dict, model: str, engine_name: str, resident:
         if (cell.model, cell.engine, cell.variant) != (model, engine_name, variant):
             return {"ok": False, "error": f"this host serves {model}/{engine_name} (variant {variant}), not "
                                           f"{cell.model}/{cell.engine} (variant {cell.variant})"}
-        record = measure_cell(config, cell, message["prompt"], message["warmup_prompt"], message["out"], meter=meter,
+        record = measure_cell(settings, cell, message["prompt"], message["warmup_prompt"], message["out"], meter=meter,
                               gpu_uuids=uuids, job_start=message.get("job_start"), resident=resident)
         return {"ok": True, "summary": summary(record, message["out"])}
     return {"ok": False, "error": f"unknown request {op!r}"}
@@ -374,6 +378,7 @@ def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s:
           variant: str = "default") -> int:
     """The host process: listen at once (so the spawning job sees it start), claim the GPU, load, then serve."""
     from ctxenergy.config import load_config
+    from ctxenergy.settings import Settings
 
     socket_path = Path(socket_path)
     key, _, slot = socket_path.stem.rpartition("-")
@@ -388,14 +393,13 @@ def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s:
     meter = None
     resident = ResidentEngine()
     try:
-        config = load_config(config_files[0], config_files[1:])
+        settings = Settings.from_config(load_config(config_files[0], config_files[1:]))
         from ctxenergy.gpus import claimed_gpus
         from ctxenergy.telemetry import open_meter
 
-        with claimed_gpus(config, model) as uuids:
-            meter = open_meter(config["device"], uuids=uuids,
-                               sample_interval_s=config["measure"]["sample_interval_s"])
-            resident = _load(config, model, engine_name, variant)
+        with claimed_gpus(settings, model) as uuids:
+            meter = open_meter(settings.device, uuids=uuids, sample_interval_s=settings.measure.sample_interval_s)
+            resident = _load(settings, model, engine_name, variant)
             print(f"loaded in {resident.load_s} s" if resident.engine else "load failed", flush=True)
             server.settimeout(idle_s)
             while True:
@@ -416,7 +420,7 @@ def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s:
                         continue
                     workflow_watch.follow(message.get("workflow"))
                     try:
-                        reply = _handle(message, config, model, engine_name, resident, meter, uuids, variant)
+                        reply = _handle(message, settings, model, engine_name, resident, meter, uuids, variant)
                         fatal = False
                     except Exception as exc:  # noqa: BLE001 - reported to the job; the host then exits
                         traceback.print_exc()

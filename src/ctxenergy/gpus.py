@@ -19,11 +19,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctxenergy.errors import ConfigError, CtxEnergyError, NoDeviceError
 from ctxenergy.files import try_lock
 from ctxenergy.telemetry.nvml_api import open_backend, visible_devices
 from ctxenergy.telemetry.processes import foreign_pids
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 LOCK_DIR_ENV = "CTXENERGY_GPU_LOCK_DIR"
 
@@ -168,28 +172,21 @@ def resolve_visible(tokens: list[str], backend=None) -> list[str]:
     return out
 
 
-def _tp_of(model: dict, source: str, index: int) -> int:
-    tp = model.get("tp", 1)
-    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
-        raise ConfigError(f"{source}: models[{index}] '{model.get('name')}': tp = {tp!r} is not a positive integer")
-    return tp
-
-
 def _on_slurm_submit_host() -> bool:
     # The workflow is parsed where it is submitted; under SLURM the GPUs that count are the compute nodes', not these.
     return shutil.which("sbatch") is not None and "SLURM_JOB_ID" not in os.environ
 
 
-def check_tp_fits_host(config: dict, source: str = "config", backend=None) -> None:
+def check_tp_fits_host(settings: Settings, source: str = "config", backend=None) -> None:
     """Fail with one line when a model's tp exceeds the GPUs this host can give; silent where NVML cannot tell.
 
     Meant for parse time (common.smk), which Snakemake repeats inside every SLURM job. Skipped on a host without
     NVML (CI, a laptop), on a SLURM submit host (its GPUs are not the ones the jobs will get), in a SLURM job given
     no GPU, and when cells_source analyses cached cells.
     """
-    if config.get("device", "cuda") != "cuda" or config.get("cells_source"):
+    if settings.device != "cuda" or settings.cells_source:
         return  # nothing is measured on a GPU
-    tps = [(m.get("name"), _tp_of(m, source, i)) for i, m in enumerate(config["models"])]
+    tps = [(m.name, m.tp) for m in settings.models]  # the schema has checked each tp
     given = visible_devices()
     if "SLURM_JOB_ID" in os.environ and given is None:
         return  # a SLURM job given no GPU (prompts, figures) parses the workflow too; it measures nothing
@@ -218,12 +215,6 @@ def check_tp_fits_host(config: dict, source: str = "config", backend=None) -> No
                 f"{' (' + ', '.join(usable) + ')' if usable else ''}; lower tp to {max(len(usable), 1)} "
                 f"or run on a node with {tp} GPUs"
             )
-
-
-def _model_tp(config: dict, model: str) -> int:
-    from ctxenergy.models import resolve_model
-
-    return resolve_model(config, model).tp
 
 
 @contextlib.contextmanager
@@ -275,17 +266,17 @@ def claimed_devices(count: int, timeout_s: float, backend=None, who: str = "a ce
 
 
 @contextlib.contextmanager
-def claimed_gpus(config: dict, cell, backend=None):
+def claimed_gpus(settings: Settings, cell, backend=None):
     """Yield the UUIDs of the GPUs this cell runs on (None on CPU), with CUDA_VISIBLE_DEVICES set to them.
 
     `cell` is a Cell or a model name (the warm-up job has no cell). Raises GpuClaimError, before anything is
     loaded, when the cell's tp exceeds the GPUs available or none frees up within measure.gpu_claim_timeout_s.
     """
-    if config["device"] != "cuda":
+    if settings.device != "cuda":
         yield None
         return
     model = getattr(cell, "model", cell)
-    with claimed_devices(_model_tp(config, model), config["measure"]["gpu_claim_timeout_s"], backend,
+    with claimed_devices(settings.model(model).tp, settings.measure.gpu_claim_timeout_s, backend,
                          who=f"model '{model}'") as uuids:
         yield uuids
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 CELLS_DIR = Path("results/cells")
 PROMPTS_DIR = Path("results/prompts")
@@ -67,31 +71,23 @@ class Cell:
         return self.batch_size
 
 
-def engine_variants(config: dict, engine: str) -> dict[str, dict]:
-    """The engine's variants of config `engine_variants` (name -> {options, lengths?, batch_sizes?}), default first."""
-    variants = {DEFAULT_VARIANT: {"options": {}}}
-    variants.update((config.get("engine_variants") or {}).get(engine, {}))
-    return variants
-
-
-def expand_grid(config: dict) -> list[Cell]:
+def expand_grid(settings: Settings) -> list[Cell]:
     """Cells in a stable order: model, engine, variant (the default first), phase, increasing B, increasing L.
 
     A variant's own `lengths` / `batch_sizes` (each a subset of the grid's) narrow it; absent, it runs the whole grid."""
-    batch_sizes = sorted(config.get("batch_sizes") or [1])
     cells = []
-    for model in config["models"]:
-        for engine in config["engines"]:
-            for variant, spec in engine_variants(config, engine).items():
-                for phase in config["phases"]:
-                    for batch in sorted(spec.get("batch_sizes") or batch_sizes):
-                        for length in sorted(spec.get("lengths") or config["lengths"]):
-                            cells.append(Cell(model["name"], engine, phase, int(length), int(batch), variant))
+    for model in settings.models:
+        for engine in settings.engines:
+            for variant, spec in settings.variants(engine).items():
+                for phase in settings.phases:
+                    for batch in sorted(spec.batch_sizes or settings.batch_sizes):
+                        for length in sorted(spec.lengths or settings.lengths):
+                            cells.append(Cell(model.name, engine, phase, int(length), int(batch), variant))
     return cells
 
 
-def output_tokens(config: dict, phase: str) -> int:
-    return 1 if phase == "prefill" else int(config["generate_tokens"])
+def output_tokens(settings: Settings, phase: str) -> int:
+    return 1 if phase == "prefill" else int(settings.generate_tokens)
 
 
 def prompt_path(model: str, length: int, warmup: bool = False, batch_size: int = 1) -> Path:

@@ -25,7 +25,7 @@ import pandas as pd
 
 import ctxenergy
 from ctxenergy.batching import batch_limit_of, limit_before_load
-from ctxenergy.config import cell_settings_hash, measure_setting
+from ctxenergy.config import cell_settings_hash
 from ctxenergy.engines import OutOfMemory, make_engine
 from ctxenergy.engines.registry import ENGINES
 from ctxenergy.flops import device_peaks, generate_flops, plausibility, prefill_flops
@@ -33,6 +33,7 @@ from ctxenergy.grid import Cell, output_tokens
 from ctxenergy.info import host_cpu
 from ctxenergy.models import resolve_model, tokenizer_label
 from ctxenergy.prompts import load_cell_prompts
+from ctxenergy.settings import MeasureSettings, Settings
 from ctxenergy.stats import run_latency, summarize
 from ctxenergy.tables import sibling, write_tables
 from ctxenergy.telemetry import EnergyMeter, IdleBaseline, WindowEnergy, open_meter
@@ -111,11 +112,11 @@ def _window_row(index: int, runs: list, w: WindowEnergy) -> dict:
     return row
 
 
-def warmup_prompt_for(config: dict, cell: Cell, prompt: np.ndarray, warmup_prompt: np.ndarray) -> np.ndarray:
+def warmup_prompt_for(settings: Settings, cell: Cell, prompt: np.ndarray, warmup_prompt: np.ndarray) -> np.ndarray:
     """The prompt the warm-up and timing passes run on: a different one of the same length, or, only when
     engine_options.vllm.warmup_same_prompt asks for it, the measured prompt itself (the seed paper's mistake, kept
     to show that the plausibility guard catches a prefill served from vLLM's prefix cache)."""
-    same = ENGINES[cell.engine].options(config, cell.variant).get("warmup_same_prompt", False)  # only vLLM has it
+    same = ENGINES[cell.engine].options(settings, cell.variant).get("warmup_same_prompt", False)  # only vLLM has it
     return prompt if same else warmup_prompt
 
 
@@ -139,13 +140,13 @@ def host_bound(cell: Cell) -> bool:
     return cell.phase == "generate" and ENGINES[cell.engine].host_bound_decode
 
 
-def window_target(settings: dict, is_host_bound: bool = False) -> tuple[float | None, str]:
+def window_target(settings: MeasureSettings, is_host_bound: bool = False) -> tuple[float | None, str]:
     """The interval target of a cell's windows: (half-width in % of the mean, or None for a fixed count; which energy
     per run, a key of TARGET_ENERGY_COLUMNS). A host-bound cell takes the `host_bound_target_*` settings where set."""
-    pct, energy = measure_setting(settings, "target_half_width_pct"), measure_setting(settings, "target_energy")
+    pct, energy = settings.target_half_width_pct, settings.target_energy
     if pct is not None and is_host_bound:
-        pct = measure_setting(settings, "host_bound_target_half_width_pct") or pct
-        energy = measure_setting(settings, "host_bound_target_energy") or energy
+        pct = settings.host_bound_target_half_width_pct or pct
+        energy = settings.host_bound_target_energy or energy
     return pct, energy
 
 
@@ -156,7 +157,7 @@ def target_half_width_pct(windows: list[dict], energy: str) -> float | None:
     return None if any(h is None for h in widths) else max(widths)
 
 
-def windows_stop_reason(windows: list[dict], settings: dict, is_host_bound: bool = False) -> str | None:
+def windows_stop_reason(windows: list[dict], settings: MeasureSettings, is_host_bound: bool = False) -> str | None:
     """Why the windows measured so far (their rows, in order: energy_per_run_j, dynamic_energy_per_run_j) are
     enough, or None to measure another.
 
@@ -171,33 +172,33 @@ def windows_stop_reason(windows: list[dict], settings: dict, is_host_bound: bool
     n = len(windows)
     target, energy = window_target(settings, is_host_bound)
     if target is None:
-        return STOP_FIXED if n >= settings["repeats"] else None
-    if n < measure_setting(settings, "min_windows"):
+        return STOP_FIXED if n >= settings.repeats else None
+    if n < settings.min_windows:
         return None
     half = target_half_width_pct(windows, energy)
     if half is None:
         return STOP_NO_ENERGY  # nothing to size the interval on (a host without an energy counter)
     if half <= target:
         return STOP_TARGET
-    return STOP_CAP if n >= measure_setting(settings, "max_windows") else None
+    return STOP_CAP if n >= settings.max_windows else None
 
 
-def idle_baseline(meter: EnergyMeter, settings: dict, resident, meta: dict) -> IdleBaseline:
+def idle_baseline(meter: EnergyMeter, settings: MeasureSettings, resident, meta: dict) -> IdleBaseline:
     """The idle power the cell's windows subtract: measured (`idle_s`), or, with `idle_recheck_s` on an engine host,
     the floor measured once for this load when a short re-check agrees with it within the tolerance."""
-    recheck_s = measure_setting(settings, "idle_recheck_s")
+    recheck_s = settings.idle_recheck_s
     floor = getattr(resident, "idle_floor", None) if recheck_s is not None else None
     if floor is None or floor.power_w is None:
-        idle, source = meter.measure_idle(settings["idle_s"]), "measured"
+        idle, source = meter.measure_idle(settings.idle_s), "measured"
     else:
         check = meter.measure_idle(recheck_s)
         # a re-check whose telemetry failed agrees with nothing: the floor is measured again in full
         diff = None if (check.power_w is None or check.faults) else 100 * (check.power_w / floor.power_w - 1)
         meta["idle_recheck_w"], meta["idle_recheck_diff_pct"] = check.power_w, diff
-        if diff is not None and abs(diff) <= measure_setting(settings, "idle_recheck_tolerance_pct"):
+        if diff is not None and abs(diff) <= settings.idle_recheck_tolerance_pct:
             idle, source = floor, "reused"
         else:
-            idle, source = meter.measure_idle(settings["idle_s"]), "remeasured"
+            idle, source = meter.measure_idle(settings.idle_s), "remeasured"
     meta["idle_source"] = source
     if source == "reused":
         meta["idle_age_s"] = time.perf_counter() - resident.idle_floor_at
@@ -208,8 +209,8 @@ def idle_baseline(meter: EnergyMeter, settings: dict, resident, meta: dict) -> I
     return idle
 
 
-def warm_up(engine, warmup_prompt: np.ndarray, n_out: int, settings: dict, previous_windows_end: float | None,
-            meta: dict):
+def warm_up(engine, warmup_prompt: np.ndarray, n_out: int, settings: MeasureSettings,
+            previous_windows_end: float | None, meta: dict):
     """Runs on the warm-up prompt right before the windows; returns the last run's timing (the timing pass).
 
     For as long as one window: kernels, clocks, power and temperature then start every window in the same state (a
@@ -218,11 +219,11 @@ def warm_up(engine, warmup_prompt: np.ndarray, n_out: int, settings: dict, previ
     runs (the first captures this length's CUDA graph, the second times a replay) unless one run already lasts a
     window, which bounds every warm-up.
     """
-    shared_s = measure_setting(settings, "warmup_shared_s")
+    shared_s = settings.warmup_shared_s
     start = time.perf_counter()
     gap = None if previous_windows_end is None else start - previous_windows_end
     shared = shared_s is not None and gap is not None and gap <= SHARED_WARMUP_MAX_GAP_S
-    full_s = settings["min_window_s"]
+    full_s = settings.min_window_s
     enough_s, min_runs = (min(shared_s, full_s), 2) if shared else (full_s, 1)
     runs = 0
     while True:
@@ -238,7 +239,7 @@ def warm_up(engine, warmup_prompt: np.ndarray, n_out: int, settings: dict, previ
 
 
 def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, warmup_prompt: np.ndarray,
-                 n_out: int, settings: dict, record: CellRecord, resident=None) -> None:
+                 n_out: int, settings: MeasureSettings, record: CellRecord, resident=None) -> None:
     """Idle baseline, warm-up (whose last run is the timing pass) and the measured windows; fills `record`.
 
     resident (an engine_host.ResidentEngine) keeps what the next cell of the same load may reuse: the idle floor and
@@ -255,20 +256,20 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
     record.meta["idle_telemetry_faults"] = idle.faults
     # The warm-up runs on the warm-up prompt, so the measured prompt stays unseen by any cache.
     timing = None
-    if settings["warmup"]:
+    if settings.warmup:
         t["warmup_start"] = time.perf_counter()
         timing = warm_up(engine, warmup_prompt, n_out, settings, previous_windows_end, record.meta)
         t["warmup_end"] = time.perf_counter()
     # Timing pass (the warm-up's last run when there was one): same length, same cost as a measured run.
     timing = engine.run(warmup_prompt, n_out) if timing is None else timing
-    reps = runs_per_window(timing.total_s, settings["min_window_s"], settings["max_runs_per_window"])
+    reps = runs_per_window(timing.total_s, settings.min_window_s, settings.max_runs_per_window)
     record.meta["runs_per_window"] = reps
     record.meta["timing_pass_s"] = timing.total_s
     t["windows_start"] = time.perf_counter()
     w, stop = 0, None
     while stop is None:
-        if settings["cooldown_s"]:
-            time.sleep(settings["cooldown_s"])
+        if settings.cooldown_s:
+            time.sleep(settings.cooldown_s)
         meter.begin_window()
         runs = [engine.run(prompt, n_out) for _ in range(reps)]
         energy = meter.end_window(runs[0].start, runs[-1].end, idle)
@@ -351,7 +352,7 @@ def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -
                 record.status, record.status_reason = "implausible", reason
 
 
-def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, meter: EnergyMeter | None = None,
+def measure_cell(settings: Settings, cell: Cell, prompt_file, warmup_file, out_path, meter: EnergyMeter | None = None,
                  gpu_uuids: list[str] | None = None, job_start: float | None = None, resident=None) -> CellRecord:
     """Measure one cell and write its tables atomically to out_path (+ .runs / .trace siblings).
 
@@ -360,31 +361,31 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
     resident (an engine_host.ResidentEngine) is an engine loaded earlier and kept after this cell; without it the
     engine is loaded here and closed at the end.
     """
-    spec = resolve_model(config, cell.model)
-    settings = config["measure"]
-    n_out = output_tokens(config, cell.phase)
+    spec = resolve_model(settings, cell.model)
+    given = settings.given_config()  # the forms a cell records: its settings hash and its `measure:` block as given
+    n_out = output_tokens(settings, cell.phase)
     record = CellRecord(cell)
     if job_start is not None:
         record.timeline["job_start"] = job_start
     record.timeline["measure_start"] = time.perf_counter()
     record.meta.update({
-        "study": config.get("study"), "model": cell.model, "engine": cell.engine, "phase": cell.phase,
-        "length_tokens": cell.length, "output_tokens": n_out, "dtype": config["dtype"], "device": config["device"],
-        "weights": spec.weights_label, "config_hash": cell_settings_hash(config, cell.model),
+        "study": settings.study, "model": cell.model, "engine": cell.engine, "phase": cell.phase,
+        "length_tokens": cell.length, "output_tokens": n_out, "dtype": settings.dtype, "device": settings.device,
+        "weights": spec.weights_label, "config_hash": cell_settings_hash(given, cell.model),
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "tp": spec.tp,
-        "settings": settings, "host_cpu": host_cpu(),
+        "settings": given["measure"], "host_cpu": host_cpu(),
         # energy per run is the whole batch's: per input token / (B * L), per output token / (B * G)
         "batch_size": cell.batch_size, "engine_variant": cell.variant,
     })
     prompt, warmup_prompt = load_cell_prompts(cell.length, prompt_file, warmup_file, spec.vocab_size, cell.model,
                                               cell.batch_size)
-    warmup_prompt = warmup_prompt_for(config, cell, prompt, warmup_prompt)
+    warmup_prompt = warmup_prompt_for(settings, cell, prompt, warmup_prompt)
     record.meta["warmup_prompt"] = "measured" if warmup_prompt is prompt else "different"
     record.meta["tokenizer"] = tokenizer_label(spec)
     engine = None
-    batch_limit = limit_before_load(cell, spec, ENGINES[cell.engine].options(config, cell.variant), n_out,
-                                    config["dtype"])
+    batch_limit = limit_before_load(cell, spec, ENGINES[cell.engine].options(settings, cell.variant), n_out,
+                                    settings.dtype)
     if spec.exceeds_context(cell.length, n_out, cell.engine):  # recorded, not measured
         record.status = "exceeds_context"
         record.status_reason = (f"L + G = {cell.length + n_out} exceeds max_position_embeddings={spec.max_positions}; "
@@ -394,7 +395,8 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
     else:
         own_meter = meter is None
         record.timeline["meter_open_start"] = time.perf_counter()
-        meter = meter or open_meter(config["device"], uuids=gpu_uuids, sample_interval_s=settings["sample_interval_s"])
+        meter = meter or open_meter(settings.device, uuids=gpu_uuids,
+                                    sample_interval_s=settings.measure.sample_interval_s)
         record.timeline["meter_open_end"] = time.perf_counter()
         memory = PeakMemory(meter)  # peak stats reset here: a resident engine's earlier cells do not count
         try:
@@ -406,7 +408,7 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
             })
             t = record.timeline
             if resident is None:
-                engine = make_engine(cell.engine, spec, config, cell.variant)
+                engine = make_engine(cell.engine, spec, settings, cell.variant)
                 t["load_start"] = time.perf_counter()
                 engine.load()
                 t["load_end"] = time.perf_counter()
@@ -420,11 +422,11 @@ def measure_cell(config: dict, cell: Cell, prompt_file, warmup_file, out_path, m
                 engine = resident.engine  # reset after its last use (the warm-up request or the previous cell)
                 t["load_start"] = t["load_end"] = time.perf_counter()  # loaded before this cell, by the host
             record.meta["engine_settings"] = engine.settings()
-            beyond = batch_limit_of(cell, engine, n_out, config["dtype"], spec, dev)
+            beyond = batch_limit_of(cell, engine, n_out, settings.dtype, spec, dev)
             if beyond is not None:
                 record.status, record.status_reason = beyond
             else:
-                run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings, record, resident)
+                run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings.measure, record, resident)
             record.meta["engine_settings"].update(engine.run_notes())
         except OutOfMemory as exc:
             record.status, record.status_reason = "oom", f"out of device memory: {exc}"

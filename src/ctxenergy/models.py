@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctxenergy.config import model_config_path, read_model_config
 from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import ConfigError
-from ctxenergy.weights import random_weights_mode, shared_weights_dir, weights_label
+from ctxenergy.weights import shared_weights_dir, weights_label
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tiktoken.model")
 
@@ -52,24 +56,21 @@ class ModelSpec:
         return replace(self, weights=None, random_weights="engine")
 
 
-def resolve_model(config: dict, name: str) -> ModelSpec:
-    for entry in config["models"]:
-        if entry["name"] == name:
-            mode = random_weights_mode(entry)
-            weights = entry.get("weights")
-            if mode == "shared" and not weights:
-                weights = str(shared_weights_dir(config, name))
-            return ModelSpec(
-                name=name,
-                config_path=model_config_path(entry),
-                arch=read_model_config(entry),
-                weights=weights,
-                tokenizer=entry.get("tokenizer", "auto"),
-                tp=int(entry.get("tp", 1)),
-                random_weights=mode,
-            )
-    known = ", ".join(m["name"] for m in config["models"])
-    raise ConfigError(f"model '{name}' is not in the config (models: {known})")
+def resolve_model(settings: Settings, name: str) -> ModelSpec:
+    entry = settings.model(name)
+    weights = entry.weights
+    if entry.random_weights == "shared" and not weights:
+        weights = str(shared_weights_dir(settings, name))
+    where = {"name": name, "config": entry.config}  # as config.py's helpers read a models[] entry
+    return ModelSpec(
+        name=name,
+        config_path=model_config_path(where),
+        arch=read_model_config(where),
+        weights=weights,
+        tokenizer=entry.tokenizer,
+        tp=entry.tp,
+        random_weights=entry.random_weights,
+    )
 
 
 class ByteTokenizer:

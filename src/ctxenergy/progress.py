@@ -16,8 +16,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctxenergy.grid import WARMUP_DIR, Cell
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 PLAN = Path(".snakemake/ctxenergy-plan.json")
 # A progress line is no "ctxenergy: " line: those are the one line of an error or of the run's end.
@@ -87,7 +91,7 @@ def cell_result(summary: dict) -> str:
     return f"{fmt_ci(s['median'], s['ci_low'], s['ci_high'])} J/run" + (f" (flags {flags})" if flags else "")
 
 
-def remaining(plan: dict, cell: Cell, elapsed_s: float, config: dict) -> tuple[str | None, str]:
+def remaining(plan: dict, cell: Cell, elapsed_s: float, settings: Settings) -> tuple[str | None, str]:
     """The run's count of cells ('3/8'; None for a cell it did not plan) and the expected time of what it has
     still to do ('~2 min left for 5 cells')."""
     from ctxenergy.budget import expected_s
@@ -99,19 +103,19 @@ def remaining(plan: dict, cell: Cell, elapsed_s: float, config: dict) -> tuple[s
     count = f"{len(planned) - len(left)}/{len(planned)}" if cell in planned else None
     if not left:
         return count, "the run's last cell"
-    seconds, unknown = expected_s(left, loads, [THIS_RUN_JOBS, *config.get("job_times", [])], config)
+    seconds, unknown = expected_s(left, loads, [THIS_RUN_JOBS, *settings.job_times], settings)
     seconds += len(unknown) * elapsed_s
     paced = f", {len(unknown)} of them at this cell's pace (no job time to estimate from)" if unknown else ""
     return count, f"~{duration(seconds)} left for {len(left)} cell{'s' * (len(left) != 1)}{paced}"
 
 
-def cell_line(cell: Cell, summary: dict, elapsed_s: float, config: dict, plan_path: str | Path = PLAN) -> str:
+def cell_line(cell: Cell, summary: dict, elapsed_s: float, settings: Settings, plan_path: str | Path = PLAN) -> str:
     """The one line a finished cell job prints to the console."""
     line = f"{cell.cell_id}: {cell_result(summary)}, {duration(elapsed_s)}"
     plan = read_plan(plan_path)
     if plan is None:
         return f"{PREFIX} {line}"
-    count, rest = remaining(plan, cell, elapsed_s, config)
+    count, rest = remaining(plan, cell, elapsed_s, settings)
     return f"{PREFIX} {count + ' ' if count else ''}{line}; {rest}"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,11 +16,14 @@ from ctxenergy.engines import make_engine
 from ctxenergy.files import write_text
 from ctxenergy.models import resolve_model
 
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
-def warm_up_engine(config: dict, model: str, engine_name: str, out, variant: str = "default") -> dict:
+
+def warm_up_engine(settings: Settings, model: str, engine_name: str, out, variant: str = "default") -> dict:
     """Load the engine (with the options of `variant`) in this process, run one short request, close it."""
-    spec = resolve_model(config, model)
-    engine = make_engine(engine_name, spec, config, variant)
+    spec = resolve_model(settings, model)
+    engine = make_engine(engine_name, spec, settings, variant)
     t0 = time.perf_counter()
     engine.load()
     t1 = time.perf_counter()

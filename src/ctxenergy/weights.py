@@ -15,8 +15,12 @@ weights as well as by the engine. A model entry's `random_weights` chooses:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctxenergy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 RANDOM_WEIGHTS = ("engine", "shared", "uniform")
 SHARED_SEED = 0
@@ -26,15 +30,17 @@ MARKER = "ctxenergy-weights.json"  # written last: a folder without it is incomp
 
 
 def random_weights_mode(entry: dict) -> str:
+    """How a `models:` entry draws random weights; "engine" where it does not say (the schema fills in no default,
+    so that configs without the key keep their cells' settings hash)."""
     return entry.get("random_weights", "engine")
 
 
-def shared_weights_dir(config: dict, model: str) -> Path:
-    return Path(config["weights_cache"]) / model
+def shared_weights_dir(settings: Settings, model: str) -> Path:
+    return Path(settings.weights_cache) / model
 
 
-def shared_weights_marker(config: dict, model: str) -> Path:
-    return shared_weights_dir(config, model) / MARKER
+def shared_weights_marker(settings: Settings, model: str) -> Path:
+    return shared_weights_dir(settings, model) / MARKER
 
 
 def require_shared_weights(spec) -> None:

@@ -11,6 +11,7 @@ from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.provenance import report_facts
+from ctxenergy.settings import Settings
 from ctxenergy.grid import (
     CELL_TAIL,
     CELL_TAIL_PATTERN,
@@ -18,7 +19,6 @@ from ctxenergy.grid import (
     Cell,
     WARMUP_DIR,
     cached_cell_tables,
-    engine_variants,
     expand_grid,
     prompt_path,
 )
@@ -38,7 +38,9 @@ try:
     validate_workflow_config(config, dict(workflow.config_settings.config))
     # Analysing cached cells needs no engine installed.
     check_semantics(config, "config", engines_needed=() if config["cells_source"] else None)
-    check_tp_fits_host(config, "config")
+    # The package's functions take the validated config as read-only settings; the rules keep reading `config`.
+    STUDY = Settings.from_config(config)
+    check_tp_fits_host(STUDY, "config")
 except CtxEnergyError as exc:
     sys.exit(f"ctxenergy: {exc}")
 
@@ -49,7 +51,7 @@ SETTINGS = write_settings_snapshot(config)
 # For the Snakemake report's front page (workflow/report/workflow.rst), whose template sees only the config: the
 # devices by name and what the runtime statistics cover. Added after the jobs' settings snapshot: no job reads it.
 config["report_facts"] = report_facts(config)
-CELLS = expand_grid(config)
+CELLS = expand_grid(STUDY)
 MODELS = {m["name"]: m for m in config["models"]}
 
 
@@ -96,7 +98,7 @@ def print_finished():
 # One (model, engine, variant) at a time: its warm-up, then its cells, then the next pair's. Each switch of pair
 # restarts the engine host (a model load; for vLLM, minutes of start-up), and Snakemake otherwise picks among ready
 # jobs in no useful order. Prompts (CPU, seconds) come first so that a pair's cells are ready when its warm-up is done.
-ENGINE_PAIRS = [(m, e, v) for m in MODELS for e in config["engines"] for v in engine_variants(config, e)]
+ENGINE_PAIRS = [(m, e, v) for m in MODELS for e in config["engines"] for v in STUDY.variants(e)]
 PROMPTS_PRIORITY = 2 * len(ENGINE_PAIRS) + 2
 
 
@@ -168,7 +170,7 @@ def shared_weights_input(wildcards):
 
     if random_weights_mode(MODELS[wildcards.model]) != "shared" or MODELS[wildcards.model].get("weights"):
         return []
-    return ancient(str(shared_weights_marker(config, wildcards.model)))
+    return ancient(str(shared_weights_marker(STUDY, wildcards.model)))
 
 
 def cell_gpus(wildcards):
@@ -200,7 +202,7 @@ def missing_cell_paths():
     if config["budget_s"] is not None and missing:
         from ctxenergy.budget import within_budget
 
-        missing, summary = within_budget(missing, config["budget_s"], config["job_times"], config)
+        missing, summary = within_budget(missing, config["budget_s"], config["job_times"], STUDY)
         print(f"ctxenergy: {summary}", file=sys.stderr)
     return [str(c.path) for c in missing]
 

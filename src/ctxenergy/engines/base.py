@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,9 @@ class Engine(ABC):
     name: str
 
     @classmethod
-    def create(cls, name: str, spec, config: dict, options: dict) -> Engine:
-        """The engine `name` (its registry entry names this class) for `spec` under `config`; `options` are its
-        settings of config `engine_options:`. Each engine the registry names implements it."""
+    def create(cls, name: str, spec, settings: Settings, options: dict) -> Engine:
+        """The engine `name` (its registry entry names this class) for `spec` under `settings`; `options` are its
+        settings of `engine_options:` (EngineInfo.options). Each engine the registry names implements it."""
         raise NotImplementedError(f"{cls.__name__} is not an engine of the registry (engines/registry.py)")
 
     @abstractmethod

@@ -8,6 +8,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
 from ctxenergy.errors import ConfigError
 from ctxenergy.models import ModelSpec
 from ctxenergy.weights import MARKER, SHARED_SEED, apply_uniform, shared_weights_dir
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 ATTENTION = {"hf-eager": "eager", "hf-sdpa": "sdpa", "hf-paged": "paged|sdpa"}
 
@@ -167,8 +171,8 @@ class HFEngine(Engine):
         self.graph_note = self._idle_note()
 
     @classmethod
-    def create(cls, name: str, spec: ModelSpec, config: dict, options: dict) -> HFEngine:
-        return cls(name, spec, config["dtype"], config["device"], options)
+    def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> HFEngine:
+        return cls(name, spec, settings.dtype, settings.device, options)
 
     def load(self) -> None:
         self.load_timings: dict[str, float] = {}
@@ -311,8 +315,8 @@ class HFPagedEngine(HFEngine):
     MIN_BATCH_TOKENS = 256
 
     @classmethod
-    def create(cls, name: str, spec: ModelSpec, config: dict, options: dict) -> HFPagedEngine:
-        return cls(name, spec, config["dtype"], config["device"])  # it has no settings of its own
+    def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> HFPagedEngine:
+        return cls(name, spec, settings.dtype, settings.device)  # it has no settings of its own
 
     def load(self) -> None:
         import torch
@@ -420,31 +424,31 @@ def paged_num_blocks(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size) + 1
 
 
-def make_shared_weights(config: dict, model: str) -> Path:
+def make_shared_weights(settings: Settings, model: str) -> Path:
     """Generate the model's shared random weights once (seeded transformers init on the config's device) and save
     them as safetensors beside a copy of its config.json; the marker file is written last."""
     import torch
 
     from ctxenergy.models import resolve_model
 
-    spec = resolve_model(config, model)
+    spec = resolve_model(settings, model)
     if spec.random_weights != "shared":
         raise ConfigError(f"model '{model}' does not use random_weights: shared; nothing to generate")
-    out = shared_weights_dir(config, model)
+    out = shared_weights_dir(settings, model)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     torch.manual_seed(SHARED_SEED)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(SHARED_SEED)
-    hf = build_hf_model(spec.with_engine_init(), "sdpa", config["dtype"], config["device"])
+    hf = build_hf_model(spec.with_engine_init(), "sdpa", settings.dtype, settings.device)
     hf.save_pretrained(tmp, safe_serialization=True)
     out.mkdir(parents=True, exist_ok=True)
     for path in tmp.iterdir():
         path.replace(out / path.name)
     tmp.rmdir()
-    info = {"model": model, "init": "transformers", "seed": SHARED_SEED, "dtype": config["dtype"],
-            "device": config["device"], "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
+    info = {"model": model, "init": "transformers", "seed": SHARED_SEED, "dtype": settings.dtype,
+            "device": settings.device, "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
             "files": sorted(p.name for p in out.iterdir())}
     (out / MARKER).write_text(json.dumps(info, indent=1))
     return out

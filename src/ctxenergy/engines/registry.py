@@ -9,6 +9,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,13 @@ class EngineInfo:
         module, cls = self.engine_class.split(":")
         return getattr(importlib.import_module(module), cls)
 
-    def options(self, config: dict, variant: str = "default") -> dict:
-        """Its settings of `config`'s engine_options ({} where it reads none), with those of `variant` (config
-        engine_variants) over them."""
-        base = config.get("engine_options", {}).get(self.options_key, {}) if self.options_key else {}
+    def options(self, settings: Settings, variant: str = "default") -> dict:
+        """Its settings of engine_options ({} where it reads none; those not set left out), with those of `variant`
+        (engine_variants) over them."""
+        base = settings.engine_options.of(self.options_key) if self.options_key else {}
         if variant == "default":
             return base
-        return {**base, **config["engine_variants"][self.name][variant]["options"]}
+        return {**base, **settings.engine_variants[self.name][variant].options}
 
 
 # In display order: the baseline first, so that a ratio "a / b" reads "how much more the baseline costs".

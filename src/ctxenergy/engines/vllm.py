@@ -14,11 +14,15 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
 from ctxenergy.models import ModelSpec
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
@@ -201,8 +205,8 @@ class VllmEngine(Engine):
         self._requests = 0  # requests sent so far: the number distinct_prompts writes into each
 
     @classmethod
-    def create(cls, name: str, spec: ModelSpec, config: dict, options: dict) -> VllmEngine:
-        return cls(spec, config["dtype"], options)
+    def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> VllmEngine:
+        return cls(spec, settings.dtype, options)
 
     def load(self) -> None:
         for key, value in IN_PROCESS_ENV.items():
