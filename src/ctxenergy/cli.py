@@ -327,6 +327,7 @@ def positive_tokens(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     import ctxenergy
     from ctxenergy.engines.registry import ENGINE_NAMES
+    from ctxenergy.paths import CELLS_DIR
 
     p = OneLineParser(prog="ctxenergy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                       epilog="example:\n  ctxenergy summary\n  ctxenergy estimate --model llama-3.1-8b --engine vllm "
@@ -401,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--length", type=positive_tokens, required=True, help="context length L in tokens")
     sp.add_argument("--prompt", help="measured prompt (.npy); made if missing")
     sp.add_argument("--warmup-prompt", help="warm-up prompt (.npy); made if missing")
-    sp.add_argument("--out", help="cell table (default: results/cells/<model>/<engine>/<phase>/L<n>.parquet)")
+    sp.add_argument("--out", help=f"cell table (default: {CELLS_DIR}/<model>/<engine>/<phase>/L<n>.parquet)")
     sp.add_argument("--engine-host", action="store_true",
                     help="measure on the engine host of this (model, engine), starting it if needed (the workflow's way)")
     batch_arg(sp)

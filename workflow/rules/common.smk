@@ -10,13 +10,13 @@ from ctxenergy.config import (
 from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
+from ctxenergy.paths import WARMUP_DIR
 from ctxenergy.provenance import report_facts
 from ctxenergy.grid import (
     CELL_TAIL,
     CELL_TAIL_PATTERN,
     DEFAULT_VARIANT,
     Cell,
-    WARMUP_DIR,
     cached_cell_tables,
     engine_variants,
     expand_grid,
