@@ -73,7 +73,7 @@ rule write_provenance:
 
 
 # Not part of the default target: the analysis outputs copied into a folder of their own (config publish_to), in
-# the layout of results/ (paper.md links ../figures/), to be committed beside reference cells.
+# the layout of results/ (paper.md links ../figures/), to be committed beside reference cells (ctxenergy publish).
 rule publish_outputs:
     input:
         tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES) + COST_MODEL,
@@ -89,10 +89,7 @@ rule publish_outputs:
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "(mkdir -p {output}/analysis {output}/figures {output}/report {output}/paper"
-        " && cp {input.tables} {output}/analysis/ && cp {input.figures} {output}/figures/"
-        " && cp {input.report} {output}/report/ && cp {input.paper} {output}/paper/"
-        " && cp {input.provenance} {output}/) > {log} 2>&1"
+        "ctxenergy publish {input} --out {output} > {log} 2>&1"
 
 
 # Not part of the default target: it needs a headless Chromium (Debian: apt-get install chromium).
