@@ -25,7 +25,7 @@ def publish(files, target: str | Path, root: str | Path = RESULTS_DIR) -> list[P
     `target` that are not among them stay."""
     root, target = Path(root), Path(target)
     copies = []
-    for file in map(Path, files):
+    for file in dict.fromkeys(map(Path, files)):  # a file named twice is copied once
         if not file.is_file():
             raise CtxEnergyError(f"publish: {file}: no such file, nothing was copied; make it first (`snakemake "
                                  "publish_outputs` makes every output it publishes)")
