@@ -23,6 +23,7 @@ FIGURES_DIR = RESULTS_DIR / "figures"  # {figure}.png and .svg
 REPORT = RESULTS_DIR / "report" / "report.html"
 PAPER = RESULTS_DIR / "paper" / "paper.html"
 PAPER_MARKDOWN = RESULTS_DIR / "paper" / "paper.md"  # links its figures as ../figures/
+PAPER_PDF = RESULTS_DIR / "paper" / "paper.pdf"
 PROVENANCE = RESULTS_DIR / "provenance.md"
 NOTEBOOKS_DIR = RESULTS_DIR / "notebooks"
 SETTINGS_DIR = RESULTS_DIR / "config"  # the jobs' settings snapshots, {hash}.yaml
