@@ -1,5 +1,5 @@
 # ctxenergy: the energy of input and output tokens as context grows.
-# Results layout:
+# Results layout (src/ctxenergy/paths.py, from which the rules take their paths):
 #   results/prompts/{model}/L{length}.npy (+ .warmup.npy)     exact-length token ids
 #   results/weights/{model}/                                   shared random weights (random_weights: shared)
 #   results/warmup/{model}/{engine}.json                       engine loads, start-up time

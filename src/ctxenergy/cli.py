@@ -333,6 +333,7 @@ def positive_tokens(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     import ctxenergy
     from ctxenergy.engines.registry import ENGINE_NAMES
+    from ctxenergy.paths import CELLS_DIR, REPORT, RESULTS_DIR
 
     p = OneLineParser(prog="ctxenergy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                       epilog="example:\n  ctxenergy summary\n  ctxenergy estimate --model llama-3.1-8b --engine vllm "
@@ -407,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--length", type=positive_tokens, required=True, help="context length L in tokens")
     sp.add_argument("--prompt", help="measured prompt (.npy); made if missing")
     sp.add_argument("--warmup-prompt", help="warm-up prompt (.npy); made if missing")
-    sp.add_argument("--out", help="cell table (default: results/cells/<model>/<engine>/<phase>/L<n>.parquet)")
+    sp.add_argument("--out", help=f"cell table (default: {CELLS_DIR}/<model>/<engine>/<phase>/L<n>.parquet)")
     sp.add_argument("--engine-host", action="store_true",
                     help="measure on the engine host of this (model, engine), starting it if needed (the workflow's way)")
     batch_arg(sp)
@@ -557,6 +558,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="paper.html")
     sp.add_argument("--markdown", required=True, help="paper.md")
     sp.set_defaults(func=_plugin("ctxenergy.outputs.paper", "main"))
+
+    sp = verb("publish", "a run's outputs copied into a folder of their own, in the layout of results/",
+              "results/analysis/* results/figures/* results/report/report.html results/paper/paper.html "
+              "results/paper/paper.md results/provenance.md --out data/reference/nvidia-h200/campaign/outputs",
+              description="a run's outputs (derived tables, figures, report, write-up, provenance) copied into a "
+                          "folder of their own, each file to its place relative to --root, so that the write-up's "
+                          "links (../figures/) still resolve; every file is checked before any is copied, and each "
+                          "is written whole or not at all")
+    sp.add_argument("files", nargs="+", help=f"files to copy, each under --root, e.g. {REPORT}")
+    sp.add_argument("--root", default=str(RESULTS_DIR),
+                    help=f"the folder whose layout the copy keeps (default: {RESULTS_DIR})")
+    sp.add_argument("--out", required=True, help="folder to copy into (made if missing; other files in it stay)")
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.publish", "main"))
     return p
 
 

@@ -16,7 +16,7 @@ from ctxenergy.engines.registry import ENGINE_NAMES, ENGINES, engine_installed
 from ctxenergy.errors import ConfigError, CtxEnergyError
 from ctxenergy.files import write_text
 from ctxenergy.grid import Cell
-from ctxenergy.paths import CONFIG_SCHEMA, MODELS_DIR, REPO_ROOT
+from ctxenergy.paths import BENCHMARKS_DIR, CONFIG_SCHEMA, MODELS_DIR, REPO_ROOT, SETTINGS_DIR
 
 
 def load_schema() -> dict:
@@ -174,7 +174,7 @@ def _check_budget(config: dict, source: str) -> None:
     missing = [d for d in config["job_times"] if not Path(d, "measure_cell").is_dir()]
     if missing:
         raise ConfigError(f"{source}: job_times: {missing[0]} has no measure_cell/ folder of job benchmark files; "
-                          "name a folder like results/benchmarks or data/reference/nvidia-h200/campaign/jobs")
+                          f"name a folder like {BENCHMARKS_DIR} or data/reference/nvidia-h200/campaign/jobs")
 
 
 def _check_spot_check(config: dict, source: str) -> None:
@@ -355,7 +355,7 @@ class SettingsSnapshot:
     __fspath__ = __str__
 
 
-def write_settings_snapshot(config: dict, directory: str | Path = "results/config") -> SettingsSnapshot:
+def write_settings_snapshot(config: dict, directory: str | Path = SETTINGS_DIR) -> SettingsSnapshot:
     """The merged config for the jobs, as `<directory>/<hash of its content>.yaml`: written once, atomically, and
     never rewritten, so that no later parse (a dry run, --lint, another run with other settings) changes the
     settings of jobs already running."""

@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING
 import ctxenergy
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.files import try_lock
+from ctxenergy.paths import ENGINE_HOSTS_DIR
 from ctxenergy.workflow_process import WorkflowWatch, current_workflow
 
 if TYPE_CHECKING:
     from ctxenergy.settings import Settings
 
 HOST_DIR_ENV = "CTXENERGY_HOST_DIR"
-DEFAULT_HOST_DIR = "results/engine-hosts"
 # More concurrent hosts of one key than GPUs cannot run; a bound keeps the slot search finite.
 MAX_SLOTS = 16
 LISTEN_TIMEOUT_S = 60.0  # from spawning a host to its socket existing (it listens before importing torch)
@@ -88,7 +88,7 @@ def reuse_enabled(settings: Settings) -> tuple[bool, str]:
 
 
 def host_dir() -> Path:
-    return Path(os.environ.get(HOST_DIR_ENV, DEFAULT_HOST_DIR))
+    return Path(os.environ.get(HOST_DIR_ENV, ENGINE_HOSTS_DIR))
 
 
 def _code_fingerprint() -> str:

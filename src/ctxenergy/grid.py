@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ctxenergy.settings import Settings
 
-CELLS_DIR = Path("results/cells")
-PROMPTS_DIR = Path("results/prompts")
-WARMUP_DIR = Path("results/warmup")
+from ctxenergy.paths import CELL_PATTERN, PROMPTS_DIR
+
 DEFAULT_VARIANT = "default"
 # The part of a cell id after <model>/<engine>/<phase>/ (CELL_TAIL_PATTERN: the workflow's `cell` wildcard).
 CELL_TAIL_PATTERN = r"(?:V-[a-z0-9][a-z0-9-]*/)?(?:B[0-9]+/)?L[0-9]+"
@@ -64,7 +63,7 @@ class Cell:
     @property
     def path(self) -> Path:
         """The cell's windows table; its runs and power trace sit beside it (see ctxenergy.tables)."""
-        return CELLS_DIR / self.model / self.engine / self.phase / f"{self.tail}.parquet"
+        return Path(CELL_PATTERN.format(model=self.model, engine=self.engine, phase=self.phase, cell=self.tail))
 
     @property
     def n_sequences(self) -> int:

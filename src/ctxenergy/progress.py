@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctxenergy.grid import WARMUP_DIR, Cell
+from ctxenergy.grid import Cell
+from ctxenergy.paths import BENCHMARKS_DIR, PAPER, REPORT, WARMUP_DIR
 
 if TYPE_CHECKING:
     from ctxenergy.settings import Settings
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 PLAN = Path(".snakemake/ctxenergy-plan.json")
 # A progress line is no "ctxenergy: " line: those are the one line of an error or of the run's end.
 PREFIX = "ctxenergy cell"
-THIS_RUN_JOBS = "results/benchmarks"
-REPORT_PAGES = {"report": Path("results/report/report.html"), "write-up": Path("results/paper/paper.html")}
+THIS_RUN_JOBS = BENCHMARKS_DIR
+REPORT_PAGES = {"report": REPORT, "write-up": PAPER}
 
 
 def write_plan(jobs, path: str | Path = PLAN) -> Path:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.files import write_text
+from ctxenergy.paths import BENCHMARKS_DIR, CELLS_TABLE
 from ctxenergy.tables import read_cells_table
 
 COMMAND = re.compile(r"^\s*Command:\s*(.+?)\s*$")
@@ -132,7 +133,7 @@ def provenance(cells: pd.DataFrame, jobs: pd.DataFrame, runs: list[dict]) -> str
 def main(args) -> int:
     if not Path(args.cells).is_file():
         raise CtxEnergyError(f"provenance: no table of cells at '{args.cells}' (ctxenergy aggregate writes one, "
-                             "results/cells.parquet in the workflow)")
+                             f"{CELLS_TABLE} in the workflow)")
     cells = read_cells_table(args.cells)
     text = provenance(cells, job_seconds(args.jobs), snakemake_runs(sorted(args.logs or [])))
     write_text(text, args.out)
@@ -140,8 +141,8 @@ def main(args) -> int:
     return 0
 
 
-def report_facts(config: dict, cells_table: str | Path = "results/cells.parquet",
-                 benchmarks: str | Path = "results/benchmarks") -> dict[str, str]:
+def report_facts(config: dict, cells_table: str | Path = CELLS_TABLE,
+                 benchmarks: str | Path = BENCHMARKS_DIR) -> dict[str, str]:
     """What the Snakemake report's front page (workflow/report/workflow.rst, whose template sees only the config)
     says beyond the config: the devices the cells ran on, by name, from the table of cells; and, where the cells
     were not all measured by this folder's jobs (`cells_source`, or cells copied in from another checkout), that

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ctxenergy.analysis.cost_model import REFERENCE_ANALYSIS
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.paths import REPO_ROOT
+from ctxenergy.paths import ANALYSIS_DIR, REPO_ROOT
 
 NEEDED = ("per_cell", "io_ratio", "thresholds", "systematics")
 HEADER = ("model", "engine", "cells ok", "L max", "prefill s", "prefill J [95 %]", "J/in tok", "J/out tok",
@@ -26,7 +26,7 @@ def read_analysis(folder: Path) -> dict[str, pd.DataFrame]:
     missing = [name for name in NEEDED if not (folder / f"{name}.parquet").is_file()]
     if missing:
         raise CtxEnergyError(f"{folder}: no {', '.join(f'{m}.parquet' for m in missing)}; run the analysis first "
-                             "(`snakemake results/analysis/per_cell.parquet`) or leave --analysis out for the "
+                             f"(`snakemake {ANALYSIS_DIR}/per_cell.parquet`) or leave --analysis out for the "
                              "reference campaign")
     return {name: pd.read_parquet(folder / f"{name}.parquet") for name in NEEDED}
 

@@ -28,6 +28,8 @@ import sys
 import threading
 from pathlib import Path
 
+from ctxenergy.paths import LOGS_DIR, RESULTS_DIR
+
 WORKFLOW_ENV = "CTXENERGY_WORKFLOW"
 RESUME = ("its unfinished cells are measured again (the same command resumes it: the default profile sets "
           "rerun-incomplete; with another profile add --rerun-incomplete)")
@@ -156,7 +158,7 @@ def check_run_folders_writable(workdir: str | Path = ".") -> None:
     own ProtectedOutputException or permission error otherwise, after its DAG)."""
     from ctxenergy.errors import CtxEnergyError
 
-    for name in ("results", ".snakemake"):
+    for name in (str(RESULTS_DIR), ".snakemake"):
         folder = Path(workdir, name)
         if folder.exists() and not os.access(folder, os.W_OK):
             raise CtxEnergyError(f"{name}/: not writable (read-only or another user's); make it writable, or run "
@@ -169,6 +171,6 @@ def failed_jobs_line(snakemake_log) -> str:
     files = snakemake_log if isinstance(snakemake_log, (list, tuple)) else [snakemake_log]
     text = "".join(Path(f).read_text(errors="replace") for f in files if f and Path(f).is_file())
     logs = list(dict.fromkeys(re.findall(r"log: (\S+?) \(check log file", text)))
-    where = f"read {', '.join(logs)}" if logs else "read the error above and the failed jobs' logs under results/logs/"
+    where = f"read {', '.join(logs)}" if logs else f"read the error above and the failed jobs' logs under {LOGS_DIR}/"
     return (f"ctxenergy: the run stopped with failed jobs; {where}; finished cells are kept, so the same command "
             "resumes (after a fix) and measures only what is missing")

@@ -2,7 +2,7 @@ rule aggregate_cells:
     input:
         cell_paths(),
     output:
-        "results/cells.parquet",
+        CELLS_TABLE,
     log:
         "results/logs/aggregate_cells.log",
     localrule: True

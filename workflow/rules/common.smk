@@ -10,6 +10,13 @@ from ctxenergy.config import (
 from ctxenergy.engines.registry import ENGINES
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
+from ctxenergy.paths import (
+    BENCHMARKS_DIR,
+    CELL_PATTERN,
+    CELLS_TABLE,
+    NOTEBOOKS_DIR,
+    WARMUP_DIR,
+)
 from ctxenergy.provenance import report_facts
 from ctxenergy.settings import Settings
 from ctxenergy.grid import (
@@ -17,7 +24,6 @@ from ctxenergy.grid import (
     CELL_TAIL_PATTERN,
     DEFAULT_VARIANT,
     Cell,
-    WARMUP_DIR,
     cached_cell_tables,
     expand_grid,
     prompt_path,
@@ -215,7 +221,7 @@ def missing_cell_files():
     """
     from pathlib import Path
 
-    if not Path("results/cells.parquet").exists():
+    if not CELLS_TABLE.exists():
         return []
     return sorted(p for p in cell_paths() if not Path(p).exists())
 
@@ -226,7 +232,7 @@ def provenance_jobs_dir():
 
     if config["cells_source"]:
         return str(Path(config["cells_source"]).parent / "jobs")
-    return "results/benchmarks"
+    return str(BENCHMARKS_DIR)
 
 
 def provenance_logs():
@@ -241,8 +247,8 @@ def final_outputs():
     cell_files = [str(f) for p in cell_paths() for f in (p, sibling(p, "runs"), sibling(p, "trace"))]
     return [
         *cell_files,
-        "results/cells.parquet",
+        CELLS_TABLE,
         *REPORT_TARGETS,
         *COST_MODEL,
-        "results/notebooks/explore.ipynb",
+        NOTEBOOKS_DIR / "explore.ipynb",
     ]

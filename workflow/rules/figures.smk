@@ -1,28 +1,37 @@
 # Analysis and figures: derived tables from the table of cells, figures from the derived tables only, so that
 # `snakemake --forcerun plot_figures` redraws every figure from cached Parquet without touching a measurement.
 # The derived tables and the figures are listed once, in the package (ctxenergy.outputs.catalog).
-from ctxenergy.outputs.catalog import analysis_tables, figures, wants_serving
+from ctxenergy.outputs.catalog import (
+    analysis_paths,
+    analysis_tables,
+    figure_paths,
+    figures,
+    wants_serving,
+)
+from ctxenergy.paths import ANALYSIS_DIR, FIGURES_DIR
 
 # The serving table and figures only where the grid has a batch axis or engine variants: a batch-1 grid's outputs
 # stay as they were.
 SERVING = wants_serving(config)
 ANALYSIS_TABLES = analysis_tables(SERVING)
 FIGURES = figures(SERVING)
-FIGURE_NAMES = [figure.name for figure in FIGURES]
+ANALYSIS_TABLE_PATHS = analysis_paths(serving=SERVING)
+FIGURE_PNGS = figure_paths("png", serving=SERVING)
+FIGURE_SVGS = figure_paths("svg", serving=SERVING)
 
 # The per-token cost model for estimators (docs/cost-model.md): a derived table, also written as CSV and JSON.
-COST_MODEL = multiext("results/analysis/cost_model", ".parquet", ".csv", ".json")
+COST_MODEL = multiext(f"{ANALYSIS_DIR}/cost_model", ".parquet", ".csv", ".json")
 
 
 rule analyze_cells:
     input:
-        cells="results/cells.parquet",
+        cells=CELLS_TABLE,
         # the cells' own tables: power traces and per-window decode times (traces and runs sit beside each)
         tables=cell_paths(),
     output:
         tables=[
             report(
-                f"results/analysis/{table}.parquet",
+                f"{ANALYSIS_DIR}/{table}.parquet",
                 caption="../report/analysis_table.rst",
                 category="Derived tables",
                 labels={"table": table},
@@ -44,18 +53,18 @@ rule analyze_cells:
 
 rule plot_figures:
     input:
-        expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        ANALYSIS_TABLE_PATHS,
     output:
         [
             report(
-                f"results/figures/{figure.name}.svg",
+                f"{FIGURES_DIR}/{figure.name}.svg",
                 caption=f"../report/{figure.name}.rst",
                 category="Figures",
                 labels={"figure": figure.label},
             )
             for figure in FIGURES
         ],
-        expand("results/figures/{figure}.png", figure=FIGURE_NAMES),
+        FIGURE_PNGS,
     log:
         "results/logs/plot_figures.log",
     localrule: True

@@ -44,9 +44,9 @@ rule measure_cell:
         unpack(cell_inputs),
     output:
         # {cell}: L<n>, or with a batch and variant B<b>/L<n>, V-<variant>/[B<b>/]L<n> (ctxenergy.grid.Cell)
-        cell="results/cells/{model}/{engine}/{phase}/{cell}.parquet",
-        runs="results/cells/{model}/{engine}/{phase}/{cell}.runs.parquet",
-        trace="results/cells/{model}/{engine}/{phase}/{cell}.trace.parquet",
+        cell=CELL_PATTERN,
+        runs=sibling(CELL_PATTERN, "runs"),
+        trace=sibling(CELL_PATTERN, "trace"),
     log:
         "results/logs/measure_cell/{model}/{engine}/{phase}/{cell}.log",
     benchmark:

@@ -3,10 +3,10 @@
 rule execute_notebook:
     input:
         notebook="notebooks/explore.ipynb",
-        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
+        tables=ANALYSIS_TABLE_PATHS,
         cost_model=COST_MODEL,
     output:
-        "results/notebooks/explore.ipynb",
+        NOTEBOOKS_DIR / "explore.ipynb",
     log:
         "results/logs/execute_notebook.log",
     localrule: True

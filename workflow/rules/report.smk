@@ -1,18 +1,15 @@
-REPORT_TARGETS = [
-    "results/report/report.html",
-    "results/paper/paper.html",
-    "results/paper/paper.md",
-    "results/provenance.md",
-]
+from ctxenergy.paths import PAPER, PAPER_MARKDOWN, PAPER_PDF, PROVENANCE, REPORT
+
+REPORT_TARGETS = [REPORT, PAPER, PAPER_MARKDOWN, PROVENANCE]
 
 
 rule write_report:
     input:
-        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
-        figures=expand("results/figures/{figure}.png", figure=FIGURE_NAMES),
+        tables=ANALYSIS_TABLE_PATHS,
+        figures=FIGURE_PNGS,
     output:
         report(
-            "results/report/report.html",
+            REPORT,
             caption="../report/report.rst",
             category="Report",
             labels={"document": "ctxenergy report"},
@@ -28,17 +25,17 @@ rule write_report:
 
 rule write_paper:
     input:
-        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES),
-        figures=expand("results/figures/{figure}.png", figure=FIGURE_NAMES),
+        tables=ANALYSIS_TABLE_PATHS,
+        figures=FIGURE_PNGS,
         template="paper/template.md",
     output:
         html=report(
-            "results/paper/paper.html",
+            PAPER,
             caption="../report/paper.rst",
             category="Report",
             labels={"document": "reproduction write-up"},
         ),
-        markdown="results/paper/paper.md",
+        markdown=PAPER_MARKDOWN,
     log:
         "results/logs/write_paper.log",
     localrule: True
@@ -51,10 +48,10 @@ rule write_paper:
 
 rule write_provenance:
     input:
-        cells="results/cells.parquet",
+        cells=CELLS_TABLE,
     output:
         report(
-            "results/provenance.md",
+            PROVENANCE,
             caption="../report/provenance.rst",
             category="Report",
             labels={"document": "provenance"},
@@ -73,14 +70,14 @@ rule write_provenance:
 
 
 # Not part of the default target: the analysis outputs copied into a folder of their own (config publish_to), in
-# the layout of results/ (paper.md links ../figures/), to be committed beside reference cells.
+# the layout of results/ (paper.md links ../figures/), to be committed beside reference cells (ctxenergy publish).
 rule publish_outputs:
     input:
-        tables=expand("results/analysis/{table}.parquet", table=ANALYSIS_TABLES) + COST_MODEL,
-        figures=expand("results/figures/{figure}.{ext}", figure=FIGURE_NAMES, ext=["png", "svg"]),
-        report="results/report/report.html",
-        paper=["results/paper/paper.html", "results/paper/paper.md"],
-        provenance="results/provenance.md",
+        tables=ANALYSIS_TABLE_PATHS + COST_MODEL,
+        figures=FIGURE_PNGS + FIGURE_SVGS,
+        report=REPORT,
+        paper=[PAPER, PAPER_MARKDOWN],
+        provenance=PROVENANCE,
     output:
         directory(config["publish_to"]),
     log:
@@ -89,18 +86,15 @@ rule publish_outputs:
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "(mkdir -p {output}/analysis {output}/figures {output}/report {output}/paper"
-        " && cp {input.tables} {output}/analysis/ && cp {input.figures} {output}/figures/"
-        " && cp {input.report} {output}/report/ && cp {input.paper} {output}/paper/"
-        " && cp {input.provenance} {output}/) > {log} 2>&1"
+        "ctxenergy publish {input} --out {output} > {log} 2>&1"
 
 
 # Not part of the default target: it needs a headless Chromium (Debian: apt-get install chromium).
 rule paper_pdf:
     input:
-        "results/paper/paper.html",
+        PAPER,
     output:
-        "results/paper/paper.pdf",
+        PAPER_PDF,
     log:
         "results/logs/paper_pdf.log",
     localrule: True

@@ -38,7 +38,7 @@ from ctxenergy.analysis.derived_schema import DERIVED_SCHEMA_VERSION, check_tabl
 from ctxenergy.analysis.systematics import NOT_MEASURED, Systematics
 from ctxenergy.analysis.uncertainty import Z975
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.paths import REPO_ROOT
+from ctxenergy.paths import ANALYSIS_DIR, REPO_ROOT
 
 # The committed fits that `ctxenergy estimate` reads unless told otherwise: the reference campaign's.
 REFERENCE_ANALYSIS = REPO_ROOT / "data" / "reference" / "nvidia-h200" / "campaign" / "outputs" / "analysis"
@@ -210,7 +210,7 @@ def load_cost_model(analysis_dir: str | Path = REFERENCE_ANALYSIS) -> pd.DataFra
     path = Path(analysis_dir) / "cost_model.parquet"
     if not path.is_file():
         raise CtxEnergyError(f"{path}: no cost model there; run the workflow's analysis (`snakemake "
-                             "results/analysis/cost_model.parquet`) or leave --analysis out for the reference campaign")
+                             f"{ANALYSIS_DIR}/cost_model.parquet`) or leave --analysis out for the reference campaign")
 
     table = pd.read_parquet(path)
     version = table["schema_version"].iloc[0] if "schema_version" in table and len(table) else None

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ctxenergy.analysis.derive import TABLES as ANALYSIS_TABLES
+from ctxenergy.paths import ANALYSIS_DIR, FIGURES_DIR
 
-ANALYSIS_DIR = "results/analysis"
-FIGURES_DIR = "results/figures"
 FIGURE_FORMATS = ("png", "svg")  # png: embedded in the pages; svg: the Snakemake report and the write-up's copy
 
 
@@ -75,11 +74,11 @@ def figures(serving: bool = False) -> tuple[Figure, ...]:
     return FIGURES + (SERVING_FIGURES if serving else ())
 
 
-def analysis_paths(directory: str = ANALYSIS_DIR, serving: bool = False) -> list[str]:
+def analysis_paths(directory: str | Path = ANALYSIS_DIR, serving: bool = False) -> list[str]:
     return [f"{directory}/{t}.parquet" for t in analysis_tables(serving)]
 
 
-def figure_paths(ext: str = "png", directory: str = FIGURES_DIR, serving: bool = False) -> list[str]:
+def figure_paths(ext: str = "png", directory: str | Path = FIGURES_DIR, serving: bool = False) -> list[str]:
     return [f"{directory}/{f.name}.{ext}" for f in figures(serving)]
 
 

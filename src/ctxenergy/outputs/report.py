@@ -27,6 +27,7 @@ from ctxenergy.outputs.render import (NO_COUNTER, Cell, brief, ci, condensed_rea
                                       provenance_block, tokens, verdict_class)
 from ctxenergy.outputs.serving import has_rows as serving_has_rows
 from ctxenergy.outputs.serving import section_html as serving_section_html
+from ctxenergy.paths import PAPER
 from ctxenergy.tables import write_text
 
 NEEDED = ("per_cell", "slopes", "fits", "thresholds", "io_ratio", "engine_ratios", "claims")
@@ -360,7 +361,7 @@ def claims_section(cl: pd.DataFrame, figures: dict[str, Path]) -> tuple[str, set
     out = ("<h2>The paper's claims</h2><p class=\"note\">Each verdict is decided against the total interval (the "
            "statistical one and the systematic band in quadrature); one that flips inside it is \"not decidable\". "
            "The full comparison, with the paper's Table 1, is in the reproduction write-up "
-           "(results/paper/paper.html).</p>")
+           f"({PAPER}).</p>")
     shown: set[str] = set()
     for cid, claim, verdict in claim_verdicts(cl):
         rows = [[r.subject or "–", r.metric or "–", r.threshold or "–", Cell(r.verdict, verdict_class(r.verdict)),
