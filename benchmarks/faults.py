@@ -472,8 +472,9 @@ class NVMLError(Exception):
 
 
 def _fake_classes():
-    from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
     from fake_nvml import FakeNvml
+
+    from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
 
     class FaultyNvml(FakeNvml):
         """The fake NVML with hooks: each hook takes the value the fake would return (or raises)."""
@@ -547,6 +548,8 @@ class GpuFault:
 
 
 def telemetry_fault(ctx: Context, name: str, fault: GpuFault) -> Observation:
+    from fake_nvml import FakeGpu
+
     import ctxenergy.measure as measure_mod
     from ctxenergy.config import check_semantics, load_config
     from ctxenergy.grid import Cell
@@ -554,7 +557,6 @@ def telemetry_fault(ctx: Context, name: str, fault: GpuFault) -> Observation:
     from ctxenergy.settings import Settings
     from ctxenergy.tables import read_cell
     from ctxenergy.telemetry.nvml_meter import NvmlMeter
-    from fake_nvml import FakeGpu
 
     FaultyNvml, SleepyEngine = _fake_classes()
     work = ctx.workdir(name)

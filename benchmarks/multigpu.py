@@ -76,7 +76,7 @@ def overlapping_cells(cells: list[tuple[str, str, float, float]]) -> list[tuple[
                 by_gpu.setdefault(u, []).append((start, end, cell))
     for spans in by_gpu.values():
         spans.sort()
-        for (s1, e1, c1), (s2, e2, c2) in zip(spans, spans[1:]):
+        for (_, e1, c1), (s2, _, c2) in zip(spans, spans[1:]):
             if s2 < e1:
                 clashes.append((c1, c2))
     return clashes

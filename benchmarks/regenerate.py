@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ctxenergy.analysis.derive import TABLES  # noqa: E402
-from ctxenergy.outputs.figures import PLOTTERS  # noqa: E402
 from ctxenergy.grid import cached_cell_tables  # noqa: E402
+from ctxenergy.outputs.figures import PLOTTERS  # noqa: E402
 
 TARGET_S = 10.0
 

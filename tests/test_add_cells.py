@@ -4,8 +4,8 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-
 from conftest import REFERENCE
+
 from ctxenergy.cli import main
 
 CAMPAIGN = REFERENCE / "campaign"

@@ -2,10 +2,10 @@
 by transforming the real table (said in each test), so that every verdict can be seen to flip."""
 
 
-from conftest import REFERENCE, reference_cells
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REFERENCE, reference_cells
 
 from ctxenergy.analysis.claims import near_table1, paper_engine_ratios, table1
 from ctxenergy.analysis.derive import derive, model_archs

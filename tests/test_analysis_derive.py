@@ -1,18 +1,17 @@
 """`ctxenergy analyze` end to end on the H200 reference cells, and the derived tables' schema."""
 
-from conftest import reference_cells, reference_tables
 import math
 
 import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import reference_cells, reference_tables
 
 from ctxenergy.analysis.derive import TABLES, derive
 from ctxenergy.analysis.derived_schema import DERIVED_SCHEMA_VERSION, check_table, conform, load_schema
 from ctxenergy.cli import main
 from ctxenergy.errors import CtxEnergyError
-
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,16 @@
 """Per-cell metrics on the real H200 reference cells (read from data/reference, not copied)."""
 
 
-from conftest import reference_cells, reference_tables
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import reference_cells, reference_tables
 
 from ctxenergy.analysis.cells import prepare_cells
 from ctxenergy.analysis.derive import model_archs
 from ctxenergy.analysis.per_cell import decode_bytes, per_cell_metrics
 from ctxenergy.flops import decode_step_bytes
 from ctxenergy.tables import read_cell
-
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ are known exactly.
 """
 
 
-from conftest import reference_cells
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import reference_cells
 
 from ctxenergy.analysis.cells import prepare_cells
 from ctxenergy.analysis.engines import engine_ratios

@@ -1,15 +1,24 @@
 """dE/dL, the weighted E(L) fit and the thresholds: synthetic cases with known answers, then the H200 reference."""
 
 
-from conftest import reference_cells
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import reference_cells
 
 from ctxenergy.analysis.cells import prepare_cells
 from ctxenergy.analysis.per_cell import per_cell_metrics
-from ctxenergy.analysis.scaling import (PLATEAU_FRACTION, fit_from_row, fit_quadratic, fits, plateau_onset,
-                                        power_without_plateau, rise_length, slopes, thresholds)
+from ctxenergy.analysis.scaling import (
+    PLATEAU_FRACTION,
+    fit_from_row,
+    fit_quadratic,
+    fits,
+    plateau_onset,
+    power_without_plateau,
+    rise_length,
+    slopes,
+    thresholds,
+)
 
 GRID = 2.0 ** np.arange(8, 17)
 

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from fake_nvml import FakeGpu, FakeNvml
 
 import ctxenergy.measure as measure_mod
 from ctxenergy.batching import EXCEEDS_ENGINE_LIMIT, OOM, batch_limit_of, limit_before_load
@@ -27,7 +28,6 @@ from ctxenergy.prompts import (
 from ctxenergy.settings import Settings
 from ctxenergy.tables import read_cell
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
-from fake_nvml import FakeGpu, FakeNvml
 
 SERVING = [REPO_ROOT / "config" / "serving.yaml"]
 

@@ -5,7 +5,6 @@ point, and nothing is fetched from outside the page. Screenshots go to results/t
 CI installs Chromium (.ci/run: Debian's chromium); without it these tests fail, they do not skip.
 """
 
-from conftest import REPO, reference_cells_without_energy
 import html
 import json
 import re
@@ -14,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
+from conftest import REPO, reference_cells_without_energy
 from test_report import build
 
 CAMPAIGN_REPORT = REPO / "data" / "reference" / "nvidia-h200" / "campaign" / "outputs" / "report" / "report.html"

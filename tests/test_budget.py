@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REFERENCE, REPO
+
 from ctxenergy.budget import RESERVE_S, SAFETY, estimate_s, job_times, within_budget
 from ctxenergy.config import check_semantics, load_config, validate_schema
 from ctxenergy.errors import ConfigError

@@ -6,8 +6,8 @@ import shutil
 
 import pandas as pd
 import pytest
-
 from conftest import REFERENCE
+
 from ctxenergy.aggregate import aggregate
 from ctxenergy.cli import main
 from ctxenergy.config import load_config

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from ctxenergy.compare import board_offset_line, compare_cells
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.tables import read_cell, sibling, write_table
@@ -75,8 +75,10 @@ def test_two_h200_boards_differ_by_the_documented_tolerance():
 
 def test_cli_exit_status_and_one_line_errors(tmp_path):
     ref = str(REF / "campaign" / "cells")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True,
-                                    text=True, cwd=REPO)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True, text=True,
+                              cwd=REPO)
+
     ok = run(ref, str(_copy_scaled(tmp_path / "a", 1.0)), "--out", str(tmp_path / "cmp.csv"))
     assert ok.returncode == 0 and "1 cells compared: 1 agrees" in ok.stdout and (tmp_path / "cmp.csv").exists()
     bad = run(ref, str(_copy_scaled(tmp_path / "b", 1.10)))
@@ -111,8 +113,10 @@ def test_named_cells_only_each_in_both_and_exit_zero_on_request(tmp_path):
         compare_cells(ref, ref, cells=["llama-3.1-8b/hf-sdpa/L16384"])
     with pytest.raises(CtxEnergyError, match="no cell given"):
         compare_cells(ref, ref, cells=[])
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True,
-                                    text=True, cwd=REPO)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True, text=True,
+                              cwd=REPO)
+
     shifted = str(_copy_scaled(tmp_path / "b", 1.10))
     assert run(str(ref), shifted, "--cells", CELL).returncode == 1
     kept = run(str(ref), shifted, "--cells", CELL, "--exit-zero", "--out", str(tmp_path / "t.csv"))

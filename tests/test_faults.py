@@ -8,7 +8,6 @@ import sys
 import types
 
 import pytest
-
 from conftest import REPO
 
 spec = importlib.util.spec_from_file_location("faults", REPO / "benchmarks" / "faults.py")

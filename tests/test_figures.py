@@ -1,16 +1,15 @@
 """Figures from the derived tables: the reference H200 cells, and tables without energy (a CPU host)."""
 
-from conftest import reference_cells, reference_cells_without_energy, reference_tables
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import reference_cells, reference_cells_without_energy, reference_tables
 
 from ctxenergy.analysis.derive import derive, read_cell_tables
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.figures import PLOTTERS, make_figures
 from ctxenergy.outputs.plotting import ENGINE_PALETTE, ENGINE_STYLES, style
-
 
 
 def all_outputs(directory: Path) -> list[Path]:

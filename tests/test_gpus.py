@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 from fake_nvml import FakeGpu, FakeNvml
 
-from conftest import REPO
 from ctxenergy.config import check_semantics, load_config, validate_schema
 from ctxenergy.errors import ConfigError, NoDeviceError
 from ctxenergy.gpus import LOCK_DIR_ENV, GpuClaimError, check_tp_fits_host, claim, claimed_gpus

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from fake_nvml import FakeGpu, FakeNvml
 
 import ctxenergy.measure as measure_mod
 from ctxenergy.config import check_semantics, load_config, validate_schema
@@ -19,7 +20,6 @@ from ctxenergy.prompts import save_ids
 from ctxenergy.settings import MeasureSettings, Settings
 from ctxenergy.tables import read_cell, sibling
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
-from fake_nvml import FakeGpu, FakeNvml
 
 EXTRA_W = 300.0
 

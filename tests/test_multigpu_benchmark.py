@@ -4,9 +4,8 @@ import importlib.util
 
 import numpy as np
 import pandas as pd
-import pytest
-
 from conftest import REPO
+
 from ctxenergy.stats import welch_diff_pct
 
 spec = importlib.util.spec_from_file_location("multigpu", REPO / "benchmarks" / "multigpu.py")

@@ -3,7 +3,6 @@
 import json
 
 import nbformat
-import pytest
 
 from ctxenergy.cli import main
 from ctxenergy.notebook import execute_notebook

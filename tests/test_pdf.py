@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from ctxenergy.outputs import pdf
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.outputs import pdf
 
 
 def fake_browser(tmp_path, body: str):

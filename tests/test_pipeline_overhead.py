@@ -3,7 +3,6 @@
 import importlib.util
 
 import pandas as pd
-
 from conftest import REFERENCE, REPO
 
 spec = importlib.util.spec_from_file_location("pipeline_overhead", REPO / "benchmarks" / "pipeline_overhead.py")

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REFERENCE, REPO
+
 from ctxenergy.config import load_config
 
 spec = importlib.util.spec_from_file_location("protocol_estimate", REPO / "benchmarks" / "protocol_estimate.py")

@@ -1,8 +1,8 @@
 """ctxenergy provenance: the page is read from the cells, the jobs' benchmark files and Snakemake's logs."""
 
 import pandas as pd
-
 from conftest import REFERENCE, REPO
+
 from ctxenergy.cli import main
 from ctxenergy.provenance import job_seconds, snakemake_runs
 

@@ -6,7 +6,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REFERENCE, REPO
 
 README = (REPO / "README.md").read_text()

@@ -1,12 +1,12 @@
 """The HTML report and the reproduction write-up, from the H200 reference and from cells without energy."""
 
-from conftest import reference_cells, reference_cells_without_energy, reference_tables
 import html
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import reference_cells, reference_cells_without_energy, reference_tables
 
 from ctxenergy.analysis.derive import TABLES, derive, read_cell_tables, write_derived
 from ctxenergy.cli import main

@@ -2,11 +2,10 @@
 size and engine variant, the batch at which a short prefill stops being host-bound, the variants' ratios, the two
 other papers' claims and their flips, the serving figures and the report's and write-up's Serving section."""
 
-from serving_cells import BATCHES, G, LENGTHS, decode_energy, prefill_energy, serving_cells
-from test_analysis_claims import board_pairs, quadratic, synthetic
 import numpy as np
-import pandas as pd
 import pytest
+from serving_cells import BATCHES, LENGTHS, G, decode_energy, prefill_energy, serving_cells
+from test_analysis_claims import board_pairs, quadratic, synthetic
 
 from ctxenergy.analysis.derive import TABLES, derive
 from ctxenergy.analysis.derived_schema import check_table, conform

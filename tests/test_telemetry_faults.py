@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REFERENCE
 from fake_nvml import FakeGpu, FakeNvml
 
 import ctxenergy.measure as measure_mod
-from conftest import REFERENCE
 from ctxenergy.aggregate import aggregate, summarize_cell
 from ctxenergy.analysis.cells import prepare_cells
 from ctxenergy.config import check_semantics, load_config

@@ -15,7 +15,7 @@ from ctxenergy.errors import ConfigError
 from ctxenergy.models import resolve_model
 from ctxenergy.paths import REPO_ROOT
 from ctxenergy.settings import Settings
-from ctxenergy.weights import MARKER, UNIFORM_HIGH, shared_weights_dir
+from ctxenergy.weights import MARKER, UNIFORM_HIGH
 
 torch = pytest.importorskip("torch")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, copy_repo
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 # When this job's Python got here (imports of the standard library only): the start of a cell's timeline.
 JOB_START = time.perf_counter()
 
-from ctxenergy.errors import ConfigError, CtxEnergyError
+from ctxenergy.errors import ConfigError, CtxEnergyError  # noqa: E402 (after JOB_START, on purpose)
 
 if TYPE_CHECKING:
     from ctxenergy.settings import Settings
@@ -269,9 +269,9 @@ def cmd_warmup(args) -> int:
 
 def cmd_weights(args) -> int:
     """Generate a model's shared random weights (random_weights: shared) once, on the config's device."""
+    from ctxenergy.engines.hf import make_shared_weights
     from ctxenergy.engines.registry import REFERENCE_ENGINE
     from ctxenergy.telemetry.nvml_api import check_device
-    from ctxenergy.engines.hf import make_shared_weights
 
     config, check, settings = _load(args)
     check(config, str(args.config), engines_needed=(REFERENCE_ENGINE,))  # its package builds the weights

@@ -370,7 +370,7 @@ def _fit_thresholds(key: dict, q, f: QuadraticFit | None, gen) -> list[dict]:
         defined = float(np.isfinite(d_total).mean())
         # no interval around an undefined point: the defined draws alone would suggest a value the fit does not give
 
-        def interval(d):
+        def interval(d, point=point):
             ok = np.isfinite(point) and np.isfinite(d).any() and d.size > 1
             return (np.nanpercentile(d, 2.5), np.nanpercentile(d, 97.5)) if ok else (np.nan, np.nan)
 

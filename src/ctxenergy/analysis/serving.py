@@ -88,8 +88,7 @@ def _prefill_rows(pre: pd.DataFrame, sys: Systematics) -> list[dict]:
         tlo, thi = total_interval(v, lo, hi, sys.absolute_rel)
         rows.append(_row("e_in", r, value=v, ci_low=lo, ci_high=hi, total_low=float(tlo), total_high=float(thi),
                          sys_rel=sys.absolute_rel, unit="J/token", mean_power_w=float(r["mean_power_w"])))
-    for (model, engine, variant, L), g in pre.groupby(["model", "engine", "engine_variant", "length_tokens"],
-                                                      sort=False):
+    for _, g in pre.groupby(["model", "engine", "engine_variant", "length_tokens"], sort=False):
         g = g.sort_values("batch_size")
         by_b = {int(r["batch_size"]): r for _, r in g.iterrows()}
         if 1 in by_b:

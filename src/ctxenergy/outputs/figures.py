@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctxenergy.analysis.cells import engine_rank
+from ctxenergy.analysis.cells import engine_rank, serial
 from ctxenergy.analysis.paper_values import PAPER
 from ctxenergy.analysis.scaling import fit_from_row
 from ctxenergy.engines.registry import family
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.analysis.cells import serial
 from ctxenergy.outputs.catalog import FIGURE_NAMES, SERVING_FIGURE_NAMES, read_tables
 from ctxenergy.outputs.plotting import (
     MISSING_COLOUR,

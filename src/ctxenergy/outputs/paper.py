@@ -30,10 +30,27 @@ from ctxenergy.analysis.uncertainty import DRAWS
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.catalog import FIGURE_TITLES, SERVING_FIGURE_NAMES
 from ctxenergy.outputs.findings import CLAIM_FIGURES, claim_verdicts, key_findings, provenance_facts, verdict_summary
-from ctxenergy.outputs.render import (INTERVAL, NO_COUNTER, brief, ci, energy_label, energy_missing,
-                                      energy_missing_reason, finite, fmt, fmt_ci, join_words, md_table, no_break,
-                                      no_counter, page, png_data_uri, tokens)
-from ctxenergy.outputs.render import condensed_reason, provenance_block
+from ctxenergy.outputs.render import (
+    INTERVAL,
+    NO_COUNTER,
+    brief,
+    ci,
+    condensed_reason,
+    energy_label,
+    energy_missing,
+    energy_missing_reason,
+    finite,
+    fmt,
+    fmt_ci,
+    join_words,
+    md_table,
+    no_break,
+    no_counter,
+    page,
+    png_data_uri,
+    provenance_block,
+    tokens,
+)
 from ctxenergy.outputs.report import read_inputs
 from ctxenergy.outputs.serving import section_md as serving_section_md
 from ctxenergy.tables import write_text

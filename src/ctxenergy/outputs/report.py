@@ -21,10 +21,31 @@ from ctxenergy.analysis.scaling import PLATEAU_FRACTION
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.catalog import FIGURE_TITLES, SERVING_FIGURE_NAMES, read_tables
 from ctxenergy.outputs.findings import CLAIM_FIGURES, HERO_FIGURE, claim_verdicts, key_findings, provenance_facts
-from ctxenergy.outputs.render import (NO_COUNTER, Cell, brief, ci, condensed_reason, energy_label, energy_missing,
-                                      energy_missing_reason, esc, finite, fmt, fmt_ci, html_table, keep_together,
-                                      length_range, long_table, no_counter, none_usable, page, png_data_uri,
-                                      provenance_block, tokens, verdict_class)
+from ctxenergy.outputs.render import (
+    NO_COUNTER,
+    Cell,
+    brief,
+    ci,
+    condensed_reason,
+    energy_label,
+    energy_missing,
+    energy_missing_reason,
+    esc,
+    finite,
+    fmt,
+    fmt_ci,
+    html_table,
+    keep_together,
+    length_range,
+    long_table,
+    no_counter,
+    none_usable,
+    page,
+    png_data_uri,
+    provenance_block,
+    tokens,
+    verdict_class,
+)
 from ctxenergy.outputs.serving import has_rows as serving_has_rows
 from ctxenergy.outputs.serving import section_html as serving_section_html
 from ctxenergy.paths import PAPER
