@@ -47,8 +47,12 @@ def main(argv: list[str]) -> int:
         print(f"{cell_id:40s} {est if est is not None else float('nan'):10.1f} {s:8.1f}  {'yes' if loaded else ''}")
     known = [(est, s) for _, est, s, _ in rows if est is not None]
     est_sum, job_sum = sum(e for e, _ in known), sum(s for _, s in known)
-    print(f"{len(known)} of {len(rows)} cells estimated: {est_sum:.0f} s estimated, {job_sum:.0f} s measured "
-          f"({job_sum / est_sum:.2f}x)" if known else f"{len(rows)} cells, none estimated")
+    print(
+        f"{len(known)} of {len(rows)} cells estimated: {est_sum:.0f} s estimated, {job_sum:.0f} s measured "
+        f"({job_sum / est_sum:.2f}x)"
+        if known
+        else f"{len(rows)} cells, none estimated"
+    )
     return 0
 
 

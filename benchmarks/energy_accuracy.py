@@ -55,12 +55,14 @@ def require_gpu():
 
 # --- sampler overhead ---
 
-def interleaved_timings(run_once: Callable[[], float], sampler_on: Callable[[], ContextManager], rounds: int,
-                        block: int) -> list[dict]:
+
+def interleaved_timings(
+    run_once: Callable[[], float], sampler_on: Callable[[], ContextManager], rounds: int, block: int
+) -> list[dict]:
     """`block` runs with the sampler and `block` without, per round; the order alternates so drift favours neither."""
     rows = []
     for r in range(rounds):
-        for on in ((True, False) if r % 2 == 0 else (False, True)):
+        for on in (True, False) if r % 2 == 0 else (False, True):
             with sampler_on() if on else contextlib.nullcontext():
                 for i in range(block):
                     rows.append({"round": r, "sampler": on, "run": i, "seconds": run_once()})
@@ -76,17 +78,27 @@ def slowdown(rows: list[dict], seed: int = 0) -> dict:
     boots = np.median(rng.choice(ratios, size=(2000, ratios.size)), axis=1)
     low, high = np.percentile(boots, [2.5, 97.5])
     return {
-        "rounds": int(ratios.size), "runs_on": int(df["sampler"].sum()), "runs_off": int((~df["sampler"]).sum()),
+        "rounds": int(ratios.size),
+        "runs_on": int(df["sampler"].sum()),
+        "runs_off": int((~df["sampler"]).sum()),
         "median_on_s": float(df.loc[df["sampler"], "seconds"].median()),
         "median_off_s": float(df.loc[~df["sampler"], "seconds"].median()),
         "slowdown_pct": float(np.median(ratios)),
-        "slowdown_ci95_low_pct": float(low), "slowdown_ci95_high_pct": float(high),
+        "slowdown_ci95_low_pct": float(low),
+        "slowdown_ci95_high_pct": float(high),
     }
 
 
-def sampler_overhead(backend, workloads: list[tuple[str, int, int]], intervals: list[float], rounds: int, block: int,
-                     log: Callable[[str], None], model: str = MODEL,
-                     device: str = "cuda") -> tuple[list[dict], list[dict]]:
+def sampler_overhead(
+    backend,
+    workloads: list[tuple[str, int, int]],
+    intervals: list[float],
+    rounds: int,
+    block: int,
+    log: Callable[[str], None],
+    model: str = MODEL,
+    device: str = "cuda",
+) -> tuple[list[dict], list[dict]]:
     """Run times with the meter's sampler thread running and without, per workload (phase, L, output tokens):
     a GPU-bound prefill, and an HF generate whose decode steps wait on the host (where a sampler thread competing
     for the interpreter would show). `device="cpu"` only to try the code."""
@@ -122,15 +134,18 @@ def sampler_overhead(backend, workloads: list[tuple[str, int, int]], intervals: 
         for interval in intervals:
             # The production sampler exactly: NvmlMeter's own thread, reading instant power and clock-event reasons.
             def sampler_on(interval=interval):
-                return NvmlMeter(uuids=[uuid] if uuid else None, sample_interval_s=interval, backend=backend,
-                                 detect_period=False)
+                return NvmlMeter(
+                    uuids=[uuid] if uuid else None, sample_interval_s=interval, backend=backend, detect_period=False
+                )
 
             rows = interleaved_timings(run_once, sampler_on, rounds, block)
             s = slowdown(rows)
             summary.append({"device": device_name, "workload": workload, "sampler_interval_s": interval, **s})
             runs += [{"workload": workload, "sampler_interval_s": interval, **r} for r in rows]
-            log(f"{what}, sampler every {interval * 1e3:.0f} ms: {s['slowdown_pct']:+.2f} % "
-                f"(95 % CI {s['slowdown_ci95_low_pct']:+.2f} .. {s['slowdown_ci95_high_pct']:+.2f} %)")
+            log(
+                f"{what}, sampler every {interval * 1e3:.0f} ms: {s['slowdown_pct']:+.2f} % "
+                f"(95 % CI {s['slowdown_ci95_low_pct']:+.2f} .. {s['slowdown_ci95_high_pct']:+.2f} %)"
+            )
     engine.close()
     return summary, runs
 
@@ -138,20 +153,24 @@ def sampler_overhead(backend, workloads: list[tuple[str, int, int]], intervals: 
 def format_overhead(summary: list[dict]) -> str:
     lines = [f"{'workload':<66} {'sampler':>8} {'off s':>8} {'on s':>8} {'slowdown':>10} {'95 % CI':>18}"]
     for r in summary:
-        lines.append(f"{r['workload']:<66} {r['sampler_interval_s'] * 1e3:>6.0f}ms {r['median_off_s']:>8.4f} "
-                     f"{r['median_on_s']:>8.4f} {r['slowdown_pct']:>+9.2f}% "
-                     f"{r['slowdown_ci95_low_pct']:>+8.2f}..{r['slowdown_ci95_high_pct']:+.2f}%")
+        lines.append(
+            f"{r['workload']:<66} {r['sampler_interval_s'] * 1e3:>6.0f}ms {r['median_off_s']:>8.4f} "
+            f"{r['median_on_s']:>8.4f} {r['slowdown_pct']:>+9.2f}% "
+            f"{r['slowdown_ci95_low_pct']:>+8.2f}..{r['slowdown_ci95_high_pct']:+.2f}%"
+        )
     return "\n".join(lines)
 
 
 # --- main ---
 
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--parts", default="calibration,overhead", help="calibration, overhead, or both")
-    p.add_argument("--quick", action="store_true",
-                   help="short calibration (lengths <= 0.5 s, 8 windows) and fewer rounds")
+    p.add_argument(
+        "--quick", action="store_true", help="short calibration (lengths <= 0.5 s, 8 windows) and fewer rounds"
+    )
     p.add_argument("--windows", type=int, default=20)
     p.add_argument("--truth-s", type=float, default=20.0)
     p.add_argument("--lengths", default="0.1,0.2,0.5,1,2")
@@ -159,8 +178,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--length", type=int, default=4096, help="prefill length of the overhead workload")
     p.add_argument("--generate-length", type=int, default=1024, help="prompt length of the generate workload")
     p.add_argument("--generate-tokens", type=int, default=16, help="output tokens of the generate workload (0: none)")
-    p.add_argument("--rounds", type=int, default=12,
-                   help="overhead rounds (each: a block with the sampler, one without)")
+    p.add_argument(
+        "--rounds", type=int, default=12, help="overhead rounds (each: a block with the sampler, one without)"
+    )
     p.add_argument("--block", type=int, default=3, help="prefills per block")
     return p.parse_args(argv)
 
@@ -190,12 +210,14 @@ def run(args: argparse.Namespace) -> int:
         workloads = [("prefill", args.length, 1)]
         if args.generate_tokens:
             workloads.append(("generate", args.generate_length, args.generate_tokens))
-        summary_rows, runs = sampler_overhead(backend, workloads, [PRODUCTION_INTERVAL_S, CALIBRATION_INTERVAL_S],
-                                              rounds, args.block, log)
+        summary_rows, runs = sampler_overhead(
+            backend, workloads, [PRODUCTION_INTERVAL_S, CALIBRATION_INTERVAL_S], rounds, args.block, log
+        )
         write_csv_or_parquet(pd.DataFrame(summary_rows), out / "sampler_overhead.csv")
         write_csv_or_parquet(pd.DataFrame(runs), out / "sampler_overhead.runs.csv")
-        tables.append("Sampler overhead (run time with the power-sampler thread vs without)\n"
-                      + format_overhead(summary_rows))
+        tables.append(
+            "Sampler overhead (run time with the power-sampler thread vs without)\n" + format_overhead(summary_rows)
+        )
     print("\n\n".join(tables))
     print(f"\n{time.perf_counter() - t0:.0f} s; tables in {out}")
     return 0

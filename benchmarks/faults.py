@@ -58,6 +58,7 @@ UGLY_MARKERS = ("Traceback (most recent call last)", "Failed validating", "On in
 
 # --- what a run showed, and its class --------------------------------------------------------------------------
 
+
 @dataclass
 class Observation:
     """What one faulted run showed its user.
@@ -119,7 +120,7 @@ def _error_line(obs: Observation) -> str:
     lines = [line.strip() for line in obs.message.splitlines() if line.strip()]
     if obs.channel == "status":
         return lines[0] if len(lines) == 1 else ""
-    ours = [line[line.index("ctxenergy:"):] for line in lines if "ctxenergy:" in line]
+    ours = [line[line.index("ctxenergy:") :] for line in lines if "ctxenergy:" in line]
     if obs.channel == "cli":
         return ours[0] if ours and lines[0].startswith("ctxenergy:") else ""
     named = [line for line in ours if any(n in line for n in obs.names)]
@@ -161,12 +162,19 @@ def _limit_file_size(max_bytes: int):
     return apply
 
 
-def run_cmd(args: list[str], cwd: Path, timeout: float = 180, file_limit: int | None = None,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cmd(
+    args: list[str], cwd: Path, timeout: float = 180, file_limit: int | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=_limit_file_size(file_limit) if file_limit else None,
-                              env={**os.environ, **(env or {})})
+        return subprocess.run(
+            args,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=_limit_file_size(file_limit) if file_limit else None,
+            env={**os.environ, **(env or {})},
+        )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
@@ -184,7 +192,9 @@ def snakemake(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
 def from_cli(proc: subprocess.CompletedProcess, right: bool = True, detail: str = "", **kw) -> Observation:
     if proc.returncode == -999:
         return Observation(failed=True, timed_out=True, detail="the command did not end")
-    return Observation(failed=proc.returncode != 0, message=proc.stderr, channel="cli", right=right, detail=detail, **kw)
+    return Observation(
+        failed=proc.returncode != 0, message=proc.stderr, channel="cli", right=right, detail=detail, **kw
+    )
 
 
 def workflow_text(proc: subprocess.CompletedProcess, cwd: Path) -> str:
@@ -197,12 +207,19 @@ def workflow_text(proc: subprocess.CompletedProcess, cwd: Path) -> str:
     return text
 
 
-def from_workflow(proc: subprocess.CompletedProcess, cwd: Path, right: bool = True, detail: str = "",
-                  **kw) -> Observation:
+def from_workflow(
+    proc: subprocess.CompletedProcess, cwd: Path, right: bool = True, detail: str = "", **kw
+) -> Observation:
     if proc.returncode == -999:
         return Observation(failed=True, timed_out=True, detail="snakemake did not end")
-    return Observation(failed=proc.returncode != 0, message=workflow_text(proc, cwd), channel="workflow",
-                       right=right, detail=detail, **kw)
+    return Observation(
+        failed=proc.returncode != 0,
+        message=workflow_text(proc, cwd),
+        channel="workflow",
+        right=right,
+        detail=detail,
+        **kw,
+    )
 
 
 def from_exception(exc: BaseException, **kw) -> Observation:
@@ -272,12 +289,16 @@ def alive(pids: list[int]) -> list[int]:
 # --- shared setup ----------------------------------------------------------------------------------------------
 
 # The CPU smoke config cut to one engine and one length, with short windows: a complete run in seconds.
-QUICK = ("engines: [hf-sdpa]\nlengths: [64]\n"
-         "measure: {warmup: true, repeats: 2, min_window_s: 0.05, max_runs_per_window: 8, idle_s: 0.05, "
-         "cooldown_s: 0.0}\n")
+QUICK = (
+    "engines: [hf-sdpa]\nlengths: [64]\n"
+    "measure: {warmup: true, repeats: 2, min_window_s: 0.05, max_runs_per_window: 8, idle_s: 0.05, "
+    "cooldown_s: 0.0}\n"
+)
 # Cells long enough (a few seconds per job) to kill or interrupt a job while it measures.
-SLOW = ("measure: {warmup: true, repeats: 3, min_window_s: 2.0, max_runs_per_window: 100000, idle_s: 0.5, "
-        "cooldown_s: 0.0}\n")
+SLOW = (
+    "measure: {warmup: true, repeats: 3, min_window_s: 2.0, max_runs_per_window: 100000, idle_s: 0.5, "
+    "cooldown_s: 0.0}\n"
+)
 CONFIGS = ["--configfile", "config/smoke.yaml", "quick.yaml"]
 CLI_CONFIG = ["--config", "config.yaml", "--configfile", "config/smoke.yaml", "--configfile", "quick.yaml"]
 CELL = "results/cells/tiny-llama/hf-sdpa/prefill/L64.parquet"
@@ -318,7 +339,9 @@ class Context:
             (base / "quick.yaml").write_text(QUICK)
             proc = snakemake(["results/cells.parquet", "--cores", "2", *CONFIGS], base, timeout=600)
             if proc.returncode:
-                raise RuntimeError(f"the fault suite's base smoke run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+                raise RuntimeError(
+                    f"the fault suite's base smoke run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+                )
             self._smoke = base
         return self._smoke
 
@@ -354,8 +377,19 @@ class Context:
 
 # --- cell files: aggregate + analyse, compared with the clean cells ----------------------------------------------
 
-COMPARED = ["cell_id", "model", "engine", "phase", "length_tokens", "status", "usable", "energy_per_run_j",
-            "dynamic_energy_per_run_j", "run_s", "n_windows"]
+COMPARED = [
+    "cell_id",
+    "model",
+    "engine",
+    "phase",
+    "length_tokens",
+    "status",
+    "usable",
+    "energy_per_run_j",
+    "dynamic_energy_per_run_j",
+    "run_s",
+    "n_windows",
+]
 
 
 def analyse_cells(cells_dir: Path, work: Path, file_limit: int | None = None, out_dir: Path | None = None) -> dict:
@@ -367,8 +401,19 @@ def analyse_cells(cells_dir: Path, work: Path, file_limit: int | None = None, ou
     result = {"proc": proc, "per_cell": None, "traces": None}
     if proc.returncode:
         return result
-    proc = ctxenergy(["analyze", str(cells_table), "--cell-tables", *tables, "--out",
-                      str(out_dir / "per_cell.parquet"), str(out_dir / "traces.parquet")], work, file_limit=file_limit)
+    proc = ctxenergy(
+        [
+            "analyze",
+            str(cells_table),
+            "--cell-tables",
+            *tables,
+            "--out",
+            str(out_dir / "per_cell.parquet"),
+            str(out_dir / "traces.parquet"),
+        ],
+        work,
+        file_limit=file_limit,
+    )
     result["proc"] = proc
     if proc.returncode == 0:
         result["per_cell"] = pd.read_parquet(out_dir / "per_cell.parquet")
@@ -402,8 +447,14 @@ def _first_diff(x: pd.Series, y: pd.Series) -> str:
     return "values"
 
 
-def cell_file_fault(ctx: Context, name: str, inject: Callable[[Path], None], names: tuple[str, ...],
-                    excluded_ok: str = "", must_stop: str = "") -> Observation:
+def cell_file_fault(
+    ctx: Context,
+    name: str,
+    inject: Callable[[Path], None],
+    names: tuple[str, ...],
+    excluded_ok: str = "",
+    must_stop: str = "",
+) -> Observation:
     """Corrupt a copy of the reference cells, aggregate and analyse them, compare with the clean cells.
 
     excluded_ok: a cell id whose exclusion from the analysis (usable false, with a reason) is also correct.
@@ -447,8 +498,9 @@ def _rewrite(path: Path, change: Callable[[pd.DataFrame], pd.DataFrame], meta_ch
     new = pa.Table.from_pandas(df, preserve_index=False)
     if meta_change:
         meta = meta_change(meta)
-    new = new.replace_schema_metadata({**(new.schema.metadata or {}), **{k: v for k, v in meta.items()
-                                                                       if k != b"pandas"}})
+    new = new.replace_schema_metadata(
+        {**(new.schema.metadata or {}), **{k: v for k, v in meta.items() if k != b"pandas"}}
+    )
     pq.write_table(new, path)
 
 
@@ -583,8 +635,12 @@ def telemetry_fault(ctx: Context, name: str, fault: GpuFault) -> Observation:
     real_make_engine, meter = measure_mod.make_engine, None
     measure_mod.make_engine = lambda *a: engine
     try:
-        meter = NvmlMeter(uuids=["GPU-fake-0"], backend=FaultyNvml([gpu], **fault.hooks(gpu)), sample_interval_s=0.01,
-                          own_pids={os.getpid()})
+        meter = NvmlMeter(
+            uuids=["GPU-fake-0"],
+            backend=FaultyNvml([gpu], **fault.hooks(gpu)),
+            sample_interval_s=0.01,
+            own_pids={os.getpid()},
+        )
         if fault.at_idle:
             real_idle = meter.measure_idle
 
@@ -593,8 +649,14 @@ def telemetry_fault(ctx: Context, name: str, fault: GpuFault) -> Observation:
                 return real_idle(seconds)
 
             meter.measure_idle = idle_with_fault
-        record = measure_mod.measure_cell(Settings.from_config(config), Cell("tiny-llama", "hf-sdpa", "prefill", L),
-                                          work / "p.npy", work / "w.npy", out, meter=meter)
+        record = measure_mod.measure_cell(
+            Settings.from_config(config),
+            Cell("tiny-llama", "hf-sdpa", "prefill", L),
+            work / "p.npy",
+            work / "w.npy",
+            out,
+            meter=meter,
+        )
     except Exception as exc:  # noqa: BLE001 - what escapes is what the user would see
         return from_exception(exc)
     finally:
@@ -603,8 +665,9 @@ def telemetry_fault(ctx: Context, name: str, fault: GpuFault) -> Observation:
             meter.close()
     windows, _, _, meta = read_cell(out)
     if record.status != "ok":
-        return Observation(failed=True, message=meta.get("status_reason") or f"status {record.status}, no reason",
-                           channel="status")
+        return Observation(
+            failed=True, message=meta.get("status_reason") or f"status {record.status}, no reason", channel="status"
+        )
     reported = [f for f in fault.flags if f in record.flags]
     if reported:
         return Observation(failed=True, message=f"flag {reported[0]}", channel="status")
@@ -613,9 +676,12 @@ def telemetry_fault(ctx: Context, name: str, fault: GpuFault) -> Observation:
     err = (got / truth - 1).abs()
     if not np.isfinite(got).all() or (err > fault.tolerance).any():
         worst = int(np.nanargmax(err.fillna(np.inf).to_numpy()))
-        return Observation(failed=False, right=False,
-                           detail=f"status ok, energy per run {got.iloc[worst]:.4g} J where the load drew "
-                                  f"{truth.iloc[worst]:.4g} J (window {worst})")
+        return Observation(
+            failed=False,
+            right=False,
+            detail=f"status ok, energy per run {got.iloc[worst]:.4g} J where the load drew "
+            f"{truth.iloc[worst]:.4g} J (window {worst})",
+        )
     extra = fault.check(windows) if fault.check else ""
     return Observation(failed=False, right=not extra, detail=extra)
 
@@ -698,9 +764,21 @@ def _cap_recorded(windows: pd.DataFrame) -> str:
 
 # --- CLI measure on the CPU smoke config ----------------------------------------------------------------------------
 
+
 def measure_args(*extra: str, length: int = 64, engine: str = "hf-sdpa") -> list[str]:
-    return ["measure", *CLI_CONFIG, "--model", "tiny-llama", "--engine", engine, "--phase", "prefill", "--length",
-            str(length), *extra]
+    return [
+        "measure",
+        *CLI_CONFIG,
+        "--model",
+        "tiny-llama",
+        "--engine",
+        engine,
+        "--phase",
+        "prefill",
+        "--length",
+        str(length),
+        *extra,
+    ]
 
 
 def _files_state(repo: Path, rels: list[str]) -> dict:
@@ -708,14 +786,25 @@ def _files_state(repo: Path, rels: list[str]) -> dict:
 
 
 def _partial_files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and
-                  (p.name.startswith(".") or p.name.endswith(".tmp")))
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and (p.name.startswith(".") or p.name.endswith(".tmp"))
+    )
 
 
-def measure_fault(ctx: Context, name: str, prepare: Callable[[Path], list[str]], names: tuple[str, ...],
-                  file_limit: int | None = None, out: str = "out/L64.parquet", length: int = 64,
-                  engine: str = "hf-sdpa", guard: tuple[str, ...] = (PROMPT, WARMUP),
-                  must_stop: str = "") -> Observation:
+def measure_fault(
+    ctx: Context,
+    name: str,
+    prepare: Callable[[Path], list[str]],
+    names: tuple[str, ...],
+    file_limit: int | None = None,
+    out: str = "out/L64.parquet",
+    length: int = 64,
+    engine: str = "hf-sdpa",
+    guard: tuple[str, ...] = (PROMPT, WARMUP),
+    must_stop: str = "",
+) -> Observation:
     """`ctxenergy measure` after `prepare(repo)` (which returns extra arguments). Correct: exit 0 with an ok cell,
     or, where `must_stop` says what exit 0 would hide, a clear refusal. `guard` files must not change whatever
     happens; nothing partial may be left in the output folder."""
@@ -748,6 +837,7 @@ def _write_npy(rel: str, ids) -> Callable[[Path], None]:
 
 # --- Snakemake runs ------------------------------------------------------------------------------------------------
 
+
 def _cells_table(repo: Path) -> pd.DataFrame:
     return pd.read_parquet(repo / "results" / "cells.parquet")
 
@@ -755,7 +845,7 @@ def _cells_table(repo: Path) -> pd.DataFrame:
 def _dry_run_shell(repo: Path, target: str, args: list[str]) -> str:
     proc = snakemake([target, "-n", "-p", "--cores", "1", "--forcerun", target, *args], repo)
     text = proc.stdout + proc.stderr
-    commands = [line[line.index("ctxenergy measure"):] for line in text.splitlines() if "ctxenergy measure" in line]
+    commands = [line[line.index("ctxenergy measure") :] for line in text.splitlines() if "ctxenergy measure" in line]
     if not commands:
         raise RuntimeError(f"no measure command in the dry run:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return commands[0]
@@ -775,8 +865,11 @@ def settings_change_mid_campaign(ctx: Context) -> Observation:
         return from_cli(proc)
     cell = pd.read_parquet(repo / GEN_CELL)
     tokens = int(cell["output_tokens"].iloc[0])
-    return Observation(failed=False, right=tokens == 8,
-                       detail=f"exit 0, the campaign's cell measured G = {tokens} (the dry run's) instead of 8")
+    return Observation(
+        failed=False,
+        right=tokens == 8,
+        detail=f"exit 0, the campaign's cell measured G = {tokens} (the dry run's) instead of 8",
+    )
 
 
 def stale_row_after_deleting_a_cached_cell(ctx: Context) -> Observation:
@@ -792,13 +885,17 @@ def stale_row_after_deleting_a_cached_cell(ctx: Context) -> Observation:
     if proc.returncode:
         return from_workflow(proc, repo, names=("cached",))
     ids = list(_cells_table(repo)["cell_id"])
-    return Observation(failed=False, right=ids == ["tiny-llama/hf-sdpa/generate/L64"],
-                       detail=f"exit 0, results/cells.parquet still lists {ids} after a cell was deleted")
+    return Observation(
+        failed=False,
+        right=ids == ["tiny-llama/hf-sdpa/generate/L64"],
+        detail=f"exit 0, results/cells.parquet still lists {ids} after a cell was deleted",
+    )
 
 
 def _start(args: list[str], repo: Path) -> subprocess.Popen:
-    return subprocess.Popen(SNAKEMAKE + args, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        SNAKEMAKE + args, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def _wait_for(path: Path, seconds: float = 120) -> bool:
@@ -823,8 +920,9 @@ def _slow_repo(ctx: Context, name: str) -> Path:
     return repo
 
 
-def _after_stop(ctx: Context, repo: Path, started: subprocess.Popen, stop: Callable[[subprocess.Popen], None],
-                what: str) -> Observation:
+def _after_stop(
+    ctx: Context, repo: Path, started: subprocess.Popen, stop: Callable[[subprocess.Popen], None], what: str
+) -> Observation:
     """Stop a running campaign mid-cell with `stop`, then run it again as a user would: correct when the rerun
     completes the cell and nothing of the stopped run keeps running."""
     if not _wait_for(repo / MEASURE_LOG):
@@ -845,8 +943,12 @@ def _after_stop(ctx: Context, repo: Path, started: subprocess.Popen, stop: Calla
         return from_workflow(proc, repo, names=("--unlock", "--rerun-incomplete", "unlock"), damage=damage)
     cells = _cells_table(repo) if (repo / "results" / "cells.parquet").exists() else None
     ok = (repo / CELL).exists() and pd.read_parquet(repo / CELL)["status"].iloc[0] == "ok"
-    return Observation(failed=False, right=ok, damage=damage,
-                       detail="" if ok else f"rerun after {what} exit 0 without an ok cell ({cells is not None})")
+    return Observation(
+        failed=False,
+        right=ok,
+        damage=damage,
+        detail="" if ok else f"rerun after {what} exit 0 without an ok cell ({cells is not None})",
+    )
 
 
 def kill9_snakemake(ctx: Context) -> Observation:
@@ -879,8 +981,7 @@ def kill9_cell_job(ctx: Context) -> Observation:
     time.sleep(3.0)
     kill_job(started)
     out, err = started.communicate(timeout=120)
-    first = from_workflow(subprocess.CompletedProcess(SLOW_RUN, started.returncode, out, err), repo,
-                          names=("L64",))
+    first = from_workflow(subprocess.CompletedProcess(SLOW_RUN, started.returncode, out, err), repo, names=("L64",))
     stop_processes(processes_under(repo))
     if not first.failed:
         ok = (repo / CELL).exists() and pd.read_parquet(repo / CELL)["status"].iloc[0] == "ok"
@@ -907,9 +1008,15 @@ def concurrent_snakemake(ctx: Context) -> Observation:
     return from_workflow(second, repo, names=("another", "running", "lock"))
 
 
-def workflow_simple(ctx: Context, name: str, args: list[str], names: tuple[str, ...], prepare=None,
-                    check: Callable[[Path, subprocess.CompletedProcess], str] | None = None,
-                    must_succeed: bool = False) -> Observation:
+def workflow_simple(
+    ctx: Context,
+    name: str,
+    args: list[str],
+    names: tuple[str, ...],
+    prepare=None,
+    check: Callable[[Path, subprocess.CompletedProcess], str] | None = None,
+    must_succeed: bool = False,
+) -> Observation:
     repo = ctx.smoke_copy(name)
     if prepare:
         prepare(repo)
@@ -936,6 +1043,7 @@ def _patched_read_only_note() -> Observation:
 
 # --- the catalogue ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Fault:
     id: str
@@ -948,8 +1056,15 @@ class Fault:
     upstream: str = ""
 
 
-def _config_check(text: str | None, names: tuple[str, ...], extra: list[str] | None = None, base: str = "smoke",
-                  right: Callable[[str], str] | None = None, must_succeed: bool = False, files: dict | None = None):
+def _config_check(
+    text: str | None,
+    names: tuple[str, ...],
+    extra: list[str] | None = None,
+    base: str = "smoke",
+    right: Callable[[str], str] | None = None,
+    must_succeed: bool = False,
+    files: dict | None = None,
+):
     """`ctxenergy check` of the smoke config with an overlay `text` (None: no overlay) and further files."""
 
     def run(ctx: Context) -> Observation:
@@ -977,8 +1092,10 @@ def _shipped_config(name: str):
 
         import yaml
 
-        merged = {**yaml.safe_load((REPO / "config.yaml").read_text()),
-                  **(yaml.safe_load((REPO / "config" / name).read_text()) or {})}
+        merged = {
+            **yaml.safe_load((REPO / "config.yaml").read_text()),
+            **(yaml.safe_load((REPO / "config" / name).read_text()) or {}),
+        }
         vllm_missing = "vllm" in merged.get("engines", []) and importlib.util.find_spec("vllm") is None
         proc = ctxenergy(["check", "--config", f"config/{name}"], REPO)
         # where vLLM is missing, the one right refusal is the line that says so
@@ -1026,9 +1143,12 @@ def _future_schema(cells: Path) -> None:
 
 
 def _nan_energy(cells: Path) -> None:
-    _rewrite(cells / "prefill/L256.parquet",
-             lambda df: df.assign(energy_per_run_j=np.nan, dynamic_energy_per_run_j=np.nan, energy_j=np.nan,
-                                  dynamic_energy_j=np.nan))
+    _rewrite(
+        cells / "prefill/L256.parquet",
+        lambda df: df.assign(
+            energy_per_run_j=np.nan, dynamic_energy_per_run_j=np.nan, energy_j=np.nan, dynamic_energy_j=np.nan
+        ),
+    )
 
 
 def _strings_for_numbers(cells: Path) -> None:
@@ -1056,8 +1176,11 @@ def _disk_full_aggregate(ctx: Context) -> Observation:
     tables = sorted(str(p) for p in cells.rglob("L*.parquet") if p.name.count(".") == 1)
     proc = ctxenergy(["aggregate", *tables, "--out", str(out / "cells.parquet")], cells.parent, file_limit=2048)
     partial = _partial_files(out) + (["cells.parquet"] if proc.returncode and (out / "cells.parquet").exists() else [])
-    return from_cli(proc, names=("cells.parquet", "disk", "space", "File too large"),
-                    damage=f"left {', '.join(partial)}" if partial else "")
+    return from_cli(
+        proc,
+        names=("cells.parquet", "disk", "space", "File too large"),
+        damage=f"left {', '.join(partial)}" if partial else "",
+    )
 
 
 def _read_only_aggregate(ctx: Context) -> Observation:
@@ -1074,8 +1197,18 @@ def _read_only_aggregate(ctx: Context) -> Observation:
 def _prompts_cmd(ctx: Context, name: str, file_limit=None, ro=False) -> Observation:
     work = ctx.workdir(name)
     out = work / "prompts"
-    args = ["prompts", *CLI_CONFIG[:4], "--model", "tiny-llama", "--length", "4096",
-            "--out", str(out / "L4096.npy"), "--warmup-out", str(out / "L4096.warmup.npy")]
+    args = [
+        "prompts",
+        *CLI_CONFIG[:4],
+        "--model",
+        "tiny-llama",
+        "--length",
+        "4096",
+        "--out",
+        str(out / "L4096.npy"),
+        "--warmup-out",
+        str(out / "L4096.warmup.npy"),
+    ]
     out.mkdir()
     with read_only(out) if ro else contextlib.nullcontext(True) as ok:
         if not ok:
@@ -1116,8 +1249,10 @@ def _delete_cell_check(repo: Path, proc) -> str:
     cells = _cells_table(repo)
     measured = len(re.findall(r"rule measure_cell:", proc.stdout + proc.stderr))
     if measured != 1 or len(cells) != 2 or set(cells["status"]) != {"ok"}:
-        return (f"exit 0, {measured} cells measured: results/cells.parquet keeps {len(cells)} rows, the deleted "
-                "cell's among them")
+        return (
+            f"exit 0, {measured} cells measured: results/cells.parquet keeps {len(cells)} rows, the deleted "
+            "cell's among them"
+        )
     return ""
 
 
@@ -1127,48 +1262,129 @@ def _lengths_check(repo: Path, proc) -> str:
 
 TELEMETRY: list[tuple] = [
     # id, what is injected, correct outcome, fault[, from the issue]
-    ("counter-frozen", "energy counter never advances", "non-ok cell with a reason",
-     GpuFault(hooks=lambda g: {"energy": _freeze(g)}, setup=lambda g: setattr(g, "frozen", 5000.0)), True),
-    ("counter-frozen-after-idle", "counter stops after the idle baseline", "non-ok cell with a reason",
-     GpuFault(hooks=lambda g: {"energy": _freeze(g)}, at_warmup=_freeze_now), True),
-    ("counter-jump-1500j", "+1500 J jump inside a window (beyond the 700 W board)", "non-ok cell with a reason",
-     GpuFault(at_window=_step(1500.0)), True),
-    ("counter-backward-50j", "-50 J backward step inside a window", "non-ok cell with a reason",
-     GpuFault(at_window=_step(-50.0)), True),
-    ("counter-backward-20j-idle", "-20 J step during the idle baseline", "non-ok cell with a reason",
-     GpuFault(at_idle=_step(-20.0)), True),
-    ("counter-jump-300j-idle", "+300 J jump during the idle baseline", "non-ok cell with a reason",
-     GpuFault(at_idle=_step(300.0))),
-    ("counter-nan", "counter reads NaN from the first window", "non-ok cell with a reason",
-     GpuFault(hooks=lambda g: {"energy": lambda v: float("nan") if getattr(g, "broken", False) else v},
-              at_window=_break)),
+    (
+        "counter-frozen",
+        "energy counter never advances",
+        "non-ok cell with a reason",
+        GpuFault(hooks=lambda g: {"energy": _freeze(g)}, setup=lambda g: setattr(g, "frozen", 5000.0)),
+        True,
+    ),
+    (
+        "counter-frozen-after-idle",
+        "counter stops after the idle baseline",
+        "non-ok cell with a reason",
+        GpuFault(hooks=lambda g: {"energy": _freeze(g)}, at_warmup=_freeze_now),
+        True,
+    ),
+    (
+        "counter-jump-1500j",
+        "+1500 J jump inside a window (beyond the 700 W board)",
+        "non-ok cell with a reason",
+        GpuFault(at_window=_step(1500.0)),
+        True,
+    ),
+    (
+        "counter-backward-50j",
+        "-50 J backward step inside a window",
+        "non-ok cell with a reason",
+        GpuFault(at_window=_step(-50.0)),
+        True,
+    ),
+    (
+        "counter-backward-20j-idle",
+        "-20 J step during the idle baseline",
+        "non-ok cell with a reason",
+        GpuFault(at_idle=_step(-20.0)),
+        True,
+    ),
+    (
+        "counter-jump-300j-idle",
+        "+300 J jump during the idle baseline",
+        "non-ok cell with a reason",
+        GpuFault(at_idle=_step(300.0)),
+    ),
+    (
+        "counter-nan",
+        "counter reads NaN from the first window",
+        "non-ok cell with a reason",
+        GpuFault(
+            hooks=lambda g: {"energy": lambda v: float("nan") if getattr(g, "broken", False) else v}, at_window=_break
+        ),
+    ),
     # non-ok, not the wrap taken back: near 2^64 mJ a float in J holds 4 J only, which left energies ~8 % off
-    ("counter-wrap", "64-bit counter wraps during the cell", "non-ok cell with a reason",
-     GpuFault(setup=_near_wrap)),
-    ("counter-reset", "counter resets to 0 inside a window", "correct energy (instant-power integral) or non-ok",
-     GpuFault(at_window=_reset_counter, tolerance=0.15)),
-    ("no-counter", "GPU without an energy counter", "correct energy from the instant-power trace",
-     GpuFault(gpu={"has_counter": False}, tolerance=0.15)),
-    ("counter-slow-1s", "counter published every 1 s (windows of 0.25 s)", "correct energy, or flagged short_window",
-     GpuFault(gpu={"period_s": 1.0}, flags=("short_window",))),
-    ("nvml-open-error", "NVML error when the GPU is opened", "one-line error naming NVML",
-     GpuFault(hooks=lambda g: {"open": _raise_always("Unknown Error")})),
-    ("nvml-energy-lost", "energy read fails from the first window on (GPU lost)", "non-ok cell or one-line error",
-     GpuFault(hooks=lambda g: {"energy": _raise_after(g, "GPU is lost")}, at_window=_break)),
-    ("nvml-energy-transient", "one energy read fails inside a window", "correct energy, or non-ok with a reason",
-     GpuFault(hooks=lambda g: {"energy": _raise_after(g, "Timeout", times=1)}, at_window=_break)),
-    ("nvml-power-errors", "every instant-power read fails", "correct energy (the counter does not need them)",
-     GpuFault(hooks=lambda g: {"power": _raise_always("Not Supported")})),
-    ("nvml-clock-error", "clock reads fail from the first window on", "correct energy, or non-ok with a reason",
-     GpuFault(hooks=lambda g: {"clock": _raise_after(g, "Unknown Error")}, at_window=_break)),
-    ("gpu-busy", "another process on the GPU drawing 200 W", "flagged foreign_process or non-ok",
-     GpuFault(setup=_foreign, flags=("foreign_process",))),
-    ("thermal-throttle", "NVML reports thermal slowdown", "flagged thermal_throttle or non-ok",
-     GpuFault(setup=lambda g: setattr(g, "reasons", 0x40), flags=("thermal_throttle",))),
-    ("power-cap", "NVML reports the software power cap", "correct energy, power_cap_fraction recorded",
-     GpuFault(setup=lambda g: setattr(g, "reasons", 0x4), check=_cap_recorded)),
-    ("clock-slowdown", "NVML reports hardware slowdown", "correct energy, the reason recorded",
-     GpuFault(setup=lambda g: setattr(g, "reasons", 0x8), check=_reasons_recorded(0x8))),
+    ("counter-wrap", "64-bit counter wraps during the cell", "non-ok cell with a reason", GpuFault(setup=_near_wrap)),
+    (
+        "counter-reset",
+        "counter resets to 0 inside a window",
+        "correct energy (instant-power integral) or non-ok",
+        GpuFault(at_window=_reset_counter, tolerance=0.15),
+    ),
+    (
+        "no-counter",
+        "GPU without an energy counter",
+        "correct energy from the instant-power trace",
+        GpuFault(gpu={"has_counter": False}, tolerance=0.15),
+    ),
+    (
+        "counter-slow-1s",
+        "counter published every 1 s (windows of 0.25 s)",
+        "correct energy, or flagged short_window",
+        GpuFault(gpu={"period_s": 1.0}, flags=("short_window",)),
+    ),
+    (
+        "nvml-open-error",
+        "NVML error when the GPU is opened",
+        "one-line error naming NVML",
+        GpuFault(hooks=lambda g: {"open": _raise_always("Unknown Error")}),
+    ),
+    (
+        "nvml-energy-lost",
+        "energy read fails from the first window on (GPU lost)",
+        "non-ok cell or one-line error",
+        GpuFault(hooks=lambda g: {"energy": _raise_after(g, "GPU is lost")}, at_window=_break),
+    ),
+    (
+        "nvml-energy-transient",
+        "one energy read fails inside a window",
+        "correct energy, or non-ok with a reason",
+        GpuFault(hooks=lambda g: {"energy": _raise_after(g, "Timeout", times=1)}, at_window=_break),
+    ),
+    (
+        "nvml-power-errors",
+        "every instant-power read fails",
+        "correct energy (the counter does not need them)",
+        GpuFault(hooks=lambda g: {"power": _raise_always("Not Supported")}),
+    ),
+    (
+        "nvml-clock-error",
+        "clock reads fail from the first window on",
+        "correct energy, or non-ok with a reason",
+        GpuFault(hooks=lambda g: {"clock": _raise_after(g, "Unknown Error")}, at_window=_break),
+    ),
+    (
+        "gpu-busy",
+        "another process on the GPU drawing 200 W",
+        "flagged foreign_process or non-ok",
+        GpuFault(setup=_foreign, flags=("foreign_process",)),
+    ),
+    (
+        "thermal-throttle",
+        "NVML reports thermal slowdown",
+        "flagged thermal_throttle or non-ok",
+        GpuFault(setup=lambda g: setattr(g, "reasons", 0x40), flags=("thermal_throttle",)),
+    ),
+    (
+        "power-cap",
+        "NVML reports the software power cap",
+        "correct energy, power_cap_fraction recorded",
+        GpuFault(setup=lambda g: setattr(g, "reasons", 0x4), check=_cap_recorded),
+    ),
+    (
+        "clock-slowdown",
+        "NVML reports hardware slowdown",
+        "correct energy, the reason recorded",
+        GpuFault(setup=lambda g: setattr(g, "reasons", 0x8), check=_reasons_recorded(0x8)),
+    ),
     ("oom", "engine runs out of device memory", "cell status oom with a reason", GpuFault(oom=True)),
 ]
 
@@ -1182,189 +1398,696 @@ def catalogue() -> list[Fault]:
     add = f.append
     # --- config ---
     for name in sorted(p.name for p in (REPO / "config").glob("*.yaml")):
-        add(Fault(f"shipped-config-{name.removesuffix('.yaml')}", "config", f"ctxenergy check --config config/{name}",
-                  "valid (an overlay is checked on top of config.yaml), or a clear line where an engine is missing",
-                  _shipped_config(name), issue=True))
-    add(Fault("configfile-missing-cli", "config", "ctxenergy check --configfile nope.yaml (no such file)",
-              "one line naming the file", _config_check(None, ("nope.yaml",), ["--configfile", "nope.yaml"])))
-    add(Fault("config-invalid-yaml", "config", "overlay that is not YAML", "one line naming the file",
-              _config_check("lengths: [64\nengines: {", ("overlay.yaml",))))
-    add(Fault("config-typo-key", "config", "misspelt top-level key (lenghts)", "one line naming the key",
-              _config_check("lenghts: [128]\n", ("lenghts",))))
-    add(Fault("config-wrong-type", "config", "generate_tokens: eight", "one line naming the key",
-              _config_check("generate_tokens: eight\n", ("generate_tokens",))))
-    add(Fault("config-length-string", "config", "lengths: ['64']", "one line naming the key",
-              _config_check("lengths: ['64']\n", ("lengths",))))
-    add(Fault("config-length-too-long", "config", "a length beyond the model's context", "one line naming it",
-              _config_check("lengths: [64, 100000]\n", ("lengths", "100000"))))
-    add(Fault("config-unknown-engine", "config", "engines: [vlm]", "one line naming the engine",
-              _config_check("engines: [vlm]\n", ("vlm",))))
-    add(Fault("config-zero-tokens", "config", "generate_tokens: 0", "one line naming the key",
-              _config_check("generate_tokens: 0\n", ("generate_tokens",))))
-    add(Fault("config-zero-repeats", "config", "measure.repeats: 0", "one line naming the key",
-              _config_check("measure: {repeats: 0}\n", ("repeats",))))
-    add(Fault("config-no-models", "config", "models: []", "one line naming the key",
-              _config_check("models: []\n", ("models",))))
-    add(Fault("config-duplicate-lengths", "config", "lengths: [64, 64]", "4 cells, or one line naming lengths",
-              _config_check("lengths: [64, 64]\n", ("lengths",),
-                            right=lambda out: "" if ", 4 cells" in out else f"exit 0: {out.strip()}")))
-    add(Fault("config-model-json-invalid", "config", "a model whose config.json is not JSON",
-              "one line naming the file", _config_check(
-                  "models: [{name: broken, config: broken/config.json}]\n", ("broken/config.json",),
-                  files={"broken/config.json": "{\"hidden_size\": 128,"}), issue=True))
-    add(Fault("config-model-json-missing", "config", "a model without an architecture config",
-              "one line naming the file", _config_check("models: [{name: nowhere}]\n", ("nowhere",))))
-    add(Fault("config-weights-missing", "config", "weights: a path that does not exist", "one line naming it",
-              _config_check("models: [{name: tiny-llama, weights: ./no/such/model}]\n", ("no/such/model",))))
-    add(Fault("config-empty-overlay", "config", "an empty overlay file", "the smoke config, unchanged",
-              _config_check("", ("overlay.yaml",), right=lambda out: "" if ", 8 cells" in out else out.strip())))
+        add(
+            Fault(
+                f"shipped-config-{name.removesuffix('.yaml')}",
+                "config",
+                f"ctxenergy check --config config/{name}",
+                "valid (an overlay is checked on top of config.yaml), or a clear line where an engine is missing",
+                _shipped_config(name),
+                issue=True,
+            )
+        )
+    add(
+        Fault(
+            "configfile-missing-cli",
+            "config",
+            "ctxenergy check --configfile nope.yaml (no such file)",
+            "one line naming the file",
+            _config_check(None, ("nope.yaml",), ["--configfile", "nope.yaml"]),
+        )
+    )
+    add(
+        Fault(
+            "config-invalid-yaml",
+            "config",
+            "overlay that is not YAML",
+            "one line naming the file",
+            _config_check("lengths: [64\nengines: {", ("overlay.yaml",)),
+        )
+    )
+    add(
+        Fault(
+            "config-typo-key",
+            "config",
+            "misspelt top-level key (lenghts)",
+            "one line naming the key",
+            _config_check("lenghts: [128]\n", ("lenghts",)),
+        )
+    )
+    add(
+        Fault(
+            "config-wrong-type",
+            "config",
+            "generate_tokens: eight",
+            "one line naming the key",
+            _config_check("generate_tokens: eight\n", ("generate_tokens",)),
+        )
+    )
+    add(
+        Fault(
+            "config-length-string",
+            "config",
+            "lengths: ['64']",
+            "one line naming the key",
+            _config_check("lengths: ['64']\n", ("lengths",)),
+        )
+    )
+    add(
+        Fault(
+            "config-length-too-long",
+            "config",
+            "a length beyond the model's context",
+            "one line naming it",
+            _config_check("lengths: [64, 100000]\n", ("lengths", "100000")),
+        )
+    )
+    add(
+        Fault(
+            "config-unknown-engine",
+            "config",
+            "engines: [vlm]",
+            "one line naming the engine",
+            _config_check("engines: [vlm]\n", ("vlm",)),
+        )
+    )
+    add(
+        Fault(
+            "config-zero-tokens",
+            "config",
+            "generate_tokens: 0",
+            "one line naming the key",
+            _config_check("generate_tokens: 0\n", ("generate_tokens",)),
+        )
+    )
+    add(
+        Fault(
+            "config-zero-repeats",
+            "config",
+            "measure.repeats: 0",
+            "one line naming the key",
+            _config_check("measure: {repeats: 0}\n", ("repeats",)),
+        )
+    )
+    add(
+        Fault(
+            "config-no-models",
+            "config",
+            "models: []",
+            "one line naming the key",
+            _config_check("models: []\n", ("models",)),
+        )
+    )
+    add(
+        Fault(
+            "config-duplicate-lengths",
+            "config",
+            "lengths: [64, 64]",
+            "4 cells, or one line naming lengths",
+            _config_check(
+                "lengths: [64, 64]\n",
+                ("lengths",),
+                right=lambda out: "" if ", 4 cells" in out else f"exit 0: {out.strip()}",
+            ),
+        )
+    )
+    add(
+        Fault(
+            "config-model-json-invalid",
+            "config",
+            "a model whose config.json is not JSON",
+            "one line naming the file",
+            _config_check(
+                "models: [{name: broken, config: broken/config.json}]\n",
+                ("broken/config.json",),
+                files={"broken/config.json": '{"hidden_size": 128,'},
+            ),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "config-model-json-missing",
+            "config",
+            "a model without an architecture config",
+            "one line naming the file",
+            _config_check("models: [{name: nowhere}]\n", ("nowhere",)),
+        )
+    )
+    add(
+        Fault(
+            "config-weights-missing",
+            "config",
+            "weights: a path that does not exist",
+            "one line naming it",
+            _config_check("models: [{name: tiny-llama, weights: ./no/such/model}]\n", ("no/such/model",)),
+        )
+    )
+    add(
+        Fault(
+            "config-empty-overlay",
+            "config",
+            "an empty overlay file",
+            "the smoke config, unchanged",
+            _config_check("", ("overlay.yaml",), right=lambda out: "" if ", 8 cells" in out else out.strip()),
+        )
+    )
     # --- workflow configuration ---
-    add(Fault("snakemake-configfile-missing", "config", "snakemake --configfile nope.yaml", "one line naming it",
-              lambda ctx: workflow_simple(ctx, "smk-configfile", ["-n", "--configfile", "nope.yaml"],
-                                          ("nope.yaml",)), issue=True,
-              upstream="Snakemake loads --configfile while parsing its command line, before the Snakefile or "
-                       "anything of ours runs (a profile only adds arguments); its traceback ends naming the file "
-                       "(FileNotFoundError: ... 'nope.yaml'); the same report: dib-lab/charcoal#114"))
-    add(Fault("snakemake-config-type", "config", "snakemake --config generate_tokens=abc", "one line naming the key",
-              lambda ctx: workflow_simple(ctx, "smk-type", ["-n", "--config", "generate_tokens=abc", *CONFIGS],
-                                          ("generate_tokens",)), issue=True))
-    add(Fault("snakemake-config-lengths", "config", "snakemake --config 'lengths=[64,128]'",
-              "a grid with L = 128, or one line saying how to set lengths",
-              lambda ctx: workflow_simple(ctx, "smk-lengths", ["-n", "--config", "lengths=[64,128]", *CONFIGS],
-                                          ("lengths",), check=_lengths_check), issue=True))
-    add(Fault("snakemake-unknown-engine", "config", "snakemake --config engines=[vlm]", "one line naming it",
-              lambda ctx: workflow_simple(ctx, "smk-engine", ["-n", "--config", "engines=[vlm]", *CONFIGS],
-                                          ("vlm",))))
+    add(
+        Fault(
+            "snakemake-configfile-missing",
+            "config",
+            "snakemake --configfile nope.yaml",
+            "one line naming it",
+            lambda ctx: workflow_simple(ctx, "smk-configfile", ["-n", "--configfile", "nope.yaml"], ("nope.yaml",)),
+            issue=True,
+            upstream="Snakemake loads --configfile while parsing its command line, before the Snakefile or "
+            "anything of ours runs (a profile only adds arguments); its traceback ends naming the file "
+            "(FileNotFoundError: ... 'nope.yaml'); the same report: dib-lab/charcoal#114",
+        )
+    )
+    add(
+        Fault(
+            "snakemake-config-type",
+            "config",
+            "snakemake --config generate_tokens=abc",
+            "one line naming the key",
+            lambda ctx: workflow_simple(
+                ctx, "smk-type", ["-n", "--config", "generate_tokens=abc", *CONFIGS], ("generate_tokens",)
+            ),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "snakemake-config-lengths",
+            "config",
+            "snakemake --config 'lengths=[64,128]'",
+            "a grid with L = 128, or one line saying how to set lengths",
+            lambda ctx: workflow_simple(
+                ctx, "smk-lengths", ["-n", "--config", "lengths=[64,128]", *CONFIGS], ("lengths",), check=_lengths_check
+            ),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "snakemake-unknown-engine",
+            "config",
+            "snakemake --config engines=[vlm]",
+            "one line naming it",
+            lambda ctx: workflow_simple(ctx, "smk-engine", ["-n", "--config", "engines=[vlm]", *CONFIGS], ("vlm",)),
+        )
+    )
     # --- ctxenergy measure ---
-    add(Fault("measure-engine-not-in-config", "cli", "measure --engine hf-eager where quick.yaml lists hf-sdpa only",
-              "one line naming the file that lists the engines",
-              lambda ctx: measure_fault(ctx, "engine-not-in-config", lambda r: [], ("quick.yaml",), engine="hf-eager"),
-              issue=True))
-    add(Fault("measure-unknown-model", "cli", "measure --model nosuch", "one line naming the model",
-              lambda ctx: from_cli(ctxenergy([a if a != "tiny-llama" else "nosuch" for a in measure_args()],
-                                             ctx.smoke()), names=("nosuch",))))
-    add(Fault("measure-length-0", "cli", "measure --length 0", "one line naming --length",
-              lambda ctx: measure_fault(ctx, "length-0", lambda r: [], ("--length", "length"), length=0), issue=True))
-    add(Fault("measure-length-negative", "cli", "measure --length -8", "one line naming --length",
-              lambda ctx: measure_fault(ctx, "length-neg", lambda r: [], ("--length", "length"), length=-8)))
-    add(Fault("measure-prompt-missing", "prompts", "measure --prompt missing.npy (L64.npy exists)",
-              "one line naming the missing file; results/prompts untouched",
-              lambda ctx: measure_fault(ctx, "prompt-missing", _prompt_missing, ("missing.npy",)), issue=True))
-    add(Fault("measure-warmup-wrong-length", "prompts", "warm-up prompt of 32 tokens for L = 64",
-              "one line naming the warm-up file",
-              lambda ctx: measure_fault(ctx, "warmup-length", lambda r: (_write_npy("w32.npy", np.arange(32) + 5)(r),
-                                                                          ["--warmup-prompt", "w32.npy"])[1],
-                                        ("w32.npy",), must_stop="measured after a 32-token warm-up"), issue=True))
-    add(Fault("measure-warmup-same-as-prompt", "prompts", "warm-up prompt identical to the measured prompt",
-              "one line naming the warm-up file",
-              lambda ctx: measure_fault(ctx, "warmup-same", lambda r: ["--warmup-prompt", PROMPT], (PROMPT, "warm"),
-                                        must_stop="warmed up on the measured prompt itself")))
-    add(Fault("measure-prompt-corrupt", "prompts", "prompt file of garbage bytes", "one line naming the file",
-              lambda ctx: measure_fault(ctx, "prompt-corrupt", lambda r: (_corrupt_prompt(r), ["--prompt", PROMPT])[1],
-                                        ("L64.npy",), guard=(WARMUP,)), issue=True))
-    add(Fault("measure-prompt-empty", "prompts", "prompt file of 0 bytes", "one line naming the file",
-              lambda ctx: measure_fault(ctx, "prompt-empty", lambda r: ((r / "e.npy").write_bytes(b""),
-                                                                        ["--prompt", "e.npy"])[1], ("e.npy",))))
-    add(Fault("measure-prompt-wrong-length", "prompts", "measured prompt of 32 tokens for L = 64",
-              "one line naming the file",
-              lambda ctx: measure_fault(ctx, "prompt-length", lambda r: (_write_npy("p32.npy", np.arange(32) + 3)(r),
-                                                                          ["--prompt", "p32.npy"])[1], ("p32.npy",))))
-    add(Fault("measure-prompt-out-of-vocab", "prompts", "token ids beyond the vocabulary (10^6)",
-              "one line naming the file",
-              lambda ctx: measure_fault(ctx, "prompt-vocab",
-                                        lambda r: (_write_npy("big.npy", np.full(64, 10**6))(r),
-                                                   ["--prompt", "big.npy"])[1], ("big.npy",))))
-    add(Fault("measure-prompt-2d", "prompts", "prompt saved as a 1 x 64 array", "the cell, or one line naming it",
-              lambda ctx: measure_fault(ctx, "prompt-2d", lambda r: (_write_npy("p2d.npy", (np.arange(64) + 3)[None])(r),
-                                                                      ["--prompt", "p2d.npy"])[1], ("p2d.npy",))))
-    add(Fault("measure-prompt-float", "prompts", "prompt of float token ids", "the cell, or one line naming it",
-              lambda ctx: measure_fault(ctx, "prompt-float",
-                                        lambda r: (_write_npy("pf.npy", np.arange(64) + 3.5)(r),
-                                                   ["--prompt", "pf.npy"])[1], ("pf.npy",),
-                                        must_stop="float ids truncated to other tokens")))
-    add(Fault("measure-out-blocked", "disk", "--out below a path that is a file", "one line naming the path",
-              lambda ctx: measure_fault(ctx, "out-blocked", _measure_out_blocked, ("blocked",),
-                                        out="blocked/L64.parquet")))
-    add(Fault("measure-disk-full", "disk", "disk full while the cell is written (8 KiB file limit)",
-              "one line naming the cell; no partial file",
-              lambda ctx: measure_fault(ctx, "disk-full", lambda r: [], ("L64", "out/"), file_limit=8192)))
-    add(Fault("measure-read-only", "disk", "--out in a read-only folder", "one line naming the folder",
-              _measure_read_only))
+    add(
+        Fault(
+            "measure-engine-not-in-config",
+            "cli",
+            "measure --engine hf-eager where quick.yaml lists hf-sdpa only",
+            "one line naming the file that lists the engines",
+            lambda ctx: measure_fault(ctx, "engine-not-in-config", lambda r: [], ("quick.yaml",), engine="hf-eager"),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "measure-unknown-model",
+            "cli",
+            "measure --model nosuch",
+            "one line naming the model",
+            lambda ctx: from_cli(
+                ctxenergy([a if a != "tiny-llama" else "nosuch" for a in measure_args()], ctx.smoke()),
+                names=("nosuch",),
+            ),
+        )
+    )
+    add(
+        Fault(
+            "measure-length-0",
+            "cli",
+            "measure --length 0",
+            "one line naming --length",
+            lambda ctx: measure_fault(ctx, "length-0", lambda r: [], ("--length", "length"), length=0),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "measure-length-negative",
+            "cli",
+            "measure --length -8",
+            "one line naming --length",
+            lambda ctx: measure_fault(ctx, "length-neg", lambda r: [], ("--length", "length"), length=-8),
+        )
+    )
+    add(
+        Fault(
+            "measure-prompt-missing",
+            "prompts",
+            "measure --prompt missing.npy (L64.npy exists)",
+            "one line naming the missing file; results/prompts untouched",
+            lambda ctx: measure_fault(ctx, "prompt-missing", _prompt_missing, ("missing.npy",)),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "measure-warmup-wrong-length",
+            "prompts",
+            "warm-up prompt of 32 tokens for L = 64",
+            "one line naming the warm-up file",
+            lambda ctx: measure_fault(
+                ctx,
+                "warmup-length",
+                lambda r: (_write_npy("w32.npy", np.arange(32) + 5)(r), ["--warmup-prompt", "w32.npy"])[1],
+                ("w32.npy",),
+                must_stop="measured after a 32-token warm-up",
+            ),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "measure-warmup-same-as-prompt",
+            "prompts",
+            "warm-up prompt identical to the measured prompt",
+            "one line naming the warm-up file",
+            lambda ctx: measure_fault(
+                ctx,
+                "warmup-same",
+                lambda r: ["--warmup-prompt", PROMPT],
+                (PROMPT, "warm"),
+                must_stop="warmed up on the measured prompt itself",
+            ),
+        )
+    )
+    add(
+        Fault(
+            "measure-prompt-corrupt",
+            "prompts",
+            "prompt file of garbage bytes",
+            "one line naming the file",
+            lambda ctx: measure_fault(
+                ctx,
+                "prompt-corrupt",
+                lambda r: (_corrupt_prompt(r), ["--prompt", PROMPT])[1],
+                ("L64.npy",),
+                guard=(WARMUP,),
+            ),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "measure-prompt-empty",
+            "prompts",
+            "prompt file of 0 bytes",
+            "one line naming the file",
+            lambda ctx: measure_fault(
+                ctx, "prompt-empty", lambda r: ((r / "e.npy").write_bytes(b""), ["--prompt", "e.npy"])[1], ("e.npy",)
+            ),
+        )
+    )
+    add(
+        Fault(
+            "measure-prompt-wrong-length",
+            "prompts",
+            "measured prompt of 32 tokens for L = 64",
+            "one line naming the file",
+            lambda ctx: measure_fault(
+                ctx,
+                "prompt-length",
+                lambda r: (_write_npy("p32.npy", np.arange(32) + 3)(r), ["--prompt", "p32.npy"])[1],
+                ("p32.npy",),
+            ),
+        )
+    )
+    add(
+        Fault(
+            "measure-prompt-out-of-vocab",
+            "prompts",
+            "token ids beyond the vocabulary (10^6)",
+            "one line naming the file",
+            lambda ctx: measure_fault(
+                ctx,
+                "prompt-vocab",
+                lambda r: (_write_npy("big.npy", np.full(64, 10**6))(r), ["--prompt", "big.npy"])[1],
+                ("big.npy",),
+            ),
+        )
+    )
+    add(
+        Fault(
+            "measure-prompt-2d",
+            "prompts",
+            "prompt saved as a 1 x 64 array",
+            "the cell, or one line naming it",
+            lambda ctx: measure_fault(
+                ctx,
+                "prompt-2d",
+                lambda r: (_write_npy("p2d.npy", (np.arange(64) + 3)[None])(r), ["--prompt", "p2d.npy"])[1],
+                ("p2d.npy",),
+            ),
+        )
+    )
+    add(
+        Fault(
+            "measure-prompt-float",
+            "prompts",
+            "prompt of float token ids",
+            "the cell, or one line naming it",
+            lambda ctx: measure_fault(
+                ctx,
+                "prompt-float",
+                lambda r: (_write_npy("pf.npy", np.arange(64) + 3.5)(r), ["--prompt", "pf.npy"])[1],
+                ("pf.npy",),
+                must_stop="float ids truncated to other tokens",
+            ),
+        )
+    )
+    add(
+        Fault(
+            "measure-out-blocked",
+            "disk",
+            "--out below a path that is a file",
+            "one line naming the path",
+            lambda ctx: measure_fault(
+                ctx, "out-blocked", _measure_out_blocked, ("blocked",), out="blocked/L64.parquet"
+            ),
+        )
+    )
+    add(
+        Fault(
+            "measure-disk-full",
+            "disk",
+            "disk full while the cell is written (8 KiB file limit)",
+            "one line naming the cell; no partial file",
+            lambda ctx: measure_fault(ctx, "disk-full", lambda r: [], ("L64", "out/"), file_limit=8192),
+        )
+    )
+    add(
+        Fault(
+            "measure-read-only", "disk", "--out in a read-only folder", "one line naming the folder", _measure_read_only
+        )
+    )
     # --- prompts and aggregate commands ---
-    add(Fault("prompts-disk-full", "disk", "disk full while prompts are written (100 B file limit)",
-              "one line naming the prompt file; no partial file", lambda ctx: _prompts_cmd(ctx, "prompts-full", 100)))
-    add(Fault("prompts-read-only", "disk", "prompts into a read-only folder", "one line naming the folder",
-              lambda ctx: _prompts_cmd(ctx, "prompts-ro", ro=True)))
-    add(Fault("aggregate-disk-full", "disk", "disk full while results/cells.parquet is written (2 KiB)",
-              "one line naming the table; no partial file", _disk_full_aggregate))
-    add(Fault("aggregate-read-only", "disk", "results folder read-only for aggregate", "one line naming it",
-              _read_only_aggregate))
+    add(
+        Fault(
+            "prompts-disk-full",
+            "disk",
+            "disk full while prompts are written (100 B file limit)",
+            "one line naming the prompt file; no partial file",
+            lambda ctx: _prompts_cmd(ctx, "prompts-full", 100),
+        )
+    )
+    add(
+        Fault(
+            "prompts-read-only",
+            "disk",
+            "prompts into a read-only folder",
+            "one line naming the folder",
+            lambda ctx: _prompts_cmd(ctx, "prompts-ro", ro=True),
+        )
+    )
+    add(
+        Fault(
+            "aggregate-disk-full",
+            "disk",
+            "disk full while results/cells.parquet is written (2 KiB)",
+            "one line naming the table; no partial file",
+            _disk_full_aggregate,
+        )
+    )
+    add(
+        Fault(
+            "aggregate-read-only",
+            "disk",
+            "results folder read-only for aggregate",
+            "one line naming it",
+            _read_only_aggregate,
+        )
+    )
     # --- cell files ---
-    add(Fault("cell-no-energy-column", "cell-files", "a cell without energy_per_run_j", "one line naming the file",
-              _cell_file(drop_column("prefill/L256", "energy_per_run_j"), ("L256",)), issue=True))
-    add(Fault("cell-no-phase-column", "cell-files", "a cell without phase", "one line naming the file",
-              _cell_file(drop_column("prefill/L256", "phase"), ("L256",)), issue=True))
-    add(Fault("cell-no-length-column", "cell-files", "a cell without length_tokens", "one line naming the file",
-              _cell_file(drop_column("prefill/L256", "length_tokens"), ("L256",)), issue=True))
-    add(Fault("cell-no-id-column", "cell-files", "a cell without cell_id", "one line naming the file",
-              _cell_file(drop_column("prefill/L256", "cell_id"), ("L256",)), issue=True))
-    add(Fault("cell-no-status-column", "cell-files", "a cell without status", "one line naming the file",
-              _cell_file(drop_column("prefill/L256", "status"), ("L256",))))
-    add(Fault("cell-corrupt", "cell-files", "a cell file cut in half", "one line naming the file",
-              _cell_file(truncate("prefill/L256.parquet"), ("L256",)), issue=True))
-    add(Fault("cell-empty", "cell-files", "a cell file of 0 bytes", "one line naming the file",
-              _cell_file(_empty_file("prefill/L256.parquet"), ("L256",))))
-    add(Fault("cell-trace-corrupt", "cell-files", "a .trace.parquet cut in half", "one line naming the file",
-              _cell_file(truncate("prefill/L256.trace.parquet"), ("L256.trace",)), issue=True))
-    add(Fault("cell-runs-missing", "cell-files", "a cell without its .runs.parquet", "one line naming the file",
-              _cell_file(_remove("prefill/L256.runs.parquet"), ("L256.runs",))))
-    add(Fault("cell-trace-of-another-cell", "cell-files", "L256's .trace.parquet replaced by L512's",
-              "one line naming the mismatched files", _cell_file(_swap_sibling("trace"), ("L256",)), issue=True))
-    add(Fault("cell-runs-of-another-cell", "cell-files", "L256's .runs.parquet replaced by L512's",
-              "one line naming the mismatched files", _cell_file(_swap_sibling("runs"), ("L256",))))
-    add(Fault("cell-future-schema", "cell-files", "a cell with schema_version 99", "one line naming the file",
-              _cell_file(_future_schema, ("L256", "schema"),
-                         must_stop="a cell of schema_version 99 read as the current version")))
-    add(Fault("cell-wrong-name", "cell-files", "L1024's files renamed L2048", "one line naming the file",
-              _cell_file(_rename_cell, ("L2048",),
-                         must_stop="L2048.parquet holding an L = 1024 cell read without a word")))
-    add(Fault("cell-duplicate", "cell-files", "one cell's files also in a second folder", "one line naming both",
-              _cell_file(_duplicate_cell, ("L256",))))
-    add(Fault("cell-nan-energy", "cell-files", "an ok cell whose energies are all NaN, without a no_energy flag",
-              "excluded with a reason, or one line naming the file",
-              _cell_file(_nan_energy, ("L256",), excluded_ok="llama-3.1-8b/hf-sdpa/prefill/L256")))
-    add(Fault("cell-energy-as-text", "cell-files", "energy_per_run_j stored as text", "one line naming the file",
-              _cell_file(_strings_for_numbers, ("L256",))))
+    add(
+        Fault(
+            "cell-no-energy-column",
+            "cell-files",
+            "a cell without energy_per_run_j",
+            "one line naming the file",
+            _cell_file(drop_column("prefill/L256", "energy_per_run_j"), ("L256",)),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "cell-no-phase-column",
+            "cell-files",
+            "a cell without phase",
+            "one line naming the file",
+            _cell_file(drop_column("prefill/L256", "phase"), ("L256",)),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "cell-no-length-column",
+            "cell-files",
+            "a cell without length_tokens",
+            "one line naming the file",
+            _cell_file(drop_column("prefill/L256", "length_tokens"), ("L256",)),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "cell-no-id-column",
+            "cell-files",
+            "a cell without cell_id",
+            "one line naming the file",
+            _cell_file(drop_column("prefill/L256", "cell_id"), ("L256",)),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "cell-no-status-column",
+            "cell-files",
+            "a cell without status",
+            "one line naming the file",
+            _cell_file(drop_column("prefill/L256", "status"), ("L256",)),
+        )
+    )
+    add(
+        Fault(
+            "cell-corrupt",
+            "cell-files",
+            "a cell file cut in half",
+            "one line naming the file",
+            _cell_file(truncate("prefill/L256.parquet"), ("L256",)),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "cell-empty",
+            "cell-files",
+            "a cell file of 0 bytes",
+            "one line naming the file",
+            _cell_file(_empty_file("prefill/L256.parquet"), ("L256",)),
+        )
+    )
+    add(
+        Fault(
+            "cell-trace-corrupt",
+            "cell-files",
+            "a .trace.parquet cut in half",
+            "one line naming the file",
+            _cell_file(truncate("prefill/L256.trace.parquet"), ("L256.trace",)),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "cell-runs-missing",
+            "cell-files",
+            "a cell without its .runs.parquet",
+            "one line naming the file",
+            _cell_file(_remove("prefill/L256.runs.parquet"), ("L256.runs",)),
+        )
+    )
+    add(
+        Fault(
+            "cell-trace-of-another-cell",
+            "cell-files",
+            "L256's .trace.parquet replaced by L512's",
+            "one line naming the mismatched files",
+            _cell_file(_swap_sibling("trace"), ("L256",)),
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "cell-runs-of-another-cell",
+            "cell-files",
+            "L256's .runs.parquet replaced by L512's",
+            "one line naming the mismatched files",
+            _cell_file(_swap_sibling("runs"), ("L256",)),
+        )
+    )
+    add(
+        Fault(
+            "cell-future-schema",
+            "cell-files",
+            "a cell with schema_version 99",
+            "one line naming the file",
+            _cell_file(
+                _future_schema, ("L256", "schema"), must_stop="a cell of schema_version 99 read as the current version"
+            ),
+        )
+    )
+    add(
+        Fault(
+            "cell-wrong-name",
+            "cell-files",
+            "L1024's files renamed L2048",
+            "one line naming the file",
+            _cell_file(
+                _rename_cell, ("L2048",), must_stop="L2048.parquet holding an L = 1024 cell read without a word"
+            ),
+        )
+    )
+    add(
+        Fault(
+            "cell-duplicate",
+            "cell-files",
+            "one cell's files also in a second folder",
+            "one line naming both",
+            _cell_file(_duplicate_cell, ("L256",)),
+        )
+    )
+    add(
+        Fault(
+            "cell-nan-energy",
+            "cell-files",
+            "an ok cell whose energies are all NaN, without a no_energy flag",
+            "excluded with a reason, or one line naming the file",
+            _cell_file(_nan_energy, ("L256",), excluded_ok="llama-3.1-8b/hf-sdpa/prefill/L256"),
+        )
+    )
+    add(
+        Fault(
+            "cell-energy-as-text",
+            "cell-files",
+            "energy_per_run_j stored as text",
+            "one line naming the file",
+            _cell_file(_strings_for_numbers, ("L256",)),
+        )
+    )
     # --- telemetry ---
     for fault_id, what, correct, gpu_fault, *issue in TELEMETRY:
-        add(Fault(fault_id, "telemetry", what, correct, _telemetry(fault_id, gpu_fault), issue=bool(issue and issue[0])))
+        add(
+            Fault(fault_id, "telemetry", what, correct, _telemetry(fault_id, gpu_fault), issue=bool(issue and issue[0]))
+        )
     # --- workflow, kills and concurrency ---
-    add(Fault("settings-change-mid-campaign", "concurrency", "dry run with --config generate_tokens=3 while a "
-              "campaign's cell job waits", "the cell measures the campaign's G = 8", settings_change_mid_campaign,
-              issue=True))
-    add(Fault("stale-row-deleted-cell", "workflow", "a cached cell deleted, the workflow run again",
-              "results/cells.parquet without its row", stale_row_after_deleting_a_cached_cell, issue=True))
-    add(Fault("deleted-cell-rerun", "workflow", "one measured cell deleted, the workflow run again",
-              "only that cell measured again", issue=True, run=
-              lambda ctx: workflow_simple(ctx, "deleted-cell", ["results/cells.parquet", "--cores", "1", *CONFIGS], ("L64",),
-                                          prepare=lambda r: [f.unlink() for f in (r / CELL).parent.glob("L64*")],
-                                          check=_delete_cell_check)))
-    add(Fault("corrupt-cell-in-workflow", "workflow", "a measured cell cut in half, aggregate_cells forced",
-              "one line naming the cell",
-              lambda ctx: workflow_simple(ctx, "corrupt-in-workflow", ["results/cells.parquet", "--cores", "1",
-                                                                       "--forcerun", "aggregate_cells", *CONFIGS],
-                                          ("L64",), prepare=lambda r: truncate(CELL)(r))))
-    add(Fault("read-only-results", "disk", "results/ read-only, aggregate_cells forced", "one line naming results/",
-              read_only_results_workflow))
-    add(Fault("kill9-snakemake", "kill", "kill -9 of snakemake while a cell measures, then the same command again",
-              "the rerun completes the cell (or says in one line how), no process left", kill9_snakemake, issue=True))
-    add(Fault("ctrl-c-snakemake", "kill", "Ctrl-C (SIGINT to the group) while a cell measures, then again",
-              "the rerun completes the cell, no process left", ctrl_c_snakemake))
-    add(Fault("kill9-cell-job", "kill", "kill -9 of the cell's measuring process", "one line naming the cell",
-              kill9_cell_job))
-    add(Fault("concurrent-snakemake", "concurrency", "a second snakemake in the folder while the first measures",
-              "the first completes; the second says in one line that another run holds the folder",
-              concurrent_snakemake))
+    add(
+        Fault(
+            "settings-change-mid-campaign",
+            "concurrency",
+            "dry run with --config generate_tokens=3 while a campaign's cell job waits",
+            "the cell measures the campaign's G = 8",
+            settings_change_mid_campaign,
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "stale-row-deleted-cell",
+            "workflow",
+            "a cached cell deleted, the workflow run again",
+            "results/cells.parquet without its row",
+            stale_row_after_deleting_a_cached_cell,
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "deleted-cell-rerun",
+            "workflow",
+            "one measured cell deleted, the workflow run again",
+            "only that cell measured again",
+            issue=True,
+            run=lambda ctx: workflow_simple(
+                ctx,
+                "deleted-cell",
+                ["results/cells.parquet", "--cores", "1", *CONFIGS],
+                ("L64",),
+                prepare=lambda r: [f.unlink() for f in (r / CELL).parent.glob("L64*")],
+                check=_delete_cell_check,
+            ),
+        )
+    )
+    add(
+        Fault(
+            "corrupt-cell-in-workflow",
+            "workflow",
+            "a measured cell cut in half, aggregate_cells forced",
+            "one line naming the cell",
+            lambda ctx: workflow_simple(
+                ctx,
+                "corrupt-in-workflow",
+                ["results/cells.parquet", "--cores", "1", "--forcerun", "aggregate_cells", *CONFIGS],
+                ("L64",),
+                prepare=lambda r: truncate(CELL)(r),
+            ),
+        )
+    )
+    add(
+        Fault(
+            "read-only-results",
+            "disk",
+            "results/ read-only, aggregate_cells forced",
+            "one line naming results/",
+            read_only_results_workflow,
+        )
+    )
+    add(
+        Fault(
+            "kill9-snakemake",
+            "kill",
+            "kill -9 of snakemake while a cell measures, then the same command again",
+            "the rerun completes the cell (or says in one line how), no process left",
+            kill9_snakemake,
+            issue=True,
+        )
+    )
+    add(
+        Fault(
+            "ctrl-c-snakemake",
+            "kill",
+            "Ctrl-C (SIGINT to the group) while a cell measures, then again",
+            "the rerun completes the cell, no process left",
+            ctrl_c_snakemake,
+        )
+    )
+    add(
+        Fault(
+            "kill9-cell-job",
+            "kill",
+            "kill -9 of the cell's measuring process",
+            "one line naming the cell",
+            kill9_cell_job,
+        )
+    )
+    add(
+        Fault(
+            "concurrent-snakemake",
+            "concurrency",
+            "a second snakemake in the folder while the first measures",
+            "the first completes; the second says in one line that another run holds the folder",
+            concurrent_snakemake,
+        )
+    )
     return f
 
 
@@ -1372,6 +2095,7 @@ FAULTS = catalogue()
 
 
 # --- runner --------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Outcome:
@@ -1402,8 +2126,17 @@ def write_table(outcomes: list[Outcome], path: Path) -> None:
         w = csv.writer(f)
         w.writerow(["id", "kind", "fault", "correct_outcome", "from_issue", "outcome", "message"])
         for o in outcomes:
-            w.writerow([o.fault.id, o.fault.kind, o.fault.fault, o.fault.correct, "yes" if o.fault.issue else "",
-                        o.cls, o.message])
+            w.writerow(
+                [
+                    o.fault.id,
+                    o.fault.kind,
+                    o.fault.fault,
+                    o.fault.correct,
+                    "yes" if o.fault.issue else "",
+                    o.cls,
+                    o.message,
+                ]
+            )
 
 
 def counts(outcomes: list[Outcome]) -> dict[str, int]:
@@ -1431,8 +2164,11 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
     write_table(outcomes, Path(args.out))
     c = counts(outcomes)
-    print(f"{len(outcomes)} faults in {time.monotonic() - t0:.0f} s: " + ", ".join(f"{n} {k}" for k, n in c.items())
-          + f" -> {args.out}")
+    print(
+        f"{len(outcomes)} faults in {time.monotonic() - t0:.0f} s: "
+        + ", ".join(f"{n} {k}" for k, n in c.items())
+        + f" -> {args.out}"
+    )
     return 0
 
 

@@ -57,8 +57,9 @@ with claimed_devices(1, 600, who="the interference load") as uuids:
 
 
 def copy_repo(dst: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
         if (REPO / f).is_file() and not f.startswith("data/reference/"):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
@@ -89,8 +90,14 @@ def _cell_spans(cells_dir: Path) -> tuple[list, str]:
         t = meta.get("timeline", {})
         device = meta.get("device_name") or device
         if "idle_start" in t and "windows_end" in t:
-            spans.append((meta["model"] + "/" + meta["engine"] + "/" + meta["phase"] + f"/L{meta['length_tokens']}",
-                          str(windows["device_uuid"].iloc[0] or ""), t["idle_start"], t["windows_end"]))
+            spans.append(
+                (
+                    meta["model"] + "/" + meta["engine"] + "/" + meta["phase"] + f"/L{meta['length_tokens']}",
+                    str(windows["device_uuid"].iloc[0] or ""),
+                    t["idle_start"],
+                    t["windows_end"],
+                )
+            )
     return spans, device
 
 
@@ -98,8 +105,18 @@ def parallel(args) -> int:
     rows = []
     for gpus in (2, 1):
         repo = copy_repo(Path(args.work) / f"gpus{gpus}")
-        cmd = [sys.executable, "-m", "snakemake", "missing_cells", "--cores", str(gpus), "--resources", f"gpu={gpus}",
-               "--configfile", args.config]
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "missing_cells",
+            "--cores",
+            str(gpus),
+            "--resources",
+            f"gpu={gpus}",
+            "--configfile",
+            args.config,
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -113,8 +130,15 @@ def parallel(args) -> int:
             print(f"gpu={gpus}: cells measured on one GPU at once: {clashes}", file=sys.stderr)
             return 1
         uuids = sorted({u for _, uuid, _, _ in spans for u in uuid.split(",") if u})
-        rows.append({"device": device, "gpus": gpus, "cells": len(spans), "wall_s": round(wall, 1),
-                     "gpu_uuids": " ".join(uuids)})
+        rows.append(
+            {
+                "device": device,
+                "gpus": gpus,
+                "cells": len(spans),
+                "wall_s": round(wall, 1),
+                "gpu_uuids": " ".join(uuids),
+            }
+        )
         print(f"gpu={gpus}: {len(spans)} cells in {wall:.0f} s on {len(uuids)} GPU(s)")
     df = pd.DataFrame(rows)
     out = Path(args.csv)
@@ -126,9 +150,29 @@ def parallel(args) -> int:
 
 
 def _measure(config: str, model: str, engine: str, length: int, out: Path) -> None:
-    subprocess.run([sys.executable, "-m", "ctxenergy", "measure", "--config", config, "--model", model, "--engine",
-                    engine, "--phase", "prefill", "--length", str(length), "--engine-host", "--out", str(out)],
-                   cwd=REPO, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctxenergy",
+            "measure",
+            "--config",
+            config,
+            "--model",
+            model,
+            "--engine",
+            engine,
+            "--phase",
+            "prefill",
+            "--length",
+            str(length),
+            "--engine-host",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        check=True,
+    )
 
 
 def _start_load() -> subprocess.Popen:
@@ -168,10 +212,22 @@ def interference(args) -> int:
         alone, loaded = np.array(per_run[(length, "alone")]), np.array(per_run[(length, "loaded")])
         diff, low, high = welch_diff_pct(alone, loaded)
         half = 100 * t975(alone.size - 1) * alone.std(ddof=1) / math.sqrt(alone.size) / alone.mean()
-        rows.append({"device": device, "model": model, "engine": engine, "length": length,
-                     "alone_j": alone.mean(), "loaded_j": loaded.mean(), "diff_pct": diff, "diff_ci_low_pct": low,
-                     "diff_ci_high_pct": high, "alone_half_width_pct": half,
-                     "windows_alone": alone.size, "windows_loaded": loaded.size})
+        rows.append(
+            {
+                "device": device,
+                "model": model,
+                "engine": engine,
+                "length": length,
+                "alone_j": alone.mean(),
+                "loaded_j": loaded.mean(),
+                "diff_pct": diff,
+                "diff_ci_low_pct": low,
+                "diff_ci_high_pct": high,
+                "alone_half_width_pct": half,
+                "windows_alone": alone.size,
+                "windows_loaded": loaded.size,
+            }
+        )
     df = pd.DataFrame(rows)
     df.to_csv(args.csv.replace("multigpu.csv", "multigpu_interference.csv"), index=False)
     print(df.round(3).to_string(index=False))

@@ -47,8 +47,11 @@ def overhead_table(cells_dir: Path, jobs_dir: Path) -> pd.DataFrame:
         # Between the load and the first window, besides idle and warm-up: the timing pass (a separate run in
         # cells measured before the warm-up doubled as the timing pass).
         row["timing_pass_s"] = (t["windows_start"] - t["load_end"]) - row["idle_s"] - row["warmup_s"]
-        row["before_load_s"] = job_s - (t["windows_end"] - t["load_start"]) - (
-            (t["write_start"] - t["windows_end"]) if "write_start" in t else 0.0)  # upper bound where unmarked
+        row["before_load_s"] = (
+            job_s
+            - (t["windows_end"] - t["load_start"])
+            - ((t["write_start"] - t["windows_end"]) if "write_start" in t else 0.0)
+        )  # upper bound where unmarked
         if "meter_open_start" in t:
             row["meter_open_s"] = t["meter_open_end"] - t["meter_open_start"]
         rows.append(row)
@@ -64,15 +67,20 @@ def warmup_jobs_s(directory: Path) -> dict[str, list[float]]:
     file: a campaign over several device calls loads an engine once per call and keeps one row for each."""
     if not directory.is_dir():
         return {}
-    return {str(tsv.relative_to(directory).with_suffix("")): pd.read_csv(tsv, sep="\t")["s"].astype(float).tolist()
-            for tsv in sorted(directory.rglob("*.tsv"))}
+    return {
+        str(tsv.relative_to(directory).with_suffix("")): pd.read_csv(tsv, sep="\t")["s"].astype(float).tolist()
+        for tsv in sorted(directory.rglob("*.tsv"))
+    }
 
 
 def unmeasured_jobs_s(jobs_dir: Path, measured: pd.DataFrame) -> list[float]:
     """Wall times of the jobs that measured nothing (status oom, exceeds_context): GPU time the campaign spent too."""
     done = set(measured["cell"])
-    return [float(pd.read_csv(tsv, sep="\t")["s"].iloc[0]) for tsv in sorted(jobs_dir.rglob("*.tsv"))
-            if str(tsv.relative_to(jobs_dir).with_suffix("")) not in done]
+    return [
+        float(pd.read_csv(tsv, sep="\t")["s"].iloc[0])
+        for tsv in sorted(jobs_dir.rglob("*.tsv"))
+        if str(tsv.relative_to(jobs_dir).with_suffix("")) not in done
+    ]
 
 
 def main(argv: list[str]) -> int:
@@ -84,22 +92,46 @@ def main(argv: list[str]) -> int:
         print("no cells with both a timeline and a job benchmark", file=sys.stderr)
         return 1
     warmups = warmup_jobs_s(Path(argv[1]).parent / "warmup_engine")
-    cols = ["cell", "job_s", "windows_s", "job_over_windows", "before_load_s", "load_s", "idle_s", "warmup_s",
-            "timing_pass_s", "edges_and_cooldowns_s"]
+    cols = [
+        "cell",
+        "job_s",
+        "windows_s",
+        "job_over_windows",
+        "before_load_s",
+        "load_s",
+        "idle_s",
+        "warmup_s",
+        "timing_pass_s",
+        "edges_and_cooldowns_s",
+    ]
     print(df[cols].round(2).to_string(index=False))
-    total = df[["job_s", "windows_s", "before_load_s", "load_s", "idle_s", "warmup_s", "timing_pass_s",
-                "edges_and_cooldowns_s"]].sum()
+    total = df[
+        [
+            "job_s",
+            "windows_s",
+            "before_load_s",
+            "load_s",
+            "idle_s",
+            "warmup_s",
+            "timing_pass_s",
+            "edges_and_cooldowns_s",
+        ]
+    ].sum()
     print()
-    print(f"{len(df)} jobs: {total['job_s']:.0f} s of job wall time for {total['windows_s']:.0f} s of measured windows "
-          f"({total['job_s'] / total['windows_s']:.2f}x)")
+    print(
+        f"{len(df)} jobs: {total['job_s']:.0f} s of job wall time for {total['windows_s']:.0f} s of measured windows "
+        f"({total['job_s'] / total['windows_s']:.2f}x)"
+    )
     warmup_s = [s for times in warmups.values() for s in times]
     unmeasured_s = unmeasured_jobs_s(Path(argv[1]), df)
     if unmeasured_s:
         print(f"+ {len(unmeasured_s)} jobs that measured nothing (oom, exceeds_context): {sum(unmeasured_s):.0f} s")
     if warmup_s or unmeasured_s:
         gpu_s = total["job_s"] + sum(warmup_s) + sum(unmeasured_s)
-        print(f"+ {len(warmup_s)} warm-up jobs (engine loads): {sum(warmup_s):.0f} s -> {gpu_s:.0f} s in all, "
-              f"{gpu_s / total['windows_s']:.2f}x the windows (goal <= 1.5x)")
+        print(
+            f"+ {len(warmup_s)} warm-up jobs (engine loads): {sum(warmup_s):.0f} s -> {gpu_s:.0f} s in all, "
+            f"{gpu_s / total['windows_s']:.2f}x the windows (goal <= 1.5x)"
+        )
     for k in ("before_load_s", "load_s", "warmup_s", "idle_s", "timing_pass_s", "edges_and_cooldowns_s"):
         print(f"  {k[:-2]:<22} {total[k]:7.0f} s  ({total[k] / total['job_s']:.0%} of job time)")
     return 0

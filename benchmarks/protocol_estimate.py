@@ -76,21 +76,30 @@ def cell_facts(cells_dir: Path, jobs_dir: Path) -> pd.DataFrame:
         e = w["energy_per_run_j"].astype(float)
         d = w["dynamic_energy_per_run_j"].astype(float)
         t, host = meta["timeline"], meta.get("engine_host") or {}
-        rows.append({
-            "cell": cell, "old_settings": meta["settings"], "timing_run_s": meta["timing_pass_s"],
-            "runs_old": int(w["runs"].iloc[0]), "run_s": float(w["run_s"].median()), "n_old": len(w),
-            "rel_sd_pct": float(100 * e.std(ddof=1) / e.mean()),
-            "rel_sd_dynamic_pct": float(100 * d.std(ddof=1) / d.mean()),
-            "host_bound": host_bound(Cell(meta["model"], meta["engine"], meta["phase"], int(meta["length_tokens"]))),
-            "half_width_old_pct": float(100 * t975(len(e) - 1) * e.std(ddof=1) / math.sqrt(len(e)) / e.mean()),
-            "idle_power_w": meta["idle_power_w"],
-            # window 0 against the later windows: did the warm-up leave the GPU in the state of the later windows?
-            "window0_dev_pct": float(100 * (e.iloc[0] / e.iloc[1:].mean() - 1)),
-            "later_rel_sd_pct": float(100 * e.iloc[1:].std(ddof=1) / e.iloc[1:].mean()),
-            # one host process = one engine load; a cell without a host loaded its own engine
-            "host": f"{meta.get('device_uuid')}/{host.get('pid')}" if host else f"own/{cell}",
-            "t_idle_start": t["idle_start"], "t_windows_end": t["windows_end"],
-        })
+        rows.append(
+            {
+                "cell": cell,
+                "old_settings": meta["settings"],
+                "timing_run_s": meta["timing_pass_s"],
+                "runs_old": int(w["runs"].iloc[0]),
+                "run_s": float(w["run_s"].median()),
+                "n_old": len(w),
+                "rel_sd_pct": float(100 * e.std(ddof=1) / e.mean()),
+                "rel_sd_dynamic_pct": float(100 * d.std(ddof=1) / d.mean()),
+                "host_bound": host_bound(
+                    Cell(meta["model"], meta["engine"], meta["phase"], int(meta["length_tokens"]))
+                ),
+                "half_width_old_pct": float(100 * t975(len(e) - 1) * e.std(ddof=1) / math.sqrt(len(e)) / e.mean()),
+                "idle_power_w": meta["idle_power_w"],
+                # window 0 against the later windows: did the warm-up leave the GPU in the state of the later windows?
+                "window0_dev_pct": float(100 * (e.iloc[0] / e.iloc[1:].mean() - 1)),
+                "later_rel_sd_pct": float(100 * e.iloc[1:].std(ddof=1) / e.iloc[1:].mean()),
+                # one host process = one engine load; a cell without a host loaded its own engine
+                "host": f"{meta.get('device_uuid')}/{host.get('pid')}" if host else f"own/{cell}",
+                "t_idle_start": t["idle_start"],
+                "t_windows_end": t["windows_end"],
+            }
+        )
     return df.merge(pd.DataFrame(rows), on="cell")
 
 
@@ -107,8 +116,11 @@ def estimate(facts: pd.DataFrame, settings: dict, spread: str = "central") -> pd
             runs = runs_per_window(c["timing_run_s"], settings["min_window_s"], settings["max_runs_per_window"])
             scale = c["runs_old"] / runs
             target, energy = window_target(MeasureSettings.from_section(settings), c["host_bound"])
-            sds = {"total": c["rel_sd_pct"], "dynamic": c["rel_sd_dynamic_pct"],
-                   "both": max(c["rel_sd_pct"], c["rel_sd_dynamic_pct"])}
+            sds = {
+                "total": c["rel_sd_pct"],
+                "dynamic": c["rel_sd_dynamic_pct"],
+                "both": max(c["rel_sd_pct"], c["rel_sd_dynamic_pct"]),
+            }
             rel_sd = sds[energy] * (math.sqrt(scale) if spread == "central" else scale)
             rel_sd_total = c["rel_sd_pct"] * (math.sqrt(scale) if spread == "central" else scale)
             n, reason = windows_needed(rel_sd, target, settings)
@@ -130,16 +142,35 @@ def estimate(facts: pd.DataFrame, settings: dict, spread: str = "central") -> pd
             new_loop = r * warmup_runs(r, settings["min_window_s"], goal, min_runs)
             warmup = max(c["warmup_s"] - old_loop + new_loop, new_loop) if settings["warmup"] else r
             job = (c["job_s"] - c["idle_s"] - c["warmup_s"] - c["window_span_s"]) + idle + warmup + n * work + edges
-            out.append({"cell": c["cell"], "job_s_old": c["job_s"], "windows_s_old": c["windows_s"],
-                        "n_old": c["n_old"], "runs_old": c["runs_old"], "runs_new": runs,
-                        "half_width_old_pct": c["half_width_old_pct"], "rel_sd_new_pct": rel_sd,
-                        "n_new": n, "stop": reason, "windows_s_new": n * work, "host_bound": c["host_bound"],
-                        "target_pct": target, "target_energy": energy,
-                        "half_width_new_pct": t975(n - 1) * rel_sd / math.sqrt(n),
-                        "half_width_total_new_pct": t975(n - 1) * rel_sd_total / math.sqrt(n),
-                        "idle_s_old": c["idle_s"], "idle_s_new": idle, "idle_source": idle_source,
-                        "warmup_s_old": c["warmup_s"], "warmup_s_new": warmup, "warmup_shared": shared,
-                        "edges_s_old": c["edges_and_cooldowns_s"], "edges_s_new": edges, "job_s_new": job})
+            out.append(
+                {
+                    "cell": c["cell"],
+                    "job_s_old": c["job_s"],
+                    "windows_s_old": c["windows_s"],
+                    "n_old": c["n_old"],
+                    "runs_old": c["runs_old"],
+                    "runs_new": runs,
+                    "half_width_old_pct": c["half_width_old_pct"],
+                    "rel_sd_new_pct": rel_sd,
+                    "n_new": n,
+                    "stop": reason,
+                    "windows_s_new": n * work,
+                    "host_bound": c["host_bound"],
+                    "target_pct": target,
+                    "target_energy": energy,
+                    "half_width_new_pct": t975(n - 1) * rel_sd / math.sqrt(n),
+                    "half_width_total_new_pct": t975(n - 1) * rel_sd_total / math.sqrt(n),
+                    "idle_s_old": c["idle_s"],
+                    "idle_s_new": idle,
+                    "idle_source": idle_source,
+                    "warmup_s_old": c["warmup_s"],
+                    "warmup_s_new": warmup,
+                    "warmup_shared": shared,
+                    "edges_s_old": c["edges_and_cooldowns_s"],
+                    "edges_s_new": edges,
+                    "job_s_new": job,
+                }
+            )
             previous_end = c["t_windows_end"]
     return pd.DataFrame(out).sort_values("cell").reset_index(drop=True)
 
@@ -149,13 +180,17 @@ def totals(per_cell: pd.DataFrame, other_jobs_s: float) -> dict:
     res = {}
     for when in ("old", "new"):
         gpu_s = per_cell[f"job_s_{when}"].sum() + other_jobs_s
-        res[when] = {"gpu_s": gpu_s, "windows_s": per_cell[f"windows_s_{when}"].sum(),
-                     "ratio": gpu_s / per_cell[f"windows_s_{when}"].sum()}
+        res[when] = {
+            "gpu_s": gpu_s,
+            "windows_s": per_cell[f"windows_s_{when}"].sum(),
+            "ratio": gpu_s / per_cell[f"windows_s_{when}"].sum(),
+        }
     return res
 
 
-def one_sitting_s(facts: pd.DataFrame, per_cell: pd.DataFrame, warmups: dict[str, list[float]],
-                  unmeasured_s: float) -> float:
+def one_sitting_s(
+    facts: pd.DataFrame, per_cell: pd.DataFrame, warmups: dict[str, list[float]], unmeasured_s: float
+) -> float:
     """GPU time if the grid ran in one sitting: no engine start inside a cell job (each job's start-up at the
     median of the campaign's) and one warm-up job per (model, engine), its shortest committed one. The campaign ran
     over several sessions and boards, which started engines again; engine hosts make one load per pair."""
@@ -171,11 +206,13 @@ def window0_lines(facts: pd.DataFrame) -> list[str]:
     host-bound cell's windows differ by the host's pace, 10-25 % in run time, which hides any warm-up effect)."""
     g = facts[~facts["host_bound"]]
     z = g["window0_dev_pct"] / g["later_rel_sd_pct"]
-    return [f"window 0 after the committed warm-up, {len(g)} GPU-bound cells: median deviation from the later windows "
-            f"{g['window0_dev_pct'].median():+.2f} % (|.| median {g['window0_dev_pct'].abs().median():.2f} %, 90th "
-            f"percentile {g['window0_dev_pct'].abs().quantile(0.9):.2f} %); below the later windows' mean in "
-            f"{int((g['window0_dev_pct'] < 0).sum())} of {len(g)}; median |deviation| / their spread "
-            f"{z.abs().median():.2f} (about 0.8 expected of a window like the others)"]
+    return [
+        f"window 0 after the committed warm-up, {len(g)} GPU-bound cells: median deviation from the later windows "
+        f"{g['window0_dev_pct'].median():+.2f} % (|.| median {g['window0_dev_pct'].abs().median():.2f} %, 90th "
+        f"percentile {g['window0_dev_pct'].abs().quantile(0.9):.2f} %); below the later windows' mean in "
+        f"{int((g['window0_dev_pct'] < 0).sum())} of {len(g)}; median |deviation| / their spread "
+        f"{z.abs().median():.2f} (about 0.8 expected of a window like the others)"
+    ]
 
 
 def _summary(name: str, per_cell: pd.DataFrame, other_jobs_s: float, n_warmups: int, n_unmeasured: int) -> list[str]:
@@ -192,17 +229,23 @@ def _summary(name: str, per_cell: pd.DataFrame, other_jobs_s: float, n_warmups: 
         f"{new['windows_s']:.0f} s of windows ({new['ratio']:.2f}x); {new['gpu_s'] / old['gpu_s']:.2f}x the committed "
         f"GPU time; median expected half-width {per_cell['half_width_new_pct'].median():.2f} % (max "
         f"{per_cell['half_width_new_pct'].max():.2f} %)",
-        "  " + "; ".join(
+        "  "
+        + "; ".join(
             f"{'host-bound generate' if hb else 'GPU-bound'} ({len(g)}): target {g['target_pct'].iloc[0]} % on "
             f"{g['target_energy'].iloc[0]} energy, expected half-width median "
             f"{g['half_width_new_pct'].median():.2f} %, "
             f"max {g['half_width_new_pct'].max():.2f} %, over the target in {int((g['stop'] == 'cap_reached').sum())}; "
             f"total energy's median {g['half_width_total_new_pct'].median():.2f} %"
-            for hb, g in per_cell.groupby("host_bound")) if per_cell["target_pct"].notna().all() else
-        "  no target: fixed count",
-        "  windows per cell: " + ", ".join(f"{k} {v}" for k, v in sorted(per_cell["n_new"].value_counts().items()))
-        + "; stop: " + ", ".join(f"{k} {v}" for k, v in stops.items()),
-        "  idle: " + ", ".join(f"{k} {v}" for k, v in per_cell["idle_source"].value_counts().items())
+            for hb, g in per_cell.groupby("host_bound")
+        )
+        if per_cell["target_pct"].notna().all()
+        else "  no target: fixed count",
+        "  windows per cell: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(per_cell["n_new"].value_counts().items()))
+        + "; stop: "
+        + ", ".join(f"{k} {v}" for k, v in stops.items()),
+        "  idle: "
+        + ", ".join(f"{k} {v}" for k, v in per_cell["idle_source"].value_counts().items())
         + f"; shared warm-ups: {int(per_cell['warmup_shared'].sum())}",
     ]
     for part in ("windows", "edges", "idle", "warmup", "job"):
@@ -227,8 +270,21 @@ def main(argv: list[str]) -> int:
         settings = load_config(REPO_ROOT / "config.yaml", [path])["measure"]
         central = estimate(facts, settings, "central")
         if i == 0:
-            cols = ["cell", "job_s_old", "job_s_new", "n_new", "runs_old", "runs_new", "half_width_old_pct",
-                    "half_width_new_pct", "windows_s_old", "windows_s_new", "idle_s_new", "warmup_s_new", "edges_s_new"]
+            cols = [
+                "cell",
+                "job_s_old",
+                "job_s_new",
+                "n_new",
+                "runs_old",
+                "runs_new",
+                "half_width_old_pct",
+                "half_width_new_pct",
+                "windows_s_old",
+                "windows_s_new",
+                "idle_s_new",
+                "warmup_s_new",
+                "edges_s_new",
+            ]
             print(f"\nper cell under {path} (central spread):")
             print(central[cols].round(2).to_string(index=False))
         for spread in ("central", "pessimistic"):
@@ -236,9 +292,11 @@ def main(argv: list[str]) -> int:
             print()
             print("\n".join(_summary(f"{path}, {spread} spread", per_cell, other, len(warmups), len(unmeasured))))
             sitting = one_sitting_s(facts, per_cell, warmup_jobs, sum(unmeasured))
-            print(f"  in one sitting ({len(warmup_jobs)} engine loads, no engine start inside a cell job): "
-                  f"{sitting:.0f} s = {sitting / 60:.0f} min, "
-                  f"{sitting / per_cell['windows_s_new'].sum():.2f}x the windows")
+            print(
+                f"  in one sitting ({len(warmup_jobs)} engine loads, no engine start inside a cell job): "
+                f"{sitting:.0f} s = {sitting / 60:.0f} min, "
+                f"{sitting / per_cell['windows_s_new'].sum():.2f}x the windows"
+            )
     return 0
 
 

@@ -34,12 +34,35 @@ def stages(cells_dir: Path, out: Path) -> list[tuple[str, list[str]]]:
     pngs = [str(out / "figures" / f"{f}.png") for f in PLOTTERS]
     svgs = [str(out / "figures" / f"{f}.svg") for f in PLOTTERS]
     return [
-        ("tables", ["analyze", str(cells_dir / "cells.parquet"), "--cell-tables",
-                    *cached_cell_tables(cells_dir / "cells"), "--out", *tables]),
+        (
+            "tables",
+            [
+                "analyze",
+                str(cells_dir / "cells.parquet"),
+                "--cell-tables",
+                *cached_cell_tables(cells_dir / "cells"),
+                "--out",
+                *tables,
+            ],
+        ),
         ("figures", ["figures", *tables, "--out", *pngs, *svgs]),
         ("report", ["report", "--tables", *tables, "--figures", *pngs, "--out", str(out / "report" / "report.html")]),
-        ("paper", ["paper", "--tables", *tables, "--figures", *pngs, "--template", str(ROOT / "paper" / "template.md"),
-                   "--out", str(out / "paper" / "paper.html"), "--markdown", str(out / "paper" / "paper.md")]),
+        (
+            "paper",
+            [
+                "paper",
+                "--tables",
+                *tables,
+                "--figures",
+                *pngs,
+                "--template",
+                str(ROOT / "paper" / "template.md"),
+                "--out",
+                str(out / "paper" / "paper.html"),
+                "--markdown",
+                str(out / "paper" / "paper.md"),
+            ],
+        ),
     ]
 
 
@@ -55,8 +78,11 @@ def run_once(cells_dir: Path) -> dict[str, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cells", default=str(ROOT / "data" / "reference" / "nvidia-h200"),
-                   help="a folder with cells.parquet and cells/ (default: the committed H200 reference)")
+    p.add_argument(
+        "--cells",
+        default=str(ROOT / "data" / "reference" / "nvidia-h200"),
+        help="a folder with cells.parquet and cells/ (default: the committed H200 reference)",
+    )
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     cells_dir = Path(args.cells)
@@ -64,10 +90,14 @@ def main() -> int:
     runs = [run_once(cells_dir) for _ in range(args.repeats)]
     names = list(runs[0])
     print("Regeneration from cached cells (no GPU used: CPU-only timings)")
-    print(f"host: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()}")
-    print(f"input: {cells_dir.relative_to(ROOT) if cells_dir.is_relative_to(ROOT) else cells_dir} "
-          f"({n_cells} cells); {args.repeats} repeats, each stage a fresh `python -m ctxenergy` process")
+    print(
+        f"host: {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+    print(
+        f"input: {cells_dir.relative_to(ROOT) if cells_dir.is_relative_to(ROOT) else cells_dir} "
+        f"({n_cells} cells); {args.repeats} repeats, each stage a fresh `python -m ctxenergy` process"
+    )
     print()
     print(f"{'stage':<22}{'median s':>10}{'min s':>10}{'max s':>10}")
     for name in names:

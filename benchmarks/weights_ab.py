@@ -54,8 +54,11 @@ def _energy(df: pd.DataFrame, model: str, engine: str, length: int) -> list[floa
 
 def report(df: pd.DataFrame) -> list[str]:
     boards = sorted(df["device_uuid"].unique())
-    out = [f"cells: {df.groupby(['model', 'engine', 'length_tokens']).ngroups}, boards: {', '.join(boards)}", "",
-           "1. Each weight set against the engine's own initialisation (energy per prefill, same engine and board)"]
+    out = [
+        f"cells: {df.groupby(['model', 'engine', 'length_tokens']).ngroups}, boards: {', '.join(boards)}",
+        "",
+        "1. Each weight set against the engine's own initialisation (energy per prefill, same engine and board)",
+    ]
     for engine in sorted(df["engine"].unique()):
         for model, (shape, weights) in ARMS.items():
             if weights == "engine's own":
@@ -63,17 +66,22 @@ def report(df: pd.DataFrame) -> list[str]:
             own = next(m for m, (s, w) in ARMS.items() if s == shape and w == "engine's own")
             for length in sorted(df[(df["model"] == model) & (df["engine"] == engine)]["length_tokens"].unique()):
                 a, b = _energy(df, own, engine, length), _energy(df, model, engine, length)
-                out.append(f"  {shape} {engine} L={length}: {weights} vs own {OWN[engine]}: {_fmt(welch_diff_pct(a, b))}"
-                           f"  ({sum(a) / len(a):.1f} J -> {sum(b) / len(b):.1f} J)")
+                out.append(
+                    f"  {shape} {engine} L={length}: {weights} vs own {OWN[engine]}: {_fmt(welch_diff_pct(a, b))}"
+                    f"  ({sum(a) / len(a):.1f} J -> {sum(b) / len(b):.1f} J)"
+                )
     out += ["", "2. SDPA / vLLM energy ratio per weight set (same board: the NVML gain cancels)"]
     for model, (shape, weights) in ARMS.items():
-        lengths = sorted(set(df[(df["model"] == model) & (df["engine"] == "vllm")]["length_tokens"])
-                         & set(df[(df["model"] == model) & (df["engine"] == "hf-sdpa")]["length_tokens"]))
+        lengths = sorted(
+            set(df[(df["model"] == model) & (df["engine"] == "vllm")]["length_tokens"])
+            & set(df[(df["model"] == model) & (df["engine"] == "hf-sdpa")]["length_tokens"])
+        )
         label = "engine's own (SDPA normal, vLLM uniform)" if weights == "engine's own" else f"both {weights}"
         for length in lengths:
             d = welch_diff_pct(_energy(df, model, "vllm", length), _energy(df, model, "hf-sdpa", length))
-            out.append(f"  {shape} L={length}, {label}: {1 + d[0] / 100:.3f}x [{1 + d[1] / 100:.3f}, "
-                       f"{1 + d[2] / 100:.3f}]")
+            out.append(
+                f"  {shape} L={length}, {label}: {1 + d[0] / 100:.3f}x [{1 + d[1] / 100:.3f}, {1 + d[2] / 100:.3f}]"
+            )
     return out
 
 

@@ -12,8 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # fake_nvml
 def copy_repo(dst: Path) -> Path:
     """A clone-like copy of the repository (tracked and unignored files, without the reference data), so that
     workflow tests never touch the checkout's results/."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
         src = REPO / f
         if src.is_file() and not f.startswith("data/reference/"):

@@ -22,9 +22,17 @@ class FakeNvmlError(Exception):
 
 
 class FakeGpu:
-    def __init__(self, uuid: str, idle_w: float = 100.0, period_s: float = 0.1, phase_s: float = 0.0,
-                 read_cost_s: float = 0.0, has_counter: bool = True, instant_window_s: float | None = None,
-                 average_window_s: float | None = None):
+    def __init__(
+        self,
+        uuid: str,
+        idle_w: float = 100.0,
+        period_s: float = 0.1,
+        phase_s: float = 0.0,
+        read_cost_s: float = 0.0,
+        has_counter: bool = True,
+        instant_window_s: float | None = None,
+        average_window_s: float | None = None,
+    ):
         self.uuid = uuid
         self.idle_w = idle_w
         self.period_s = period_s

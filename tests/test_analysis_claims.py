@@ -1,7 +1,6 @@
 """The paper's Table 1 and claims against our numbers: the H200 reference, plus second engines and lengths built
 by transforming the real table (said in each test), so that every verdict can be seen to flip."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,8 +24,14 @@ def raw():
     return reference_cells()
 
 
-def relabel(df: pd.DataFrame, engine: str | None = None, length_from: int | None = None, length_to: int | None = None,
-            energy: float = 1.0, time: float = 1.0) -> pd.DataFrame:
+def relabel(
+    df: pd.DataFrame,
+    engine: str | None = None,
+    length_from: int | None = None,
+    length_to: int | None = None,
+    energy: float = 1.0,
+    time: float = 1.0,
+) -> pd.DataFrame:
     d = df.copy()
     if engine:
         d["cell_id"] = d["cell_id"].str.replace(f"/{d['engine'].iloc[0]}/", f"/{engine}/")
@@ -117,8 +122,9 @@ def claims_of(df):
 def vllm_io(raw, e_out_scale_1k: float, e_out_scale_112k: float):
     """A 'vllm' engine from the real cells: prefill energies / 10 (cheaper input tokens) and generate energies set
     so that E_out/E_in lands where the test wants it, at L=1024 and at L=114688 (the 16384 cells relabelled)."""
-    base = pd.concat([raw[raw["length_tokens"] == 1024],
-                      relabel(raw, length_from=16384, length_to=114688)], ignore_index=True)
+    base = pd.concat(
+        [raw[raw["length_tokens"] == 1024], relabel(raw, length_from=16384, length_to=114688)], ignore_index=True
+    )
     v = relabel(base, engine="vllm")
     for L, target in ((1024, e_out_scale_1k), (114688, e_out_scale_112k)):
         pre = (v["phase"] == "prefill") & (v["length_tokens"] == L)
@@ -152,8 +158,9 @@ def test_no_usable_cell_makes_every_claim_untestable_and_says_why(raw):
 
 def test_a_claim_about_vllm_cites_only_vllm_cells(raw):
     """An unusable HF cell (here a real out-of-memory hf-eager cell) is no reason given for an untestable vLLM claim."""
-    oom = raw.iloc[[0]].assign(engine="hf-eager", cell_id="llama-3.1-8b/hf-eager/prefill/L16384", status="oom",
-                               energy_per_run_j=np.nan)
+    oom = raw.iloc[[0]].assign(
+        engine="hf-eager", cell_id="llama-3.1-8b/hf-eager/prefill/L16384", status="oom", energy_per_run_j=np.nan
+    )
     claims = derive(pd.concat([raw, oom], ignore_index=True))["claims"]
     for claim_id in (3, 4):
         deciding = claims.loc[claims["claim_id"] == claim_id, "deciding"].iloc[0]
@@ -182,13 +189,42 @@ MODEL = "llama-3.1-8b"  # its architecture counts the FLOPs of claims 1 and 9
 def board_pairs(board: float = 0.02, host: float = 0.05, power: float = 0.01) -> pd.DataFrame:
     """Two remeasured cells: one GPU-bound at the cap (board spread `board`, power spread `power`), one host-bound
     generate (host spread `host`)."""
-    base = {"schema_version": 2, "model": MODEL, "length_tokens": 4096, "board_a": "GPU-a", "board_b": "GPU-b",
-            "cell_a": "", "cell_b": "", "energy_a_j": 1.0, "energy_b_j": 1.0, "run_s_diff_rel": 0.0}
-    return pd.DataFrame([
-        dict(base, engine="vllm", phase="prefill", kind="board", energy_diff_rel=board, dynamic_energy_diff_rel=board,
-             mean_power_diff_rel=power, at_power_cap=True),
-        dict(base, engine="hf-sdpa", phase="generate", kind="host", energy_diff_rel=host, dynamic_energy_diff_rel=host,
-             mean_power_diff_rel=0.0, at_power_cap=False)])
+    base = {
+        "schema_version": 2,
+        "model": MODEL,
+        "length_tokens": 4096,
+        "board_a": "GPU-a",
+        "board_b": "GPU-b",
+        "cell_a": "",
+        "cell_b": "",
+        "energy_a_j": 1.0,
+        "energy_b_j": 1.0,
+        "run_s_diff_rel": 0.0,
+    }
+    return pd.DataFrame(
+        [
+            dict(
+                base,
+                engine="vllm",
+                phase="prefill",
+                kind="board",
+                energy_diff_rel=board,
+                dynamic_energy_diff_rel=board,
+                mean_power_diff_rel=power,
+                at_power_cap=True,
+            ),
+            dict(
+                base,
+                engine="hf-sdpa",
+                phase="generate",
+                kind="host",
+                energy_diff_rel=host,
+                dynamic_energy_diff_rel=host,
+                mean_power_diff_rel=0.0,
+                at_power_cap=False,
+            ),
+        ]
+    )
 
 
 def synthetic(curves: dict, rel: float = 0.002, limit: float = 700.0) -> pd.DataFrame:
@@ -197,12 +233,29 @@ def synthetic(curves: dict, rel: float = 0.002, limit: float = 700.0) -> pd.Data
     rows = []
     for (engine, phase), points in curves.items():
         for L, (e, t, w) in points.items():
-            row = {"cell_id": f"{MODEL}/{engine}/{phase}/L{L}", "model": MODEL, "engine": engine, "phase": phase,
-                   "length_tokens": L, "output_tokens": 128 if phase == "generate" else 1, "status": "ok",
-                   "status_reason": "", "flags": "", "n_windows": 5, "device_name": "NVIDIA H200",
-                   "device_uuid": "GPU-a", "power_limit_w": limit, "power_cap_fraction": 0.9}
-            for col, v in (("energy_per_run_j", e), ("dynamic_energy_per_run_j", 0.8 * e), ("run_s", t),
-                           ("prefill_s", t), ("mean_power_w", w)):
+            row = {
+                "cell_id": f"{MODEL}/{engine}/{phase}/L{L}",
+                "model": MODEL,
+                "engine": engine,
+                "phase": phase,
+                "length_tokens": L,
+                "output_tokens": 128 if phase == "generate" else 1,
+                "status": "ok",
+                "status_reason": "",
+                "flags": "",
+                "n_windows": 5,
+                "device_name": "NVIDIA H200",
+                "device_uuid": "GPU-a",
+                "power_limit_w": limit,
+                "power_cap_fraction": 0.9,
+            }
+            for col, v in (
+                ("energy_per_run_j", e),
+                ("dynamic_energy_per_run_j", 0.8 * e),
+                ("run_s", t),
+                ("prefill_s", t),
+                ("mean_power_w", w),
+            ):
                 row.update({col: v, f"{col}_ci_low": v * (1 - rel), f"{col}_ci_high": v * (1 + rel)})
             row.update(power_cap_fraction_ci_low=0.89, power_cap_fraction_ci_high=0.91)
             rows.append(row)
@@ -232,7 +285,7 @@ def test_claim1_needs_the_baseline_an_order_of_magnitude_earlier():
 def test_claim2_separates_the_plateau_from_its_onset():
     rising = {L: (1.0, 1.0, 100 + 600 * min(L, 16384) / 16384) for L in GRID}  # reaches 700 W at 16k
     early = {L: (1.0, 1.0, 700.0 if L >= 1024 else 400.0) for L in GRID}
-    no_plateau = {L: (1.0, 1.0, 100 + 5 * i ** 2.5) for i, L in enumerate(GRID)}  # still rising at the end
+    no_plateau = {L: (1.0, 1.0, 100 + 5 * i**2.5) for i, L in enumerate(GRID)}  # still rising at the end
     assert verdicts_of({("vllm", "prefill"): rising}, 2) == ["confirmed"]
     assert verdicts_of({("vllm", "prefill"): early}, 2) == ["confirmed in kind, onset hardware-dependent"]
     assert verdicts_of({("vllm", "prefill"): early}, 2, limit=1000.0) == ["refuted"]  # not at the cap: no excuse
@@ -322,8 +375,7 @@ def test_claim9_energy_per_flop_flat_or_rising():
     arch = ARCHS[MODEL]
     j_per_flop = 1.1e-12
     flat = {L: (j_per_flop * prefill_flops(arch, L) * (1.5 if L < 4096 else 1.0), 1.0, 700.0) for L in GRID}
-    wall = {L: (j_per_flop * prefill_flops(arch, L) * (1.5 if L < 4096 else 1 + L / 114688), 1.0, 700.0)
-            for L in GRID}
+    wall = {L: (j_per_flop * prefill_flops(arch, L) * (1.5 if L < 4096 else 1 + L / 114688), 1.0, 700.0) for L in GRID}
     assert verdicts_of({("vllm", "prefill"): flat}, 9) == ["refuted"]
     assert verdicts_of({("vllm", "prefill"): wall}, 9) == ["confirmed"]
 
@@ -338,16 +390,40 @@ def test_board_pairs_are_boards_of_one_gpu_model():
     """The same cell with the same settings on an H100 and an H200 is two GPU models, not a board spread."""
     from ctxenergy.analysis.systematics import board_pairs
 
-    base = {"model": "m", "engine": "hf-sdpa", "phase": "prefill", "length_tokens": 4096, "host_cpu": "x",
-            "settings": "s", "energy_j": 100.0, "dynamic_energy_j": 80.0, "run_s": 1.0, "mean_power_w": 690.0,
-            "power_limit_w": 700.0}
-    cells = pd.DataFrame([
-        {**base, "device_name": "NVIDIA H200", "device_uuid": "GPU-a", "measured_at": "1", "path": "a"},
-        {**base, "device_name": "NVIDIA H200", "device_uuid": "GPU-b", "measured_at": "2", "path": "b",
-         "energy_j": 102.0},
-        {**base, "device_name": "NVIDIA H100 80GB HBM3", "device_uuid": "GPU-c", "measured_at": "3", "path": "c",
-         "energy_j": 90.0},
-    ])
+    base = {
+        "model": "m",
+        "engine": "hf-sdpa",
+        "phase": "prefill",
+        "length_tokens": 4096,
+        "host_cpu": "x",
+        "settings": "s",
+        "energy_j": 100.0,
+        "dynamic_energy_j": 80.0,
+        "run_s": 1.0,
+        "mean_power_w": 690.0,
+        "power_limit_w": 700.0,
+    }
+    cells = pd.DataFrame(
+        [
+            {**base, "device_name": "NVIDIA H200", "device_uuid": "GPU-a", "measured_at": "1", "path": "a"},
+            {
+                **base,
+                "device_name": "NVIDIA H200",
+                "device_uuid": "GPU-b",
+                "measured_at": "2",
+                "path": "b",
+                "energy_j": 102.0,
+            },
+            {
+                **base,
+                "device_name": "NVIDIA H100 80GB HBM3",
+                "device_uuid": "GPU-c",
+                "measured_at": "3",
+                "path": "c",
+                "energy_j": 90.0,
+            },
+        ]
+    )
     pairs = board_pairs(cells)
     assert list(zip(pairs["board_a"], pairs["board_b"])) == [("GPU-a", "GPU-b")]
     assert abs(pairs["energy_diff_rel"].iloc[0] - 0.02) < 1e-12

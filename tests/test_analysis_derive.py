@@ -19,15 +19,16 @@ def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis")
     paths = [str(out / f"{t}.parquet") for t in TABLES]
     reference_cells().to_parquet(out / "cells.parquet")
-    assert main(["analyze", str(out / "cells.parquet"), "--cell-tables", *reference_tables(),
-                 "--out", *paths]) == 0
+    assert main(["analyze", str(out / "cells.parquet"), "--cell-tables", *reference_tables(), "--out", *paths]) == 0
     return {t: pd.read_parquet(out / f"{t}.parquet") for t in TABLES}
 
 
 def rows_as_json(df: pd.DataFrame):
     for rec in df.to_dict(orient="records"):
-        yield {k: (None if isinstance(v, float) and math.isnan(v) else v.item() if hasattr(v, "item") else v)
-               for k, v in rec.items()}
+        yield {
+            k: (None if isinstance(v, float) and math.isnan(v) else v.item() if hasattr(v, "item") else v)
+            for k, v in rec.items()
+        }
 
 
 def test_every_table_is_written_and_every_row_matches_its_schema(written):

@@ -1,6 +1,5 @@
 """Per-cell metrics on the real H200 reference cells (read from data/reference, not copied)."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,8 +91,14 @@ def test_unusable_cells_keep_their_row_status_and_reason(raw):
 def test_cpu_tables_store_none_and_still_load(raw):
     """CPU cells store None in numeric metadata columns (object dtype); the analysis must coerce, not crash."""
     df = raw.copy()
-    for col in ("idle_power_w", "peak_bf16_tflops", "peak_mem_tb_s", "power_limit_w", "achieved_tflops",
-                "driver_version"):
+    for col in (
+        "idle_power_w",
+        "peak_bf16_tflops",
+        "peak_mem_tb_s",
+        "power_limit_w",
+        "achieved_tflops",
+        "driver_version",
+    ):
         df[col] = pd.Series([None] * len(df), dtype=object)
     cells = prepare_cells(df)
     assert cells["idle_power_w"].dtype == float and cells["idle_power_w"].isna().all()

@@ -5,7 +5,6 @@ real table: a copy named "vllm" whose energies are divided by 7.6 and whose time
 are known exactly.
 """
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -53,8 +52,9 @@ def test_e_out_divides_by_g_minus_one(raw):
         assert r["e_ratio_per_g"] == pytest.approx(r["e_ratio"] * 127 / 128)
         assert r["e_ratio_ci_low"] < r["e_ratio"] < r["e_ratio_ci_high"]
         # the prefill's interval carries over to E_in unchanged
-        assert r["e_in_j_ci_low"] == pytest.approx(cells.loc[f"llama-3.1-8b/hf-sdpa/prefill/L{L}",
-                                                             "energy_per_run_j_ci_low"] / L)
+        assert r["e_in_j_ci_low"] == pytest.approx(
+            cells.loc[f"llama-3.1-8b/hf-sdpa/prefill/L{L}", "energy_per_run_j_ci_low"] / L
+        )
     assert io["usable"].all() and (io["output_tokens"] == 128).all()
 
 
@@ -62,8 +62,13 @@ def test_e_out_interval_adds_both_cells_in_quadrature(raw):
     pc = per_cell_metrics(prepare_cells(raw)).set_index("cell_id")
     r = io_ratio(pc.reset_index()).set_index("length_tokens").loc[2048]
     p, g = pc.loc["llama-3.1-8b/hf-sdpa/prefill/L2048"], pc.loc["llama-3.1-8b/hf-sdpa/generate/L2048"]
-    h = np.hypot(half_width(p["energy_per_run_j_ci_low"], p["energy_per_run_j_ci_high"]),
-                 half_width(g["energy_per_run_j_ci_low"], g["energy_per_run_j_ci_high"])) / 127
+    h = (
+        np.hypot(
+            half_width(p["energy_per_run_j_ci_low"], p["energy_per_run_j_ci_high"]),
+            half_width(g["energy_per_run_j_ci_low"], g["energy_per_run_j_ci_high"]),
+        )
+        / 127
+    )
     assert r["e_out_j_ci_high"] - r["e_out_j"] == pytest.approx(h)
 
 

@@ -1,6 +1,5 @@
 """dE/dL, the weighted E(L) fit and the thresholds: synthetic cases with known answers, then the H200 reference."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,15 +33,35 @@ def synthetic_cells(a, b, c, rel_half=0.01, power=None, n=5):
     p = power if power is not None else np.full(GRID.size, 500.0)
     rows = []
     for L, ei, pi in zip(GRID, e, p):
-        rows.append({"cell_id": f"m/hf-sdpa/prefill/L{int(L)}", "model": "m", "engine": "hf-sdpa", "phase": "prefill",
-                     "length_tokens": int(L), "output_tokens": 1, "status": "ok", "status_reason": "", "flags": "",
-                     "n_windows": n, "energy_per_run_j": ei, "energy_per_run_j_ci_low": ei * (1 - rel_half),
-                     "energy_per_run_j_ci_high": ei * (1 + rel_half), "dynamic_energy_per_run_j": ei / 2,
-                     "dynamic_energy_per_run_j_ci_low": ei / 2 * (1 - rel_half),
-                     "dynamic_energy_per_run_j_ci_high": ei / 2 * (1 + rel_half), "run_s": 1.0, "run_s_ci_low": 0.99,
-                     "run_s_ci_high": 1.01, "mean_power_w": pi, "mean_power_w_ci_low": pi - 1,
-                     "mean_power_w_ci_high": pi + 1, "power_cap_fraction": 0.0, "power_cap_fraction_ci_low": 0.0,
-                     "power_cap_fraction_ci_high": 0.0})
+        rows.append(
+            {
+                "cell_id": f"m/hf-sdpa/prefill/L{int(L)}",
+                "model": "m",
+                "engine": "hf-sdpa",
+                "phase": "prefill",
+                "length_tokens": int(L),
+                "output_tokens": 1,
+                "status": "ok",
+                "status_reason": "",
+                "flags": "",
+                "n_windows": n,
+                "energy_per_run_j": ei,
+                "energy_per_run_j_ci_low": ei * (1 - rel_half),
+                "energy_per_run_j_ci_high": ei * (1 + rel_half),
+                "dynamic_energy_per_run_j": ei / 2,
+                "dynamic_energy_per_run_j_ci_low": ei / 2 * (1 - rel_half),
+                "dynamic_energy_per_run_j_ci_high": ei / 2 * (1 + rel_half),
+                "run_s": 1.0,
+                "run_s_ci_low": 0.99,
+                "run_s_ci_high": 1.01,
+                "mean_power_w": pi,
+                "mean_power_w_ci_low": pi - 1,
+                "mean_power_w_ci_high": pi + 1,
+                "power_cap_fraction": 0.0,
+                "power_cap_fraction_ci_low": 0.0,
+                "power_cap_fraction_ci_high": 0.0,
+            }
+        )
     return per_cell_metrics(prepare_cells(pd.DataFrame(rows)))
 
 
@@ -103,7 +122,10 @@ def test_plateau_onset():
     falling = np.array([645, 688, 694, 697, 680, 590.0])
     assert np.isnan(plateau_onset(L, falling))
     assert np.isnan(plateau_onset(L, np.stack([falling, falling]))).all()
-    assert power_without_plateau(L, falling) == "power peaks at L = 2048 (697 W) and falls to 590 W at L = 8192: no plateau"
+    assert (
+        power_without_plateau(L, falling)
+        == "power peaks at L = 2048 (697 W) and falls to 590 W at L = 8192: no plateau"
+    )
     assert "still rising" in power_without_plateau(L, np.array([100, 200, 300, 400, 500, 600.0]))
     assert PLATEAU_FRACTION == 0.05
 

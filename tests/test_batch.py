@@ -81,8 +81,9 @@ def test_serving_batch_1_cells_are_the_campaigns_by_settings_hash():
     llama = committed[committed["model"] == "llama-3.1-8b"]
     assert set(llama["config_hash"]) == {cell_settings_hash(serving, "llama-3.1-8b")}
     campaign_ids = set(llama["cell_id"])
-    batch_1 = {c.cell_id for c in expand_grid(Settings.from_config(serving))
-               if c.batch_size == 1 and c.variant == "default"}
+    batch_1 = {
+        c.cell_id for c in expand_grid(Settings.from_config(serving)) if c.batch_size == 1 and c.variant == "default"
+    }
     assert batch_1 <= campaign_ids  # the same ids: committed cells fill them
 
 
@@ -117,7 +118,7 @@ def test_batch_prompts_are_distinct_sequences_of_exact_length(batch, length):
     assert measured.shape == warmup.shape == (batch, length) and measured.dtype == np.int64
     # no two of the 2B sequences share more than a few leading tokens: no cache can serve one from another
     assert shared_prefix_tokens(np.concatenate([measured, warmup])) <= MAX_SHARED_PREFIX
-    assert len({tuple(r[:MAX_SHARED_PREFIX + 1]) for r in np.concatenate([measured, warmup])}) == 2 * batch
+    assert len({tuple(r[: MAX_SHARED_PREFIX + 1]) for r in np.concatenate([measured, warmup])}) == 2 * batch
 
 
 def test_batch_1_prompt_files_are_unchanged():
@@ -163,8 +164,9 @@ def test_vllm_batches_beyond_one_prefill_step_are_refused_unless_chunked():
     assert status == EXCEEDS_ENGINE_LIMIT and "262144 tokens exceed max_num_batched_tokens = 131072" in reason
     assert limit_before_load(big, spec, {"chunked_prefill": True}, 1, "bfloat16") is None
     assert limit_before_load(Cell("llama-3.1-8b", "vllm", "prefill", 16384, 4), spec, {}, 1, "bfloat16") is None
-    status, reason = limit_before_load(Cell("llama-3.1-8b", "vllm", "prefill", 256, 64), spec,
-                                       {"max_num_seqs": 32}, 1, "bfloat16")
+    status, reason = limit_before_load(
+        Cell("llama-3.1-8b", "vllm", "prefill", 256, 64), spec, {"max_num_seqs": 32}, 1, "bfloat16"
+    )
     assert status == EXCEEDS_ENGINE_LIMIT and "max_num_seqs = 32" in reason
     # chunked prefill at vLLM's default: the chunk is vLLM's, not passed; max_num_seqs only where set
     kwargs = llm_kwargs(spec, "bfloat16", {"chunked_prefill": True})
@@ -184,11 +186,14 @@ def test_a_batch_beyond_the_devices_memory_is_recorded_not_run():
         def run(self, ids, n): ...
 
     # 64 x 65536 tokens of KV cache: 2 x 32 layers x 8 heads x 128 x 2 bytes = 128 KiB a token, 512 GiB
-    status, reason = batch_limit_of(Cell("llama-3.1-8b", "hf-sdpa", "prefill", 65536, 64), Loaded(), 1, "bfloat16",
-                                    spec, Device())
+    status, reason = batch_limit_of(
+        Cell("llama-3.1-8b", "hf-sdpa", "prefill", 65536, 64), Loaded(), 1, "bfloat16", spec, Device()
+    )
     assert status == OOM and "KV cache of B * (L + G) = 4194368 tokens 512.0 GiB" in reason
-    assert batch_limit_of(Cell("llama-3.1-8b", "hf-sdpa", "prefill", 1024, 16), Loaded(), 1, "bfloat16", spec,
-                          Device()) is None
+    assert (
+        batch_limit_of(Cell("llama-3.1-8b", "hf-sdpa", "prefill", 1024, 16), Loaded(), 1, "bfloat16", spec, Device())
+        is None
+    )
 
 
 # ---------------------------------------------------------------- measuring a batch
@@ -270,8 +275,9 @@ def test_an_oversize_vllm_batch_is_recorded_without_loading_an_engine(fake_gpu, 
     save_ids(warmup, tmp / "big.w.npy")
     cell = Cell("tiny-llama", "vllm", "prefill", 2048, 4)  # 8192 tokens, one step holds max_model_len = 4096
     out = tmp / "cells" / cell.path.relative_to("results/cells")
-    rec = measure_mod.measure_cell(Settings.from_config(cfg), cell, tmp / "big.npy", tmp / "big.w.npy", out,
-                                   meter=meter)
+    rec = measure_mod.measure_cell(
+        Settings.from_config(cfg), cell, tmp / "big.npy", tmp / "big.w.npy", out, meter=meter
+    )
     windows, runs, _, _ = read_cell(out)
     assert rec.status == EXCEEDS_ENGINE_LIMIT and list(windows["window"]) == [-1] and runs.empty
     assert "8192 tokens exceed max_num_batched_tokens = 4096" in windows["status_reason"].iloc[0]

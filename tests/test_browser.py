@@ -58,18 +58,31 @@ def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    pytest.fail("headless Chromium is needed for the browser tests and is not installed: "
-                "apt-get install -y --no-install-recommends chromium (.ci/run installs it)")
+    pytest.fail(
+        "headless Chromium is needed for the browser tests and is not installed: "
+        "apt-get install -y --no-install-recommends chromium (.ci/run installs it)"
+    )
 
 
 def browse(page: Path, width: int, *args: str, height: int = HEIGHT) -> subprocess.CompletedProcess:
     """Chromium, headless, on a local page shown in a frame `width` px wide, with every network request refused."""
     frame = page.with_name(f"frame-{width}-{page.name}")
     frame.write_text(FRAME.format(page=html.escape(page.name), width=width, height=height))
-    command = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--no-first-run", "--disable-extensions", "--proxy-server=127.0.0.1:9",
-               "--host-resolver-rules=MAP * ~NOTFOUND", f"--window-size={max(width, MIN_WINDOW)},{height}",
-               "--virtual-time-budget=10000", *args, frame.resolve().as_uri()]
+    command = [
+        chromium(),
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-extensions",
+        "--proxy-server=127.0.0.1:9",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--window-size={max(width, MIN_WINDOW)},{height}",
+        "--virtual-time-budget=10000",
+        *args,
+        frame.resolve().as_uri(),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
 
 
@@ -108,10 +121,12 @@ def check_page(page: Path, name: str, tmp: Path, interactive: bool) -> None:
     for width in WIDTHS:
         r = selftest(page, tmp, width)
         assert r["width"] == width
-        assert r["key_top"] is not None and 0 <= r["key_top"] < r["height"], \
+        assert r["key_top"] is not None and 0 <= r["key_top"] < r["height"], (
             f"{name} at {width} px: the key results start at {r['key_top']} px, below the first screen"
-        assert r["images"] and all(w > 0 for _, w in r["images"]), \
+        )
+        assert r["images"] and all(w > 0 for _, w in r["images"]), (
             f"{name} at {width} px: images that did not decode: {[a for a, w in r['images'] if w <= 0]}"
+        )
         assert r["fetched"] == [], f"{name} fetched from outside the page: {r['fetched']}"
         if interactive:
             assert r["plotly"] and r["hero_interactive"], f"{name}: plotly.js did not load without a network"
@@ -124,6 +139,7 @@ def test_the_smoke_report_reads_in_a_browser_without_network(smoke_report, tmp_p
 
 
 def test_the_campaign_report_reads_in_a_browser_without_network_and_its_hero_answers_a_hover(tmp_path):
-    assert 'id="plot-energy_per_token_fit"' in CAMPAIGN_REPORT.read_text(), \
+    assert 'id="plot-energy_per_token_fit"' in CAMPAIGN_REPORT.read_text(), (
         "the committed campaign report predates the interactive figure: regenerate it (README, publish_outputs)"
+    )
     check_page(CAMPAIGN_REPORT, "campaign-report", tmp_path, interactive=True)

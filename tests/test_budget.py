@@ -30,11 +30,18 @@ def write_jobs(root: Path, cells: dict[str, float], loads: dict[str, list[float]
 
 
 def test_estimates_own_time_then_interpolation_then_the_ratio_to_hf_sdpa(tmp_path):
-    jobs = write_jobs(tmp_path, {
-        "llama-3.1-8b/hf-paged/prefill/L1024": 20.0, "llama-3.1-8b/hf-paged/prefill/L4096": 80.0,
-        "llama-3.1-8b/hf-sdpa/prefill/L1024": 16.0, "llama-3.1-8b/hf-sdpa/prefill/L256": 15.0,
-        "qwen2-7b/hf-sdpa/prefill/L4096": 18.0, "llama-3.1-8b/hf-eager/prefill/L16384": 4.0,  # an oom job
-    }, {})
+    jobs = write_jobs(
+        tmp_path,
+        {
+            "llama-3.1-8b/hf-paged/prefill/L1024": 20.0,
+            "llama-3.1-8b/hf-paged/prefill/L4096": 80.0,
+            "llama-3.1-8b/hf-sdpa/prefill/L1024": 16.0,
+            "llama-3.1-8b/hf-sdpa/prefill/L256": 15.0,
+            "qwen2-7b/hf-sdpa/prefill/L4096": 18.0,
+            "llama-3.1-8b/hf-eager/prefill/L16384": 4.0,  # an oom job
+        },
+        {},
+    )
     t = job_times([jobs])
     assert estimate_s(t, Cell("llama-3.1-8b", "hf-paged", "prefill", 1024)) == 20.0
     # between two measured L: log-log, so halfway in log L is the geometric mean
@@ -53,11 +60,11 @@ def test_estimates_own_time_then_interpolation_then_the_ratio_to_hf_sdpa(tmp_pat
 def test_a_job_that_loaded_the_engine_itself_counts_without_the_load(tmp_path):
     """The budget charges each (model, engine) load once; a cell job that loaded the engine in its own processes (its
     memory says so) would otherwise carry a second one into the estimates interpolated from it."""
-    jobs = write_jobs(tmp_path, {"llama-3.1-8b/hf-paged/prefill/L1024": 20.0},
-                      {"llama-3.1-8b/hf-paged": [25.0, 18.0]})
+    jobs = write_jobs(tmp_path, {"llama-3.1-8b/hf-paged/prefill/L1024": 20.0}, {"llama-3.1-8b/hf-paged": [25.0, 18.0]})
     for name, s, rss_mb in (("L512", 38.0, 1219.6), ("L4096", 21.0, 69.0)):
         (jobs / "measure_cell" / "llama-3.1-8b" / "hf-paged" / "prefill" / f"{name}.tsv").write_text(
-            f"s\th:m:s\tmax_rss\n{s}\t0:00:00\t{rss_mb}\n")
+            f"s\th:m:s\tmax_rss\n{s}\t0:00:00\t{rss_mb}\n"
+        )
     t = job_times([jobs])
     loaded, served, no_memory = (t[("llama-3.1-8b", "hf-paged", "prefill", L)] for L in (512, 4096, 1024))
     assert loaded == 38.0 - 18.0  # the pair's shortest warm-up job taken off: the estimate errs long
@@ -91,14 +98,21 @@ def test_a_cell_past_the_models_positions_costs_seconds_without_any_estimate(tmp
 
 
 def test_fills_one_pairs_cells_before_paying_another_pairs_load(tmp_path):
-    cells = {"llama-3.1-8b/vllm/prefill/L114688": 60.0, "llama-3.1-8b/vllm/prefill/L1024": 20.0,
-             "llama-3.1-8b/vllm/prefill/L2048": 20.0, "qwen2-7b/vllm/prefill/L114688": 50.0}
+    cells = {
+        "llama-3.1-8b/vllm/prefill/L114688": 60.0,
+        "llama-3.1-8b/vllm/prefill/L1024": 20.0,
+        "llama-3.1-8b/vllm/prefill/L2048": 20.0,
+        "qwen2-7b/vllm/prefill/L114688": 50.0,
+    }
     jobs = write_jobs(tmp_path, cells, {"llama-3.1-8b/vllm": [180.0], "qwen2-7b/vllm": [110.0]})
     todo = [Cell.from_id(c) for c in cells]
     # room for both longest cells with both loads (400 s); longest first across pairs would take just those two
     chosen, summary = within_budget(todo, RESERVE_S + 400 * SAFETY + 1, [jobs], CONFIG)
-    assert [c.cell_id for c in chosen] == ["llama-3.1-8b/vllm/prefill/L114688", "llama-3.1-8b/vllm/prefill/L1024",
-                                           "llama-3.1-8b/vllm/prefill/L2048"]
+    assert [c.cell_id for c in chosen] == [
+        "llama-3.1-8b/vllm/prefill/L114688",
+        "llama-3.1-8b/vllm/prefill/L1024",
+        "llama-3.1-8b/vllm/prefill/L2048",
+    ]
     assert f"~{280 * SAFETY:.0f} s estimated" in summary  # one load: 180 + 60 + 20 + 20
     # with room for both pairs, every cell
     assert len(within_budget(todo, RESERVE_S + 440 * SAFETY + 1, [jobs], CONFIG)[0]) == 4
@@ -107,8 +121,10 @@ def test_fills_one_pairs_cells_before_paying_another_pairs_load(tmp_path):
 def test_committed_campaign_is_complete_and_a_rerun_is_planned_from_measured_times():
     cfg = Settings.from_config(load_config(REPO / "config.yaml", [REPO / "config" / "campaign.yaml"]))
     t = job_times(cfg.job_times)
-    done = {p.relative_to(REFERENCE / "campaign" / "cells").with_suffix("").as_posix()
-            for p in (REFERENCE / "campaign" / "cells").rglob("L*[0-9].parquet")}
+    done = {
+        p.relative_to(REFERENCE / "campaign" / "cells").with_suffix("").as_posix()
+        for p in (REFERENCE / "campaign" / "cells").rglob("L*[0-9].parquet")
+    }
     grid = expand_grid(cfg)
     assert len(grid) == 176 and {c.cell_id for c in grid} <= done  # all four engines measured (seventh session)
     for engine in cfg.engines:  # every cell of an engine remeasured (e.g. on another board): a 540 s call
@@ -120,11 +136,14 @@ def test_committed_campaign_is_complete_and_a_rerun_is_planned_from_measured_tim
         assert cost <= 540 - RESERVE_S, summary
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"budget_s": 540}, "budget_s needs job_times to estimate job times from"),
-    ({"budget_s": 540, "job_times": ["no/such/jobs"]}, "job_times: no/such/jobs has no measure_cell/ folder"),
-    ({"budget_s": 0, "job_times": ["results/benchmarks"]}, "budget_s: 0 is less than or equal to the minimum of 0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"budget_s": 540}, "budget_s needs job_times to estimate job times from"),
+        ({"budget_s": 540, "job_times": ["no/such/jobs"]}, "job_times: no/such/jobs has no measure_cell/ folder"),
+        ({"budget_s": 0, "job_times": ["results/benchmarks"]}, "budget_s: 0 is less than or equal to the minimum of 0"),
+    ],
+)
 def test_bad_budget_is_one_line_before_any_gpu_time(change, message):
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg.update(change)

@@ -44,6 +44,7 @@ REQUIRED = ["device", "method", "pattern", "window_s", "n_windows", "median_abs_
 
 # --- pure logic ---
 
+
 def test_phase_offsets_cover_the_period_evenly():
     phases = phase_offsets(20, 0.1)
     assert len(phases) == 20 and all(0 <= p < 0.1 for p in phases)
@@ -95,18 +96,37 @@ def test_burst_estimates_subtract_idle_over_each_methods_own_span():
 def test_steady_estimates_are_mean_power():
     trace = _flat(0.0, 2.0, [(0.0, 700.0)])
     est = steady_estimates(CounterRead(0.5, 0.0), CounterRead(1.0, 345.0), 280.0, 0.4, trace, trace)
-    assert est == pytest.approx({"naive": 690.0, "power_usage_integral": 700.0, "instant_integral": 700.0,
-                                 "ours": 700.0})
+    assert est == pytest.approx(
+        {"naive": 690.0, "power_usage_integral": 700.0, "instant_integral": 700.0, "ours": 700.0}
+    )
 
 
 def test_summary_and_table():
     rows = []
     for i, err in enumerate([1.0, -2.0, 3.0]):
         for m in METHODS:
-            rows.append({"pattern": "bursts", "window_s": 0.2, "window": i, "method": m, "truth": 100.0,
-                         "unit": "J", "error_pct": err * (10 if m == "naive" else 1)})
-    rows.append({"pattern": "bursts", "window_s": 0.2, "window": 3, "method": "naive", "truth": 100.0, "unit": "J",
-                 "error_pct": None})
+            rows.append(
+                {
+                    "pattern": "bursts",
+                    "window_s": 0.2,
+                    "window": i,
+                    "method": m,
+                    "truth": 100.0,
+                    "unit": "J",
+                    "error_pct": err * (10 if m == "naive" else 1),
+                }
+            )
+    rows.append(
+        {
+            "pattern": "bursts",
+            "window_s": 0.2,
+            "window": 3,
+            "method": "naive",
+            "truth": 100.0,
+            "unit": "J",
+            "error_pct": None,
+        }
+    )
     summary = summarise(pd.DataFrame(rows), {"device": "NVIDIA H200", "counter_period_s": 0.1})
     assert list(summary.columns[: len(REQUIRED)]) == REQUIRED
     ours = summary.set_index("method").loc["ours"]
@@ -117,8 +137,9 @@ def test_summary_and_table():
 
 
 def test_settings_from_args():
-    args = argparse.Namespace(lengths="0.1,0.2,0.5,1,2", windows=20, truth_s=20.0, patterns="bursts,steady",
-                              quick=False)
+    args = argparse.Namespace(
+        lengths="0.1,0.2,0.5,1,2", windows=20, truth_s=20.0, patterns="bursts,steady", quick=False
+    )
     s = settings_from_args(args)
     assert s.lengths == (0.1, 0.2, 0.5, 1.0, 2.0) and s.n_windows == 20 and s.patterns == ("bursts", "steady")
     # the default run must fit the GPU budget (~5 minutes)
@@ -139,16 +160,26 @@ def test_outputs_paths(tmp_path):
 
 # --- the protocol on the fake ---
 
+
 def _hopper_like(**kw) -> FakeGpu:
     """Counter every 100 ms (4 ms reads), INSTANT averaging the last 25 ms, GetPowerUsage the last 1 s."""
-    return FakeGpu("GPU-cal", idle_w=125.0, read_cost_s=0.004, phase_s=0.037, instant_window_s=0.025,
-                   average_window_s=1.0, **kw)
+    return FakeGpu(
+        "GPU-cal", idle_w=125.0, read_cost_s=0.004, phase_s=0.037, instant_window_s=0.025, average_window_s=1.0, **kw
+    )
 
 
 def test_calibrate_on_the_fake_ranks_the_methods():
     g = _hopper_like()
-    s = CalibrationSettings(lengths=(0.05, 0.2), n_windows=5, truth_s=1.5, bursts_truth_s=1.5, gap_s=0.4, tail_s=0.3,
-                            idle_s=0.5, warmup_s=0.3)
+    s = CalibrationSettings(
+        lengths=(0.05, 0.2),
+        n_windows=5,
+        truth_s=1.5,
+        bursts_truth_s=1.5,
+        gap_s=0.4,
+        tail_s=0.3,
+        idle_s=0.5,
+        warmup_s=0.3,
+    )
     t0 = time.perf_counter()
     windows, meta = calibrate(FakeNvml([g]), FakeLoad([g], 575.0), s, log=lambda line: None)
     elapsed = time.perf_counter() - t0
@@ -179,6 +210,7 @@ def test_calibrate_refuses_a_gpu_without_counter():
 
 # --- without a GPU: one line, from the CLI and from the benchmark ---
 
+
 def test_cli_calibrate_without_nvml_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "pynvml", None)
     assert cli_main(["calibrate", "--out", str(tmp_path / "c.csv")]) == 2
@@ -197,8 +229,13 @@ def _benchmark_module():
 def test_benchmark_fails_fast_in_one_line_without_a_gpu(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDA_VISIBLE_DEVICES": ""}
     # With the driver absent NVML refuses; with a GPU present, the empty CUDA_VISIBLE_DEVICES hides it from torch.
-    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "energy_accuracy.py"), "--out-dir", str(tmp_path)],
-                       capture_output=True, text=True, env=env, timeout=120)
+    p = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "energy_accuracy.py"), "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("energy_accuracy: ")
     assert not list(tmp_path.iterdir())
@@ -249,9 +286,16 @@ def test_calibration_claims_a_free_gpu_like_a_measurement_job(tmp_path, monkeypa
 def test_benchmark_sampler_overhead_runs_prefill_and_generate_workloads_on_cpu():
     """The overhead part end to end on the CPU (tiny model, fake NVML): one row per workload and interval."""
     bench = _benchmark_module()
-    summary, runs = bench.sampler_overhead(FakeNvml([FakeGpu("GPU-a")]), [("prefill", 32, 1), ("generate", 32, 4)],
-                                           [0.01], rounds=2, block=1, log=lambda line: None, model="tiny-llama",
-                                           device="cpu")
+    summary, runs = bench.sampler_overhead(
+        FakeNvml([FakeGpu("GPU-a")]),
+        [("prefill", 32, 1), ("generate", 32, 4)],
+        [0.01],
+        rounds=2,
+        block=1,
+        log=lambda line: None,
+        model="tiny-llama",
+        device="cpu",
+    )
     assert [r["workload"].split(",")[0] for r in summary] == ["prefill L=32", "generate L=32"]
     assert "G=4" in summary[1]["workload"] and all(r["rounds"] == 2 for r in summary)
     assert len(runs) == 8 and all(r["seconds"] > 0 for r in runs)
@@ -261,12 +305,19 @@ def test_benchmark_sampler_overhead_runs_prefill_and_generate_workloads_on_cpu()
 def test_shortest_window_for_a_target_uses_the_edge_aligned_burst_error():
     from ctxenergy.calibrate import shortest_window_s
 
-    table = pd.DataFrame([
-        {"method": m, "pattern": p, "window_s": w, "median_abs_error_pct": e}
-        for m, p, w, e in [("ours", "bursts", 0.2, 0.94), ("ours", "bursts", 0.5, 0.85), ("ours", "bursts", 1.0, 0.24),
-                           ("ours", "bursts", 2.0, 0.16), ("ours", "steady", 0.2, 0.10),
-                           ("naive", "bursts", 0.2, 0.01)]
-    ])
+    table = pd.DataFrame(
+        [
+            {"method": m, "pattern": p, "window_s": w, "median_abs_error_pct": e}
+            for m, p, w, e in [
+                ("ours", "bursts", 0.2, 0.94),
+                ("ours", "bursts", 0.5, 0.85),
+                ("ours", "bursts", 1.0, 0.24),
+                ("ours", "bursts", 2.0, 0.16),
+                ("ours", "steady", 0.2, 0.10),
+                ("naive", "bursts", 0.2, 0.01),
+            ]
+        ]
+    )
     assert shortest_window_s(table, 1.0) == 1.0  # 0.24 % is within a quarter of 1 %; 0.85 % at 0.5 s is not
     assert shortest_window_s(table, 4.0) == 0.2
     assert shortest_window_s(table, 0.5) is None  # even 2 s (0.16 %) is more than a quarter of 0.5 %

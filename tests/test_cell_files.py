@@ -17,8 +17,11 @@ from ctxenergy.paths import REPO_ROOT
 from ctxenergy.tables import read_cell, sibling, write_table, write_tables
 
 CAMPAIGN = REFERENCE / "campaign" / "cells"
-CELLS = ["llama-3.1-8b/hf-sdpa/prefill/L1024", "llama-3.1-8b/hf-sdpa/prefill/L4096",
-         "llama-3.1-8b/vllm/generate/L65536"]
+CELLS = [
+    "llama-3.1-8b/hf-sdpa/prefill/L1024",
+    "llama-3.1-8b/hf-sdpa/prefill/L4096",
+    "llama-3.1-8b/vllm/generate/L65536",
+]
 
 
 def copy_cells(dst, cells=CELLS):
@@ -86,7 +89,7 @@ def test_a_damaged_runs_or_trace_file_of_a_new_cell_is_noticed(tmp_path, kind):
     fresh = write_copy(CAMPAIGN / f"{CELLS[0]}.parquet", tmp_path / "fresh" / "L1024.parquet")
     flipped = sibling(fresh, kind)  # a cell written now, 64 bytes of its runs or trace zeroed in the middle
     data = flipped.read_bytes()
-    flipped.write_bytes(data[: len(data) // 2] + bytes(64) + data[len(data) // 2 + 64:])
+    flipped.write_bytes(data[: len(data) // 2] + bytes(64) + data[len(data) // 2 + 64 :])
     with pytest.raises(CtxEnergyError, match=f"{flipped.name}: "):
         read_cell(fresh)
 
@@ -130,8 +133,16 @@ def test_the_campaign_aggregates_under_its_own_config(tmp_path):
 def test_cells_under_other_settings_stop_the_aggregation_unless_allowed(tmp_path, capsys):
     paths = copy_cells(tmp_path / "cells")
     (tmp_path / "g64.yaml").write_text("generate_tokens: 64\n")
-    args = ["aggregate", *map(str, paths), "--out", str(tmp_path / "cells.parquet"), "--config",
-            str(REPO_ROOT / "config.yaml"), "--configfile", str(REPO_ROOT / "config" / "campaign.yaml")]
+    args = [
+        "aggregate",
+        *map(str, paths),
+        "--out",
+        str(tmp_path / "cells.parquet"),
+        "--config",
+        str(REPO_ROOT / "config.yaml"),
+        "--configfile",
+        str(REPO_ROOT / "config" / "campaign.yaml"),
+    ]
     assert main(args) == 0  # the campaign's cells under the campaign's config
     assert main(args + ["--configfile", str(tmp_path / "g64.yaml")]) == 2
     err = capsys.readouterr().err
@@ -150,8 +161,10 @@ def test_a_bad_table_of_cells_stops_analyze_and_provenance_in_one_line(tmp_path,
     partial = tmp_path / "partial.parquet"
     write_table(pd.read_parquet(table).drop(columns=["length_tokens"]), partial)
     for bad, problem in ((cut, "not a readable Parquet file"), (partial, "missing column length_tokens")):
-        for args in (["analyze", str(bad), "--out", str(tmp_path / "per_cell.parquet")],
-                     ["provenance", "--cells", str(bad), "--out", str(tmp_path / "provenance.md")]):
+        for args in (
+            ["analyze", str(bad), "--out", str(tmp_path / "per_cell.parquet")],
+            ["provenance", "--cells", str(bad), "--out", str(tmp_path / "provenance.md")],
+        ):
             assert main(args) == 2
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and err.startswith(f"ctxenergy: {bad}: {problem}")
@@ -180,8 +193,13 @@ def test_a_legacy_cell_beside_another_cells_runs_or_trace_is_refused(tmp_path, c
 def test_a_cell_of_a_newer_schema_is_refused(tmp_path, capsys):
     paths = copy_cells(tmp_path / "cells")
     windows, runs, trace, meta = read_cell(paths[0])
-    write_tables({paths[0]: (windows.assign(schema_version=99), {**meta, "schema_version": 99}),
-                  sibling(paths[0], "runs"): (runs, None), sibling(paths[0], "trace"): (trace, None)})
+    write_tables(
+        {
+            paths[0]: (windows.assign(schema_version=99), {**meta, "schema_version": 99}),
+            sibling(paths[0], "runs"): (runs, None),
+            sibling(paths[0], "trace"): (trace, None),
+        }
+    )
     err = one_line_error(tmp_path, paths, capsys)
     assert f"{paths[0]}: schema_version 99" in err and "newer ctxenergy" in err and "upgrade" in err
 

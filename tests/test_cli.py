@@ -11,8 +11,17 @@ from conftest import REPO
 
 CTXENERGY = [sys.executable, "-m", "ctxenergy"]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-MEASURE_SMOKE = ["measure", "--configfile", "config/smoke.yaml", "--model", "tiny-llama", "--engine", "hf-sdpa",
-                 "--phase", "prefill"]
+MEASURE_SMOKE = [
+    "measure",
+    "--configfile",
+    "config/smoke.yaml",
+    "--model",
+    "tiny-llama",
+    "--engine",
+    "hf-sdpa",
+    "--phase",
+    "prefill",
+]
 
 
 def one_line(proc: subprocess.CompletedProcess, exit_code: int = 2) -> str:
@@ -52,8 +61,11 @@ def test_a_missing_argument_is_one_line():
 def test_an_engine_not_in_the_config_names_the_file_whose_list_it_is(tmp_path):
     line = one_line(ctxenergy(MEASURE_SMOKE[:5] + ["--engine", "vllm", "--phase", "prefill", "--length", "64"]))
     assert line.startswith("ctxenergy: config/smoke.yaml: engines: 'vllm' is not among hf-eager, hf-sdpa")
-    line = one_line(ctxenergy(MEASURE_SMOKE[:3] + ["--model", "nope", "--engine", "hf-sdpa", "--phase", "prefill",
-                                                   "--length", "64"]))
+    line = one_line(
+        ctxenergy(
+            MEASURE_SMOKE[:3] + ["--model", "nope", "--engine", "hf-sdpa", "--phase", "prefill", "--length", "64"]
+        )
+    )
     assert line.startswith("ctxenergy: config/smoke.yaml: models: 'nope' is not among tiny-llama")
 
 
@@ -124,28 +136,40 @@ def test_config_files_merge_mappings_key_by_key_like_snakemake(tmp_path):
     assert config["measure"]["repeats"] == 7 and config["measure"]["min_window_s"] == 0.2  # smoke's, kept
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("generate_tokens=abc", "ctxenergy: config: generate_tokens: 'abc' is not of type 'integer'; correct --config"),
-    ("lengths=256", "ctxenergy: config: lengths: 256 is not of type 'array'; write a list: --config 'lengths=[a, b]'"),
-    ("measure={repeats:5}", "write a mapping with a space after each colon: --config 'measure={name: value}'"),
-    ("engines=[vlm]", "ctxenergy: config: engines[0] 'vlm' is not a known engine"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("generate_tokens=abc", "ctxenergy: config: generate_tokens: 'abc' is not of type 'integer'; correct --config"),
+        (
+            "lengths=256",
+            "ctxenergy: config: lengths: 256 is not of type 'array'; write a list: --config 'lengths=[a, b]'",
+        ),
+        ("measure={repeats:5}", "write a mapping with a space after each colon: --config 'measure={name: value}'"),
+        ("engines=[vlm]", "ctxenergy: config: engines[0] 'vlm' is not a known engine"),
+    ],
+)
 def test_a_bad_config_value_through_snakemake_is_one_line_with_its_key_and_fix(repo_copy, value, expected):
     line = snakemake_line(["--configfile", "config/smoke.yaml", "--config", value], repo_copy)
     assert expected in line, line
 
 
 def test_lists_and_mappings_given_with_config_are_read_as_in_a_config_file(repo_copy):
-    proc = subprocess.run(SNAKEMAKE + ["-n", "--configfile", "config/smoke.yaml", "--config", "lengths=[64, 128]",
-                                       "measure={repeats: 2}"], cwd=repo_copy, capture_output=True, text=True)
+    proc = subprocess.run(
+        SNAKEMAKE
+        + ["-n", "--configfile", "config/smoke.yaml", "--config", "lengths=[64, 128]", "measure={repeats: 2}"],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "L128.parquet" in proc.stdout  # and repeats is the number 2, or the schema would have refused it
 
 
 def test_snakemake_with_a_missing_configfile_fails_before_the_workflow_with_the_file_named(repo_copy):
     """Snakemake reads --configfile before the workflow, so its own error stands; its last line names the file."""
-    proc = subprocess.run(SNAKEMAKE + ["-n", "--configfile", "nope.yaml"], cwd=repo_copy, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        SNAKEMAKE + ["-n", "--configfile", "nope.yaml"], cwd=repo_copy, capture_output=True, text=True
+    )
     assert proc.returncode != 0
     last = proc.stdout.strip().splitlines()[-1]
     assert last == "FileNotFoundError: [Errno 2] No such file or directory: 'nope.yaml'", proc.stdout
@@ -212,18 +236,47 @@ def _disk_full_after(max_bytes):
     return apply
 
 
-@pytest.mark.parametrize("command, written", [
-    (["aggregate", *sorted(str(p) for p in (REPO / "data/reference/nvidia-h200/cells/llama-3.1-8b/hf-sdpa/prefill")
-                           .glob("L*.parquet") if p.name.count(".") == 1)[:2], "--out", "{tmp}/cells.parquet"],
-     "{tmp}/cells.parquet"),
-    (["prompts", "--configfile", "config/smoke.yaml", "--model", "tiny-llama", "--length", "4096",
-      "--out", "{tmp}/L4096.npy", "--warmup-out", "{tmp}/L4096.warmup.npy"], "{tmp}/L4096.npy"),
-], ids=["aggregate", "prompts"])
+@pytest.mark.parametrize(
+    "command, written",
+    [
+        (
+            [
+                "aggregate",
+                *sorted(
+                    str(p)
+                    for p in (REPO / "data/reference/nvidia-h200/cells/llama-3.1-8b/hf-sdpa/prefill").glob("L*.parquet")
+                    if p.name.count(".") == 1
+                )[:2],
+                "--out",
+                "{tmp}/cells.parquet",
+            ],
+            "{tmp}/cells.parquet",
+        ),
+        (
+            [
+                "prompts",
+                "--configfile",
+                "config/smoke.yaml",
+                "--model",
+                "tiny-llama",
+                "--length",
+                "4096",
+                "--out",
+                "{tmp}/L4096.npy",
+                "--warmup-out",
+                "{tmp}/L4096.warmup.npy",
+            ],
+            "{tmp}/L4096.npy",
+        ),
+    ],
+    ids=["aggregate", "prompts"],
+)
 def test_a_full_disk_is_one_line_naming_what_was_written_and_leaves_no_file(tmp_path, command, written):
     """pyarrow and NumPy raise errno 27/28 without a file name: the line names the command's --out instead."""
     args = [a.format(tmp=tmp_path) for a in command]
-    proc = subprocess.run(CTXENERGY + args, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          preexec_fn=_disk_full_after(1024))
+    proc = subprocess.run(
+        CTXENERGY + args, cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=_disk_full_after(1024)
+    )
     line = one_line(proc, exit_code=1)
     assert line.startswith(f"ctxenergy: {written.format(tmp=tmp_path)}") and "free space" in line, line
     assert list(tmp_path.iterdir()) == []
@@ -236,7 +289,6 @@ def test_an_output_folder_that_is_a_file_is_one_line_before_measuring(tmp_path):
     assert line.startswith(f"ctxenergy: {tmp_path / 'blocked'}: ") and "not a folder" in line, line
 
 
-
 def test_a_refused_write_names_the_folder_not_the_temporary_file():
     import errno
     from argparse import Namespace
@@ -245,9 +297,13 @@ def test_a_refused_write_names_the_folder_not_the_temporary_file():
 
     exc = OSError(errno.EROFS, "Read-only file system", "results/.cells.parquet.x1y2.tmp")
     line = _file_error_line(exc, Namespace(out="results/cells.parquet"))
-    assert line == "ctxenergy: results: Read-only file system; check the folder's permissions (or write elsewhere with --out)"
-    full = _file_error_line(OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28]"),
-                            Namespace(out="results/cells.parquet"))
+    assert (
+        line
+        == "ctxenergy: results: Read-only file system; check the folder's permissions (or write elsewhere with --out)"
+    )
+    full = _file_error_line(
+        OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28]"), Namespace(out="results/cells.parquet")
+    )
     assert full.startswith("ctxenergy: results/cells.parquet: No space left on device; free space")
     assert _file_error_line(OSError(errno.ENOSPC, "no file"), Namespace()) is None  # nothing named: a bug, traceback
 
@@ -263,5 +319,7 @@ def test_an_nvml_error_out_of_any_command_is_one_line(monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "cmd_info", lambda args: (_ for _ in ()).throw(NVMLError_GpuIsLost("GPU is lost")))
     assert cli.main(["info", "--quick"]) == 1
-    assert capsys.readouterr().err == ("ctxenergy: NVML: GPU is lost while running `ctxenergy info`; check the driver "
-                                       "(nvidia-smi) and that this process may read the GPU\n")
+    assert capsys.readouterr().err == (
+        "ctxenergy: NVML: GPU is lost while running `ctxenergy info`; check the driver "
+        "(nvidia-smi) and that this process may read the GPU\n"
+    )

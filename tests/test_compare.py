@@ -75,9 +75,11 @@ def test_two_h200_boards_differ_by_the_documented_tolerance():
 
 def test_cli_exit_status_and_one_line_errors(tmp_path):
     ref = str(REF / "campaign" / "cells")
+
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True, text=True,
-                              cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True, text=True, cwd=REPO
+        )
 
     ok = run(ref, str(_copy_scaled(tmp_path / "a", 1.0)), "--out", str(tmp_path / "cmp.csv"))
     assert ok.returncode == 0 and "1 cells compared: 1 agrees" in ok.stdout and (tmp_path / "cmp.csv").exists()
@@ -113,9 +115,11 @@ def test_named_cells_only_each_in_both_and_exit_zero_on_request(tmp_path):
         compare_cells(ref, ref, cells=["llama-3.1-8b/hf-sdpa/L16384"])
     with pytest.raises(CtxEnergyError, match="no cell given"):
         compare_cells(ref, ref, cells=[])
+
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True, text=True,
-                              cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "ctxenergy", "compare", *a], capture_output=True, text=True, cwd=REPO
+        )
 
     shifted = str(_copy_scaled(tmp_path / "b", 1.10))
     assert run(str(ref), shifted, "--cells", CELL).returncode == 1

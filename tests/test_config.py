@@ -33,9 +33,15 @@ def test_default_and_smoke_configs_validate_and_get_defaults():
     "mutate, message",
     [
         (lambda c: c.update(engins=["hf-sdpa"]), "Additional properties are not allowed ('engins'"),
-        (lambda c: c.update(engines=["vlm"]), "engines[0] 'vlm' is not a known engine (known: hf-eager, hf-sdpa, hf-paged, vllm)"),
+        (
+            lambda c: c.update(engines=["vlm"]),
+            "engines[0] 'vlm' is not a known engine (known: hf-eager, hf-sdpa, hf-paged, vllm)",
+        ),
         (lambda c: c["models"].append({"name": "gpt-9"}), "model 'gpt-9': no architecture config"),
-        (lambda c: c.update(lengths=[1024, 262144]), "lengths [262144] exceed model 'llama-3.1-8b' max_position_embeddings=131072"),
+        (
+            lambda c: c.update(lengths=[1024, 262144]),
+            "lengths [262144] exceed model 'llama-3.1-8b' max_position_embeddings=131072",
+        ),
         (lambda c: c.update(lengths=[0]), "lengths[0] = 0 is not a positive integer"),
         (lambda c: c.update(lengths=[-5]), "lengths[0] = -5 is not a positive integer"),
         (lambda c: c.update(lengths=["1k"]), "lengths[0]: '1k' is not of type 'integer'"),
@@ -47,16 +53,24 @@ def test_default_and_smoke_configs_validate_and_get_defaults():
         (lambda c: c["models"][0].update(weights="./no/such/dir"), "weights path './no/such/dir' does not exist"),
         (lambda c: c["measure"].update(repeats=0), "measure.repeats: 0 is less than the minimum of 1"),
         (lambda c: c["measure"].update(min_windows=2), "measure.min_windows: 2 is less than the minimum of 3"),
-        (lambda c: c["measure"].update(min_windows=6, max_windows=4),
-         "measure.max_windows = 4 is below measure.min_windows = 6"),
+        (
+            lambda c: c["measure"].update(min_windows=6, max_windows=4),
+            "measure.max_windows = 4 is below measure.min_windows = 6",
+        ),
         (lambda c: c["measure"].update(target_half_width_pct=0), "measure.target_half_width_pct: 0 is less than or"),
         (lambda c: c["models"][0].update(tp=2), "tp=2, which engines ['hf-eager', 'hf-sdpa'] do not support"),
-        (lambda c: c.update(spot_check={"cells": ["llama-3.1-8b/hf-sdpa/prefill/L1024"]}),
-         "spot_check.cells names cells but spot_check.reference is not set"),
-        (lambda c: c.update(spot_check={"reference": "r", "cells": ["llama-3.1-8b/vllm/prefill/L1024"]}),
-         "spot_check.cells: llama-3.1-8b/vllm/prefill/L1024: engine vllm is not in this config's engines"),
-        (lambda c: c.update(spot_check={"reference": "r", "cells": ["llama-3.1-8b/hf-sdpa/decode/L1024"]}),
-         "spot_check.cells[0]: 'llama-3.1-8b/hf-sdpa/decode/L1024' does not match"),
+        (
+            lambda c: c.update(spot_check={"cells": ["llama-3.1-8b/hf-sdpa/prefill/L1024"]}),
+            "spot_check.cells names cells but spot_check.reference is not set",
+        ),
+        (
+            lambda c: c.update(spot_check={"reference": "r", "cells": ["llama-3.1-8b/vllm/prefill/L1024"]}),
+            "spot_check.cells: llama-3.1-8b/vllm/prefill/L1024: engine vllm is not in this config's engines",
+        ),
+        (
+            lambda c: c.update(spot_check={"reference": "r", "cells": ["llama-3.1-8b/hf-sdpa/decode/L1024"]}),
+            "spot_check.cells[0]: 'llama-3.1-8b/hf-sdpa/decode/L1024' does not match",
+        ),
     ],
 )
 def test_bad_config_fails_with_one_line(mutate, message):
@@ -75,7 +89,9 @@ def test_missing_engine_package_names_the_extra(monkeypatch):
     cfg = validate_schema(default_config())
     cfg["engines"] = ["hf-sdpa", "vllm"]
     monkeypatch.setattr(config_mod, "engine_installed", lambda e: e != "vllm")
-    with pytest.raises(ConfigError, match=r"engine 'vllm' needs the Python package 'vllm'.*pip install -e '\.\[vllm\]'"):
+    with pytest.raises(
+        ConfigError, match=r"engine 'vllm' needs the Python package 'vllm'.*pip install -e '\.\[vllm\]'"
+    ):
         config_mod.check_semantics(cfg)
 
 
@@ -173,7 +189,8 @@ def test_campaign_runs_one_engine_at_a_time_and_spot_checks_with_its_own_file():
     campaign = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / "campaign.yaml"])
     for engine in campaign["engines"]:
         check_semantics({**campaign, "engines": [engine]}, engines_needed=())
-    spot = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / "campaign.yaml",
-                                                   REPO_ROOT / "config" / "spot-check.yaml"])
+    spot = load_config(
+        REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / "campaign.yaml", REPO_ROOT / "config" / "spot-check.yaml"]
+    )
     check_semantics(spot)  # hf-sdpa only: needs no vLLM
     assert spot["engines"] == ["hf-sdpa"] and len(spot["spot_check"]["cells"]) == 3

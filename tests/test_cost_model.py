@@ -22,8 +22,12 @@ def _committed(name: str) -> pd.DataFrame:
 def test_estimate_llama_vllm_50k_in_300_out_by_hand(capsys):
     """The issue's example: E = a + b N + c N^2 + (G - 1) E_out(L_eff), E_out read at L_eff = N + (G - 128) / 2 =
     50,086 on the line between the measured 32,768 and 65,536; bands from the systematics table."""
-    assert main(["estimate", "--model", "llama-3.1-8b", "--engine", "vllm", "--input", "50000", "--output", "300",
-                 "--json"]) == 0
+    assert (
+        main(
+            ["estimate", "--model", "llama-3.1-8b", "--engine", "vllm", "--input", "50000", "--output", "300", "--json"]
+        )
+        == 0
+    )
     got = {e["quantity"]: e for e in json.loads(capsys.readouterr().out)["estimates"]}
 
     fits, io, cost = _committed("fits"), _committed("io_ratio"), _committed("cost_model")
@@ -32,8 +36,12 @@ def test_estimate_llama_vllm_50k_in_300_out_by_hand(capsys):
     n, g = 50_000, 300
     w = (n + (g - 128) / 2 - 32_768) / (65_536 - 32_768)
     for quantity, column, p in (("total", "energy_per_run_j", "e"), ("dynamic", "dynamic_energy_per_run_j", "dyn_e")):
-        f = fits[(fits.model == "llama-3.1-8b") & (fits.engine == "vllm") & (fits.phase == "prefill")
-                 & (fits.quantity == column)].iloc[0]
+        f = fits[
+            (fits.model == "llama-3.1-8b")
+            & (fits.engine == "vllm")
+            & (fits.phase == "prefill")
+            & (fits.quantity == column)
+        ].iloc[0]
         prefill = f.a_j + f.b_j_per_token * n + f.c_j_per_token2 * n**2
         at = io[(io.model == "llama-3.1-8b") & (io.engine == "vllm")].set_index("length_tokens")
         e_out = (1 - w) * at.loc[32_768, f"{p}_out_j"] + w * at.loc[65_536, f"{p}_out_j"]
@@ -44,14 +52,24 @@ def test_estimate_llama_vllm_50k_in_300_out_by_hand(capsys):
         # systematic: the board spread and NVML's gain in quadrature, prefill and decode adding (one board)
         assert got[quantity]["sys_half_width_j"] == pytest.approx(energy * absolute, rel=1e-9)
         # statistical: the prefill fit's statistical covariance, and the two E_out cells' half-widths
-        row = cost[(cost.model == "llama-3.1-8b") & (cost.engine == "vllm") & (cost.quantity == quantity)
-                   & (cost.term == "prefill")].iloc[0]
+        row = cost[
+            (cost.model == "llama-3.1-8b")
+            & (cost.engine == "vllm")
+            & (cost.quantity == quantity)
+            & (cost.term == "prefill")
+        ].iloc[0]
         x = np.array([1.0, n, n * n])
-        c = np.array([[row.cov_stat_aa, row.cov_stat_ab, row.cov_stat_ac], [row.cov_stat_ab, row.cov_stat_bb,
-                      row.cov_stat_bc], [row.cov_stat_ac, row.cov_stat_bc, row.cov_stat_cc]])
-        h = ((at[f"{p}_out_j_ci_high"] - at[f"{p}_out_j_ci_low"]) / 2)
-        stat = math.hypot(1.959964 * math.sqrt(x @ c @ x),
-                          (g - 1) * math.hypot((1 - w) * h.loc[32_768], w * h.loc[65_536]))
+        c = np.array(
+            [
+                [row.cov_stat_aa, row.cov_stat_ab, row.cov_stat_ac],
+                [row.cov_stat_ab, row.cov_stat_bb, row.cov_stat_bc],
+                [row.cov_stat_ac, row.cov_stat_bc, row.cov_stat_cc],
+            ]
+        )
+        h = (at[f"{p}_out_j_ci_high"] - at[f"{p}_out_j_ci_low"]) / 2
+        stat = math.hypot(
+            1.959964 * math.sqrt(x @ c @ x), (g - 1) * math.hypot((1 - w) * h.loc[32_768], w * h.loc[65_536])
+        )
         assert got[quantity]["stat_half_width_j"] == pytest.approx(stat, rel=1e-6)
         assert got[quantity]["total_half_width_j"] == pytest.approx(math.hypot(stat, energy * absolute), rel=1e-6)
         # the statistical band is far inside the systematic one, and the exported fit is the committed one
@@ -63,7 +81,9 @@ def test_estimate_llama_vllm_50k_in_300_out_by_hand(capsys):
 
 def test_estimate_refuses_outside_the_measured_lengths_and_flags_extrapolation(capsys):
     cost = load_cost_model()
-    with pytest.raises(CtxEnergyError, match=r"outside the measured prefill range L = 256 \.\.\. 114,688.*--extrapolate"):
+    with pytest.raises(
+        CtxEnergyError, match=r"outside the measured prefill range L = 256 \.\.\. 114,688.*--extrapolate"
+    ):
         estimate(cost, "llama-3.1-8b", "vllm", 120_000, 10)
     with pytest.raises(CtxEnergyError, match="outside the measured prefill range"):
         estimate(cost, "llama-3.1-8b", "vllm", 100, 10)

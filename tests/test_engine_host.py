@@ -18,13 +18,34 @@ import yaml
 from ctxenergy import engine_host
 
 
-def measure(repo: Path, length: int, phase: str = "prefill", config: str = "config/smoke.yaml", extra_env=None,
-            host: bool = True) -> subprocess.CompletedProcess:
+def measure(
+    repo: Path,
+    length: int,
+    phase: str = "prefill",
+    config: str = "config/smoke.yaml",
+    extra_env=None,
+    host: bool = True,
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, CTXENERGY_HOST_DIR=str(repo / "hosts"), **(extra_env or {}))
-    cmd = [sys.executable, "-m", "ctxenergy", "measure", "--config", config, "--model", "tiny-llama",
-           "--engine", "hf-sdpa", "--phase", phase, "--length", str(length)]
-    return subprocess.run(cmd + (["--engine-host"] if host else []), cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ctxenergy",
+        "measure",
+        "--config",
+        config,
+        "--model",
+        "tiny-llama",
+        "--engine",
+        "hf-sdpa",
+        "--phase",
+        phase,
+        "--length",
+        str(length),
+    ]
+    return subprocess.run(
+        cmd + (["--engine-host"] if host else []), cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def summary(proc: subprocess.CompletedProcess) -> dict:
@@ -34,8 +55,15 @@ def summary(proc: subprocess.CompletedProcess) -> dict:
 
 def stop(repo: Path) -> str:
     env = dict(os.environ, CTXENERGY_HOST_DIR=str(repo / "hosts"))
-    return subprocess.run([sys.executable, "-m", "ctxenergy", "engine-host", "--stop"], cwd=repo, env=env,
-                          capture_output=True, text=True, check=True, timeout=120).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "ctxenergy", "engine-host", "--stop"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
 
 
 def alive(pid: int) -> bool:
@@ -93,7 +121,9 @@ def test_a_changed_config_gets_its_own_host(smoke_repo):
     assert alive(a["engine_host"]["pid"]) and alive(b["engine_host"]["pid"])
     os.environ[engine_host.HOST_DIR_ENV] = str(smoke_repo / "hosts")
     try:
-        key_b = next(p.stem for p in (smoke_repo / "hosts").glob("*.log") if str(b["engine_host"]["pid"]) in p.read_text())
+        key_b = next(
+            p.stem for p in (smoke_repo / "hosts").glob("*.log") if str(b["engine_host"]["pid"]) in p.read_text()
+        )
         assert engine_host.stop_idle_hosts(except_key=key_b.rpartition("-")[0]) == [a["engine_host"]["pid"]]
     finally:
         del os.environ[engine_host.HOST_DIR_ENV]
@@ -161,9 +191,30 @@ def start_slow_cell(repo: Path, extra_env=None) -> tuple[subprocess.Popen, int]:
     """A client measuring a ~20 s cell; returns it and its host's pid once the host is measuring."""
     config = slow_config(repo)
     env = dict(os.environ, CTXENERGY_HOST_DIR=str(repo / "hosts"), **(extra_env or {}))
-    client = subprocess.Popen([sys.executable, "-m", "ctxenergy", "measure", "--config", config, "--model", "tiny-llama",
-                               "--engine", "hf-sdpa", "--phase", "prefill", "--length", "64", "--engine-host"],
-                              cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ctxenergy",
+            "measure",
+            "--config",
+            config,
+            "--model",
+            "tiny-llama",
+            "--engine",
+            "hf-sdpa",
+            "--phase",
+            "prefill",
+            "--length",
+            "64",
+            "--engine-host",
+        ],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         logs = list((repo / "hosts").glob("*.log")) if (repo / "hosts").exists() else []

@@ -220,17 +220,23 @@ class FakeH200Meter(EnergyMeter):
 
     def end_window(self, work_start, work_end, idle):
         e = 500.0 * (work_end - work_start)
-        return WindowEnergy(work_start, work_end, work_end - work_start, e, e, e - 80.0 * (work_end - work_start),
-                            [e], 0.0, self.method)
+        return WindowEnergy(
+            work_start, work_end, work_end - work_start, e, e, e - 80.0 * (work_end - work_start), [e], 0.0, self.method
+        )
 
 
 def guard_config(caching: bool, same_prompt: bool) -> dict:
-    return validate_schema({
-        "device": "cpu", "models": [{"name": "llama-3.1-8b"}], "engines": ["vllm"], "lengths": [114688],
-        "phases": ["prefill"],
-        "measure": {"repeats": 3, "min_window_s": 1.0, "idle_s": 0.0, "cooldown_s": 0.0},
-        "engine_options": {"vllm": {"enable_prefix_caching": caching, "warmup_same_prompt": same_prompt}},
-    })
+    return validate_schema(
+        {
+            "device": "cpu",
+            "models": [{"name": "llama-3.1-8b"}],
+            "engines": ["vllm"],
+            "lengths": [114688],
+            "phases": ["prefill"],
+            "measure": {"repeats": 3, "min_window_s": 1.0, "idle_s": 0.0, "cooldown_s": 0.0},
+            "engine_options": {"vllm": {"enable_prefix_caching": caching, "warmup_same_prompt": same_prompt}},
+        }
+    )
 
 
 @pytest.fixture
@@ -245,9 +251,14 @@ def guarded_cell(tmp_path, monkeypatch):
         monkeypatch.setattr(measure_mod, "make_engine", lambda *a: engine)
         cell = Cell("llama-3.1-8b", engine_name, "prefill", L)
         settings = Settings.from_config(guard_config(caching, same_prompt))
-        record = measure_mod.measure_cell(settings, cell, prompt, warmup,
-                                          tmp_path / f"{caching}-{same_prompt}-{engine_name}.parquet",
-                                          meter=FakeH200Meter())
+        record = measure_mod.measure_cell(
+            settings,
+            cell,
+            prompt,
+            warmup,
+            tmp_path / f"{caching}-{same_prompt}-{engine_name}.parquet",
+            meter=FakeH200Meter(),
+        )
         return record, engine
 
     return measure
@@ -315,12 +326,21 @@ def test_llm_kwargs_random_weights_one_chunk_and_no_prefix_caching_by_default():
 
 
 def test_llm_kwargs_pass_what_the_options_set():
-    opts = {"enable_prefix_caching": True, "enforce_eager": True, "compilation_level": 3,
-            "gpu_memory_utilization": 0.5, "warmup_same_prompt": True}
+    opts = {
+        "enable_prefix_caching": True,
+        "enforce_eager": True,
+        "compilation_level": 3,
+        "gpu_memory_utilization": 0.5,
+        "warmup_same_prompt": True,
+    }
     k = vllm_mod.llm_kwargs(llama_spec(weights="/models/llama"), "float16", opts)
     assert k["model"] == "/models/llama" and "load_format" not in k  # real weights are loaded, not random
     assert (k["enable_prefix_caching"], k["enforce_eager"], k["compilation_config"], k["gpu_memory_utilization"]) == (
-        True, True, 3, 0.5)
+        True,
+        True,
+        3,
+        0.5,
+    )
     assert "warmup_same_prompt" not in k  # a protocol option, not an engine one
 
 
@@ -339,8 +359,12 @@ def test_llm_kwargs_need_max_positions():
 
 
 def test_sampling_is_greedy_eos_free_and_exact():
-    assert vllm_mod.sampling_kwargs(128) == {"max_tokens": 128, "temperature": 0.0, "ignore_eos": True,
-                                             "detokenize": False}
+    assert vllm_mod.sampling_kwargs(128) == {
+        "max_tokens": 128,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "detokenize": False,
+    }
     with pytest.raises(ValueError):
         vllm_mod.sampling_kwargs(0)
 
@@ -381,8 +405,12 @@ def test_first_token_outside_the_call_is_not_trusted():
 
 
 def request_output(n_out, n_in=8, cached=0, metrics=None):
-    return SimpleNamespace(prompt_token_ids=list(range(n_in)), outputs=[SimpleNamespace(token_ids=[1] * n_out)],
-                           num_cached_tokens=cached, metrics=metrics)
+    return SimpleNamespace(
+        prompt_token_ids=list(range(n_in)),
+        outputs=[SimpleNamespace(token_ids=[1] * n_out)],
+        num_cached_tokens=cached,
+        metrics=metrics,
+    )
 
 
 def test_output_check_demands_exactly_n_tokens():
@@ -401,9 +429,12 @@ class OutOfMemoryError(RuntimeError):  # named like torch's, which the adapter m
 
 def test_out_of_memory_is_recognised():
     assert vllm_mod.is_out_of_memory(OutOfMemoryError("CUDA error"))
-    assert vllm_mod.is_out_of_memory(ValueError(
-        "To serve at least one request with the models's max seq len (131072), (16.0 GiB KV cache is needed, which "
-        "is larger than the available KV cache memory (9.2 GiB)."))
+    assert vllm_mod.is_out_of_memory(
+        ValueError(
+            "To serve at least one request with the models's max seq len (131072), (16.0 GiB KV cache is needed, which "
+            "is larger than the available KV cache memory (9.2 GiB)."
+        )
+    )
     assert vllm_mod.is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert not vllm_mod.is_out_of_memory(RuntimeError("shape mismatch"))
 
@@ -531,8 +562,12 @@ def test_scalar_tensors_for_a_cuda_device_are_filled_on_the_device_during_captur
         torch.tensor(0.5, device="cuda")
         assert len(calls) == 4
         kept = [torch.tensor([1.0, 2.0], device="cpu"), torch.tensor(3.0), torch.tensor(3.0, device="cpu")]
-    assert calls == [((), 0.0, torch.bfloat16, "cuda:0"), ((), 1, torch.int64, "cuda"),
-                     ((), True, torch.bool, torch.device("cuda", 0)), ((), 0.5, torch.float32, "cuda")]
+    assert calls == [
+        ((), 0.0, torch.bfloat16, "cuda:0"),
+        ((), 1, torch.int64, "cuda"),
+        ((), True, torch.bool, torch.device("cuda", 0)),
+        ((), 0.5, torch.float32, "cuda"),
+    ]
     assert len(calls) == 4 and [t.tolist() for t in kept] == [[1.0, 2.0], 3.0, 3.0]  # the rest: torch.tensor itself
     assert torch.tensor is original
 

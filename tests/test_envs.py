@@ -47,7 +47,9 @@ def test_engine_extras_match_their_envs():
     vllm = env_packages(yaml.safe_load((REPO / "envs/vllm.yaml").read_text()))
     assert {dist_name(d) for d in extras["hf"]} <= hf
     assert {dist_name(d) for d in extras["vllm"]} <= vllm
-    pinned = [d for d in yaml.safe_load((REPO / "envs/vllm.yaml").read_text())["dependencies"][-1]["pip"] if "vllm" in d]
+    pinned = [
+        d for d in yaml.safe_load((REPO / "envs/vllm.yaml").read_text())["dependencies"][-1]["pip"] if "vllm" in d
+    ]
     assert pinned == [next(d for d in extras["vllm"] if d.startswith("vllm"))], "one vLLM version in both places"
 
 

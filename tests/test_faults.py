@@ -37,14 +37,17 @@ def test_one_line_naming_the_file_is_a_clear_error():
     assert classify(obs) == (faults.CLEAR, "ctxenergy: p.npy: holds 32 tokens; make it again")
 
 
-@pytest.mark.parametrize("message, names", [
-    (TRACEBACK, ()),  # a traceback
-    ("ctxenergy: something is wrong\nand here is more\n", ()),  # more than one line from a command
-    ("ctxenergy: something is wrong\n", ("p.npy",)),  # names neither the file nor the key
-    ("ValueError: bad prompt\n", ()),  # one line, but not ours
-    ("", ()),  # stopped without a word
-    ("ctxenergy: x\nFailed validating 'type' in schema\nOn instance['generate_tokens']:\n", ()),  # a schema dump
-])
+@pytest.mark.parametrize(
+    "message, names",
+    [
+        (TRACEBACK, ()),  # a traceback
+        ("ctxenergy: something is wrong\nand here is more\n", ()),  # more than one line from a command
+        ("ctxenergy: something is wrong\n", ("p.npy",)),  # names neither the file nor the key
+        ("ValueError: bad prompt\n", ()),  # one line, but not ours
+        ("", ()),  # stopped without a word
+        ("ctxenergy: x\nFailed validating 'type' in schema\nOn instance['generate_tokens']:\n", ()),  # a schema dump
+    ],
+)
 def test_failures_that_are_not_one_clear_line_are_ugly(message, names):
     assert classify(Observation(failed=True, message=message, names=names))[0] == faults.UGLY
 
@@ -58,8 +61,12 @@ def test_workflow_output_is_clear_when_it_holds_our_line_and_no_traceback():
     obs = Observation(failed=True, message=out, channel="workflow", names=("vlm",))
     assert classify(obs) == (faults.CLEAR, "ctxenergy: config: engines[0] 'vlm' is not a known engine")
     assert classify(Observation(failed=True, message=out + TRACEBACK, channel="workflow"))[0] == faults.UGLY
-    assert classify(Observation(failed=True, message="LockException:\nDirectory cannot be locked.\n",
-                                channel="workflow"))[0] == faults.UGLY
+    assert (
+        classify(Observation(failed=True, message="LockException:\nDirectory cannot be locked.\n", channel="workflow"))[
+            0
+        ]
+        == faults.UGLY
+    )
 
 
 def test_a_non_ok_cell_with_a_reason_is_a_clear_error():
@@ -76,9 +83,14 @@ def test_refusing_a_valid_input_and_leaving_damage_are_ugly():
 
 def test_an_ugly_error_out_of_reach_is_upstream_and_never_clear():
     fault = next(f for f in faults.FAULTS if f.upstream)
-    ugly = faults.Fault(fault.id, fault.kind, fault.fault, fault.correct,
-                        lambda ctx: Observation(failed=True, message=TRACEBACK, channel="workflow"),
-                        upstream=fault.upstream)
+    ugly = faults.Fault(
+        fault.id,
+        fault.kind,
+        fault.fault,
+        fault.correct,
+        lambda ctx: Observation(failed=True, message=TRACEBACK, channel="workflow"),
+        upstream=fault.upstream,
+    )
     outcome = faults.run_fault(ugly, types.SimpleNamespace(root=REPO / "no-such-folder"))
     assert outcome.cls == faults.UPSTREAM and fault.upstream in outcome.message
     counts = faults.counts([outcome])

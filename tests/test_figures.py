@@ -61,8 +61,9 @@ def test_figures_without_energy_say_so(no_energy_figures):
     for p in all_outputs(no_energy_figures):
         assert p.exists(), p
     for name in ("energy_intensity", "io_energy", "phase_map"):
-        assert "energy missing" in svg_text(no_energy_figures / f"{name}.svg") or \
-               "power missing" in svg_text(no_energy_figures / f"{name}.svg"), name
+        assert "energy missing" in svg_text(no_energy_figures / f"{name}.svg") or "power missing" in svg_text(
+            no_energy_figures / f"{name}.svg"
+        ), name
     assert "no power trace" in svg_text(no_energy_figures / "power_traces.svg")
     assert "not fitted" in svg_text(no_energy_figures / "energy_fit.svg")
     # timings exist without energy: the throughput figure still plots the cells
@@ -71,7 +72,10 @@ def test_figures_without_energy_say_so(no_energy_figures):
 
 def test_an_implausible_cell_is_marked_not_hidden(tmp_path):
     raw = reference_cells()
-    raw.loc[raw["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L2048", ["status", "flags"]] = ["implausible", "implausible"]
+    raw.loc[raw["cell_id"] == "llama-3.1-8b/hf-sdpa/prefill/L2048", ["status", "flags"]] = [
+        "implausible",
+        "implausible",
+    ]
     make_figures(derive(raw), [tmp_path / "achieved_throughput.svg", tmp_path / "energy_intensity.svg"])
     assert "status implausible" in svg_text(tmp_path / "achieved_throughput.svg")
     assert "Excluded from this figure" in svg_text(tmp_path / "energy_intensity.svg")
@@ -151,7 +155,7 @@ def test_phase_map_length_labels_do_not_overlap_and_reference_lines_come_last():
         labels = [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts]
         assert len(labels) >= 5
         for i, (ta, a) in enumerate(labels):
-            for tb, b in labels[i + 1:]:
+            for tb, b in labels[i + 1 :]:
                 assert not _overlap(a, b), (ta, tb)
         # the prefill cells at 1k-16k sit on top of each other at the power limit: one label for the group
         assert "1k–16k" in [t for t, _ in labels]

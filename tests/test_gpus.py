@@ -36,10 +36,18 @@ def fake_nvml(n):
 
 
 def study(tp=1, timeout_s=30.0, **config):
-    return Settings.from_config(validate_schema({
-        "device": "cuda", "engines": ["vllm"], "lengths": [64],
-        "models": [{"name": "tiny-llama", "tp": tp}], "measure": {"gpu_claim_timeout_s": timeout_s}, **config,
-    }))
+    return Settings.from_config(
+        validate_schema(
+            {
+                "device": "cuda",
+                "engines": ["vllm"],
+                "lengths": [64],
+                "models": [{"name": "tiny-llama", "tp": tp}],
+                "measure": {"gpu_claim_timeout_s": timeout_s},
+                **config,
+            }
+        )
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +71,10 @@ def _cell_job(n_gpus, tp, hold_s, out, barrier):
 
 def race(tmp_path, jobs, n_gpus, tp, hold_s=0.4):
     barrier = FORK.Barrier(jobs)
-    procs = [FORK.Process(target=_cell_job, args=(n_gpus, tp, hold_s, tmp_path / f"job{i}.json", barrier))
-             for i in range(jobs)]
+    procs = [
+        FORK.Process(target=_cell_job, args=(n_gpus, tp, hold_s, tmp_path / f"job{i}.json", barrier))
+        for i in range(jobs)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -324,11 +334,18 @@ def test_cpu_study_claims_nothing():
 
 # --- shipped configs and profiles ---
 
+
 def test_llama_70b_shape_matches_the_model_card():
     arch = json.loads((REPO / "data/models/llama-3.1-70b/config.json").read_text())
-    assert (arch["num_hidden_layers"], arch["hidden_size"], arch["num_attention_heads"], arch["num_key_value_heads"],
-            arch["intermediate_size"], arch["vocab_size"], arch["max_position_embeddings"]) == (
-        80, 8192, 64, 8, 28672, 128256, 131072)
+    assert (
+        arch["num_hidden_layers"],
+        arch["hidden_size"],
+        arch["num_attention_heads"],
+        arch["num_key_value_heads"],
+        arch["intermediate_size"],
+        arch["vocab_size"],
+        arch["max_position_embeddings"],
+    ) == (80, 8192, 64, 8, 28672, 128256, 131072)
     assert arch["rope_scaling"]["rope_type"] == "llama3" and arch["rope_scaling"]["factor"] == 8.0
     assert arch["rope_theta"] == 500000.0
     assert 70.4e9 < parameter_counts(arch)["total"] < 70.8e9  # the card's 70.6 B
@@ -359,8 +376,21 @@ def test_profiles_keep_site_facts_out_of_rules():
 
 def test_multi_gpu_profile_dry_run(repo_copy):
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--workflow-profile", "workflow/profiles/multi-gpu",
-         "--configfile", "config/smoke.yaml"], cwd=repo_copy, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--workflow-profile",
+            "workflow/profiles/multi-gpu",
+            "--configfile",
+            "config/smoke.yaml",
+        ],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "measure_cell" in proc.stdout
 

@@ -15,7 +15,10 @@ def test_default_grid_has_one_cell_per_model_engine_phase_length():
     assert len(cells) == 2 * 2 * 2 * 11
     assert len(set(cells)) == len(cells)
     assert len({c.path for c in cells}) == len(cells)
-    assert Cell("llama-3.1-8b", "hf-sdpa", "prefill", 1024).path.as_posix() == "results/cells/llama-3.1-8b/hf-sdpa/prefill/L1024.parquet"
+    assert (
+        Cell("llama-3.1-8b", "hf-sdpa", "prefill", 1024).path.as_posix()
+        == "results/cells/llama-3.1-8b/hf-sdpa/prefill/L1024.parquet"
+    )
 
 
 @pytest.mark.parametrize("length", [1, 7, 256, 4096, 114688, 131072])
@@ -67,17 +70,38 @@ def _measure(tmp_path, monkeypatch, *args):
     from ctxenergy.cli import main
 
     monkeypatch.chdir(tmp_path)
-    return main(["measure", "--config", str(REPO_ROOT / "config.yaml"), "--configfile",
-                 str(REPO_ROOT / "config" / "smoke.yaml"), "--model", "tiny-llama", "--engine", "hf-sdpa",
-                 "--phase", "prefill", *args])
+    return main(
+        [
+            "measure",
+            "--config",
+            str(REPO_ROOT / "config.yaml"),
+            "--configfile",
+            str(REPO_ROOT / "config" / "smoke.yaml"),
+            "--model",
+            "tiny-llama",
+            "--engine",
+            "hf-sdpa",
+            "--phase",
+            "prefill",
+            *args,
+        ]
+    )
 
 
 def test_measure_with_a_named_prompt_file_that_is_missing_writes_nothing(tmp_path, monkeypatch, capsys):
     prompts = tmp_path / "results" / "prompts" / "tiny-llama"
     save_ids(np.arange(64), prompts / "L64.warmup.npy")
     before = (prompts / "L64.warmup.npy").read_bytes()
-    rc = _measure(tmp_path, monkeypatch, "--length", "256", "--prompt", "results/prompts/tiny-llama/L64.npy",
-                  "--warmup-prompt", "results/prompts/tiny-llama/L64.warmup.npy")
+    rc = _measure(
+        tmp_path,
+        monkeypatch,
+        "--length",
+        "256",
+        "--prompt",
+        "results/prompts/tiny-llama/L64.npy",
+        "--warmup-prompt",
+        "results/prompts/tiny-llama/L64.warmup.npy",
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert err.startswith("ctxenergy: results/prompts/tiny-llama/L64.npy: no such prompt file")
@@ -86,8 +110,7 @@ def test_measure_with_a_named_prompt_file_that_is_missing_writes_nothing(tmp_pat
     assert not (tmp_path / "results" / "cells").exists()
 
 
-def test_measure_with_a_warm_up_prompt_of_another_length_is_one_line_before_measuring(tmp_path, monkeypatch,
-                                                                                         capsys):
+def test_measure_with_a_warm_up_prompt_of_another_length_is_one_line_before_measuring(tmp_path, monkeypatch, capsys):
     prompts = tmp_path / "results" / "prompts" / "tiny-llama"
     save_ids(np.arange(64), prompts / "L64.npy")
     save_ids(np.arange(4000), prompts / "L64.warmup.npy")

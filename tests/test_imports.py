@@ -93,7 +93,8 @@ def test_the_package_has_no_import_circle():
 
 
 def test_imports_for_annotations_only_do_not_count_and_deferred_ones_do():
-    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nimport b\n"
-                     "def f():\n    import c\n")
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\nimport b\ndef f():\n    import c\n"
+    )
     names = {alias.name for n in _runtime_nodes(tree) if isinstance(n, ast.Import) for alias in n.names}
     assert names == {"b", "c"}

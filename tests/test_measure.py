@@ -133,8 +133,9 @@ def test_generate_past_max_positions_is_recorded_as_exceeding_context(setup):
     monkeypatch.setattr(measure_mod, "make_engine", no_engine)
     save_ids(np.arange(4096) % 200 + 3, tmp / "L4096b.npy")
     out = tmp / "ctx" / "L4096.parquet"
-    rec = measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "generate", 4096), tmp / "L4096b.npy",
-                                   prompts[4096][1], out, meter=meter)
+    rec = measure_under(
+        cfg, Cell("tiny-llama", "hf-sdpa", "generate", 4096), tmp / "L4096b.npy", prompts[4096][1], out, meter=meter
+    )
     assert rec.status == "exceeds_context"
     assert "exceeds max_position_embeddings=4096" in pd.read_parquet(out)["status_reason"].iloc[0]
 
@@ -142,7 +143,9 @@ def test_generate_past_max_positions_is_recorded_as_exceeding_context(setup):
 def test_prompt_of_wrong_length_is_refused(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     with pytest.raises(CtxEnergyError, match="holds 256 tokens, the cell needs exactly 4096"):
-        measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[256], tmp / "x.parquet", meter=meter)
+        measure_under(
+            cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[256], tmp / "x.parquet", meter=meter
+        )
 
 
 def test_a_warm_up_prompt_of_another_length_is_refused(setup):
@@ -151,10 +154,14 @@ def test_a_warm_up_prompt_of_another_length_is_refused(setup):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
     out = tmp / "w" / "L256.parquet"
-    with pytest.raises(CtxEnergyError, match=r"L4096.w.npy: the warm-up prompt holds 4096 tokens, the cell needs "
-                                              r"exactly 256"):
-        measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), prompts[256][0],
-                                 prompts[4096][1], out, meter=meter)
+    with pytest.raises(
+        CtxEnergyError,
+        match=r"L4096.w.npy: the warm-up prompt holds 4096 tokens, the cell needs "
+        r"exactly 256",
+    ):
+        measure_under(
+            cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 256), prompts[256][0], prompts[4096][1], out, meter=meter
+        )
     assert not out.exists()
 
 
@@ -190,11 +197,13 @@ def test_vllm_prefill_of_max_positions_is_recorded_as_exceeding_context(setup):
     """vLLM refuses prompt + output > max_model_len, so its prefill of exactly max positions cannot run; HF's can."""
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: SleepyEngine(gpu))
-    vllm = measure_under(cfg, Cell("tiny-llama", "vllm", "prefill", 4096), *prompts[4096], tmp / "v.parquet",
-                                    meter=meter)
+    vllm = measure_under(
+        cfg, Cell("tiny-llama", "vllm", "prefill", 4096), *prompts[4096], tmp / "v.parquet", meter=meter
+    )
     assert vllm.status == "exceeds_context"
-    hf = measure_under(cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[4096], tmp / "h.parquet",
-                                  meter=meter)
+    hf = measure_under(
+        cfg, Cell("tiny-llama", "hf-sdpa", "prefill", 4096), *prompts[4096], tmp / "h.parquet", meter=meter
+    )
     assert hf.status == "ok"
 
 
@@ -273,8 +282,13 @@ class HostPacedEngine(SleepyEngine):
 @pytest.mark.parametrize("engine,expect", [("hf-sdpa", ("target_reached", 3)), ("vllm", ("cap_reached", 4))])
 def test_a_host_bound_generate_cell_stops_on_its_dynamic_energy(setup, engine, expect):
     cfg, gpu, meter, prompts, tmp, monkeypatch = setup
-    cfg["measure"].update(target_half_width_pct=1.0, min_windows=3, max_windows=4, host_bound_target_energy="dynamic",
-                          host_bound_target_half_width_pct=15.0)
+    cfg["measure"].update(
+        target_half_width_pct=1.0,
+        min_windows=3,
+        max_windows=4,
+        host_bound_target_energy="dynamic",
+        host_bound_target_half_width_pct=15.0,
+    )
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: HostPacedEngine(gpu))
     out = tmp / engine / "L256.parquet"
     measure_under(cfg, Cell("tiny-llama", engine, "generate", 256), *prompts[256], out, meter=meter)
@@ -377,8 +391,7 @@ def test_without_idle_recheck_a_resident_engine_measures_idle_in_every_cell(setu
     resident = _resident(gpu)
     cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
     for i in range(2):
-        measure_under(cfg, cell, *prompts[256], tmp / "every" / f"{i}.parquet", meter=meter,
-                                 resident=resident)
+        measure_under(cfg, cell, *prompts[256], tmp / "every" / f"{i}.parquet", meter=meter, resident=resident)
         assert read_cell(tmp / "every" / f"{i}.parquet")[3]["idle_source"] == "measured"
     assert resident.idle_floor is None
 
@@ -390,8 +403,7 @@ def test_shared_warmup_only_right_after_a_cell_on_the_same_engine(setup):
     cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
 
     def measured(name):
-        measure_under(cfg, cell, *prompts[256], tmp / "warm" / f"{name}.parquet", meter=meter,
-                                 resident=resident)
+        measure_under(cfg, cell, *prompts[256], tmp / "warm" / f"{name}.parquet", meter=meter, resident=resident)
         meta = read_cell(tmp / "warm" / f"{name}.parquet")[3]
         return meta, meta["timeline"]["warmup_end"] - meta["timeline"]["warmup_start"]
 
@@ -412,8 +424,7 @@ def test_a_failed_cell_leaves_the_next_one_a_full_warmup(setup):
     cell = Cell("tiny-llama", "hf-sdpa", "prefill", 256)
     measure_under(cfg, cell, *prompts[256], tmp / "f0.parquet", meter=meter, resident=resident)
     resident.engine.oom = True
-    assert measure_under(cfg, cell, *prompts[256], tmp / "f1.parquet", meter=meter,
-                                    resident=resident).status == "oom"
+    assert measure_under(cfg, cell, *prompts[256], tmp / "f1.parquet", meter=meter, resident=resident).status == "oom"
     resident.engine.oom = False
     measure_under(cfg, cell, *prompts[256], tmp / "f2.parquet", meter=meter, resident=resident)
     assert read_cell(tmp / "f2.parquet")[3]["warmup_mode"] == "per_cell"
@@ -461,6 +472,7 @@ def test_a_faulty_idle_floor_is_never_reused_and_a_faulty_recheck_remeasures():
 
 # --- per-cell peak memory and run-latency percentiles (schema_version 2) ----------------------------------------
 
+
 class HungryEngine(SleepyEngine):
     """Runs that fill the fake board's memory for as long as they run, as an engine's activations do."""
 
@@ -490,8 +502,13 @@ def test_a_cell_records_its_peak_memory_and_run_latency_percentiles(setup):
     durations = runs["end_s"] - runs["start_s"]
     assert windows["run_p50_s"].iloc[0] == pytest.approx(float(np.median(durations)))
     assert windows["run_p90_s"].iloc[0] == pytest.approx(float(np.percentile(durations, 90)))
-    assert durations.min() <= windows["run_p50_s"].iloc[0] <= windows["run_p90_s"].iloc[0] \
-        <= windows["run_p99_s"].iloc[0] <= durations.max()
+    assert (
+        durations.min()
+        <= windows["run_p50_s"].iloc[0]
+        <= windows["run_p90_s"].iloc[0]
+        <= windows["run_p99_s"].iloc[0]
+        <= durations.max()
+    )
 
 
 def test_an_oom_cell_keeps_its_peak_memory(setup):
@@ -520,9 +537,14 @@ def test_peak_memory_reads_the_torch_allocator_after_resetting_its_peak(monkeypa
         state["resets"] += 1
         state["peak"][i] = 8 * 2**30  # the weights, resident
 
-    cuda = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True, device_count=lambda: 1,
-                                 reset_peak_memory_stats=reset, max_memory_allocated=lambda i: state["peak"][i],
-                                 max_memory_reserved=lambda i: state["peak"][i] + 2**30)
+    cuda = types.SimpleNamespace(
+        is_available=lambda: True,
+        is_initialized=lambda: True,
+        device_count=lambda: 1,
+        reset_peak_memory_stats=reset,
+        max_memory_allocated=lambda i: state["peak"][i],
+        max_memory_reserved=lambda i: state["peak"][i] + 2**30,
+    )
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
     memory = PeakMemory(None)  # a CPU meter: no NVML
     state["peak"][0] = 12 * 2**30  # this cell's activations

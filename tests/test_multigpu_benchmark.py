@@ -14,8 +14,12 @@ spec.loader.exec_module(multigpu)
 
 
 def test_cells_on_one_gpu_at_the_same_time_are_found():
-    cells = [("a", "GPU-1", 0.0, 10.0), ("b", "GPU-2", 5.0, 15.0), ("c", "GPU-1", 10.0, 20.0),
-             ("d", "GPU-1,GPU-2", 19.0, 30.0)]
+    cells = [
+        ("a", "GPU-1", 0.0, 10.0),
+        ("b", "GPU-2", 5.0, 15.0),
+        ("c", "GPU-1", 10.0, 20.0),
+        ("d", "GPU-1,GPU-2", 19.0, 30.0),
+    ]
     # a and c touch but do not overlap; d (tp=2) overlaps c on GPU-1; b ends before d starts on GPU-2
     assert multigpu.overlapping_cells(cells) == [("c", "d")]
     assert multigpu.overlapping_cells([("x", "", 0.0, 1.0), ("y", "", 0.0, 1.0)]) == []  # CPU cells: no GPU
@@ -33,8 +37,9 @@ def test_welch_difference_in_percent():
 
 def test_parallel_run_on_the_cpu_writes_its_rows(tmp_path):
     csv = tmp_path / "multigpu.csv"
-    rc = multigpu.main(["parallel", "--config", "config/smoke.yaml", "--work", str(tmp_path / "work"),
-                        "--csv", str(csv)])
+    rc = multigpu.main(
+        ["parallel", "--config", "config/smoke.yaml", "--work", str(tmp_path / "work"), "--csv", str(csv)]
+    )
     assert rc == 0
     df = pd.read_csv(csv)
     assert list(df.columns) == ["device", "gpus", "cells", "wall_s", "gpu_uuids"]

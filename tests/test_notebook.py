@@ -23,8 +23,12 @@ def test_explore_notebook_executes_on_the_committed_tables(tmp_path):
     # the claim and the request checked by hand inside the notebook, and the figure drawn
     assert "by hand: 89.2% of the request's energy is the prefill" in text
     assert "by hand 2,614.4 J; estimate 2,614.4 J" in text
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-               for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert any(
+        o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert "llama-3.1-8b  vllm" in text  # the run's summary (here the campaign's own folder)
 
 

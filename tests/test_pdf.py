@@ -19,7 +19,9 @@ def fake_browser(tmp_path, body: str):
 
 def test_renders_through_the_browser_and_moves_the_pdf_into_place(tmp_path, monkeypatch):
     # The stand-in writes its arguments into the file it is asked to print to.
-    bindir = fake_browser(tmp_path, 'for a in "$@"; do case $a in --print-to-pdf=*) echo "%PDF $*" > "${a#*=}";; esac; done\n')
+    bindir = fake_browser(
+        tmp_path, 'for a in "$@"; do case $a in --print-to-pdf=*) echo "%PDF $*" > "${a#*=}";; esac; done\n'
+    )
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     html = tmp_path / "paper.html"
     html.write_text("<h1>x</h1>")

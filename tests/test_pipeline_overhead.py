@@ -43,8 +43,11 @@ def test_provenance_gives_the_same_ratio_as_this_benchmark(tmp_path):
 
     campaign, jobs = REFERENCE / "campaign", REFERENCE / "campaign" / "jobs"
     df = overhead.overhead_table(campaign / "cells", jobs / "measure_cell")
-    gpu_s = (df["job_s"].sum() + sum(s for t in overhead.warmup_jobs_s(jobs / "warmup_engine").values() for s in t)
-             + sum(overhead.unmeasured_jobs_s(jobs / "measure_cell", df)))
+    gpu_s = (
+        df["job_s"].sum()
+        + sum(s for t in overhead.warmup_jobs_s(jobs / "warmup_engine").values() for s in t)
+        + sum(overhead.unmeasured_jobs_s(jobs / "measure_cell", df))
+    )
     out = tmp_path / "provenance.md"
     assert main(["provenance", "--cells", str(campaign / "cells.parquet"), "--jobs", str(jobs), "--out", str(out)]) == 0
     assert f"{gpu_s / df['windows_s'].sum():.2f}x the measured windows" in out.read_text()

@@ -22,10 +22,14 @@ def run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(WORKFLOW_ENV, identity())
     cfg = Settings.from_config(load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config/smoke.yaml"]))
     cells = [Cell("tiny-llama", "hf-sdpa", "prefill", n) for n in (64, 256, 1024, 4096)]
-    jobs = [("make_prompts", {"model": "tiny-llama", "length": "64"}),
-            ("warmup_engine", {"model": "tiny-llama", "engine": "hf-eager"}),
-            *(("measure_cell", {"model": c.model, "engine": c.engine, "phase": c.phase, "cell": f"L{c.length}"})
-              for c in cells)]
+    jobs = [
+        ("make_prompts", {"model": "tiny-llama", "length": "64"}),
+        ("warmup_engine", {"model": "tiny-llama", "engine": "hf-eager"}),
+        *(
+            ("measure_cell", {"model": c.model, "engine": c.engine, "phase": c.phase, "cell": f"L{c.length}"})
+            for c in cells
+        ),
+    ]
     write_plan(jobs)
     return cfg, cells
 
@@ -54,8 +58,10 @@ def test_a_cell_line_counts_the_run_and_estimates_what_is_left(run_dir):
     summary = {"status": "ok", "flags": ["short_window"], "energy_per_run_j": [10.0, 10.2, 9.8]}
     line = cell_line(l64, summary, 12.0, cfg)
     # L1024 has no job time to estimate from: it takes this cell's 12 s
-    assert line == ("ctxenergy cell 2/4 tiny-llama/hf-sdpa/prefill/L64: 10 [9.5, 10.5] J/run (flags short_window), "
-                    "12 s; ~62 s left for 2 cells, 1 of them at this cell's pace (no job time to estimate from)")
+    assert line == (
+        "ctxenergy cell 2/4 tiny-llama/hf-sdpa/prefill/L64: 10 [9.5, 10.5] J/run (flags short_window), "
+        "12 s; ~62 s left for 2 cells, 1 of them at this cell's pace (no job time to estimate from)"
+    )
     touch(l256.path)
     touch(l1024.path)
     touch(Path("results/warmup/tiny-llama/hf-eager.json"))
@@ -67,9 +73,11 @@ def test_another_runs_plan_gives_the_cell_alone(run_dir, monkeypatch):
     cfg, cells = run_dir
     monkeypatch.setenv(WORKFLOW_ENV, "1:1")  # a job of another Snakemake than the one that wrote the plan
     summary = {"status": "ok", "flags": ["no_energy", "below_min_window"], "energy_per_run_j": [None, None]}
-    assert cell_line(cells[0], summary, 3.0, cfg) == ("ctxenergy cell tiny-llama/hf-sdpa/prefill/L64: ok, energy not "
-                                                      "recorded (no energy counter on this host; flags "
-                                                      "below_min_window), 3 s")
+    assert cell_line(cells[0], summary, 3.0, cfg) == (
+        "ctxenergy cell tiny-llama/hf-sdpa/prefill/L64: ok, energy not "
+        "recorded (no energy counter on this host; flags "
+        "below_min_window), 3 s"
+    )
 
 
 def test_a_status_is_one_line_with_its_reason():
@@ -86,5 +94,6 @@ def test_the_end_of_a_run_names_the_report_and_the_write_up(run_dir):
     touch(report)
     touch(paper, time.time() - 3600)  # an earlier run's
     line = finished_line()
-    assert line == (f"ctxenergy: run finished; report {report.resolve()}; write-up {paper.resolve()} "
-                    "(not remade by this run)")
+    assert line == (
+        f"ctxenergy: run finished; report {report.resolve()}; write-up {paper.resolve()} (not remade by this run)"
+    )

@@ -85,17 +85,22 @@ def test_committed_output_is_what_the_script_prints(tmp_path):
 
 def test_readme_and_docs_quote_the_committed_estimate():
     text = (REPO / "benchmarks" / "results" / "protocol_estimate.txt").read_text()
-    block = text[text.index("config/protocol-target.yaml, central spread"):]
+    block = text[text.index("config/protocol-target.yaml, central spread") :]
     line = next(l for l in block.splitlines() if l.strip().startswith("estimated:"))
     minutes, ratio = line.split("h (")[1].split(" min")[0], line.split("windows (")[1].split("x)")[0]
     committed = next(l for l in block.splitlines() if l.strip().startswith("committed protocol:"))
     committed_min = round(float(committed.split(":")[1].split(" s")[0]) / 60)
-    fast = text[text.index("config/protocol-fast.yaml, central spread"):]
+    fast = text[text.index("config/protocol-fast.yaml, central spread") :]
     fast_line = next(l for l in fast.splitlines() if l.strip().startswith("estimated:"))
-    fast_minutes, fast_ratio = fast_line.split("h (")[1].split(" min")[0], fast_line.split("windows (")[1].split("x)")[0]
+    fast_minutes, fast_ratio = (
+        fast_line.split("h (")[1].split(" min")[0],
+        fast_line.split("windows (")[1].split("x)")[0],
+    )
     readme = " ".join((REPO / "README.md").read_text().split())
-    assert (f"an estimated {fast_minutes} instead of {committed_min} GPU-minutes, {fast_ratio}x their shorter windows"
-            in readme)
+    assert (
+        f"an estimated {fast_minutes} instead of {committed_min} GPU-minutes, {fast_ratio}x their shorter windows"
+        in readme
+    )
     docs = (REPO / "docs" / "measurement.md").read_text()
     windows = line.split(" for ")[1].split(" s of windows")[0]
     assert f"({minutes} min) | {windows} s | {ratio}x |" in docs  # the table row of docs/measurement.md

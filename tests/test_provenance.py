@@ -12,8 +12,22 @@ LOGS = sorted((REPO / "docs" / "gpu-runs").glob("2026-11-29*-campaign-*.log"))
 
 def test_committed_campaign(tmp_path):
     out = tmp_path / "provenance.md"
-    assert main(["provenance", "--cells", str(CAMPAIGN / "cells.parquet"), "--jobs", str(CAMPAIGN / "jobs"),
-                 "--logs", *map(str, LOGS), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "provenance",
+                "--cells",
+                str(CAMPAIGN / "cells.parquet"),
+                "--jobs",
+                str(CAMPAIGN / "jobs"),
+                "--logs",
+                *map(str, LOGS),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
     cells = pd.read_parquet(CAMPAIGN / "cells.parquet")
     assert text.startswith(f"# Provenance\n\n{len(cells)} cells: ")
@@ -41,8 +55,10 @@ def test_job_times_per_rule_sum_every_row(tmp_path):
 
 def test_runs_are_ordered_by_their_start_and_an_unfinished_run_says_so(tmp_path):
     late, early = tmp_path / "a.log", tmp_path / "b.log"
-    late.write_text("Building DAG of jobs...\n  Command: snakemake all --cores 1\n[Sun Nov 29 09:00:00 2026]\n"
-                    "rule x:\nElapsed time: 1 day, 0:01:30.5\n")
+    late.write_text(
+        "Building DAG of jobs...\n  Command: snakemake all --cores 1\n[Sun Nov 29 09:00:00 2026]\n"
+        "rule x:\nElapsed time: 1 day, 0:01:30.5\n"
+    )
     early.write_text("  Command: snakemake missing_cells --cores 1\n[Sun Nov 29 08:00:00 2026]\nrule y:\n")
     runs = snakemake_runs([late, early])
     assert [r["log"] for r in runs] == ["b.log", "a.log"]
@@ -62,7 +78,11 @@ def test_a_missing_table_of_cells_is_one_line_and_writes_nothing(tmp_path):
     import sys
 
     out = tmp_path / "p.md"
-    proc = subprocess.run([sys.executable, "-m", "ctxenergy", "provenance", "--cells", str(tmp_path / "none.parquet"),
-                           "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ctxenergy", "provenance", "--cells", str(tmp_path / "none.parquet"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and "no table of cells at" in lines[0] and not out.exists()

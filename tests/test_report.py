@@ -22,17 +22,35 @@ def build(raw: pd.DataFrame, out: Path, cell_tables=None, figures=True) -> dict:
     """Derived tables + PNG figures + report + paper under `out`, as the workflow lays them out."""
     tables = derive(raw, cell_tables or {})
     # write_derived also returns the cost model's CSV and JSON exports: the pages read the Parquet tables only
-    table_paths = [p for p in write_derived(tables, [out / "analysis" / f"{t}.parquet" for t in TABLES])
-                   if p.suffix == ".parquet"]
+    table_paths = [
+        p for p in write_derived(tables, [out / "analysis" / f"{t}.parquet" for t in TABLES]) if p.suffix == ".parquet"
+    ]
     figs = [out / "figures" / f"{n}.png" for n in PLOTTERS] if figures else []
     if figures:
         make_figures(tables, figs)
     args = ["--tables", *map(str, table_paths), "--figures", *map(str, figs)]
     assert main(["report", *args, "--out", str(out / "report" / "report.html")]) == 0
-    assert main(["paper", *args, "--template", str(ROOT / "paper" / "template.md"),
-                 "--out", str(out / "paper" / "paper.html"), "--markdown", str(out / "paper" / "paper.md")]) == 0
-    return {"tables": tables, "report": (out / "report" / "report.html").read_text(),
-            "paper_html": (out / "paper" / "paper.html").read_text(), "paper_md": (out / "paper" / "paper.md").read_text()}
+    assert (
+        main(
+            [
+                "paper",
+                *args,
+                "--template",
+                str(ROOT / "paper" / "template.md"),
+                "--out",
+                str(out / "paper" / "paper.html"),
+                "--markdown",
+                str(out / "paper" / "paper.md"),
+            ]
+        )
+        == 0
+    )
+    return {
+        "tables": tables,
+        "report": (out / "report" / "report.html").read_text(),
+        "paper_html": (out / "paper" / "paper.html").read_text(),
+        "paper_md": (out / "paper" / "paper.md").read_text(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +82,22 @@ def test_report_opens_with_summary_hardware_and_validity(reference):
     page = reference["report"]
     order = [page.index(h) for h in ("<h2>Summary", "<h2>Hardware and versions", "<h2>Validity", "<h2>Figures")]
     assert order == sorted(order)
-    for text in ("NVIDIA H200", "580.159.04", "2.11.0+cu130", "5.17.0", "nvml-counter-edge-aligned", "14 ok",
-                 "board (UUID)", *reference["tables"]["per_cell"]["device_uuid"].unique()):
+    for text in (
+        "NVIDIA H200",
+        "580.159.04",
+        "2.11.0+cu130",
+        "5.17.0",
+        "nvml-counter-edge-aligned",
+        "14 ok",
+        "board (UUID)",
+        *reference["tables"]["per_cell"]["device_uuid"].unique(),
+    ):
         assert text in page, text
     pc = reference["tables"]["per_cell"].set_index("cell_id")
     r = pc.loc["llama-3.1-8b/hf-sdpa/prefill/L16384"]
-    expected = fmt_ci(r["energy_per_token_j"], r["energy_per_token_j_ci_low"], r["energy_per_token_j_ci_high"],
-                      scale=1e3)
+    expected = fmt_ci(
+        r["energy_per_token_j"], r["energy_per_token_j_ci_low"], r["energy_per_token_j_ci_high"], scale=1e3
+    )
     # the summary's largest-L prefill J/token, from the table (as read: the interval sits in a span of its own)
     assert f"{expected} at 16,384" in visible_text(page)
 
@@ -118,16 +145,22 @@ def test_paper_without_energy(no_energy):
 
 
 def test_markdown_to_html_keeps_the_pages_look():
-    html = markdown_to_html("# T\n\nsome `a<b` and **bold**, L* = b/c and L* again, *emphasis*\n\n- one\n- two\n\n"
-                            "| x | y |\n|:---|---:|\n| hf-sdpa | 2 \\| 3 [1.5, 4] |\n\n"
-                            "![cap](../figures/f.png)\n", images={"f.png": "data:image/png;base64,AAAA"})
+    html = markdown_to_html(
+        "# T\n\nsome `a<b` and **bold**, L* = b/c and L* again, *emphasis*\n\n- one\n- two\n\n"
+        "| x | y |\n|:---|---:|\n| hf-sdpa | 2 \\| 3 [1.5, 4] |\n\n"
+        "![cap](../figures/f.png)\n",
+        images={"f.png": "data:image/png;base64,AAAA"},
+    )
     assert "<h1>T</h1>" in html and "<code>a&lt;b</code>" in html and "<strong>bold</strong>" in html
     assert "L* = b/c and L* again" in html and "<em>emphasis</em>" in html  # '*' inside a name is no emphasis
     assert re.search(r"<ul>\s*<li>one</li>\s*<li>two</li>\s*</ul>", html)
     assert '<div class="tw"><table>' in html and '<th class="t">x</th>' in html
     assert '<td class="t nw">hf-sdpa</td>' in html and '<td>2 | 3 <span class="ci">[1.5, 4]</span></td>' in html
-    assert re.search(r'<figure><img alt="cap" src="data:image/png;base64,AAAA"\s*/?><figcaption>cap</figcaption>'
-                     r"</figure>", html)
+    assert re.search(
+        r'<figure><img alt="cap" src="data:image/png;base64,AAAA"\s*/?><figcaption>cap</figcaption>'
+        r"</figure>",
+        html,
+    )
 
 
 def test_a_template_placeholder_without_value_is_an_error():
@@ -144,7 +177,7 @@ def three_engines(tmp_path_factory):
 
 
 def summary_row(page: str, engine: str) -> str:
-    summary = page[page.index("<h2>Summary"):page.index("<h2>Hardware")]
+    summary = page[page.index("<h2>Summary") : page.index("<h2>Hardware")]
     return next(visible_text(r) for r in summary.split("<tr>") if f">{engine}<" in r)
 
 
@@ -164,7 +197,7 @@ def test_a_long_reason_is_one_line_in_the_page_and_whole_in_the_csv(three_engine
     reason = three_engines["tables"]["per_cell"].set_index("engine").loc["hf-eager", "excluded_reason"]
     assert len(reason) > 400
     assert html.escape(reason) not in page  # 12,864 characters of CUDA messages filled the validity table
-    validity = page[page.index("<h2>Validity"):page.index("<h2>Figures")]
+    validity = page[page.index("<h2>Validity") : page.index("<h2>Figures")]
     row = next(visible_text(r) for r in validity.split("<tr>") if "hf-eager" in r)
     assert "status oom: out of device memory" in row and len(row) < 200
     csv_uri = re.search(r'download="validity.csv" href="data:text/csv;charset=utf-8;base64,([^"]+)"', validity)
@@ -174,11 +207,14 @@ def test_a_long_reason_is_one_line_in_the_page_and_whole_in_the_csv(three_engine
 
 def test_verdicts_are_coloured_and_intervals_do_not_break(reference):
     page = reference["report"]
-    claims = page[page.index("<h2>The paper"):]
+    claims = page[page.index("<h2>The paper") :]
     verdicts = set(reference["tables"]["claims"]["verdict"])
     for verdict in verdicts:
-        css = {"confirmed": "confirmed", "confirmed in kind, onset hardware-dependent": "confirmed",
-               "refuted": "refuted"}.get(verdict, "untestable")
+        css = {
+            "confirmed": "confirmed",
+            "confirmed in kind, onset hardware-dependent": "confirmed",
+            "refuted": "refuted",
+        }.get(verdict, "untestable")
         assert re.search(rf'<td class="[^"]*\b{css}\b[^"]*">{verdict}</td>', claims), verdict
     # an interval is one unit for line breaking, in the report and in the write-up
     assert re.search(r'<span class="ci">\[[\d.,]+, [\d.,]+\]</span>', page)
@@ -198,8 +234,8 @@ def test_paper_tables_align_text_left_and_name_the_stack_once(three_engines):
 
 def test_the_report_has_in_page_contents(reference):
     page = reference["report"]
-    toc = page[page.index('<p class="toc">'):]
-    toc = toc[:toc.index("</p>")]
+    toc = page[page.index('<p class="toc">') :]
+    toc = toc[: toc.index("</p>")]
     for anchor in re.findall(r'href="#([^"]+)"', toc):
         assert f'id="{anchor}"' in page, anchor
     assert toc.count("href=") == page.count("<h2>")
@@ -213,14 +249,16 @@ def test_paper_names_only_devices_that_ran_and_cuts_a_long_table1_status(tmp_pat
     oom["cell_id"], oom["length_tokens"] = "llama-3.1-8b/hf-sdpa/prefill/L114688", 114688
     oom["status"], oom["status_reason"] = "oom", "out of device memory: " + "CUDA said a great deal. " * 20
     skipped = base.copy()  # recorded, never run: no device, no versions
-    skipped["cell_id"], skipped["phase"], skipped["length_tokens"] = "llama-3.1-8b/hf-sdpa/generate/L131072", \
-        "generate", 131072
+    skipped["cell_id"], skipped["phase"], skipped["length_tokens"] = (
+        "llama-3.1-8b/hf-sdpa/generate/L131072",
+        "generate",
+        131072,
+    )
     skipped["status"], skipped["status_reason"] = "exceeds_context", "L + G exceeds the model's context"
     skipped["output_tokens"] = 128
     for col in ("device_name", "device_uuid", "driver_version", "torch_version", "engine_version", "meter_method"):
         skipped[col] = None
-    built = build(pd.concat([raw, oom.to_frame().T, skipped.to_frame().T], ignore_index=True), tmp_path,
-                  figures=False)
+    built = build(pd.concat([raw, oom.to_frame().T, skipped.to_frame().T], ignore_index=True), tmp_path, figures=False)
     md = built["paper_md"]
     assert "unknown device" not in md and "Stack: NVIDIA H200 (driver 580.159.04)" in md
     row = next(line for line in md.splitlines() if "| hf-sdpa | 114,688 |" in line)
@@ -229,7 +267,7 @@ def test_paper_names_only_devices_that_ran_and_cuts_a_long_table1_status(tmp_pat
 
 def test_the_report_leads_with_key_results_verdict_chips_and_the_hero_figure(reference):
     page = reference["report"]
-    key = page[page.index('<div class="key"'):page.index("<h2>The paper")]
+    key = page[page.index('<div class="key"') : page.index("<h2>The paper")]
     assert page.index('<div class="key"') < page.index("<h2>Summary")
     assert "<li>The lowest prefill energy per input token: " in key and '<span class="ci">[' in key
     claims = reference["tables"]["claims"]
@@ -256,18 +294,20 @@ def test_the_hero_is_interactive_offline_and_shows_the_static_figures_cells(refe
     import json
 
     page = reference["report"]
-    key = page[page.index('<div class="key"'):page.index("<h2>The paper")]
-    assert page.count("<script charset=\"utf-8\">") == 1 and not re.search(r"<script[^>]*\ssrc=", page)
+    key = page[page.index('<div class="key"') : page.index("<h2>The paper")]
+    assert page.count('<script charset="utf-8">') == 1 and not re.search(r"<script[^>]*\ssrc=", page)
     assert 'id="plot-energy_per_token_fit"' in key and '<img class="static"' in key
-    traces = json.loads(re.search(r'Plotly\.newPlot\(\s*"plot-energy_per_token_fit",\s*(\[.*?\]),\s*\{"template"',
-                                  key, re.S).group(1))
+    traces = json.loads(
+        re.search(r'Plotly\.newPlot\(\s*"plot-energy_per_token_fit",\s*(\[.*?\]),\s*\{"template"', key, re.S).group(1)
+    )
     pc = reference["tables"]["per_cell"]
     cells = pc[(pc["phase"] == "prefill") & pc["usable"]]
     for engine, e in cells.groupby("engine"):
         trace = next(t for t in traces if t["name"] == engine)
         assert plotly_array(trace["x"]) == e.sort_values("length_tokens")["length_tokens"].tolist()
         assert plotly_array(trace["y"]) == pytest.approx(
-            (e.sort_values("length_tokens")["energy_per_token_j"] * 1e3).tolist())
+            (e.sort_values("length_tokens")["energy_per_token_j"] * 1e3).tolist()
+        )
         assert "mJ/token (95 %)" in trace["text"][0]
 
 
@@ -276,15 +316,15 @@ def test_every_page_has_a_viewport_and_a_provenance_line(reference):
 
     for page in (reference["report"], reference["paper_html"]):
         assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
-        prov = page[page.index('<div class="prov">'):]
-        prov = prov[:prov.index("</div>")]
+        prov = page[page.index('<div class="prov">') :]
+        prov = prov[: prov.index("</div>")]
         assert f"ctxenergy {__version__}, commit " in prov and 'href="../provenance.md"' in prov
         assert "NVIDIA H200" in prov
 
 
 def test_long_tables_are_collapsed_sortable_and_downloadable(reference):
     page = reference["report"]
-    cells = page[page.index("<h2>Cells"):page.index("<h2>Input vs output")]
+    cells = page[page.index("<h2>Cells") : page.index("<h2>Input vs output")]
     assert cells.count('<details class="long">') == 1 and '<table class="wide sortable">' in cells
     assert 'download="cells.csv"' in cells
     assert "position:sticky" in page and "table.sortable" in page
@@ -313,8 +353,8 @@ def test_peak_memory_explains_an_out_of_memory_cell_only_where_cells_recorded_it
     assert per_cell.loc["hf-eager", "nvml_peak_memory_used_gib"] == 139.2
     assert per_cell.loc["hf-sdpa", "memory_total_gib"].isna().all() and per_cell["run_p50_s"].notna().any()
     page = built["report"]
-    validity = page[page.index("<h2>Validity"):page.index("<h2>Figures")]
+    validity = page[page.index("<h2>Validity") : page.index("<h2>Figures")]
     row = next(visible_text(r) for r in validity.split("<tr>") if "hf-eager" in r)
     assert "status oom: out of device memory" in row and "(peak memory, GiB: torch 132 · board 139 of 140)" in row
-    cells = page[page.index("<h2>Cells"):]
+    cells = page[page.index("<h2>Cells") :]
     assert "peak memory (GiB)" in cells and "board 139 of 140" in cells

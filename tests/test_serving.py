@@ -94,7 +94,7 @@ def test_batch_gain_and_io_ratio_per_batch(tables):
     assert set(io["batch_size"]) == set(BATCHES) and set(io["length_tokens"]) == set(LENGTHS)
 
 
-GRID = [2 ** k for k in range(8, 18)]
+GRID = [2**k for k in range(8, 18)]
 
 
 def test_claim11_the_one_over_w_law_and_its_flip():

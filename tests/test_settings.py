@@ -29,23 +29,34 @@ def field_names(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)} - NOT_IN_SCHEMA
 
 
-@pytest.mark.parametrize("cls, schema", [
-    (Settings, SCHEMA),
-    (ModelSettings, SCHEMA["properties"]["models"]["items"]),
-    (EngineVariant, VARIANT_SCHEMA["additionalProperties"]),
-    (SpotCheckSettings, SCHEMA["properties"]["spot_check"]),
-    (MeasureSettings, SCHEMA["properties"]["measure"]),
-    (EngineOptions, SCHEMA["properties"]["engine_options"]),
-    (HfOptions, SCHEMA["properties"]["engine_options"]["properties"]["hf"]),
-    (VllmOptions, SCHEMA["properties"]["engine_options"]["properties"]["vllm"]),
-])
+@pytest.mark.parametrize(
+    "cls, schema",
+    [
+        (Settings, SCHEMA),
+        (ModelSettings, SCHEMA["properties"]["models"]["items"]),
+        (EngineVariant, VARIANT_SCHEMA["additionalProperties"]),
+        (SpotCheckSettings, SCHEMA["properties"]["spot_check"]),
+        (MeasureSettings, SCHEMA["properties"]["measure"]),
+        (EngineOptions, SCHEMA["properties"]["engine_options"]),
+        (HfOptions, SCHEMA["properties"]["engine_options"]["properties"]["hf"]),
+        (VllmOptions, SCHEMA["properties"]["engine_options"]["properties"]["vllm"]),
+    ],
+)
 def test_every_schema_key_is_a_field_and_every_field_a_schema_key(cls, schema):
     assert field_names(cls) == set(schema["properties"])
 
 
 def test_no_field_has_a_default_of_its_own():
-    for cls in (Settings, ModelSettings, EngineVariant, SpotCheckSettings, MeasureSettings, EngineOptions,
-                HfOptions, VllmOptions):
+    for cls in (
+        Settings,
+        ModelSettings,
+        EngineVariant,
+        SpotCheckSettings,
+        MeasureSettings,
+        EngineOptions,
+        HfOptions,
+        VllmOptions,
+    ):
         for f in dataclasses.fields(cls):
             assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (cls, f.name)
 

@@ -65,8 +65,13 @@ def cluster():
     env = dict(os.environ, PATH=SBIN, SLURM_CONF=str(path / "slurm.conf"))
     env.pop("CUDA_VISIBLE_DEVICES", None)  # only SLURM may set it in the jobs
     try:
-        proc = subprocess.run(["bash", str(REPO / "scripts/ci/start_slurm.sh"), str(path), str(GPUS)], env=env,
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts/ci/start_slurm.sh"), str(path), str(GPUS)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, f"start_slurm.sh failed:\n{proc.stdout}\n{proc.stderr}"
         yield path, env
     finally:
@@ -79,13 +84,29 @@ def slurm_run(cluster, tmp_path_factory):
     _, env = cluster
     work = copy_repo(tmp_path_factory.mktemp("slurm") / "repo")
     cmd = [
-        sys.executable, "-m", "snakemake", "--workflow-profile", "workflow/profiles/slurm",
-        "--configfile", "config/smoke.yaml", "--jobs", "4",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--workflow-profile",
+        "workflow/profiles/slurm",
+        "--configfile",
+        "config/smoke.yaml",
+        "--jobs",
+        "4",
         # This cluster has no accounting (no sacct) and no accounts; do not wait 40 s before the first status check.
-        "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-no-account",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
         # A CPU study asks for no GPU (cell_gpus = 0); ask for one as a GPU study's cells do, so SLURM assigns one.
-        "--set-resources", "measure_cell:gpu=1", "measure_cell:mem_mb=2000", "warmup_engine:mem_mb=2000",
-        "--default-resources", "mem_mb=1000", "runtime=10",
+        "--set-resources",
+        "measure_cell:gpu=1",
+        "measure_cell:mem_mb=2000",
+        "warmup_engine:mem_mb=2000",
+        "--default-resources",
+        "mem_mb=1000",
+        "runtime=10",
     ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=240)
@@ -100,11 +121,17 @@ def slurm_jobs(env) -> list[dict]:
     for line in out.splitlines():
         fields = dict(m.groups() for m in re.finditer(r"(\w[\w/:]*)=(\S*)", line))
         comment = fields.get("Comment", "")
-        jobs.append({
-            "id": fields["JobId"], "state": fields["JobState"], "gres": fields.get("TresPerJob", ""),
-            "rule": re.sub(r"^rule_(\w+?)_wildcards_.*$", r"\1", comment), "comment": comment,
-            "start": datetime.fromisoformat(fields["StartTime"]), "end": datetime.fromisoformat(fields["EndTime"]),
-        })
+        jobs.append(
+            {
+                "id": fields["JobId"],
+                "state": fields["JobState"],
+                "gres": fields.get("TresPerJob", ""),
+                "rule": re.sub(r"^rule_(\w+?)_wildcards_.*$", r"\1", comment),
+                "comment": comment,
+                "start": datetime.fromisoformat(fields["StartTime"]),
+                "end": datetime.fromisoformat(fields["EndTime"]),
+            }
+        )
     return jobs
 
 
@@ -141,8 +168,12 @@ def test_gpu_jobs_are_submitted_as_gpu_jobs_and_never_share_a_gpu(slurm_run, clu
     for key, meta in cells(work).items():
         job = next(j for j in measure if j["comment"] == f"rule_measure_cell_wildcards_{key}")
         cvd[job["id"]] = meta["cuda_visible_devices"]
-    overlapping = [(a, b) for i, a in enumerate(measure) for b in measure[i + 1:]
-                   if a["start"] < b["end"] and b["start"] < a["end"]]
+    overlapping = [
+        (a, b)
+        for i, a in enumerate(measure)
+        for b in measure[i + 1 :]
+        if a["start"] < b["end"] and b["start"] < a["end"]
+    ]
     assert overlapping, "no two GPU jobs ran at once: the test did not exercise two GPUs"
     for a, b in overlapping:
         assert cvd[a["id"]] != cvd[b["id"]], f"jobs {a['id']} and {b['id']} ran at once on GPU {cvd[a['id']]}"

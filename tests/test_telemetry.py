@@ -34,6 +34,7 @@ def sleep_until(t: float) -> None:
 
 # --- counter arithmetic ---
 
+
 def test_counter_delta_normal():
     assert counter_delta_j(CounterRead(0.0, 1000.0), CounterRead(1.0, 1650.0)) == pytest.approx(650.0)
     assert counter_delta_j(CounterRead(0.0, 1000.0), CounterRead(0.1, 1000.0)) == 0.0
@@ -157,6 +158,7 @@ def test_integrate_trace_holds_each_sample():
 
 
 # --- the NVML meter on the fake ---
+
 
 def _meter(gpus, **kw) -> NvmlMeter:
     kw.setdefault("detect_period", False)
@@ -336,6 +338,7 @@ def test_counter_wrap_inside_a_window_is_a_fault():
 
 # --- NVML missing or refused ---
 
+
 def _fake_pynvml(init_error: str | None = None, energy_supported: bool = True, calls: list | None = None):
     mod = types.ModuleType("pynvml")
 
@@ -393,6 +396,7 @@ def test_backend_without_energy_counter_or_instant_field(monkeypatch):
 
 
 # --- hosts without a GPU ---
+
 
 def _rapl_tree(root, energy_uj: int, max_uj: int = 262143328850):
     pkg = root / "intel-rapl:0"

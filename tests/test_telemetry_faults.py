@@ -85,9 +85,14 @@ def measure_and_aggregate(tmp, monkeypatch, gpu: FakeGpu, cfg=None, **hooks) -> 
     meter = NvmlMeter(uuids=[gpu.uuid], backend=FakeNvml([gpu]), sample_interval_s=0.01)
     out = tmp / "cells" / f"L{L}.parquet"
     try:
-        record = measure_mod.measure_cell(Settings.from_config(cfg), Cell("tiny-llama", "hf-sdpa", "prefill", L),
-                                          tmp / "p.npy",
-                                          tmp / "w.npy", out, meter=meter)
+        record = measure_mod.measure_cell(
+            Settings.from_config(cfg),
+            Cell("tiny-llama", "hf-sdpa", "prefill", L),
+            tmp / "p.npy",
+            tmp / "w.npy",
+            out,
+            meter=meter,
+        )
     finally:
         meter.close()
     row = aggregate([out], tmp / "cells.parquet").iloc[0]
@@ -113,8 +118,9 @@ def assert_telemetry_error(row: pd.Series, *words: str) -> None:
 def test_a_healthy_gpu_gives_ok_and_the_right_energy(cell_files, monkeypatch, instant_window_s, read_cost_s):
     """No false alarm, with exact power readings, and like Hopper: a part-time INSTANT field and ~4 ms per counter
     read (the sampler's reads and the edges' polling then contend for the counter)."""
-    row = measure_and_aggregate(cell_files, monkeypatch,
-                                fake_gpu(instant_window_s=instant_window_s, read_cost_s=read_cost_s))
+    row = measure_and_aggregate(
+        cell_files, monkeypatch, fake_gpu(instant_window_s=instant_window_s, read_cost_s=read_cost_s)
+    )
     assert row["status"] == "ok" and row["status_reason"] == "", row["status_reason"]
     assert "telemetry" not in row["flags"]
     assert row["idle_power_w"] == pytest.approx(IDLE_W, rel=0.03)
@@ -137,46 +143,59 @@ def test_a_counter_frozen_after_the_idle_baseline_is_a_telemetry_error(cell_file
 
 def test_a_jump_inside_a_window_is_a_telemetry_error(cell_files, monkeypatch):
     """+1500 J inside a 0.3 s window of a 700 W board: 5 kW booked as power before."""
-    row = measure_and_aggregate(cell_files, monkeypatch, fake_gpu(),
-                                on_measured=lambda g, k: k == 2 and g.step_counter(1500.0))
+    row = measure_and_aggregate(
+        cell_files, monkeypatch, fake_gpu(), on_measured=lambda g, k: k == 2 and g.step_counter(1500.0)
+    )
     assert_telemetry_error(row, "window 0", "jumped by", "700 W power limit")
 
 
 def test_a_huge_jump_inside_a_window_is_a_telemetry_error_not_a_trace_integral(cell_files, monkeypatch):
     """+1e9 mJ: refused before, and replaced by the trace integral with a note that aggregation dropped."""
-    row = measure_and_aggregate(cell_files, monkeypatch, fake_gpu(),
-                                on_measured=lambda g, k: k == 2 and g.step_counter(1.0e6))
+    row = measure_and_aggregate(
+        cell_files, monkeypatch, fake_gpu(), on_measured=lambda g, k: k == 2 and g.step_counter(1.0e6)
+    )
     assert_telemetry_error(row, "window 0", "jumped by")
 
 
 def test_a_step_backwards_inside_a_window_is_a_telemetry_error(cell_files, monkeypatch):
     """-50 J inside a window (its net still positive): the window read 41 % low before."""
-    row = measure_and_aggregate(cell_files, monkeypatch, fake_gpu(),
-                                on_measured=lambda g, k: k == 2 and g.step_counter(-50.0))
+    row = measure_and_aggregate(
+        cell_files, monkeypatch, fake_gpu(), on_measured=lambda g, k: k == 2 and g.step_counter(-50.0)
+    )
     assert_telemetry_error(row, "window 0", "went backwards")
 
 
 def test_a_step_backwards_during_the_idle_baseline_is_a_telemetry_error(cell_files, monkeypatch):
     """-20 J inside the idle baseline: idle read 60 W instead of 100 W and every window came out high."""
-    row = measure_and_aggregate(cell_files, monkeypatch, fake_gpu(),
-                                on_idle=lambda g: g.step_counter(-20.0, at=time.perf_counter() + 0.15))
+    row = measure_and_aggregate(
+        cell_files, monkeypatch, fake_gpu(), on_idle=lambda g: g.step_counter(-20.0, at=time.perf_counter() + 0.15)
+    )
     assert_telemetry_error(row, "idle baseline", "went backwards")
 
 
 def test_failing_counter_reads_inside_a_window_are_a_telemetry_error(cell_files, monkeypatch):
-    row = measure_and_aggregate(cell_files, monkeypatch, fake_gpu(),
-                                on_measured=lambda g, k: k == 2 and g.fail_reads(seconds=0.15))
+    row = measure_and_aggregate(
+        cell_files, monkeypatch, fake_gpu(), on_measured=lambda g, k: k == 2 and g.fail_reads(seconds=0.15)
+    )
     assert_telemetry_error(row, "window 0", "read(s) failed", "NVML_ERROR_UNKNOWN")
 
 
 def test_aggregation_keeps_the_windows_notes():
-    windows = pd.DataFrame({"window": [0, 1, 2], "work_s": [1.0] * 3, "energy_per_run_j": [1.0] * 3,
-                            "notes": ["", "gpu0: 3 power samples failed so far", ""], "flags": [""] * 3})
+    windows = pd.DataFrame(
+        {
+            "window": [0, 1, 2],
+            "work_s": [1.0] * 3,
+            "energy_per_run_j": [1.0] * 3,
+            "notes": ["", "gpu0: 3 power samples failed so far", ""],
+            "flags": [""] * 3,
+        }
+    )
     row = summarize_cell(windows, {})
     assert row["notes"] == "window 1: gpu0: 3 power samples failed so far"
 
 
 # --- windows shorter than measure.min_window_s (issue #21) ---
+
 
 def test_a_window_shorter_than_min_window_s_is_flagged(cell_files, monkeypatch):
     """Two runs of 20 ms cannot fill a 0.3 s window: the cell keeps its energy and says so."""
@@ -189,13 +208,17 @@ def test_a_window_shorter_than_min_window_s_is_flagged(cell_files, monkeypatch):
 CAMPAIGN = REFERENCE / "campaign"
 
 
-@pytest.mark.parametrize("cell, flagged", [
-    ("qwen2-7b/hf-paged/prefill/L512", True),  # five windows of 1.40-1.57 s of work at min_window_s = 2 s
-    ("llama-3.1-8b/hf-paged/prefill/L1024", True),  # four of five windows short (1.76-1.99 s)
-    ("llama-3.1-8b/hf-sdpa/prefill/L1024", False),
-])
-def test_committed_cells_short_of_min_window_s_are_flagged_at_aggregation_and_keep_their_numbers(tmp_path, cell,
-                                                                                                   flagged):
+@pytest.mark.parametrize(
+    "cell, flagged",
+    [
+        ("qwen2-7b/hf-paged/prefill/L512", True),  # five windows of 1.40-1.57 s of work at min_window_s = 2 s
+        ("llama-3.1-8b/hf-paged/prefill/L1024", True),  # four of five windows short (1.76-1.99 s)
+        ("llama-3.1-8b/hf-sdpa/prefill/L1024", False),
+    ],
+)
+def test_committed_cells_short_of_min_window_s_are_flagged_at_aggregation_and_keep_their_numbers(
+    tmp_path, cell, flagged
+):
     """The campaign's cells predate the flag: aggregation derives it from the windows' work spans and the cell's
     recorded min_window_s, and reports it without changing a number or whether the cell is usable."""
     fresh = aggregate([CAMPAIGN / "cells" / f"{cell}.parquet"], tmp_path / "cells.parquet").iloc[0]
@@ -245,15 +268,22 @@ def test_failed_power_or_clock_reads_leave_the_counters_energy_and_say_so(cell_f
     """Instant power is not needed for the counter's energy, nor a clock for any energy: the cell is measured."""
     gpu = fake_gpu()
     cfg = config()
-    monkeypatch.setattr(measure_mod, "make_engine",
-                        lambda *a: ScriptedEngine(gpu, on_measured=lambda g, k: setattr(g, "broken", True)))
-    meter = NvmlMeter(uuids=[gpu.uuid], backend=BrokenNvml([gpu], {broken}, broken_now=broken == "power"),
-                      sample_interval_s=0.01)
+    monkeypatch.setattr(
+        measure_mod, "make_engine", lambda *a: ScriptedEngine(gpu, on_measured=lambda g, k: setattr(g, "broken", True))
+    )
+    meter = NvmlMeter(
+        uuids=[gpu.uuid], backend=BrokenNvml([gpu], {broken}, broken_now=broken == "power"), sample_interval_s=0.01
+    )
     out = cell_files / "cells" / f"L{L}.parquet"
     try:
-        record = measure_mod.measure_cell(Settings.from_config(cfg), Cell("tiny-llama", "hf-sdpa", "prefill", L),
-                                          cell_files / "p.npy",
-                                          cell_files / "w.npy", out, meter=meter)
+        record = measure_mod.measure_cell(
+            Settings.from_config(cfg),
+            Cell("tiny-llama", "hf-sdpa", "prefill", L),
+            cell_files / "p.npy",
+            cell_files / "w.npy",
+            out,
+            meter=meter,
+        )
     finally:
         meter.close()
     windows = pd.read_parquet(out)

@@ -34,8 +34,14 @@ def drive_engine(out_path: str) -> None:
 
     def record(key, engine, prompt, n):
         r = engine.run(prompt, n)
-        report["runs"][key] = {"start": r.start, "first_token": r.first_token, "end": r.end, "tokens_in": r.tokens_in,
-                               "tokens_out": r.tokens_out, "cached": engine.cached_tokens[-1]}
+        report["runs"][key] = {
+            "start": r.start,
+            "first_token": r.first_token,
+            "end": r.end,
+            "tokens_in": r.tokens_in,
+            "tokens_out": r.tokens_out,
+            "cached": engine.cached_tokens[-1],
+        }
 
     # enforce_eager: no torch.compile or graphs on a CPU; the rest as the GPU study runs it (caching off).
     engine = VllmEngine(spec, "float32", {"enforce_eager": True})
@@ -60,8 +66,11 @@ def drive_engine(out_path: str) -> None:
     # As deployed (config/serving.yaml's variants, on one engine): vLLM's default chunked prefill, prefix caching on,
     # and every request a prompt the engine has not seen (distinct_prompts): the same prompt and batch sent again
     # are computed again; a batch is B requests of one generate call.
-    served = VllmEngine(spec, "float32", {"enforce_eager": True, "enable_prefix_caching": True,
-                                          "chunked_prefill": True, "distinct_prompts": True})
+    served = VllmEngine(
+        spec,
+        "float32",
+        {"enforce_eager": True, "enable_prefix_caching": True, "chunked_prefill": True, "distinct_prompts": True},
+    )
     served.load()
     report["served_settings"] = served.settings()
     report["served_kwargs"] = {k: v for k, v in served.kwargs.items() if k != "model"}
@@ -104,8 +113,14 @@ def report(tmp_path_factory):
         pytest.skip(why)
     out = tmp_path_factory.mktemp("vllm") / "report.json"
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.run([str(VENV / "bin" / "python"), __file__, str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(VENV / "bin" / "python"), __file__, str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     data = json.loads(out.read_text())
     data["stderr"] = proc.stderr

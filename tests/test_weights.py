@@ -24,8 +24,16 @@ def tiny_config(tmp_path, mode: str | None) -> dict:
     entry = {"name": "tiny-llama"}
     if mode:
         entry["random_weights"] = mode
-    return validate_schema({"device": "cpu", "dtype": "float32", "models": [entry], "engines": ["hf-sdpa"],
-                            "lengths": [64], "weights_cache": str(tmp_path / "weights")})
+    return validate_schema(
+        {
+            "device": "cpu",
+            "dtype": "float32",
+            "models": [entry],
+            "engines": ["hf-sdpa"],
+            "lengths": [64],
+            "weights_cache": str(tmp_path / "weights"),
+        }
+    )
 
 
 def tiny_settings(tmp_path, mode: str | None) -> Settings:
@@ -103,8 +111,9 @@ def test_random_weights_with_real_weights_is_refused_in_one_line(tmp_path):
 def test_configs_without_the_key_keep_the_committed_cells_settings_hash():
     """The key has no schema default, so the campaign's cells keep the hash they were measured under."""
     config = load_config(REPO_ROOT / "config.yaml", [REPO_ROOT / "config" / "campaign.yaml"])
-    cells = pd.read_parquet(REPO_ROOT / "data/reference/nvidia-h200/campaign/cells/llama-3.1-8b/hf-sdpa/prefill/"
-                            "L4096.parquet")
+    cells = pd.read_parquet(
+        REPO_ROOT / "data/reference/nvidia-h200/campaign/cells/llama-3.1-8b/hf-sdpa/prefill/L4096.parquet"
+    )
     assert "random_weights" not in config["models"][0]
     assert cell_settings_hash(config, "llama-3.1-8b") == cells["config_hash"].iloc[0]
 
@@ -115,9 +124,26 @@ def test_the_workflow_generates_shared_weights_before_the_engine_loads(repo_copy
 
     (repo_copy / "config" / "shared.yaml").write_text(
         "models:\n  - name: tiny-llama\n    random_weights: shared\nengines: [hf-sdpa]\nlengths: [64]\n"
-        "phases: [prefill]\n")
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", "config/smoke.yaml",
-                          "config/shared.yaml", "--quiet", "rules"], cwd=repo_copy, capture_output=True, text=True)
+        "phases: [prefill]\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "1",
+            "--configfile",
+            "config/smoke.yaml",
+            "config/shared.yaml",
+            "--quiet",
+            "rules",
+        ],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "shared_weights" in out.stdout and "warmup_engine" in out.stdout
 
@@ -137,8 +163,9 @@ def test_compare_across_models_pairs_the_arms_of_one_shape(tmp_path):
             for col in ("energy_per_run_j", "dynamic_energy_per_run_j"):
                 windows[col] = windows[col] * scale
             out = tmp_path / arm / model / "hf-sdpa" / "prefill" / name
-            write_tables({out: (windows, meta), sibling(out, "runs"): (runs, None),
-                          sibling(out, "trace"): (trace, None)})
+            write_tables(
+                {out: (windows, meta), sibling(out, "runs"): (runs, None), sibling(out, "trace"): (trace, None)}
+            )
     with pytest.raises(Exception, match="no cell is in both"):
         compare_cells(tmp_path / "a", tmp_path / "b")  # matched on the model too: nothing shared
     df = compare_cells(tmp_path / "a", tmp_path / "b", across_models=True)

@@ -44,8 +44,12 @@ def test_lint_is_clean():
 
 
 def test_snakefmt_finds_nothing_to_change():
-    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/"], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -106,7 +110,8 @@ def test_the_console_shows_each_cell_with_the_runs_remaining_time_and_the_pages_
     counts = [int(re.match(r"ctxenergy cell (\d)/8 ", line).group(1)) for line in lines]
     assert max(counts) == 8 and len(set(counts)) >= 7  # two cells that end at the same instant may share a count
     assert {re.search(r"tiny-llama/hf-\w+/\w+/L\d+", line).group() for line in lines} == {
-        f"tiny-llama/{e}/{p}/L{n}" for e in ("hf-eager", "hf-sdpa") for p in ("prefill", "generate") for n in (64, 256)}
+        f"tiny-llama/{e}/{p}/L{n}" for e in ("hf-eager", "hf-sdpa") for p in ("prefill", "generate") for n in (64, 256)
+    }
     assert all(": ok, energy not recorded (no energy counter on this host" in line for line in lines)
     assert any(re.search(r"\), \d+ s; ~\d+ s left for \d cells", line) for line in lines)
     assert any(line.endswith(" s; the run's last cell") for line in lines)
@@ -176,8 +181,16 @@ def test_missing_cells_under_a_budget_plans_only_the_cells_that_fit(repo_copy):
     gone = repo_copy / "results" / "cells" / "qwen2-7b" / "hf-paged"
     missing = len(list(gone.glob("*/L*[0-9].parquet")))
     shutil.rmtree(gone)
-    args = ["missing_cells", "-n", "--cores", "1", "--configfile", "config/campaign.yaml", "--config",
-            'engines=["hf-paged"]']
+    args = [
+        "missing_cells",
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        "config/campaign.yaml",
+        "--config",
+        'engines=["hf-paged"]',
+    ]
     jobs = [str(REPO / "data" / "reference" / "nvidia-h200" / d / "jobs") for d in ("campaign", "engines-h200")]
     proc = smk(args + ["budget_s=300", f"job_times={jobs}".replace("'", '"')], repo_copy)
     line = [x for x in proc.stderr.splitlines() if x.startswith("ctxenergy: budget 300 s: ")]
@@ -234,7 +247,8 @@ def test_a_run_killed_mid_cell_resumes_with_the_same_command(smoke_run, tmp_path
     proc = smk(command, dst)
     assert "ctxenergy: resuming a run that was killed part-way (stale lock" in proc.stderr
     assert cell_structure(pd.read_parquet(dst / "results" / "cells.parquet")) == cell_structure(
-        pd.read_parquet(smoke_run[0] / "results" / "cells.parquet"))
+        pd.read_parquet(smoke_run[0] / "results" / "cells.parquet")
+    )
     assert processes_in(dst) == []
 
 
@@ -257,8 +271,25 @@ def test_a_cell_deleted_after_a_run_is_measured_again_and_its_row_rebuilt(smoke_
 def test_cli_measure_without_gpu_is_one_line(repo_copy):
     if Path("/dev/nvidia0").exists():
         pytest.skip("this host has a GPU")
-    proc = subprocess.run([sys.executable, "-m", "ctxenergy", "measure", "--model", "llama-3.1-8b", "--engine", "hf-sdpa",
-                           "--phase", "prefill", "--length", "256"], cwd=repo_copy, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctxenergy",
+            "measure",
+            "--model",
+            "llama-3.1-8b",
+            "--engine",
+            "hf-sdpa",
+            "--phase",
+            "prefill",
+            "--length",
+            "256",
+        ],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("ctxenergy: ") and "smoke.yaml" in proc.stderr
     assert not (repo_copy / "results" / "cells").exists()
@@ -274,8 +305,11 @@ def test_one_engine_pair_at_a_time_on_one_gpu_slot(tmp_path):
     )
     proc = smk(["missing_cells", "--cores", "1", "--configfile", "config/smoke.yaml", "order.yaml"], dst)
     jobs = re.findall(r"^(?:local)?rule (\w+):.*?^\s+wildcards: ([^\n]*)", proc.stdout + proc.stderr, re.M | re.S)
-    gpu_jobs = [(rule, re.search(r"engine=([\w-]+)", wc).group(1)) for rule, wc in jobs
-                if rule in ("warmup_engine", "measure_cell")]
+    gpu_jobs = [
+        (rule, re.search(r"engine=([\w-]+)", wc).group(1))
+        for rule, wc in jobs
+        if rule in ("warmup_engine", "measure_cell")
+    ]
     assert [e for _, e in gpu_jobs] == ["hf-eager"] * 5 + ["hf-sdpa"] * 5, gpu_jobs
     assert gpu_jobs[0][0] == gpu_jobs[5][0] == "warmup_engine"
 
@@ -286,11 +320,27 @@ def test_published_outputs_of_cached_cells_with_their_provenance(repo_copy):
     (repo_copy / "docs" / "gpu-runs").mkdir(parents=True, exist_ok=True)
     for log in logs:  # config/campaign.yaml names the committed logs of its runs
         shutil.copy2(log, repo_copy / "docs" / "gpu-runs" / log.name)
-    smk(["publish_outputs", "--cores", "1", "--configfile", "config/campaign.yaml", "--config",
-         f"cells_source={campaign / 'cells'}", "publish_to=published"], repo_copy)
+    smk(
+        [
+            "publish_outputs",
+            "--cores",
+            "1",
+            "--configfile",
+            "config/campaign.yaml",
+            "--config",
+            f"cells_source={campaign / 'cells'}",
+            "publish_to=published",
+        ],
+        repo_copy,
+    )
     out = repo_copy / "published"
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
-        "analysis", "figures", "report", "paper", "provenance.md"}
+        "analysis",
+        "figures",
+        "report",
+        "paper",
+        "provenance.md",
+    }
     assert (out / "analysis" / "cost_model.json").exists()  # the estimators' export is published with the tables
     assert (out / "report" / "report.html").stat().st_size > 0 and (out / "figures" / "energy_fit.svg").exists()
     assert "](../figures/energy_intensity.png)" in (out / "paper" / "paper.md").read_text()  # links still resolve
@@ -310,20 +360,37 @@ def test_spot_check_measures_the_named_cells_and_compares_them(smoke_run, repo_c
     counts = job_counts(proc.stdout + proc.stderr)
     assert counts.get("measure_spot_cell") == 1 and "measure_cell" not in counts  # only the named cell is measured
     fresh = repo_copy / "results" / "spot_check" / "cells" / "tiny-llama" / "hf-sdpa" / "prefill" / "L64.parquet"
-    assert pd.read_parquet(fresh)["measured_at"].iloc[0] != pd.read_parquet(reference / fresh.relative_to(
-        fresh.parents[3]))["measured_at"].iloc[0]
+    assert (
+        pd.read_parquet(fresh)["measured_at"].iloc[0]
+        != pd.read_parquet(reference / fresh.relative_to(fresh.parents[3]))["measured_at"].iloc[0]
+    )
     table = pd.read_csv(repo_copy / "results" / "spot_check.csv")
     assert table[["model", "engine", "phase", "length_tokens"]].values.tolist() == [
-        ["tiny-llama", "hf-sdpa", "prefill", 64]]
+        ["tiny-llama", "hf-sdpa", "prefill", 64]
+    ]
     assert table["verdict"].iloc[0] == "not comparable"  # no energy counter on this host: nothing is invented
     # a cell outside the grid is refused in one line before anything runs
-    bad = smk(["spot_check", "--cores", "1", "--configfile", "config/smoke.yaml", "--config",
-               spot.replace("L64", "L128")], repo_copy, check=False)
+    bad = smk(
+        ["spot_check", "--cores", "1", "--configfile", "config/smoke.yaml", "--config", spot.replace("L64", "L128")],
+        repo_copy,
+        check=False,
+    )
     lines = [line for line in bad.stderr.strip().splitlines() if "spot_check" in line]
     assert bad.returncode != 0 and "length 128 is not in this config's lengths (64, 256)" in bad.stderr
     assert "Traceback" not in bad.stderr and len(lines) == 1
-    nowhere = smk(["spot_check", "--cores", "1", "--configfile", "config/smoke.yaml", "--config",
-                   spot.replace(str(reference), str(reference) + "-missing")], repo_copy, check=False)
+    nowhere = smk(
+        [
+            "spot_check",
+            "--cores",
+            "1",
+            "--configfile",
+            "config/smoke.yaml",
+            "--config",
+            spot.replace(str(reference), str(reference) + "-missing"),
+        ],
+        repo_copy,
+        check=False,
+    )
     assert nowhere.returncode != 0 and "Missing input files for rule spot_check" in nowhere.stdout + nowhere.stderr
     assert job_counts(nowhere.stdout).get("measure_spot_cell") is None  # stopped before any cell was measured
 
@@ -332,16 +399,22 @@ def test_a_dry_run_with_other_settings_during_a_campaign_changes_none_of_its_cel
     """A second parse (dry run, --lint, another snakemake call) while cells are being measured: every cell of the
     running campaign is measured under the settings that campaign started with, and records their hash."""
     dst = copy_repo(tmp_path / "repo")
-    campaign = subprocess.Popen(SNAKEMAKE + ["--cores", "1", "--configfile", "config/smoke.yaml"], cwd=dst,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    campaign = subprocess.Popen(
+        SNAKEMAKE + ["--cores", "1", "--configfile", "config/smoke.yaml"],
+        cwd=dst,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     cells_dir = dst / "results" / "cells"
     deadline = time.monotonic() + 300
     while not list(cells_dir.rglob("L*[0-9].parquet")) and campaign.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert campaign.poll() is None, "the campaign ended before a dry run could interfere"
     (dst / "other.yaml").write_text("measure: {repeats: 5, min_window_s: 0.1}\n")
-    other = smk(["-n", "--configfile", "config/smoke.yaml", "other.yaml", "--config", "generate_tokens=4"], dst,
-                check=False)
+    other = smk(
+        ["-n", "--configfile", "config/smoke.yaml", "other.yaml", "--config", "generate_tokens=4"], dst, check=False
+    )
     assert "measure_cell" in other.stdout, other.stdout + other.stderr  # it parsed, and planned the rest
     out, _ = campaign.communicate(timeout=600)
     assert campaign.returncode == 0, out[-3000:]
@@ -362,8 +435,20 @@ def test_a_cell_deleted_after_a_run_is_measured_again_for_the_table_as_target(sm
 
 def test_dry_run_of_the_serving_grid_names_batches_and_variants(tmp_path):
     """config/serving.yaml's hf-sdpa part (vLLM is not installed here): one job per cell, a prompt job per (L, B)."""
-    proc = smk(["-n", "--cores", "1", "--resources", "gpu=1", "--configfile", "config/serving.yaml",
-                "--config", "engines=[hf-sdpa]"], REPO)
+    proc = smk(
+        [
+            "-n",
+            "--cores",
+            "1",
+            "--resources",
+            "gpu=1",
+            "--configfile",
+            "config/serving.yaml",
+            "--config",
+            "engines=[hf-sdpa]",
+        ],
+        REPO,
+    )
     counts = job_counts(proc.stdout)
     assert counts["measure_cell"] == 5 * 4 * 2
     assert counts["make_prompts"] == 5 and counts["make_batch_prompts"] == 5 * 3
@@ -378,9 +463,13 @@ def test_the_batch_smoke_config_runs_batched_cells_on_cpu(tmp_path):
     smk(["results/cells.parquet", "--cores", "2", "--configfile", "config/smoke.yaml", "config/smoke-batch.yaml"], dst)
     cells = pd.read_parquet(dst / "results" / "cells.parquet")
     assert sorted(cells["cell_id"]) == [
-        "tiny-llama/hf-sdpa/generate/B4/L64", "tiny-llama/hf-sdpa/generate/L64",
-        "tiny-llama/hf-sdpa/generate/V-small-graph/B4/L64", "tiny-llama/hf-sdpa/prefill/B4/L64",
-        "tiny-llama/hf-sdpa/prefill/L64", "tiny-llama/hf-sdpa/prefill/V-small-graph/B4/L64"]
+        "tiny-llama/hf-sdpa/generate/B4/L64",
+        "tiny-llama/hf-sdpa/generate/L64",
+        "tiny-llama/hf-sdpa/generate/V-small-graph/B4/L64",
+        "tiny-llama/hf-sdpa/prefill/B4/L64",
+        "tiny-llama/hf-sdpa/prefill/L64",
+        "tiny-llama/hf-sdpa/prefill/V-small-graph/B4/L64",
+    ]
     assert set(cells["status"]) == {"ok"}
     variant = cells[cells["engine_variant"] == "small-graph"]
     assert len(variant) == 2 and (variant["batch_size"] == 4).all()
@@ -421,8 +510,11 @@ def test_report_facts_say_when_the_statistics_cover_only_the_jobs_run_here(smoke
     note = report_facts({"device": "cpu", "cells_source": None}, cells, partial)["statistics_note"]
     assert note.startswith("2 of 8 cells were measured outside this folder's runs")
     reference = REPO / "data" / "reference" / "nvidia-h200"
-    facts = report_facts({"device": "cuda", "cells_source": "data/reference/nvidia-h200/cells"},
-                         reference / "cells.parquet", tmp_path / "none")
+    facts = report_facts(
+        {"device": "cuda", "cells_source": "data/reference/nvidia-h200/cells"},
+        reference / "cells.parquet",
+        tmp_path / "none",
+    )
     assert facts["devices"] == "NVIDIA H200 (18 cells, 2 boards)"
     assert "come from ``data/reference/nvidia-h200/cells``" in facts["statistics_note"]
     assert "cover only the analysis jobs run here" in facts["statistics_note"]

@@ -7,8 +7,10 @@ import time
 
 from ctxenergy import workflow_process
 
-ENTER = "from ctxenergy.workflow_process import enter_workflow; print(enter_workflow(), flush=True); import time; " \
-        "time.sleep(300)"
+ENTER = (
+    "from ctxenergy.workflow_process import enter_workflow; print(enter_workflow(), flush=True); import time; "
+    "time.sleep(300)"
+)
 
 
 def start_run(cwd) -> subprocess.Popen:
@@ -39,11 +41,21 @@ def test_a_lock_is_removed_only_when_no_run_of_the_workflow_is_alive(tmp_path):
     locks.mkdir()
     (locks / "0.output.lock").write_text("results/cells.parquet\n")  # the live run's own lock
     second = start_run(tmp_path)
-    assert second.first_line == (f"ctxenergy: another run of this workflow is measuring in this folder (Snakemake "
-                                 f"pid {running.pid}); wait for it to end, or run in another folder")
+    assert second.first_line == (
+        f"ctxenergy: another run of this workflow is measuring in this folder (Snakemake "
+        f"pid {running.pid}); wait for it to end, or run in another folder"
+    )
     assert (locks / "0.output.lock").exists()
-    dry = subprocess.run([sys.executable, "-c", "from ctxenergy.workflow_process import enter_workflow; "
-                          "print(enter_workflow(dry_run=True))"], cwd=tmp_path, capture_output=True, text=True)
+    dry = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ctxenergy.workflow_process import enter_workflow; print(enter_workflow(dry_run=True))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert dry.stdout.strip() == "None"  # a dry run beside a campaign changes nothing and stops nothing
     for proc in (running, second):
         proc.send_signal(signal.SIGKILL)
@@ -61,9 +73,18 @@ def test_a_lock_is_removed_only_when_no_run_of_the_workflow_is_alive(tmp_path):
 def test_jobs_see_the_snakemake_process_they_belong_to(tmp_path, monkeypatch):
     monkeypatch.delenv(workflow_process.WORKFLOW_ENV, raising=False)
     assert workflow_process.watch_workflow() is None  # outside a workflow: nothing to watch
-    out = subprocess.run([sys.executable, "-c", "import os; from ctxenergy.workflow_process import enter_workflow; "
-                          "enter_workflow(); print(os.environ['CTXENERGY_WORKFLOW'], os.getpid())"], cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; from ctxenergy.workflow_process import enter_workflow; "
+            "enter_workflow(); print(os.environ['CTXENERGY_WORKFLOW'], os.getpid())",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out[0].split(":")[0] == out[1]
 
 
@@ -72,8 +93,9 @@ def test_unfinished_jobs_of_a_killed_run_are_announced_with_how_to_resume(tmp_pa
     marker.parent.mkdir(parents=True)
     marker.write_text("{}")
     code = "from ctxenergy.workflow_process import enter_workflow; print(enter_workflow())"
-    said = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    said = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert said.startswith("ctxenergy: resuming a run that was killed part-way; its unfinished cells are measured")
     assert "with another profile add --rerun-incomplete" in said
 
@@ -84,10 +106,13 @@ def test_a_job_snakemake_on_a_cluster_node_never_clears_the_main_runs_lock(tmp_p
     lock = tmp_path / ".snakemake" / "locks" / "0.input.lock"
     lock.parent.mkdir(parents=True)
     lock.write_text("")
-    code = ("import os; from ctxenergy.workflow_process import enter_workflow; "
-            "print(enter_workflow(main_process=False), 'CTXENERGY_WORKFLOW' in os.environ)")
-    said = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          check=True).stdout.split()
+    code = (
+        "import os; from ctxenergy.workflow_process import enter_workflow; "
+        "print(enter_workflow(main_process=False), 'CTXENERGY_WORKFLOW' in os.environ)"
+    )
+    said = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert said == ["None", "True"] and lock.exists()
 
 
@@ -105,10 +130,14 @@ def test_a_read_only_results_folder_is_one_line(tmp_path, monkeypatch):
 
 def test_a_failed_run_names_the_logs_to_read_and_that_the_same_command_resumes(tmp_path):
     log = tmp_path / "snakemake.log"
-    log.write_text("Error in rule measure_cell:\n    log: results/logs/measure_cell/m/e/prefill/L64.log (check log "
-                   "file(s) for error details)\n")
+    log.write_text(
+        "Error in rule measure_cell:\n    log: results/logs/measure_cell/m/e/prefill/L64.log (check log "
+        "file(s) for error details)\n"
+    )
     line = workflow_process.failed_jobs_line([log])  # Snakemake 9 passes onerror a list of log files
     assert workflow_process.failed_jobs_line(log) == line
-    assert line.startswith("ctxenergy: the run stopped with failed jobs; read results/logs/measure_cell/m/e/prefill/"
-                           "L64.log; finished cells are kept, so the same command resumes")
+    assert line.startswith(
+        "ctxenergy: the run stopped with failed jobs; read results/logs/measure_cell/m/e/prefill/"
+        "L64.log; finished cells are kept, so the same command resumes"
+    )
     assert "results/logs/" in workflow_process.failed_jobs_line(None)

@@ -44,7 +44,8 @@ def add_cells(results: str | Path, folder: str | Path) -> str:
     if conflicts:
         raise CtxEnergyError(
             f"add-cells: {dst_cells} already holds {len(conflicts)} of these cells from another measurement (e.g. "
-            f"{conflicts[0]}); to replace them move the old ones away first, else remove them from {src_cells}")
+            f"{conflicts[0]}); to replace them move the old ones away first, else remove them from {src_cells}"
+        )
     with_job = 0
     for rel in new:
         for suffix in SIBLINGS:
@@ -65,8 +66,10 @@ def add_cells(results: str | Path, folder: str | Path) -> str:
             write_text("\n".join(kept + added) + "\n", dst)
             warmups += len(added)
     table = aggregate(cached_cell_tables(dst_cells), folder / "cells.parquet")
-    return (f"added {len(new)} cells to {dst_cells} ({with_job} with their job times), {warmups} warm-up job rows; "
-            f"{folder / 'cells.parquet'}: {len(table)} cells")
+    return (
+        f"added {len(new)} cells to {dst_cells} ({with_job} with their job times), {warmups} warm-up job rows; "
+        f"{folder / 'cells.parquet'}: {len(table)} cells"
+    )
 
 
 def main(args) -> int:

@@ -13,18 +13,55 @@ from ctxenergy.stats import summarize
 from ctxenergy.tables import read_cell, write_table
 
 # Window columns summarised per cell: <name>, <name>_ci_low, <name>_ci_high (median and t-interval of the mean).
-SUMMARISED = ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_s", "mean_power_w",
-              "power_cap_fraction", "window_s", "edge_uncertainty_j"]
-FIRST = ["schema_version", "cell_id", "model", "engine", "phase", "length_tokens", "output_tokens", "batch_size",
-         "engine_variant", "status", "status_reason", "flags"]
+SUMMARISED = [
+    "energy_per_run_j",
+    "dynamic_energy_per_run_j",
+    "run_s",
+    "prefill_s",
+    "mean_power_w",
+    "power_cap_fraction",
+    "window_s",
+    "edge_uncertainty_j",
+]
+FIRST = [
+    "schema_version",
+    "cell_id",
+    "model",
+    "engine",
+    "phase",
+    "length_tokens",
+    "output_tokens",
+    "batch_size",
+    "engine_variant",
+    "status",
+    "status_reason",
+    "flags",
+]
 
 
 def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
     row = windows.iloc[0].to_dict()
-    for col in ("window", "runs", "work_s", "window_s", "run_s", "prefill_s", "raw_energy_j", "energy_j",
-                "dynamic_energy_j", "energy_per_run_j", "dynamic_energy_per_run_j", "mean_power_w", "edge_uncertainty_j",
-                "power_cap_fraction", "thermal_throttle", "foreign_process", "per_device_energy_j", "notes",
-                "telemetry_faults"):
+    for col in (
+        "window",
+        "runs",
+        "work_s",
+        "window_s",
+        "run_s",
+        "prefill_s",
+        "raw_energy_j",
+        "energy_j",
+        "dynamic_energy_j",
+        "energy_per_run_j",
+        "dynamic_energy_per_run_j",
+        "mean_power_w",
+        "edge_uncertainty_j",
+        "power_cap_fraction",
+        "thermal_throttle",
+        "foreign_process",
+        "per_device_energy_j",
+        "notes",
+        "telemetry_faults",
+    ):
         row.pop(col, None)
     for col in [c for c in list(row) if c.endswith(("_start", "_end"))]:
         row.pop(col)
@@ -56,8 +93,13 @@ def _default_variant_first(column: pd.Series) -> pd.Series:
     return ("1" + column).where(column != "default", "0") if column.name == "engine_variant" else column
 
 
-def aggregate(cell_paths: list[str | Path], out_path: str | Path, config: dict | None = None,
-              settings_source: str = "config", allow_mixed_settings: bool = False) -> pd.DataFrame:
+def aggregate(
+    cell_paths: list[str | Path],
+    out_path: str | Path,
+    config: dict | None = None,
+    settings_source: str = "config",
+    allow_mixed_settings: bool = False,
+) -> pd.DataFrame:
     """One row per cell file (each read through the cell schema); with `config`, the cells' settings are checked
     against it (check_cell_settings) before anything is written."""
     rows, seen = [], {}
@@ -65,8 +107,10 @@ def aggregate(cell_paths: list[str | Path], out_path: str | Path, config: dict |
         windows, _, _, meta = read_cell(path)
         row = summarize_cell(windows, meta)
         if row["cell_id"] in seen:  # two rows of one cell would count it twice in every fit
-            raise CtxEnergyError(f"{seen[row['cell_id']]} and {path}: the same cell {row['cell_id']} twice; keep "
-                                 "one of them (or aggregate the two folders separately)")
+            raise CtxEnergyError(
+                f"{seen[row['cell_id']]} and {path}: the same cell {row['cell_id']} twice; keep "
+                "one of them (or aggregate the two folders separately)"
+            )
         seen[row["cell_id"]] = path
         rows.append(row)
     if config is not None:
@@ -74,7 +118,8 @@ def aggregate(cell_paths: list[str | Path], out_path: str | Path, config: dict |
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df[[c for c in FIRST if c in df] + [c for c in df if c not in FIRST]]
-        df = df.sort_values(["model", "engine", "engine_variant", "phase", "batch_size", "length_tokens"],
-                            key=_default_variant_first).reset_index(drop=True)
+        df = df.sort_values(
+            ["model", "engine", "engine_variant", "phase", "batch_size", "length_tokens"], key=_default_variant_first
+        ).reset_index(drop=True)
     write_table(df, out_path)
     return df

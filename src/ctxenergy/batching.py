@@ -42,9 +42,11 @@ def limit_before_load(cell, spec, options: dict, n_out: int, dtype: str) -> tupl
         kwargs = llm_kwargs(spec, dtype, options)
         step = kwargs.get("max_num_batched_tokens")
         if step is not None and not options.get("chunked_prefill") and tokens > step:
-            return EXCEEDS_ENGINE_LIMIT, (f"B * L = {b} * {length} = {tokens} tokens exceed max_num_batched_tokens = "
-                                          f"{step}: the batch would not be one prefill step (use a chunked_prefill "
-                                          "variant to measure it chunked)")
+            return EXCEEDS_ENGINE_LIMIT, (
+                f"B * L = {b} * {length} = {tokens} tokens exceed max_num_batched_tokens = "
+                f"{step}: the batch would not be one prefill step (use a chunked_prefill "
+                "variant to measure it chunked)"
+            )
         if kwargs.get("max_num_seqs") is not None and b > kwargs["max_num_seqs"]:
             return EXCEEDS_ENGINE_LIMIT, f"B = {b} exceeds max_num_seqs = {kwargs['max_num_seqs']}"
     if cell.engine == "hf-paged":
@@ -53,9 +55,11 @@ def limit_before_load(cell, spec, options: dict, n_out: int, dtype: str) -> tupl
         cache = paged_num_blocks((spec.max_positions or 131072) + 1, HFPagedEngine.BLOCK_SIZE)
         needed = b * -(-(length + n_out) // HFPagedEngine.BLOCK_SIZE)
         if needed > cache:
-            return EXCEEDS_ENGINE_LIMIT, (f"B = {b} sequences of L + G = {length + n_out} tokens need {needed} KV "
-                                          f"blocks, the hf-paged cache holds {cache} (one request of the model's "
-                                          "whole context)")
+            return EXCEEDS_ENGINE_LIMIT, (
+                f"B = {b} sequences of L + G = {length + n_out} tokens need {needed} KV "
+                f"blocks, the hf-paged cache holds {cache} (one request of the model's "
+                "whole context)"
+            )
     return None
 
 
@@ -70,8 +74,10 @@ def batch_limit_of(cell, engine, n_out: int, dtype: str, spec, device) -> tuple[
         weights = parameter_counts(spec.arch)["total"] * DTYPE_BYTES[dtype]
         kv = kv_cache_bytes(spec.arch, cell.batch_size * (cell.length + n_out), dtype)
         if weights + kv > memory:
-            return OOM, (f"predicted: weights {weights / 2**30:.1f} GiB + KV cache of B * (L + G) = "
-                         f"{cell.batch_size * (cell.length + n_out)} tokens {kv / 2**30:.1f} GiB exceed the "
-                         f"device's {memory / 2**30:.1f} GiB")
+            return OOM, (
+                f"predicted: weights {weights / 2**30:.1f} GiB + KV cache of B * (L + G) = "
+                f"{cell.batch_size * (cell.length + n_out)} tokens {kv / 2**30:.1f} GiB exceed the "
+                f"device's {memory / 2**30:.1f} GiB"
+            )
     reason = engine.batch_limit(cell.batch_size, cell.length, n_out)
     return None if reason is None else (EXCEEDS_ENGINE_LIMIT, reason)

@@ -110,8 +110,7 @@ def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S, batch
     key = (cell.model, cell.engine, cell.phase, cell.length)
     if key in times:
         return times[key]
-    known = sorted((L, s) for (m, e, p, L), s in times.items()
-                   if (m, e, p) == key[:3] and s >= min_s)
+    known = sorted((L, s) for (m, e, p, L), s in times.items() if (m, e, p) == key[:3] and s >= min_s)
     below = [k for k in known if k[0] < cell.length]
     above = [k for k in known if k[0] > cell.length]
     if below and above:
@@ -126,9 +125,11 @@ def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S, batch
     # model first)
     ref = REFERENCE_ENGINE
     ref_here = times.get((cell.model, ref, cell.phase, cell.length))
-    ratios = [(abs(math.log(L / cell.length)), m != cell.model, s / times[(m, ref, p, L)])
-              for (m, e, p, L), s in times.items()
-              if (e, p) == (cell.engine, cell.phase) and s >= min_s and (m, ref, p, L) in times]
+    ratios = [
+        (abs(math.log(L / cell.length)), m != cell.model, s / times[(m, ref, p, L)])
+        for (m, e, p, L), s in times.items()
+        if (e, p) == (cell.engine, cell.phase) and s >= min_s and (m, ref, p, L) in times
+    ]
     if ref_here and ratios:
         return ref_here * min(ratios)[2]
     return None
@@ -136,6 +137,7 @@ def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S, batch
 
 def beyond_any_device(cell: Cell, spec, n_out: int, dtype: str) -> bool:
     """A batch that no GPU of this study holds (weights and KV cache above LARGEST_DEVICE_MEMORY_BYTES)."""
+
     class Largest:
         memory_total_bytes = LARGEST_DEVICE_MEMORY_BYTES
 
@@ -154,15 +156,17 @@ def _estimates(cells: list[Cell], times: dict, settings: Settings) -> tuple[list
     for cell in cells:
         n_out = output_tokens(settings, cell.phase)
         too_long = specs[cell.model].exceeds_context(cell.length, n_out, cell.engine) or limit_before_load(
-            cell, specs[cell.model], ENGINES[cell.engine].options(settings, cell.variant), n_out, settings.dtype)
+            cell, specs[cell.model], ENGINES[cell.engine].options(settings, cell.variant), n_out, settings.dtype
+        )
         too_long = too_long or beyond_any_device(cell, specs[cell.model], n_out, settings.dtype)
         s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell, min_s)
         (unknown.append(cell) if s is None else estimated.append((s, cell)))
     return estimated, unknown
 
 
-def expected_s(cells: list[Cell], loads: list[tuple[str, str]], jobs_dirs: list[str | Path],
-               settings: Settings) -> tuple[float, list[Cell]]:
+def expected_s(
+    cells: list[Cell], loads: list[tuple[str, str]], jobs_dirs: list[str | Path], settings: Settings
+) -> tuple[float, list[Cell]]:
     """The expected job seconds of `cells` and of the engine loads (warm-up jobs) of the (model, engine) pairs
     `loads`, from the same estimates as the budget but without its margin (an expectation for a progress line, not a
     bound that must hold), and the cells without an estimate."""
@@ -185,8 +189,9 @@ def _pair_by_pair(estimated: list[tuple[float, Cell]]) -> list[tuple[float, Cell
     return [item for group in by_pair.values() for item in group]  # dicts keep insertion order: longest pair first
 
 
-def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path],
-                  settings: Settings) -> tuple[list[Cell], str]:
+def within_budget(
+    cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path], settings: Settings
+) -> tuple[list[Cell], str]:
     """The cells of `settings` to measure within `budget_s` (pair by pair, longest first), and a one-line summary of
     the choice."""
     jobs_per_dir = [job_seconds(d) for d in jobs_dirs]  # every benchmark file read once
@@ -205,9 +210,13 @@ def within_budget(cells: list[Cell], budget_s: float, jobs_dirs: list[str | Path
             loaded.add(pair)
             left -= cost
     used = budget_s - RESERVE_S - left
-    summary = (f"budget {budget_s:.0f} s: {len(chosen)} of {len(cells)} missing cells, ~{used:.0f} s estimated "
-               f"with engine loads and a {SAFETY - 1:.0%} margin")
+    summary = (
+        f"budget {budget_s:.0f} s: {len(chosen)} of {len(cells)} missing cells, ~{used:.0f} s estimated "
+        f"with engine loads and a {SAFETY - 1:.0%} margin"
+    )
     if unknown:
-        summary += (f"; {len(unknown)} without a job time to estimate from, not chosen (e.g. {unknown[0].cell_id}; "
-                    "measure them without budget_s)")
+        summary += (
+            f"; {len(unknown)} without a job time to estimate from, not chosen (e.g. {unknown[0].cell_id}; "
+            "measure them without budget_s)"
+        )
     return chosen, summary

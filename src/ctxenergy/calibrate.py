@@ -78,6 +78,7 @@ class CalibrationSettings:
 
 # --- pure logic ---
 
+
 def phase_offsets(k: int, period_s: float) -> list[float]:
     """k phases spread evenly over one update period, in an order that does not drift with the index."""
     return [((i * _GOLDEN) % 1.0) * period_s for i in range(k)]
@@ -97,8 +98,17 @@ def bursts_needed(n_windows: int, length_s: float, gap_s: float, period_s: float
     return max(n_windows, math.ceil(truth_min_s / cycle - 1e-9))
 
 
-def burst_estimates(a: CounterRead, b: CounterRead, work_start: float, work_end: float, ours_dynamic_j: float | None,
-                    instant: Trace, usage: Trace, idle_w: float, tail_s: float) -> dict[str, float | None]:
+def burst_estimates(
+    a: CounterRead,
+    b: CounterRead,
+    work_start: float,
+    work_end: float,
+    ours_dynamic_j: float | None,
+    instant: Trace,
+    usage: Trace,
+    idle_w: float,
+    tail_s: float,
+) -> dict[str, float | None]:
     """Energy above idle of one burst, by each method."""
     naive = counter_delta_j(a, b)
     end = work_end + tail_s
@@ -110,8 +120,9 @@ def burst_estimates(a: CounterRead, b: CounterRead, work_start: float, work_end:
     }
 
 
-def steady_estimates(a: CounterRead, b: CounterRead, ours_raw_j: float | None, ours_window_s: float,
-                     instant: Trace, usage: Trace) -> dict[str, float | None]:
+def steady_estimates(
+    a: CounterRead, b: CounterRead, ours_raw_j: float | None, ours_window_s: float, instant: Trace, usage: Trace
+) -> dict[str, float | None]:
     """Mean power (W) of one window under a steady load, by each method."""
     span = b.t - a.t
     naive = counter_delta_j(a, b)
@@ -139,12 +150,23 @@ def window_rows(pattern: str, length_s: float, truth: float, windows: list[dict]
     for w in windows:
         for method in METHODS:
             est = w["estimates"][method]
-            rows.append({
-                "pattern": pattern, "window_s": length_s, "window": w["window"], "phase_s": w["phase_s"],
-                "work_s": w["work_s"], "method": method, "estimate": est, "truth": truth, "unit": UNITS[pattern],
-                "error_pct": error_pct(est, truth), "power_cap_fraction": w.get("power_cap_fraction"),
-                "thermal_throttle": w.get("thermal_throttle", False), "notes": w.get("notes", ""),
-            })
+            rows.append(
+                {
+                    "pattern": pattern,
+                    "window_s": length_s,
+                    "window": w["window"],
+                    "phase_s": w["phase_s"],
+                    "work_s": w["work_s"],
+                    "method": method,
+                    "estimate": est,
+                    "truth": truth,
+                    "unit": UNITS[pattern],
+                    "error_pct": error_pct(est, truth),
+                    "power_cap_fraction": w.get("power_cap_fraction"),
+                    "thermal_throttle": w.get("thermal_throttle", False),
+                    "notes": w.get("notes", ""),
+                }
+            )
     return rows
 
 
@@ -155,16 +177,23 @@ def summarise(windows: pd.DataFrame, meta: dict) -> pd.DataFrame:
         for method in METHODS:
             m = g[g["method"] == method]
             err = m["error_pct"].dropna().astype(float)
-            rows.append({
-                "device": meta["device"], "method": method, "pattern": pattern, "window_s": float(length),
-                "n_windows": int(err.size),
-                "median_abs_error_pct": float(err.abs().median()) if err.size else None,
-                "max_abs_error_pct": float(err.abs().max()) if err.size else None,
-                "median_error_pct": float(err.median()) if err.size else None,
-                "truth": float(m["truth"].iloc[0]) if len(m) else None, "truth_unit": UNITS[pattern],
-                "counter_period_s": meta.get("counter_period_s"), "instant_source": meta.get("instant_source"),
-                "driver_version": meta.get("driver_version"),
-            })
+            rows.append(
+                {
+                    "device": meta["device"],
+                    "method": method,
+                    "pattern": pattern,
+                    "window_s": float(length),
+                    "n_windows": int(err.size),
+                    "median_abs_error_pct": float(err.abs().median()) if err.size else None,
+                    "max_abs_error_pct": float(err.abs().max()) if err.size else None,
+                    "median_error_pct": float(err.median()) if err.size else None,
+                    "truth": float(m["truth"].iloc[0]) if len(m) else None,
+                    "truth_unit": UNITS[pattern],
+                    "counter_period_s": meta.get("counter_period_s"),
+                    "instant_source": meta.get("instant_source"),
+                    "driver_version": meta.get("driver_version"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -177,8 +206,11 @@ def format_table(summary: pd.DataFrame) -> str:
         cells = []
         for m in METHODS:
             r = by.get(m)
-            cells.append(f"{'n/a':>22}" if r is None or pd.isna(r["median_abs_error_pct"])
-                         else f"{r['median_abs_error_pct']:>9.2f} / {r['max_abs_error_pct']:>6.2f} %")
+            cells.append(
+                f"{'n/a':>22}"
+                if r is None or pd.isna(r["median_abs_error_pct"])
+                else f"{r['median_abs_error_pct']:>9.2f} / {r['max_abs_error_pct']:>6.2f} %"
+            )
         truth = g["truth"].iloc[0]
         unit = "J" if pattern == "bursts" else "W"
         lines.append(f"{pattern:<8} {length:>6.2f}s {truth:>14.1f} {unit} " + " ".join(cells))
@@ -196,8 +228,11 @@ def shortest_window_s(summary: pd.DataFrame, target_pct: float, share: float = E
 
     Bursts, not the steady load: a steady load flatters every method (its edges fall in the same power as its middle).
     """
-    rows = summary[(summary["method"] == "ours") & (summary["pattern"] == "bursts")
-                   & (summary["median_abs_error_pct"] <= share * target_pct)]
+    rows = summary[
+        (summary["method"] == "ours")
+        & (summary["pattern"] == "bursts")
+        & (summary["median_abs_error_pct"] <= share * target_pct)
+    ]
     return float(rows["window_s"].min()) if len(rows) else None
 
 
@@ -216,6 +251,7 @@ def estimate_runtime_s(s: CalibrationSettings, period_s: float = 0.1) -> float:
 
 
 # --- the protocol (real time: NVML, or the fake) ---
+
 
 def _sleep_until(t: float) -> None:
     delay = t - time.perf_counter()
@@ -245,10 +281,12 @@ class _Instruments:
         self.period_s = self.meter.counter_period_s or 0.1
         h = self.handle
         self.instant_source = backend.power_instant_w(h)[1]
-        self.instant = PowerSampler(lambda: (backend.power_instant_w(h)[0], 0), sample_interval_s,
-                                    source=self.instant_source).start()
-        self.usage = PowerSampler(lambda: (backend.power_usage_w(h), 0), sample_interval_s,
-                                  source="power_usage").start()
+        self.instant = PowerSampler(
+            lambda: (backend.power_instant_w(h)[0], 0), sample_interval_s, source=self.instant_source
+        ).start()
+        self.usage = PowerSampler(
+            lambda: (backend.power_usage_w(h), 0), sample_interval_s, source="power_usage"
+        ).start()
 
     def _energy(self) -> float:
         return self.nv.energy_j(self.handle)
@@ -278,12 +316,16 @@ class _Instruments:
 
 
 def _ours_flags(ew) -> dict:
-    return {"power_cap_fraction": ew.power_cap_fraction, "thermal_throttle": ew.thermal_throttle,
-            "notes": "; ".join(ew.notes + ew.faults)}  # a window with faults has no energy of ours; they say why
+    return {
+        "power_cap_fraction": ew.power_cap_fraction,
+        "thermal_throttle": ew.thermal_throttle,
+        "notes": "; ".join(ew.notes + ew.faults),
+    }  # a window with faults has no energy of ours; they say why
 
 
-def measure_bursts(inst: _Instruments, load: Load, s: CalibrationSettings,
-                   log: Callable[[str], None]) -> tuple[list[dict], dict]:
+def measure_bursts(
+    inst: _Instruments, load: Load, s: CalibrationSettings, log: Callable[[str], None]
+) -> tuple[list[dict], dict]:
     rows: list[dict] = []
     info: dict = {}
     start, last_end = load.run(s.warmup_s)
@@ -319,15 +361,22 @@ def measure_bursts(inst: _Instruments, load: Load, s: CalibrationSettings,
         span = truth_close.t - truth_open.t
         truth = (total - idle.power_w * span) / k
         rows += window_rows("bursts", length, truth, windows)
-        info[f"bursts_{length:g}s"] = {"bursts": k, "truth_j": truth, "reference_window_s": span,
-                                       "idle_w": idle.power_w}
-        log(f"bursts {length:g} s: {k} bursts, truth {truth:.1f} J above idle per burst "
-            f"(reference window {span:.1f} s, idle {idle.power_w:.1f} W)")
+        info[f"bursts_{length:g}s"] = {
+            "bursts": k,
+            "truth_j": truth,
+            "reference_window_s": span,
+            "idle_w": idle.power_w,
+        }
+        log(
+            f"bursts {length:g} s: {k} bursts, truth {truth:.1f} J above idle per burst "
+            f"(reference window {span:.1f} s, idle {idle.power_w:.1f} W)"
+        )
     return rows, info
 
 
-def measure_steady(inst: _Instruments, load: Load, s: CalibrationSettings,
-                   log: Callable[[str], None]) -> tuple[list[dict], dict]:
+def measure_steady(
+    inst: _Instruments, load: Load, s: CalibrationSettings, log: Callable[[str], None]
+) -> tuple[list[dict], dict]:
     period = inst.period_s
     per_length: dict[float, list[dict]] = {w: [] for w in s.lengths}
     phases = phase_offsets(s.n_windows * len(s.lengths), period)
@@ -347,8 +396,9 @@ def measure_steady(inst: _Instruments, load: Load, s: CalibrationSettings,
                 ours = inst.meter.end_window(a.t, b.t, _NO_IDLE)
                 instant, usage = inst.traces(a.t, b.t)
                 est = steady_estimates(a, b, ours.raw_energy_j, ours.window_s, instant, usage)
-                per_length[length].append({"window": i, "phase_s": phases[j], "work_s": b.t - a.t, "estimates": est,
-                                           **_ours_flags(ours)})
+                per_length[length].append(
+                    {"window": i, "phase_s": phases[j], "work_s": b.t - a.t, "estimates": est, **_ours_flags(ours)}
+                )
                 inst.forget_before(a.t - 1.0)
                 j += 1
         _sleep_until(truth_open.t + s.truth_s)
@@ -367,8 +417,12 @@ def measure_steady(inst: _Instruments, load: Load, s: CalibrationSettings,
     return rows, {"steady": {"truth_w": truth_w, "reference_window_s": span}}
 
 
-def calibrate(backend, load: Load, settings: CalibrationSettings = CalibrationSettings(),
-              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> tuple[pd.DataFrame, dict]:
+def calibrate(
+    backend,
+    load: Load,
+    settings: CalibrationSettings = CalibrationSettings(),
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> tuple[pd.DataFrame, dict]:
     """Run the patterns on `load` and read them through `backend`; returns per-window rows and metadata."""
     unknown = [p for p in settings.patterns if p not in PATTERNS]
     if unknown:
@@ -377,11 +431,20 @@ def calibrate(backend, load: Load, settings: CalibrationSettings = CalibrationSe
     inst = _Instruments(backend, load.uuid, settings.sample_interval_s, log)
     try:
         dev = inst.meter.devices[0]
-        meta = {"device": dev.name, "uuid": dev.uuid, "driver_version": dev.driver_version,
-                "power_limit_w": dev.power_limit_w, "counter_period_s": inst.meter.counter_period_s,
-                "instant_source": inst.instant_source, "load": load.description, "settings": asdict(settings)}
-        log(f"calibrating {dev.name} ({dev.uuid}); counter period {inst.period_s * 1e3:.0f} ms; "
-            f"load: {load.description}; about {estimate_runtime_s(settings, inst.period_s):.0f} s")
+        meta = {
+            "device": dev.name,
+            "uuid": dev.uuid,
+            "driver_version": dev.driver_version,
+            "power_limit_w": dev.power_limit_w,
+            "counter_period_s": inst.meter.counter_period_s,
+            "instant_source": inst.instant_source,
+            "load": load.description,
+            "settings": asdict(settings),
+        }
+        log(
+            f"calibrating {dev.name} ({dev.uuid}); counter period {inst.period_s * 1e3:.0f} ms; "
+            f"load: {load.description}; about {estimate_runtime_s(settings, inst.period_s):.0f} s"
+        )
         rows: list[dict] = []
         for pattern in settings.patterns:
             measure = measure_bursts if pattern == "bursts" else measure_steady
@@ -396,17 +459,25 @@ def calibrate(backend, load: Load, settings: CalibrationSettings = CalibrationSe
 
 # --- command line ---
 
+
 def settings_from_args(args) -> CalibrationSettings:
     lengths = tuple(float(x) for x in str(args.lengths).split(",") if x.strip())
     if not lengths or min(lengths) <= 0:
         raise CtxEnergyError(f"--lengths {args.lengths!r}: give positive window lengths in seconds, e.g. 0.1,0.2,0.5")
     patterns = tuple(p.strip() for p in str(getattr(args, "patterns", ",".join(PATTERNS))).split(",") if p.strip())
-    s = CalibrationSettings(lengths=lengths, n_windows=int(args.windows), truth_s=float(args.truth_s),
-                            patterns=patterns)
+    s = CalibrationSettings(
+        lengths=lengths, n_windows=int(args.windows), truth_s=float(args.truth_s), patterns=patterns
+    )
     if getattr(args, "quick", False):
-        s = CalibrationSettings(lengths=tuple(w for w in lengths if w <= 0.5) or lengths[:1],
-                                n_windows=min(s.n_windows, 8), truth_s=min(s.truth_s, 8.0), bursts_truth_s=6.0,
-                                idle_s=1.0, warmup_s=1.0, patterns=patterns)
+        s = CalibrationSettings(
+            lengths=tuple(w for w in lengths if w <= 0.5) or lengths[:1],
+            n_windows=min(s.n_windows, 8),
+            truth_s=min(s.truth_s, 8.0),
+            bursts_truth_s=6.0,
+            idle_s=1.0,
+            warmup_s=1.0,
+            patterns=patterns,
+        )
     return s
 
 
@@ -428,8 +499,9 @@ def claimed_gpu(backend, timeout_s: float = 3600.0):
         yield uuids[0]
 
 
-def run_on_gpu(settings: CalibrationSettings, log: Callable[[str], None],
-               backend=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def run_on_gpu(
+    settings: CalibrationSettings, log: Callable[[str], None], backend=None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """NVML first (fails in one line on a host without a GPU), then the matmul load on the current CUDA device."""
     from ctxenergy.synthetic_load import MatmulLoad
     from ctxenergy.telemetry.nvml_api import open_backend

@@ -19,16 +19,28 @@ from ctxenergy.errors import ConfigError, CtxEnergyError  # noqa: E402 (after JO
 if TYPE_CHECKING:
     from ctxenergy.settings import Settings
 
-USER_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EISDIR,
-                    errno.ENOTDIR, errno.EFBIG, errno.EEXIST}
+USER_FILE_ERRNOS = {
+    errno.ENOENT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOSPC,
+    errno.EROFS,
+    errno.EDQUOT,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.EFBIG,
+    errno.EEXIST,
+}
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 DENIED_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _written_by(args) -> str:
     """What the command was writing (its --out, and --warmup-out): named when a write fails without a file name."""
-    outs = [*(args.out if isinstance(getattr(args, "out", None), list) else [getattr(args, "out", None)]),
-            getattr(args, "warmup_out", None)]
+    outs = [
+        *(args.out if isinstance(getattr(args, "out", None), list) else [getattr(args, "out", None)]),
+        getattr(args, "warmup_out", None),
+    ]
     return ", ".join(str(o) for o in outs if o)
 
 
@@ -104,8 +116,9 @@ def cmd_prompts(args) -> int:
         measured, warmup = make_batch_prompts(tokenizer, args.length, args.batch_size)
     save_ids(warmup, args.warmup_out)
     save_ids(measured, args.out)
-    print(f"{args.model} L={args.length} B={args.batch_size}: {measured.size} token ids ({tokenizer.name}) -> "
-          f"{args.out}")
+    print(
+        f"{args.model} L={args.length} B={args.batch_size}: {measured.size} token ids ({tokenizer.name}) -> {args.out}"
+    )
     return 0
 
 
@@ -125,37 +138,61 @@ def cmd_measure(args) -> int:
     _check_variant(args, settings)
     cell = Cell(args.model, args.engine, args.phase, args.length, args.batch_size, args.variant)
     prompt = Path(args.prompt) if args.prompt else prompt_path(args.model, args.length, batch_size=args.batch_size)
-    warmup = (Path(args.warmup_prompt) if args.warmup_prompt
-              else prompt_path(args.model, args.length, warmup=True, batch_size=args.batch_size))
+    warmup = (
+        Path(args.warmup_prompt)
+        if args.warmup_prompt
+        else prompt_path(args.model, args.length, warmup=True, batch_size=args.batch_size)
+    )
     named_missing = [p for p, arg in ((prompt, args.prompt), (warmup, args.warmup_prompt)) if arg and not p.exists()]
     if named_missing:  # a file named on the command line is never made here: it may be meant for another length
-        raise CtxEnergyError(f"{named_missing[0]}: no such prompt file; make it with `ctxenergy prompts`, or leave "
-                             "the option out to have the cell's default prompts made")
+        raise CtxEnergyError(
+            f"{named_missing[0]}: no such prompt file; make it with `ctxenergy prompts`, or leave "
+            "the option out to have the cell's default prompts made"
+        )
     if not prompt.exists() or not warmup.exists():  # only the default files, and only those missing
         tokenizer = load_tokenizer(resolve_model(settings, args.model))
-        made = (make_prompts(tokenizer, args.length) if args.batch_size == 1
-                else make_batch_prompts(tokenizer, args.length, args.batch_size))
+        made = (
+            make_prompts(tokenizer, args.length)
+            if args.batch_size == 1
+            else make_batch_prompts(tokenizer, args.length, args.batch_size)
+        )
         for path, ids in zip((prompt, warmup), made):
             if not path.exists():
                 save_ids(ids, path)
     # both of the cell's length, within the model's vocabulary, and not the same, before any GPU time
-    load_cell_prompts(cell.length, prompt, warmup, resolve_model(settings, args.model).vocab_size, args.model,
-                      cell.batch_size)
+    load_cell_prompts(
+        cell.length, prompt, warmup, resolve_model(settings, args.model).vocab_size, args.model, cell.batch_size
+    )
     out = Path(args.out) if args.out else cell.path
     args.out = str(out)  # named by main() if the disk refuses the cell
     out.parent.mkdir(parents=True, exist_ok=True)  # a file in the way, a read-only folder: said before measuring
     if not os.access(out.parent, os.W_OK):
-        raise OSError(errno.EROFS if os.statvfs(out.parent).f_flag & os.ST_RDONLY else errno.EACCES,
-                      "cannot write there", str(out.parent))
+        raise OSError(
+            errno.EROFS if os.statvfs(out.parent).f_flag & os.ST_RDONLY else errno.EACCES,
+            "cannot write there",
+            str(out.parent),
+        )
     if _use_engine_host(args, settings):
         from ctxenergy import engine_host
 
-        message = {"op": "measure", "cell": {"model": cell.model, "engine": cell.engine, "phase": cell.phase,
-                                             "length": cell.length, "batch_size": cell.batch_size,
-                                             "variant": cell.variant},
-                   "prompt": str(prompt), "warmup_prompt": str(warmup), "out": str(out), "job_start": JOB_START}
-        summary = engine_host.request(_config_files(args), settings, cell.model, cell.engine, message,
-                                      variant=cell.variant)["summary"]
+        message = {
+            "op": "measure",
+            "cell": {
+                "model": cell.model,
+                "engine": cell.engine,
+                "phase": cell.phase,
+                "length": cell.length,
+                "batch_size": cell.batch_size,
+                "variant": cell.variant,
+            },
+            "prompt": str(prompt),
+            "warmup_prompt": str(warmup),
+            "out": str(out),
+            "job_start": JOB_START,
+        }
+        summary = engine_host.request(
+            _config_files(args), settings, cell.model, cell.engine, message, variant=cell.variant
+        )["summary"]
     else:
         from ctxenergy.engine_host import stop_idle_hosts
         from ctxenergy.gpus import claimed_gpus
@@ -206,8 +243,10 @@ def _check_variant(args, settings: Settings) -> None:
 
     known = settings.variants(args.engine)
     if args.variant not in known:
-        raise ConfigError(f"--variant {args.variant}: not a variant of {args.engine} in the config (known: "
-                          f"{', '.join(known)}); add it under engine_variants.{args.engine} or pick one of those")
+        raise ConfigError(
+            f"--variant {args.variant}: not a variant of {args.engine} in the config (known: "
+            f"{', '.join(known)}); add it under engine_variants.{args.engine} or pick one of those"
+        )
 
 
 def _config_files(args) -> list[str]:
@@ -256,8 +295,14 @@ def cmd_warmup(args) -> int:
         # The host this starts keeps the engine for the cells that follow: the warm-up is their engine load.
         from ctxenergy import engine_host
 
-        engine_host.request(_config_files(args), settings, args.model, args.engine, {"op": "warmup", "out": args.out},
-                            variant=args.variant)
+        engine_host.request(
+            _config_files(args),
+            settings,
+            args.model,
+            args.engine,
+            {"op": "warmup", "out": args.out},
+            variant=args.variant,
+        )
         return 0
     from ctxenergy.engine_host import stop_idle_hosts
 
@@ -316,8 +361,11 @@ class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line that names the fix, like every other user error."""
 
     def error(self, message):
-        self.exit(2, f"ctxenergy: {self.prog.removeprefix('ctxenergy').strip() or 'ctxenergy'}: {message}; see "
-                     f"{self.prog} --help\n")
+        self.exit(
+            2,
+            f"ctxenergy: {self.prog.removeprefix('ctxenergy').strip() or 'ctxenergy'}: {message}; see "
+            f"{self.prog} --help\n",
+        )
 
 
 def positive_tokens(text: str) -> int:
@@ -335,49 +383,73 @@ def build_parser() -> argparse.ArgumentParser:
     from ctxenergy.engines.registry import ENGINE_NAMES
     from ctxenergy.paths import CELLS_DIR, REPORT, RESULTS_DIR
 
-    p = OneLineParser(prog="ctxenergy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                      epilog="example:\n  ctxenergy summary\n  ctxenergy estimate --model llama-3.1-8b --engine vllm "
-                             "--input 50000 --output 300\n\n'ctxenergy <command> --help' shows each command's "
-                             "arguments and an example.")
+    p = OneLineParser(
+        prog="ctxenergy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  ctxenergy summary\n  ctxenergy estimate --model llama-3.1-8b --engine vllm "
+        "--input 50000 --output 300\n\n'ctxenergy <command> --help' shows each command's "
+        "arguments and an example.",
+    )
     p.add_argument("--version", action="version", version=f"ctxenergy {ctxenergy.__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="<command>")
     engines = ", ".join(ENGINE_NAMES)
 
     def verb(name: str, summary: str, *examples: str, description: str | None = None):
-        return sub.add_parser(name, help=summary, description=description or summary,
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="example:\n" + "\n".join(f"  ctxenergy {name} {e}".rstrip() for e in examples))
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=description or summary,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="example:\n" + "\n".join(f"  ctxenergy {name} {e}".rstrip() for e in examples),
+        )
 
     def with_config(sp):
         sp.add_argument("--config", default="config.yaml", help="study config (default: config.yaml)")
-        sp.add_argument("--configfile", action="append",
-                        help="a further config file read over --config, as `snakemake --configfile` does: its "
-                             "top-level keys replace those of the files before it (repeatable)")
+        sp.add_argument(
+            "--configfile",
+            action="append",
+            help="a further config file read over --config, as `snakemake --configfile` does: its "
+            "top-level keys replace those of the files before it (repeatable)",
+        )
         return sp
 
     def model_arg(sp, required=True, what="a model name of the config's models"):
-        sp.add_argument("--model", required=required, help=f"{what}, e.g. tiny-llama (config/smoke.yaml) or "
-                                                           "llama-3.1-8b")
+        sp.add_argument(
+            "--model", required=required, help=f"{what}, e.g. tiny-llama (config/smoke.yaml) or llama-3.1-8b"
+        )
 
     def engine_arg(sp, required=True):
         sp.add_argument("--engine", required=required, help=f"one of the config's engines: {engines}")
 
     def batch_arg(sp):
-        sp.add_argument("--batch-size", type=positive_tokens, default=1,
-                        help="B distinct prompts of length L run together (default 1; docs/serving.md)")
+        sp.add_argument(
+            "--batch-size",
+            type=positive_tokens,
+            default=1,
+            help="B distinct prompts of length L run together (default 1; docs/serving.md)",
+        )
 
     def variant_arg(sp):
-        sp.add_argument("--variant", default="default",
-                        help="the engine's option set of config engine_variants (default: engine_options alone)")
+        sp.add_argument(
+            "--variant",
+            default="default",
+            help="the engine's option set of config engine_variants (default: engine_options alone)",
+        )
 
     smoke = "--configfile config/smoke.yaml"
     sp = with_config(verb("check", "validate a config", f"{smoke} --device"))
     sp.add_argument("--device", action="store_true", help="also check that the config's device is usable here")
     sp.set_defaults(func=cmd_check)
 
-    sp = with_config(verb("prompts", "write the exact-length measured and warm-up prompts",
-                          f"{smoke} --model tiny-llama --length 256 --out results/prompts/tiny-llama/L256.npy "
-                          "--warmup-out results/prompts/tiny-llama/L256.warmup.npy"))
+    sp = with_config(
+        verb(
+            "prompts",
+            "write the exact-length measured and warm-up prompts",
+            f"{smoke} --model tiny-llama --length 256 --out results/prompts/tiny-llama/L256.npy "
+            "--warmup-out results/prompts/tiny-llama/L256.warmup.npy",
+        )
+    )
     model_arg(sp)
     sp.add_argument("--length", type=positive_tokens, required=True, help="prompt length L in tokens")
     sp.add_argument("--out", required=True, help="measured prompt to write (.npy of token ids)")
@@ -385,8 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     batch_arg(sp)
     sp.set_defaults(func=cmd_prompts)
 
-    sp = with_config(verb("warmup", "check that an engine loads and prepare what its cells reuse",
-                          f"{smoke} --model tiny-llama --engine hf-sdpa --out results/warmup/tiny-llama/hf-sdpa.json"))
+    sp = with_config(
+        verb(
+            "warmup",
+            "check that an engine loads and prepare what its cells reuse",
+            f"{smoke} --model tiny-llama --engine hf-sdpa --out results/warmup/tiny-llama/hf-sdpa.json",
+        )
+    )
     model_arg(sp)
     engine_arg(sp)
     sp.add_argument("--out", required=True, help="JSON to write: the engine's versions and start-up time")
@@ -394,33 +471,60 @@ def build_parser() -> argparse.ArgumentParser:
     variant_arg(sp)
     sp.set_defaults(func=cmd_warmup)
 
-    sp = with_config(verb("weights", "generate a model's shared random weights (random_weights: shared)",
-                          "--configfile config/weights-ab.yaml --model llama-3.1-8b"))
+    sp = with_config(
+        verb(
+            "weights",
+            "generate a model's shared random weights (random_weights: shared)",
+            "--configfile config/weights-ab.yaml --model llama-3.1-8b",
+        )
+    )
     sp.add_argument("--model", required=True, help="a model of the config whose random_weights is shared")
     sp.set_defaults(func=cmd_weights)
 
-    sp = with_config(verb("measure", "measure one cell (model, engine, phase, L)",
-                          f"{smoke} --model tiny-llama --engine hf-sdpa --phase prefill --length 256"))
+    sp = with_config(
+        verb(
+            "measure",
+            "measure one cell (model, engine, phase, L)",
+            f"{smoke} --model tiny-llama --engine hf-sdpa --phase prefill --length 256",
+        )
+    )
     model_arg(sp)
     engine_arg(sp)
-    sp.add_argument("--phase", required=True, choices=["prefill", "generate"],
-                    help="prefill (1 output token) or generate (the config's generate_tokens)")
+    sp.add_argument(
+        "--phase",
+        required=True,
+        choices=["prefill", "generate"],
+        help="prefill (1 output token) or generate (the config's generate_tokens)",
+    )
     sp.add_argument("--length", type=positive_tokens, required=True, help="context length L in tokens")
     sp.add_argument("--prompt", help="measured prompt (.npy); made if missing")
     sp.add_argument("--warmup-prompt", help="warm-up prompt (.npy); made if missing")
     sp.add_argument("--out", help=f"cell table (default: {CELLS_DIR}/<model>/<engine>/<phase>/L<n>.parquet)")
-    sp.add_argument("--engine-host", action="store_true",
-                    help="measure on the engine host of this (model, engine), starting it if needed (the workflow's way)")
+    sp.add_argument(
+        "--engine-host",
+        action="store_true",
+        help="measure on the engine host of this (model, engine), starting it if needed (the workflow's way)",
+    )
     batch_arg(sp)
     variant_arg(sp)
-    sp.add_argument("--progress-fd", type=int, metavar="FD",
-                    help="also write the cell's one-line result, time and the run's remaining time to this open file "
-                         "descriptor (the workflow passes its console as 3, its log taking stdout and stderr)")
+    sp.add_argument(
+        "--progress-fd",
+        type=int,
+        metavar="FD",
+        help="also write the cell's one-line result, time and the run's remaining time to this open file "
+        "descriptor (the workflow passes its console as 3, its log taking stdout and stderr)",
+    )
     sp.set_defaults(func=cmd_measure)
 
-    sp = with_config(verb("engine-host", "keep one engine loaded for the cell jobs (started by them)",
-                          "--stop", description="keep one engine loaded for the cell jobs; `ctxenergy measure "
-                                                "--engine-host` starts it, and the workflow stops it at its end"))
+    sp = with_config(
+        verb(
+            "engine-host",
+            "keep one engine loaded for the cell jobs (started by them)",
+            "--stop",
+            description="keep one engine loaded for the cell jobs; `ctxenergy measure "
+            "--engine-host` starts it, and the workflow stops it at its end",
+        )
+    )
     model_arg(sp, required=False)
     engine_arg(sp, required=False)
     sp.add_argument("--socket", help="Unix socket to listen on")
@@ -429,42 +533,63 @@ def build_parser() -> argparse.ArgumentParser:
     variant_arg(sp)
     sp.set_defaults(func=cmd_engine_host)
 
-    sp = verb("compare", "cells measured twice: a rerun against reference cells, with intervals",
-              "data/reference/nvidia-h200/campaign/cells results/cells --out results/compare.csv")
+    sp = verb(
+        "compare",
+        "cells measured twice: a rerun against reference cells, with intervals",
+        "data/reference/nvidia-h200/campaign/cells results/cells --out results/compare.csv",
+    )
     sp.add_argument("reference", help="directory of reference cells, e.g. data/reference/nvidia-h200/campaign/cells")
     sp.add_argument("candidate", help="directory of the rerun's cells, e.g. results/cells")
-    sp.add_argument("--tolerance-pct", type=float,
-                    help="difference still accepted between boards of one GPU model (default 5: NVML's per-board "
-                         "gain error, docs/measurement.md)")
+    sp.add_argument(
+        "--tolerance-pct",
+        type=float,
+        help="difference still accepted between boards of one GPU model (default 5: NVML's per-board "
+        "gain error, docs/measurement.md)",
+    )
     sp.add_argument("--out", help="also write the table (.csv or .parquet)")
     sp.add_argument("--cells", nargs="*", help="only these cells (<model>/<engine>/<phase>/L<n>), each in both")
     sp.add_argument("--exit-zero", action="store_true", help="exit 0 even when a cell differs (the table says so)")
-    sp.add_argument("--across-models", action="store_true",
-                    help="match on engine, phase and L only: two model entries of one shape, e.g. the weight sets of "
-                         "config/weights-ab.yaml (results/cells/llama-3.1-8b against results/cells/llama-3.1-8b-uniform)")
+    sp.add_argument(
+        "--across-models",
+        action="store_true",
+        help="match on engine, phase and L only: two model entries of one shape, e.g. the weight sets of "
+        "config/weights-ab.yaml (results/cells/llama-3.1-8b against results/cells/llama-3.1-8b-uniform)",
+    )
     sp.set_defaults(func=_plugin("ctxenergy.compare", "main"))
 
-    sp = verb("provenance", "where the cells came from: dates, boards, versions, commands, GPU time",
-              "--cells results/cells.parquet --jobs results/benchmarks --out results/provenance.md")
+    sp = verb(
+        "provenance",
+        "where the cells came from: dates, boards, versions, commands, GPU time",
+        "--cells results/cells.parquet --jobs results/benchmarks --out results/provenance.md",
+    )
     sp.add_argument("--cells", required=True, help="table of cells (results/cells.parquet)")
     sp.add_argument("--jobs", help="Snakemake benchmark files of the jobs (results/benchmarks)")
     sp.add_argument("--logs", nargs="*", default=[], help="Snakemake logs of the runs that measured the cells")
     sp.add_argument("--out", required=True, help="Markdown file to write")
     sp.set_defaults(func=_plugin("ctxenergy.provenance", "main"))
 
-    sp = verb("add-cells", "newly measured cells, with their job times, into reference data",
-              "results data/reference/nvidia-h200/campaign")
+    sp = verb(
+        "add-cells",
+        "newly measured cells, with their job times, into reference data",
+        "results data/reference/nvidia-h200/campaign",
+    )
     sp.add_argument("results", help="the run's results folder (cells/ and benchmarks/ inside), e.g. results")
     sp.add_argument("folder", help="the reference folder, e.g. data/reference/nvidia-h200/campaign")
     sp.set_defaults(func=_plugin("ctxenergy.add_cells", "main"))
 
-    sp = verb("aggregate", "all cell tables -> one table of cells",
-              "results/cells/*/*/*/L*[0-9].parquet --out results/cells.parquet --config results/config/<hash>.yaml")
+    sp = verb(
+        "aggregate",
+        "all cell tables -> one table of cells",
+        "results/cells/*/*/*/L*[0-9].parquet --out results/cells.parquet --config results/config/<hash>.yaml",
+    )
     sp.add_argument("cells", nargs="+", help="cell tables (results/cells/<model>/<engine>/<phase>/L<n>.parquet)")
     sp.add_argument("--config", help="the run's settings: cells measured under others stop the aggregation")
     sp.add_argument("--configfile", action="append", help="further config files, merged over --config")
-    sp.add_argument("--allow-mixed-settings", action="store_true",
-                    help="combine cells measured under other settings than --config's, naming them")
+    sp.add_argument(
+        "--allow-mixed-settings",
+        action="store_true",
+        help="combine cells measured under other settings than --config's, naming them",
+    )
     sp.add_argument("--out", required=True, help="table of cells to write (results/cells.parquet)")
     sp.set_defaults(func=cmd_aggregate)
 
@@ -473,85 +598,133 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_info)
 
     sp = verb("gpus", "which GPU each job holds (lock files); --check: a claim shuts out other jobs", "", "--check")
-    sp.add_argument("--check", action="store_true",
-                    help="claim a free GPU, show that another process is refused it, release it, claim it again")
+    sp.add_argument(
+        "--check",
+        action="store_true",
+        help="claim a free GPU, show that another process is refused it, release it, claim it again",
+    )
     sp.set_defaults(func=_plugin("ctxenergy.gpus", "main"))
 
-    sp = verb("pdf", "render an HTML page (the write-up) to PDF with a headless Chromium",
-              "results/paper/paper.html --out results/paper/paper.pdf")
+    sp = verb(
+        "pdf",
+        "render an HTML page (the write-up) to PDF with a headless Chromium",
+        "results/paper/paper.html --out results/paper/paper.pdf",
+    )
     sp.add_argument("html", help="the page to render, e.g. results/paper/paper.html")
     sp.add_argument("--out", required=True, help="PDF to write")
     sp.set_defaults(func=_plugin("ctxenergy.outputs.pdf", "main"))
 
-    sp = verb("calibrate", "error of each energy method against a long window, on the GPU",
-              "--quick --out results/calibration.csv")
+    sp = verb(
+        "calibrate",
+        "error of each energy method against a long window, on the GPU",
+        "--quick --out results/calibration.csv",
+    )
     sp.add_argument("--out", required=True, help="calibration table (.csv or .parquet)")
     sp.add_argument("--windows", type=int, default=20, help="short windows per length and pattern")
     sp.add_argument("--truth-s", type=float, default=20.0, help="length of the long reference window")
     sp.add_argument("--lengths", default="0.1,0.2,0.5,1,2", help="short window lengths in seconds")
     sp.add_argument("--patterns", default="bursts,steady", help="load patterns: bursts (idle -> work -> idle), steady")
     sp.add_argument("--windows-out", help="per-window table (default: beside --out, <name>.windows.<ext>)")
-    sp.add_argument("--quick", action="store_true", help="a ~1 minute check: lengths <= 0.5 s, 8 windows, short references")
+    sp.add_argument(
+        "--quick", action="store_true", help="a ~1 minute check: lengths <= 0.5 s, 8 windows, short references"
+    )
     sp.set_defaults(func=_plugin("ctxenergy.calibrate", "main"))
 
-    sp = verb("analyze", "table of cells -> derived tables (results/analysis/<table>.parquet)",
-              "results/cells.parquet --out results/analysis/fits.parquet results/analysis/cost_model.parquet")
+    sp = verb(
+        "analyze",
+        "table of cells -> derived tables (results/analysis/<table>.parquet)",
+        "results/cells.parquet --out results/analysis/fits.parquet results/analysis/cost_model.parquet",
+    )
     sp.add_argument("cells", help="table of cells (results/cells.parquet)")
     sp.add_argument("--cell-tables", nargs="*", default=[], help="the cells' own tables: traces and decode times")
     sp.add_argument("--config", help="effective config, to find each model's architecture (default: data/models)")
     sp.add_argument("--out", nargs="+", required=True, help="derived tables to write, each named <table>.parquet")
     sp.set_defaults(func=_plugin("ctxenergy.analysis.derive", "main"))
 
-    sp = verb("notebook", "execute an analysis notebook into an executed copy (nbclient)",
-              "notebooks/explore.ipynb --analysis results/analysis --out results/notebooks/explore.ipynb")
+    sp = verb(
+        "notebook",
+        "execute an analysis notebook into an executed copy (nbclient)",
+        "notebooks/explore.ipynb --analysis results/analysis --out results/notebooks/explore.ipynb",
+    )
     sp.add_argument("notebook", help="the notebook to execute, e.g. notebooks/explore.ipynb")
-    sp.add_argument("--analysis", help="a run's folder of derived tables, shown beside the reference campaign's "
-                                       "(the notebook's CTXENERGY_ANALYSIS)")
+    sp.add_argument(
+        "--analysis",
+        help="a run's folder of derived tables, shown beside the reference campaign's "
+        "(the notebook's CTXENERGY_ANALYSIS)",
+    )
     sp.add_argument("--out", required=True, help="executed copy to write (.ipynb)")
     sp.set_defaults(func=_plugin("ctxenergy.notebook", "main"))
 
-    sp = verb("summary", "the key results in the terminal, from cached derived tables", "",
-              "--analysis results/analysis",
-              description="the key results, from the derived tables (Parquet) alone: per model and engine the prefill "
-                          "at the largest L, J per input and per output token, and the fit's crossover")
-    sp.add_argument("--analysis", help="folder of derived tables, e.g. results/analysis (default: the committed "
-                                       "reference campaign's)")
+    sp = verb(
+        "summary",
+        "the key results in the terminal, from cached derived tables",
+        "",
+        "--analysis results/analysis",
+        description="the key results, from the derived tables (Parquet) alone: per model and engine the prefill "
+        "at the largest L, J per input and per output token, and the fit's crossover",
+    )
+    sp.add_argument(
+        "--analysis",
+        help="folder of derived tables, e.g. results/analysis (default: the committed reference campaign's)",
+    )
     sp.set_defaults(func=_plugin("ctxenergy.summary", "main"))
 
-    sp = verb("estimate", "GPU energy of one request (N input, G output tokens) from the committed fits",
-              "--model llama-3.1-8b --engine vllm --input 50000 --output 300",
-              description="GPU energy of one batch-1 request from the cost model (docs/cost-model.md): the prefill fit "
-                          "E(N) plus (G - 1) times the measured energy per output token, total and above idle, with "
-                          "statistical and total (systematic) 95 % intervals. A length outside the measured range is "
-                          "refused unless --extrapolate.")
+    sp = verb(
+        "estimate",
+        "GPU energy of one request (N input, G output tokens) from the committed fits",
+        "--model llama-3.1-8b --engine vllm --input 50000 --output 300",
+        description="GPU energy of one batch-1 request from the cost model (docs/cost-model.md): the prefill fit "
+        "E(N) plus (G - 1) times the measured energy per output token, total and above idle, with "
+        "statistical and total (systematic) 95 % intervals. A length outside the measured range is "
+        "refused unless --extrapolate.",
+    )
     sp.add_argument("--model", required=True, help="model name of the cost model, e.g. llama-3.1-8b or qwen2-7b")
     sp.add_argument("--engine", required=True, help=f"engine of the cost model: {engines}")
     sp.add_argument("--input", type=positive_tokens, required=True, help="input (prompt) tokens N")
-    sp.add_argument("--output", type=positive_tokens, required=True,
-                    help="output tokens G (the first is the prefill's; G - 1 decode steps)")
-    sp.add_argument("--analysis", help="folder with cost_model.parquet, e.g. results/analysis (default: the committed "
-                                       "reference campaign's, NVIDIA H200)")
-    sp.add_argument("--extrapolate", action="store_true",
-                    help="compute outside the measured lengths too, flagged EXTRAPOLATED, instead of refusing")
+    sp.add_argument(
+        "--output",
+        type=positive_tokens,
+        required=True,
+        help="output tokens G (the first is the prefill's; G - 1 decode steps)",
+    )
+    sp.add_argument(
+        "--analysis",
+        help="folder with cost_model.parquet, e.g. results/analysis (default: the committed "
+        "reference campaign's, NVIDIA H200)",
+    )
+    sp.add_argument(
+        "--extrapolate",
+        action="store_true",
+        help="compute outside the measured lengths too, flagged EXTRAPOLATED, instead of refusing",
+    )
     sp.add_argument("--json", action="store_true", help="print the estimate as JSON")
     sp.set_defaults(func=_plugin("ctxenergy.analysis.cost_model", "main"))
 
-    sp = verb("figures", "derived tables -> figures (PNG and SVG), from Parquet only",
-              "results/analysis/*.parquet --out results/figures/energy_intensity.png")
+    sp = verb(
+        "figures",
+        "derived tables -> figures (PNG and SVG), from Parquet only",
+        "results/analysis/*.parquet --out results/figures/energy_intensity.png",
+    )
     sp.add_argument("tables", nargs="+", help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--out", nargs="+", required=True, help="figures to write, each named <figure>.png or .svg")
     sp.set_defaults(func=_plugin("ctxenergy.outputs.figures", "main"))
 
-    sp = verb("report", "derived tables + figures -> one self-contained HTML page",
-              "--tables results/analysis/*.parquet --figures results/figures/*.png --out results/report/report.html")
+    sp = verb(
+        "report",
+        "derived tables + figures -> one self-contained HTML page",
+        "--tables results/analysis/*.parquet --figures results/figures/*.png --out results/report/report.html",
+    )
     sp.add_argument("--tables", nargs="+", required=True, help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--figures", nargs="*", default=[], help="figure files (PNG) to embed")
     sp.add_argument("--out", required=True, help="report.html")
     sp.set_defaults(func=_plugin("ctxenergy.outputs.report", "main"))
 
-    sp = verb("paper", "the reproduction write-up (HTML + Markdown) from the derived tables",
-              "--tables results/analysis/*.parquet --figures results/figures/*.png --out results/paper/paper.html "
-              "--markdown results/paper/paper.md")
+    sp = verb(
+        "paper",
+        "the reproduction write-up (HTML + Markdown) from the derived tables",
+        "--tables results/analysis/*.parquet --figures results/figures/*.png --out results/paper/paper.html "
+        "--markdown results/paper/paper.md",
+    )
     sp.add_argument("--tables", nargs="+", required=True, help="derived tables (results/analysis/<table>.parquet)")
     sp.add_argument("--figures", nargs="*", default=[], help="figure files (PNG) to embed")
     sp.add_argument("--template", default="paper/template.md", help="the write-up's Markdown template")
@@ -559,16 +732,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--markdown", required=True, help="paper.md")
     sp.set_defaults(func=_plugin("ctxenergy.outputs.paper", "main"))
 
-    sp = verb("publish", "a run's outputs copied into a folder of their own, in the layout of results/",
-              "results/analysis/* results/figures/* results/report/report.html results/paper/paper.html "
-              "results/paper/paper.md results/provenance.md --out data/reference/nvidia-h200/campaign/outputs",
-              description="a run's outputs (derived tables, figures, report, write-up, provenance) copied into a "
-                          "folder of their own, each file to its place relative to --root, so that the write-up's "
-                          "links (../figures/) still resolve; every file is checked before any is copied, and each "
-                          "is written whole or not at all")
+    sp = verb(
+        "publish",
+        "a run's outputs copied into a folder of their own, in the layout of results/",
+        "results/analysis/* results/figures/* results/report/report.html results/paper/paper.html "
+        "results/paper/paper.md results/provenance.md --out data/reference/nvidia-h200/campaign/outputs",
+        description="a run's outputs (derived tables, figures, report, write-up, provenance) copied into a "
+        "folder of their own, each file to its place relative to --root, so that the write-up's "
+        "links (../figures/) still resolve; every file is checked before any is copied, and each "
+        "is written whole or not at all",
+    )
     sp.add_argument("files", nargs="+", help=f"files to copy, each under --root, e.g. {REPORT}")
-    sp.add_argument("--root", default=str(RESULTS_DIR),
-                    help=f"the folder whose layout the copy keeps (default: {RESULTS_DIR})")
+    sp.add_argument(
+        "--root", default=str(RESULTS_DIR), help=f"the folder whose layout the copy keeps (default: {RESULTS_DIR})"
+    )
     sp.add_argument("--out", required=True, help="folder to copy into (made if missing; other files in it stay)")
     sp.set_defaults(func=_plugin("ctxenergy.outputs.publish", "main"))
     return p
@@ -596,8 +773,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if not is_nvml_error(exc):  # a bug: its traceback
             raise
-        print(f"ctxenergy: NVML: {exc} while running `ctxenergy {args.verb}`; check the driver (nvidia-smi) and "
-              "that this process may read the GPU", file=sys.stderr)
+        print(
+            f"ctxenergy: NVML: {exc} while running `ctxenergy {args.verb}`; check the driver (nvidia-smi) and "
+            "that this process may read the GPU",
+            file=sys.stderr,
+        )
         return 1
 
 

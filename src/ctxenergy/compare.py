@@ -82,8 +82,13 @@ def cell_key(cell_id: str) -> tuple:
         raise CtxEnergyError(f"compare: {exc}") from None
 
 
-def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: float = BOARD_TOLERANCE_PCT,
-                  cells: list[str] | None = None, across_models: bool = False) -> pd.DataFrame:
+def compare_cells(
+    reference: str | Path,
+    candidate: str | Path,
+    tolerance_pct: float = BOARD_TOLERANCE_PCT,
+    cells: list[str] | None = None,
+    across_models: bool = False,
+) -> pd.DataFrame:
     """One row per cell found under both directories (matched on model, engine, phase and L), or per cell of
     `cells` (cell ids), each of which must be in both. across_models matches on engine, phase and L only: two model
     entries of one shape (an A/B of weight sets, each arm its own model name); the rows carry the reference's model."""
@@ -102,8 +107,9 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
         ref = {k: ref[k] for k in wanted}
     shared = sorted(set(ref) & set(new))
     if not shared:
-        raise CtxEnergyError(f"compare: no cell is in both '{reference}' and '{candidate}' "
-                             "(cells match on model, engine, phase and L)")
+        raise CtxEnergyError(
+            f"compare: no cell is in both '{reference}' and '{candidate}' (cells match on model, engine, phase and L)"
+        )
     rows = []
     for match in shared:
         (rw, rm), (nw, nm) = ref[match], new[match]
@@ -119,7 +125,8 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
         if abs(run) > RUN_TIME_NOTE_PCT:
             notes.append(f"run time differs {run:+.0f} %: compare the energy above idle ({dyn:+.1f} %)")
         differing = _differing(rm.get("settings"), nm.get("settings")) + _differing(
-            rm.get("engine_settings"), nm.get("engine_settings"))
+            rm.get("engine_settings"), nm.get("engine_settings")
+        )
         if differing:
             notes.append("settings differ: " + ", ".join(differing))
         elif rm.get("config_hash") != nm.get("config_hash"):
@@ -133,16 +140,27 @@ def compare_cells(reference: str | Path, candidate: str | Path, tolerance_pct: f
         copy = same_gpu and rm.get("measured_at") is not None and rm.get("measured_at") == nm.get("measured_at")
         if copy:
             notes.insert(0, "the same measurement (a copy of the reference cell), not a remeasurement")
-        rows.append({
-            **{k: rm.get(k) for k in KEY},
-            "reference_j": r_s["median"], "reference_ci_low": r_s["ci_low"], "reference_ci_high": r_s["ci_high"],
-            "candidate_j": n_s["median"], "candidate_ci_low": n_s["ci_low"], "candidate_ci_high": n_s["ci_high"],
-            "diff_pct": diff, "diff_ci_low_pct": low, "diff_ci_high_pct": high,
-            "dynamic_diff_pct": dyn, "run_s_diff_pct": run,
-            "same_gpu": same_gpu, "reference_gpu": rm.get("device_uuid"), "candidate_gpu": nm.get("device_uuid"),
-            "verdict": "same measurement" if copy else _verdict(ok, diff, low, high, tolerance_pct),
-            "note": "; ".join(notes),
-        })
+        rows.append(
+            {
+                **{k: rm.get(k) for k in KEY},
+                "reference_j": r_s["median"],
+                "reference_ci_low": r_s["ci_low"],
+                "reference_ci_high": r_s["ci_high"],
+                "candidate_j": n_s["median"],
+                "candidate_ci_low": n_s["ci_low"],
+                "candidate_ci_high": n_s["ci_high"],
+                "diff_pct": diff,
+                "diff_ci_low_pct": low,
+                "diff_ci_high_pct": high,
+                "dynamic_diff_pct": dyn,
+                "run_s_diff_pct": run,
+                "same_gpu": same_gpu,
+                "reference_gpu": rm.get("device_uuid"),
+                "candidate_gpu": nm.get("device_uuid"),
+                "verdict": "same measurement" if copy else _verdict(ok, diff, low, high, tolerance_pct),
+                "note": "; ".join(notes),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -161,9 +179,11 @@ def board_offset_line(df: pd.DataFrame) -> str | None:
     if len(other) < 2:
         return None
     d = other["diff_pct"]
-    return (f"{len(other)} prefill cells on another board: median difference {d.median():+.2f} % "
-            f"({d.min():+.2f} .. {d.max():+.2f} %); a shift that they all share is the boards' offset "
-            "(docs/measurement.md, between boards), not an error of one cell")
+    return (
+        f"{len(other)} prefill cells on another board: median difference {d.median():+.2f} % "
+        f"({d.min():+.2f} .. {d.max():+.2f} %); a shift that they all share is the boards' offset "
+        "(docs/measurement.md, between boards), not an error of one cell"
+    )
 
 
 def main(args) -> int:
@@ -173,8 +193,19 @@ def main(args) -> int:
         write_csv_or_parquet(df, args.out)
     cell = df["model"] + "/" + df["engine"] + "/" + df["phase"] + "/L" + df["length_tokens"].astype(str)
     shown = df.assign(cell=cell)
-    cols = ["cell", "reference_j", "candidate_j", "diff_pct", "diff_ci_low_pct", "diff_ci_high_pct",
-            "dynamic_diff_pct", "run_s_diff_pct", "same_gpu", "verdict", "note"]
+    cols = [
+        "cell",
+        "reference_j",
+        "candidate_j",
+        "diff_pct",
+        "diff_ci_low_pct",
+        "diff_ci_high_pct",
+        "dynamic_diff_pct",
+        "run_s_diff_pct",
+        "same_gpu",
+        "verdict",
+        "note",
+    ]
     with pd.option_context("display.width", 250, "display.max_colwidth", 90):
         print(shown[cols].round(2).to_string(index=False))
     print(summary_line(df, tolerance))

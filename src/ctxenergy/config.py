@@ -73,16 +73,19 @@ def read_model_config(model: dict) -> dict:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: model '{model['name']}': not valid JSON ({exc}); fix the file or point "
-                          "models[].config at a model's config.json") from None
+        raise ConfigError(
+            f"{path}: model '{model['name']}': not valid JSON ({exc}); fix the file or point "
+            "models[].config at a model's config.json"
+        ) from None
 
 
 def check_semantics(config: dict, source: str = "config", engines_needed: tuple[str, ...] | None = None) -> dict:
     """Checks a schema cannot express: known names, lengths within the model, files that must exist."""
     for i, engine in enumerate(config["engines"]):
         if engine not in ENGINES:
-            raise ConfigError(f"{source}: engines[{i}] '{engine}' is not a known engine (known: "
-                              f"{', '.join(ENGINE_NAMES)})")
+            raise ConfigError(
+                f"{source}: engines[{i}] '{engine}' is not a known engine (known: {', '.join(ENGINE_NAMES)})"
+            )
     for i, length in enumerate(config["lengths"]):
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
             raise ConfigError(f"{source}: lengths[{i}] = {length!r} is not a positive integer number of tokens")
@@ -143,55 +146,75 @@ def _check_variants(config: dict, source: str) -> None:
             for axis, grid in (("lengths", config["lengths"]), ("batch_sizes", config["batch_sizes"])):
                 extra = [v for v in variant.get(axis, []) if v not in grid]
                 if extra:
-                    raise ConfigError(f"{where}.{name}.{axis}: {extra} not in the grid's {axis} ({grid}); add them "
-                                      f"to {axis} or remove them from the variant")
+                    raise ConfigError(
+                        f"{where}.{name}.{axis}: {extra} not in the grid's {axis} ({grid}); add them "
+                        f"to {axis} or remove them from the variant"
+                    )
             options = variant["options"]
             if key is None or (engine == "hf-paged" and options):
                 raise ConfigError(f"{where}.{name}.options: {engine} reads no engine options; remove the variant")
-            error = jsonschema.exceptions.best_match(
-                jsonschema.Draft202012Validator(schema[key]).iter_errors(options))
+            error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema[key]).iter_errors(options))
             if error is not None:
                 raise ConfigError(f"{where}.{name}.options: {error.message} (the keys of engine_options.{key})")
             merged = {**config["engine_options"].get(key, {}), **options}
             if merged.get("distinct_prompts") and merged.get("warmup_same_prompt"):
-                raise ConfigError(f"{where}.{name}.options: distinct_prompts and warmup_same_prompt contradict each "
-                                  "other; drop one")
+                raise ConfigError(
+                    f"{where}.{name}.options: distinct_prompts and warmup_same_prompt contradict each other; drop one"
+                )
 
 
 def _check_window_counts(config: dict, source: str) -> None:
     low, high = (measure_setting(config["measure"], k) for k in ("min_windows", "max_windows"))
     if high < low:
-        raise ConfigError(f"{source}: measure.max_windows = {high} is below measure.min_windows = {low}; "
-                          "raise max_windows or lower min_windows (at least 3)")
+        raise ConfigError(
+            f"{source}: measure.max_windows = {high} is below measure.min_windows = {low}; "
+            "raise max_windows or lower min_windows (at least 3)"
+        )
 
 
 def _check_budget(config: dict, source: str) -> None:
     if config["budget_s"] is None:
         return
     if not config["job_times"]:
-        raise ConfigError(f"{source}: budget_s needs job_times to estimate job times from: set it to folders of "
-                          "earlier jobs' benchmark files, e.g. data/reference/nvidia-h200/campaign/jobs")
+        raise ConfigError(
+            f"{source}: budget_s needs job_times to estimate job times from: set it to folders of "
+            "earlier jobs' benchmark files, e.g. data/reference/nvidia-h200/campaign/jobs"
+        )
     missing = [d for d in config["job_times"] if not Path(d, "measure_cell").is_dir()]
     if missing:
-        raise ConfigError(f"{source}: job_times: {missing[0]} has no measure_cell/ folder of job benchmark files; "
-                          f"name a folder like {BENCHMARKS_DIR} or data/reference/nvidia-h200/campaign/jobs")
+        raise ConfigError(
+            f"{source}: job_times: {missing[0]} has no measure_cell/ folder of job benchmark files; "
+            f"name a folder like {BENCHMARKS_DIR} or data/reference/nvidia-h200/campaign/jobs"
+        )
 
 
 def _check_spot_check(config: dict, source: str) -> None:
     """Every spot-check cell must be a cell of this grid (else its job would not exist), before any GPU time."""
-    grid = {"model": [m["name"] for m in config["models"]], "engine": config["engines"], "phase": config["phases"],
-            "length": config["lengths"]}
+    grid = {
+        "model": [m["name"] for m in config["models"]],
+        "engine": config["engines"],
+        "phase": config["phases"],
+        "length": config["lengths"],
+    }
     spot = config["spot_check"]
     if spot["cells"] and not spot["reference"]:
-        raise ConfigError(f"{source}: spot_check.cells names cells but spot_check.reference is not set; set it to a "
-                          "folder of reference cells, e.g. data/reference/nvidia-h200/campaign/cells")
+        raise ConfigError(
+            f"{source}: spot_check.cells names cells but spot_check.reference is not set; set it to a "
+            "folder of reference cells, e.g. data/reference/nvidia-h200/campaign/cells"
+        )
     for cell_id in spot["cells"]:
         cell = Cell.from_id(cell_id)  # the schema has checked the id's form
-        for what, value in (("model", cell.model), ("engine", cell.engine), ("phase", cell.phase),
-                            ("length", cell.length)):
+        for what, value in (
+            ("model", cell.model),
+            ("engine", cell.engine),
+            ("phase", cell.phase),
+            ("length", cell.length),
+        ):
             if value not in grid[what]:
-                raise ConfigError(f"{source}: spot_check.cells: {cell_id}: {what} {value} is not in this config's "
-                                  f"{what}s ({', '.join(map(str, grid[what]))})")
+                raise ConfigError(
+                    f"{source}: spot_check.cells: {cell_id}: {what} {value} is not in this config's "
+                    f"{what}s ({', '.join(map(str, grid[what]))})"
+                )
 
 
 def _looks_like_path(weights: str) -> bool:
@@ -215,8 +238,9 @@ def load_config(path: str | Path, overrides: list[str | Path] = ()) -> dict:
     for p in [path, *overrides]:
         p = Path(p)
         if not p.is_file():
-            raise ConfigError(f"{p}: no such config file; check the path (a study config such as config.yaml or "
-                              "one in config/)")
+            raise ConfigError(
+                f"{p}: no such config file; check the path (a study config such as config.yaml or one in config/)"
+            )
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -304,8 +328,11 @@ def cell_settings_hash(config: dict, model: str) -> str:
         "dtype": config["dtype"],
         "model": next(m for m in config["models"] if m["name"] == model),
         "generate_tokens": config["generate_tokens"],
-        "measure": {k: v for k, v in config["measure"].items()
-                    if k not in HOW_NOT_WHAT and not (k in PROTOCOL_OPT_IN and v == PROTOCOL_OPT_IN[k])},
+        "measure": {
+            k: v
+            for k, v in config["measure"].items()
+            if k not in HOW_NOT_WHAT and not (k in PROTOCOL_OPT_IN and v == PROTOCOL_OPT_IN[k])
+        },
         "engine_options": config["engine_options"],
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
@@ -332,9 +359,11 @@ def check_cell_settings(rows: list[dict], config: dict, source: str, allow_mixed
     named = "; ".join(f"settings {h}: {', '.join(ids)}" for h, ids in sorted(other.items()))
     line = f"{source}: {n} of {len(rows)} cells were measured under other settings than these ({named})"
     if not allow_mixed_settings:
-        raise CtxEnergyError(f"{line}; re-measure them (delete them and rerun), or combine them knowingly with "
-                             "allow_mixed_settings: true (snakemake --config allow_mixed_settings=True; ctxenergy "
-                             "aggregate --allow-mixed-settings)")
+        raise CtxEnergyError(
+            f"{line}; re-measure them (delete them and rerun), or combine them knowingly with "
+            "allow_mixed_settings: true (snakemake --config allow_mixed_settings=True; ctxenergy "
+            "aggregate --allow-mixed-settings)"
+        )
     print(f"ctxenergy: {line}; combined as allow_mixed_settings asks", file=sys.stderr)
 
 

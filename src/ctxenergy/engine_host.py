@@ -185,28 +185,48 @@ def _remove_stale(paths: dict[str, Path]) -> None:
             paths[ext].unlink()
 
 
-def _spawn(config_files: list, model: str, engine: str, key: str, slot: int, idle_s: float,
-           variant: str = "default") -> subprocess.Popen:
+def _spawn(
+    config_files: list, model: str, engine: str, key: str, slot: int, idle_s: float, variant: str = "default"
+) -> subprocess.Popen:
     paths = _paths(key, slot)
     _remove_stale(paths)
     log = open(paths["log"], "ab")  # handed to the child, closed here right after
-    cmd = [sys.executable, "-m", "ctxenergy", "engine-host", "--config", str(config_files[0]), "--model", model,
-           "--engine", engine, "--socket", str(paths["sock"]), "--idle-s", str(idle_s), "--variant", variant]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ctxenergy",
+        "engine-host",
+        "--config",
+        str(config_files[0]),
+        "--model",
+        model,
+        "--engine",
+        engine,
+        "--socket",
+        str(paths["sock"]),
+        "--idle-s",
+        str(idle_s),
+        "--variant",
+        variant,
+    ]
     for extra in config_files[1:]:
         cmd += ["--configfile", str(extra)]
     # A new session: the host must outlive this job (Snakemake ends a job's process group with the job).
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     deadline = time.monotonic() + LISTEN_TIMEOUT_S
     while not paths["sock"].exists():
         if proc.poll() is not None:
-            raise EngineHostError(f"the engine host for {model}/{engine} exited (status {proc.returncode}) before "
-                                  f"listening; its log {paths['log']} ends with:\n{_log_tail(paths['log'])}")
+            raise EngineHostError(
+                f"the engine host for {model}/{engine} exited (status {proc.returncode}) before "
+                f"listening; its log {paths['log']} ends with:\n{_log_tail(paths['log'])}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
-            raise EngineHostError(f"the engine host for {model}/{engine} did not listen within {LISTEN_TIMEOUT_S:.0f} s;"
-                                  f" see {paths['log']}")
+            raise EngineHostError(
+                f"the engine host for {model}/{engine} did not listen within {LISTEN_TIMEOUT_S:.0f} s;"
+                f" see {paths['log']}"
+            )
         time.sleep(0.02)
     return proc
 
@@ -273,8 +293,9 @@ def _await_reply(conn: socket.socket, pid_path: Path) -> dict | None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def request(config_files: list, settings: Settings, model: str, engine: str, message: dict,
-            variant: str = "default") -> dict:
+def request(
+    config_files: list, settings: Settings, model: str, engine: str, message: dict, variant: str = "default"
+) -> dict:
     """Send `message` to a host of (config, model, engine, variant), starting one when none is idle; return its
     reply. An engine variant (config engine_variants) is another load of the engine, with its own host."""
     key = host_key(config_files, model, engine if variant == "default" else f"{engine}/V-{variant}")
@@ -302,10 +323,14 @@ def request(config_files: list, settings: Settings, model: str, engine: str, mes
     finally:
         _unlock(fd)
     if reply is None:
-        raise EngineHostError(f"the engine host for {model}/{engine} exited while serving this job; its log "
-                              f"{paths['log']} ends with:\n{_log_tail(paths['log'])}")
+        raise EngineHostError(
+            f"the engine host for {model}/{engine} exited while serving this job; its log "
+            f"{paths['log']} ends with:\n{_log_tail(paths['log'])}"
+        )
     if not reply.get("ok"):
-        raise EngineHostError(f"the engine host for {model}/{engine} failed: {reply.get('error')} (log: {paths['log']})")
+        raise EngineHostError(
+            f"the engine host for {model}/{engine} failed: {reply.get('error')} (log: {paths['log']})"
+        )
     return reply
 
 
@@ -350,8 +375,16 @@ def _load(settings: Settings, model: str, engine_name: str, variant: str = "defa
     return resident
 
 
-def _handle(message: dict, settings: Settings, model: str, engine_name: str, resident: ResidentEngine, meter,
-            uuids, variant: str = "default") -> dict:
+def _handle(
+    message: dict,
+    settings: Settings,
+    model: str,
+    engine_name: str,
+    resident: ResidentEngine,
+    meter,
+    uuids,
+    variant: str = "default",
+) -> dict:
     from ctxenergy.grid import Cell
 
     op = message.get("op")
@@ -363,19 +396,38 @@ def _handle(message: dict, settings: Settings, model: str, engine_name: str, res
         from ctxenergy.measure import measure_cell, summary
 
         c = message["cell"]
-        cell = Cell(c["model"], c["engine"], c["phase"], int(c["length"]), int(c.get("batch_size", 1)),
-                    c.get("variant", "default"))
+        cell = Cell(
+            c["model"],
+            c["engine"],
+            c["phase"],
+            int(c["length"]),
+            int(c.get("batch_size", 1)),
+            c.get("variant", "default"),
+        )
         if (cell.model, cell.engine, cell.variant) != (model, engine_name, variant):
-            return {"ok": False, "error": f"this host serves {model}/{engine_name} (variant {variant}), not "
-                                          f"{cell.model}/{cell.engine} (variant {cell.variant})"}
-        record = measure_cell(settings, cell, message["prompt"], message["warmup_prompt"], message["out"], meter=meter,
-                              gpu_uuids=uuids, job_start=message.get("job_start"), resident=resident)
+            return {
+                "ok": False,
+                "error": f"this host serves {model}/{engine_name} (variant {variant}), not "
+                f"{cell.model}/{cell.engine} (variant {cell.variant})",
+            }
+        record = measure_cell(
+            settings,
+            cell,
+            message["prompt"],
+            message["warmup_prompt"],
+            message["out"],
+            meter=meter,
+            gpu_uuids=uuids,
+            job_start=message.get("job_start"),
+            resident=resident,
+        )
         return {"ok": True, "summary": summary(record, message["out"])}
     return {"ok": False, "error": f"unknown request {op!r}"}
 
 
-def serve(config_files: list, model: str, engine_name: str, socket_path, idle_s: float,
-          variant: str = "default") -> int:
+def serve(
+    config_files: list, model: str, engine_name: str, socket_path, idle_s: float, variant: str = "default"
+) -> int:
     """The host process: listen at once (so the spawning job sees it start), claim the GPU, load, then serve."""
     from ctxenergy.config import load_config
     from ctxenergy.settings import Settings

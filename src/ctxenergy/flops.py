@@ -42,7 +42,11 @@ def device_peaks(device_name: str | None) -> dict | None:
 def prefill_flops(arch: dict, length: int) -> float:
     p = parameter_counts(arch)
     h_attn = p["heads"] * p["head_dim"]
-    return 2.0 * length * p["non_embedding"] + 2.0 * length**2 * h_attn * p["layers"] + 2.0 * p["hidden"] * arch["vocab_size"]
+    return (
+        2.0 * length * p["non_embedding"]
+        + 2.0 * length**2 * h_attn * p["layers"]
+        + 2.0 * p["hidden"] * arch["vocab_size"]
+    )
 
 
 def decode_step_flops(arch: dict, context: int) -> float:
@@ -62,7 +66,9 @@ def generate_flops(arch: dict, length: int, tokens: int) -> float:
     return prefill_flops(arch, length) + sum(decode_step_flops(arch, length + i) for i in range(tokens - 1))
 
 
-def plausibility(achieved_tflops: float | None, device_name: str | None, measured_peak_tflops: float | None = None) -> str | None:
+def plausibility(
+    achieved_tflops: float | None, device_name: str | None, measured_peak_tflops: float | None = None
+) -> str | None:
     """A reason string when a prefill ran faster than the device can compute, else None."""
     if achieved_tflops is None:
         return None

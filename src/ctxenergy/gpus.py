@@ -249,12 +249,18 @@ def claimed_devices(count: int, timeout_s: float, backend=None, who: str = "a ce
         if any(t.isdigit() for t in tokens):
             # CUDA's default order (fastest first) can differ from NVML's PCI order; make index i the same GPU for both.
             os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-        print(f"ctxenergy: claimed {', '.join(got.uuids)} after {got.waited_s:.1f} s "
-              f"(CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']})", file=sys.stderr)
+        print(
+            f"ctxenergy: claimed {', '.join(got.uuids)} after {got.waited_s:.1f} s "
+            f"(CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']})",
+            file=sys.stderr,
+        )
         with contextlib.suppress(Exception):  # a warning only; the meter flags the cell itself
             for u, pids in foreign_pids(got.uuids, nv).items():
-                print(f"ctxenergy: warning: {u} also runs pid(s) {', '.join(map(str, pids))}, not ours; "
-                      "the cell will be flagged foreign_process", file=sys.stderr)
+                print(
+                    f"ctxenergy: warning: {u} also runs pid(s) {', '.join(map(str, pids))}, not ours; "
+                    "the cell will be flagged foreign_process",
+                    file=sys.stderr,
+                )
         yield got.uuids
     finally:
         for k, v in saved.items():
@@ -276,8 +282,9 @@ def claimed_gpus(settings: Settings, cell, backend=None):
         yield None
         return
     model = getattr(cell, "model", cell)
-    with claimed_devices(settings.model(model).tp, settings.measure.gpu_claim_timeout_s, backend,
-                         who=f"model '{model}'") as uuids:
+    with claimed_devices(
+        settings.model(model).tp, settings.measure.gpu_claim_timeout_s, backend, who=f"model '{model}'"
+    ) as uuids:
         yield uuids
 
 
@@ -295,7 +302,9 @@ def main(args) -> int:
     print(f"pid {os.getpid()} claimed {mine.uuids[0]}")
     other = subprocess.run(
         [sys.executable, "-c", f"from ctxenergy.gpus import claim; claim([{mine.uuids[0]!r}], 1, timeout_s=1)"],
-        capture_output=True, text=True)
+        capture_output=True,
+        text=True,
+    )
     refused = other.returncode != 0 and f"held by pid {os.getpid()}" in other.stderr
     print(f"another process: {'refused: ' + other.stderr.strip().splitlines()[-1] if refused else 'NOT refused'}")
     mine.release()

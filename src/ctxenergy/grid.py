@@ -52,8 +52,10 @@ class Cell:
         tail = CELL_TAIL.fullmatch("/".join(parts[3:])) if len(parts) >= 4 else None
         bad_phase = len(parts) >= 4 and parts[2] not in ("prefill", "generate")
         if tail is None or bad_phase or int(tail["batch"] or 1) < 1 or tail["variant"] == DEFAULT_VARIANT:
-            raise ValueError(f"'{cell_id}' is not a cell id (<model>/<engine>/<phase>/[V-<variant>/][B<b>/]L<n>, "
-                             "e.g. llama-3.1-8b/hf-sdpa/prefill/L16384 or llama-3.1-8b/vllm/prefill/B4/L1024)")
+            raise ValueError(
+                f"'{cell_id}' is not a cell id (<model>/<engine>/<phase>/[V-<variant>/][B<b>/]L<n>, "
+                "e.g. llama-3.1-8b/hf-sdpa/prefill/L16384 or llama-3.1-8b/vllm/prefill/B4/L1024)"
+            )
         return cls(*parts[:3], int(tail["length"]), int(tail["batch"] or 1), tail["variant"] or DEFAULT_VARIANT)
 
     @classmethod

@@ -40,8 +40,14 @@ def device_info(measure_period: bool = True) -> dict:
     gpus = []
     for i in range(nv.device_count()):
         h = nv.handle(i)
-        g = {"index": i, "name": nv.name(h), "uuid": nv.uuid(h), "memory_total_bytes": nv.memory_total_bytes(h),
-             "power_limit_w": nv.power_limit_w(h), "power_usage_w": nv.power_usage_w(h)}
+        g = {
+            "index": i,
+            "name": nv.name(h),
+            "uuid": nv.uuid(h),
+            "memory_total_bytes": nv.memory_total_bytes(h),
+            "power_limit_w": nv.power_limit_w(h),
+            "power_usage_w": nv.power_usage_w(h),
+        }
         t0 = time.perf_counter()
         energy = nv.energy_j(h)
         g["energy_counter"] = energy is not None

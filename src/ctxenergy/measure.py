@@ -130,8 +130,11 @@ def relative_half_width_pct(values) -> float | None:
 
 
 # The energy per run a target applies to (`measure.target_energy`): total, above idle, or the wider of the two.
-TARGET_ENERGY_COLUMNS = {"total": ("energy_per_run_j",), "dynamic": ("dynamic_energy_per_run_j",),
-                         "both": ("energy_per_run_j", "dynamic_energy_per_run_j")}
+TARGET_ENERGY_COLUMNS = {
+    "total": ("energy_per_run_j",),
+    "dynamic": ("dynamic_energy_per_run_j",),
+    "both": ("energy_per_run_j", "dynamic_energy_per_run_j"),
+}
 
 
 def host_bound(cell: Cell) -> bool:
@@ -209,8 +212,14 @@ def idle_baseline(meter: EnergyMeter, settings: MeasureSettings, resident, meta:
     return idle
 
 
-def warm_up(engine, warmup_prompt: np.ndarray, n_out: int, settings: MeasureSettings,
-            previous_windows_end: float | None, meta: dict):
+def warm_up(
+    engine,
+    warmup_prompt: np.ndarray,
+    n_out: int,
+    settings: MeasureSettings,
+    previous_windows_end: float | None,
+    meta: dict,
+):
     """Runs on the warm-up prompt right before the windows; returns the last run's timing (the timing pass).
 
     For as long as one window: kernels, clocks, power and temperature then start every window in the same state (a
@@ -238,8 +247,17 @@ def warm_up(engine, warmup_prompt: np.ndarray, n_out: int, settings: MeasureSett
     return timing
 
 
-def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, warmup_prompt: np.ndarray,
-                 n_out: int, settings: MeasureSettings, record: CellRecord, resident=None) -> None:
+def run_protocol(
+    cell: Cell,
+    engine,
+    meter: EnergyMeter,
+    prompt: np.ndarray,
+    warmup_prompt: np.ndarray,
+    n_out: int,
+    settings: MeasureSettings,
+    record: CellRecord,
+    resident=None,
+) -> None:
     """Idle baseline, warm-up (whose last run is the timing pass) and the measured windows; fills `record`.
 
     resident (an engine_host.ResidentEngine) keeps what the next cell of the same load may reuse: the idle floor and
@@ -275,12 +293,22 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
         energy = meter.end_window(runs[0].start, runs[-1].end, idle)
         record.windows.append(_window_row(w, runs, energy))
         for i, r in enumerate(runs):
-            record.runs.append({"window": w, "run": i, "start_s": r.start, "first_token_s": r.first_token,
-                                "end_s": r.end, "tokens_in": r.tokens_in, "tokens_out": r.tokens_out})
+            record.runs.append(
+                {
+                    "window": w,
+                    "run": i,
+                    "start_s": r.start,
+                    "first_token_s": r.first_token,
+                    "end_s": r.end,
+                    "tokens_in": r.tokens_in,
+                    "tokens_out": r.tokens_out,
+                }
+            )
         if energy.trace is not None:
             for ts, pw, rs in zip(energy.trace.t, energy.trace.power_w, energy.trace.reasons):
-                record.trace.append({"window": w, "t_s": ts, "power_w": pw, "clock_event_reasons": rs,
-                                     "source": energy.trace.source})
+                record.trace.append(
+                    {"window": w, "t_s": ts, "power_w": pw, "clock_event_reasons": rs, "source": energy.trace.source}
+                )
         expected = n_out * (len(prompt) if prompt.ndim == 2 else 1)  # a batch's runs count all its sequences
         bad = [r for r in runs if r.tokens_out != expected]
         if bad:
@@ -291,7 +319,8 @@ def run_protocol(cell: Cell, engine, meter: EnergyMeter, prompt: np.ndarray, war
     record.meta["windows_stop_reason"] = stop
     record.meta["windows_half_width_pct"] = relative_half_width_pct([r["energy_per_run_j"] for r in record.windows])
     record.meta["windows_dynamic_half_width_pct"] = relative_half_width_pct(
-        [r["dynamic_energy_per_run_j"] for r in record.windows])
+        [r["dynamic_energy_per_run_j"] for r in record.windows]
+    )
     record.meta["windows_target_pct"], record.meta["windows_target_energy"] = window_target(settings, host_bound(cell))
     if resident is not None:
         resident.last_windows_end = t["windows_end"]
@@ -352,8 +381,17 @@ def _apply_validity(record: CellRecord, arch: dict, meter: EnergyMeter | None) -
                 record.status, record.status_reason = "implausible", reason
 
 
-def measure_cell(settings: Settings, cell: Cell, prompt_file, warmup_file, out_path, meter: EnergyMeter | None = None,
-                 gpu_uuids: list[str] | None = None, job_start: float | None = None, resident=None) -> CellRecord:
+def measure_cell(
+    settings: Settings,
+    cell: Cell,
+    prompt_file,
+    warmup_file,
+    out_path,
+    meter: EnergyMeter | None = None,
+    gpu_uuids: list[str] | None = None,
+    job_start: float | None = None,
+    resident=None,
+) -> CellRecord:
     """Measure one cell and write its tables atomically to out_path (+ .runs / .trace siblings).
 
     job_start (perf_counter, one clock for all processes of the host) lets the timeline show what the job spent
@@ -368,44 +406,67 @@ def measure_cell(settings: Settings, cell: Cell, prompt_file, warmup_file, out_p
     if job_start is not None:
         record.timeline["job_start"] = job_start
     record.timeline["measure_start"] = time.perf_counter()
-    record.meta.update({
-        "study": settings.study, "model": cell.model, "engine": cell.engine, "phase": cell.phase,
-        "length_tokens": cell.length, "output_tokens": n_out, "dtype": settings.dtype, "device": settings.device,
-        "weights": spec.weights_label, "config_hash": cell_settings_hash(given, cell.model),
-        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "tp": spec.tp,
-        "settings": given["measure"], "host_cpu": host_cpu(),
-        # energy per run is the whole batch's: per input token / (B * L), per output token / (B * G)
-        "batch_size": cell.batch_size, "engine_variant": cell.variant,
-    })
-    prompt, warmup_prompt = load_cell_prompts(cell.length, prompt_file, warmup_file, spec.vocab_size, cell.model,
-                                              cell.batch_size)
+    record.meta.update(
+        {
+            "study": settings.study,
+            "model": cell.model,
+            "engine": cell.engine,
+            "phase": cell.phase,
+            "length_tokens": cell.length,
+            "output_tokens": n_out,
+            "dtype": settings.dtype,
+            "device": settings.device,
+            "weights": spec.weights_label,
+            "config_hash": cell_settings_hash(given, cell.model),
+            "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "tp": spec.tp,
+            "settings": given["measure"],
+            "host_cpu": host_cpu(),
+            # energy per run is the whole batch's: per input token / (B * L), per output token / (B * G)
+            "batch_size": cell.batch_size,
+            "engine_variant": cell.variant,
+        }
+    )
+    prompt, warmup_prompt = load_cell_prompts(
+        cell.length, prompt_file, warmup_file, spec.vocab_size, cell.model, cell.batch_size
+    )
     warmup_prompt = warmup_prompt_for(settings, cell, prompt, warmup_prompt)
     record.meta["warmup_prompt"] = "measured" if warmup_prompt is prompt else "different"
     record.meta["tokenizer"] = tokenizer_label(spec)
     engine = None
-    batch_limit = limit_before_load(cell, spec, ENGINES[cell.engine].options(settings, cell.variant), n_out,
-                                    settings.dtype)
+    batch_limit = limit_before_load(
+        cell, spec, ENGINES[cell.engine].options(settings, cell.variant), n_out, settings.dtype
+    )
     if spec.exceeds_context(cell.length, n_out, cell.engine):  # recorded, not measured
         record.status = "exceeds_context"
-        record.status_reason = (f"L + G = {cell.length + n_out} exceeds max_position_embeddings={spec.max_positions}; "
-                                "the cell is recorded but not measured")
+        record.status_reason = (
+            f"L + G = {cell.length + n_out} exceeds max_position_embeddings={spec.max_positions}; "
+            "the cell is recorded but not measured"
+        )
     elif batch_limit is not None:  # a batch beyond the engine's settings: recorded, not measured
         record.status, record.status_reason = batch_limit
     else:
         own_meter = meter is None
         record.timeline["meter_open_start"] = time.perf_counter()
-        meter = meter or open_meter(settings.device, uuids=gpu_uuids,
-                                    sample_interval_s=settings.measure.sample_interval_s)
+        meter = meter or open_meter(
+            settings.device, uuids=gpu_uuids, sample_interval_s=settings.measure.sample_interval_s
+        )
         record.timeline["meter_open_end"] = time.perf_counter()
         memory = PeakMemory(meter)  # peak stats reset here: a resident engine's earlier cells do not count
         try:
             dev = meter.devices[0]
-            record.meta.update({
-                "meter_method": meter.method, "counter_period_s": meter.counter_period_s, "device_name": dev.name,
-                "device_uuid": ",".join(d.uuid or "" for d in meter.devices), "driver_version": dev.driver_version,
-                "power_limit_w": dev.power_limit_w, "n_devices": len(meter.devices),
-            })
+            record.meta.update(
+                {
+                    "meter_method": meter.method,
+                    "counter_period_s": meter.counter_period_s,
+                    "device_name": dev.name,
+                    "device_uuid": ",".join(d.uuid or "" for d in meter.devices),
+                    "driver_version": dev.driver_version,
+                    "power_limit_w": dev.power_limit_w,
+                    "n_devices": len(meter.devices),
+                }
+            )
             t = record.timeline
             if resident is None:
                 engine = make_engine(cell.engine, spec, settings, cell.variant)
@@ -459,43 +520,84 @@ def summary(record: CellRecord, out_path) -> dict:
     if record.status != "ok":
         result["status_reason"] = record.status_reason
     if record.windows:
-        result.update(runs_per_window=record.meta.get("runs_per_window"),
-                      energy_per_run_j=[w["energy_per_run_j"] for w in record.windows],
-                      run_s=[w["run_s"] for w in record.windows])
+        result.update(
+            runs_per_window=record.meta.get("runs_per_window"),
+            energy_per_run_j=[w["energy_per_run_j"] for w in record.windows],
+            run_s=[w["run_s"] for w in record.windows],
+        )
     if "engine_host" in record.meta:
         result["engine_host"] = record.meta["engine_host"]
     return result
 
 
 CELL_COLUMNS = [
-    "model", "engine", "phase", "length_tokens", "output_tokens", "dtype", "device", "device_name", "device_uuid",
-    "driver_version", "power_limit_w", "meter_method", "counter_period_s", "idle_power_w", "runs_per_window",
-    "weights", "tokenizer", "config_hash", "measured_at", "cuda_visible_devices", "tp", "flops_per_run",
-    "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops", "host_cpu", "windows_stop_reason", "idle_source",
-    "batch_size", "engine_variant",
+    "model",
+    "engine",
+    "phase",
+    "length_tokens",
+    "output_tokens",
+    "dtype",
+    "device",
+    "device_name",
+    "device_uuid",
+    "driver_version",
+    "power_limit_w",
+    "meter_method",
+    "counter_period_s",
+    "idle_power_w",
+    "runs_per_window",
+    "weights",
+    "tokenizer",
+    "config_hash",
+    "measured_at",
+    "cuda_visible_devices",
+    "tp",
+    "flops_per_run",
+    "peak_bf16_tflops",
+    "peak_mem_tb_s",
+    "achieved_tflops",
+    "host_cpu",
+    "windows_stop_reason",
+    "idle_source",
+    "batch_size",
+    "engine_variant",
     *MEMORY_COLUMNS,
 ]
 
 
 def write_cell(record: CellRecord, out_path) -> None:
-    meta = dict(record.meta, status=record.status, status_reason=record.status_reason, flags=record.flags,
-                timeline=record.timeline, schema_version=ctxenergy.SCHEMA_VERSION)
-    base = {"schema_version": ctxenergy.SCHEMA_VERSION, "cell_id": record.cell.cell_id, "status": record.status,
-            "status_reason": record.status_reason, "flags": ",".join(record.flags)}
+    meta = dict(
+        record.meta,
+        status=record.status,
+        status_reason=record.status_reason,
+        flags=record.flags,
+        timeline=record.timeline,
+        schema_version=ctxenergy.SCHEMA_VERSION,
+    )
+    base = {
+        "schema_version": ctxenergy.SCHEMA_VERSION,
+        "cell_id": record.cell.cell_id,
+        "status": record.status,
+        "status_reason": record.status_reason,
+        "flags": ",".join(record.flags),
+    }
     base.update({c: meta.get(c) for c in CELL_COLUMNS})
     base["torch_version"] = meta.get("versions", {}).get("torch")
     base["engine_version"] = _engine_version(record.cell.engine, meta.get("versions", {}))
     base.update(run_latency([r["end_s"] - r["start_s"] for r in record.runs]))  # LATENCY_PERCENTILES
     windows = [dict(base, **w) for w in record.windows] or [dict(base, window=-1, runs=0)]
     windows_df = pd.DataFrame(windows)
-    runs_df = pd.DataFrame(record.runs, columns=["window", "run", "start_s", "first_token_s", "end_s", "tokens_in",
-                                                 "tokens_out"])
+    runs_df = pd.DataFrame(
+        record.runs, columns=["window", "run", "start_s", "first_token_s", "end_s", "tokens_in", "tokens_out"]
+    )
     trace_df = pd.DataFrame(record.trace, columns=["window", "t_s", "power_w", "clock_event_reasons", "source"])
-    write_tables({
-        out_path: (windows_df, meta),
-        sibling(out_path, "runs"): (runs_df, None),
-        sibling(out_path, "trace"): (trace_df, None),
-    })
+    write_tables(
+        {
+            out_path: (windows_df, meta),
+            sibling(out_path, "runs"): (runs_df, None),
+            sibling(out_path, "trace"): (trace_df, None),
+        }
+    )
 
 
 def _engine_version(engine: str, versions: dict) -> str | None:

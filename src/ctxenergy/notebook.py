@@ -15,8 +15,9 @@ from ctxenergy.paths import REPO_ROOT
 INSTALL_HINT = "install the notebook extra: pip install -e '.[notebook]' (scripts/setup.sh does)"
 
 
-def execute_notebook(source: str | Path, out: str | Path, analysis: str | Path | None = None,
-                     timeout_s: int = 300) -> Path:
+def execute_notebook(
+    source: str | Path, out: str | Path, analysis: str | Path | None = None, timeout_s: int = 300
+) -> Path:
     try:
         import nbformat
         from nbclient import NotebookClient
@@ -31,8 +32,9 @@ def execute_notebook(source: str | Path, out: str | Path, analysis: str | Path |
         os.environ["CTXENERGY_ANALYSIS"] = str(Path(analysis).resolve())
     try:
         # run from the repository root, so that relative paths in the notebook mean what they do in the workflow
-        NotebookClient(nb, timeout=timeout_s, kernel_name="python3",
-                       resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
+        NotebookClient(
+            nb, timeout=timeout_s, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}
+        ).execute()
     except CellExecutionError as exc:
         raise CtxEnergyError(f"{source}: a cell failed: {str(exc).strip().splitlines()[-1]}") from None
     finally:

@@ -42,8 +42,13 @@ def write_plan(jobs, path: str | Path = PLAN) -> Path:
             cells.append(Cell.from_id("/".join(wildcards[k] for k in ("model", "engine", "phase", "cell"))).cell_id)
         elif rule in ("warmup_engine", "warmup_engine_variant"):  # a variant is an engine load of its own
             variant = f"/V-{wildcards['variant']}" if "variant" in wildcards else ""
-            warmups.append([wildcards["model"], wildcards["engine"], f"{WARMUP_DIR}/{wildcards['model']}/"
-                            f"{wildcards['engine']}{variant}.json"])
+            warmups.append(
+                [
+                    wildcards["model"],
+                    wildcards["engine"],
+                    f"{WARMUP_DIR}/{wildcards['model']}/{wildcards['engine']}{variant}.json",
+                ]
+            )
     plan = {"workflow": current_workflow(), "started": time.time(), "cells": sorted(cells), "warmups": warmups}
     return write_text(json.dumps(plan, indent=1), path)
 

@@ -69,8 +69,9 @@ def batch_offsets(base_ids, n: int) -> list[int]:
     raise ValueError(f"the base text has only {len(offsets)} distinct {key_len}-token beginnings, a batch needs {n}")
 
 
-def make_batch_prompts(tokenizer, length: int, batch_size: int,
-                       base_text: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_batch_prompts(
+    tokenizer, length: int, batch_size: int, base_text: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The measured batch and the warm-up batch, each (batch_size, length) ids, all 2 * batch_size sequences
     distinct from their first tokens on (shared_prefix_tokens <= MAX_SHARED_PREFIX)."""
     text = base_text if base_text is not None else BASE_TEXT.read_text()
@@ -102,8 +103,14 @@ def load_ids(path: str | Path) -> np.ndarray:
     return np.load(path)
 
 
-def load_cell_prompts(length: int, prompt_file: str | Path, warmup_file: str | Path, vocab_size: int | None = None,
-                      model: str = "the model", batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def load_cell_prompts(
+    length: int,
+    prompt_file: str | Path,
+    warmup_file: str | Path,
+    vocab_size: int | None = None,
+    model: str = "the model",
+    batch_size: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
     """The measured and warm-up prompts of a cell of `length` tokens; a missing, unreadable or other-length file is
     one line naming it (a shorter warm-up leaves the windows that follow it colder and shorter than asked), and so
     are ids outside the model's vocabulary (`vocab_size`: the engine would fail on the GPU) and a warm-up that is
@@ -115,35 +122,50 @@ def load_cell_prompts(length: int, prompt_file: str | Path, warmup_file: str | P
         try:
             ids = np.load(path, allow_pickle=False)
         except FileNotFoundError:
-            raise CtxEnergyError(f"{path}: no such {what} file; make it with `ctxenergy prompts`, or leave the "
-                                 "option out to have it made") from None
+            raise CtxEnergyError(
+                f"{path}: no such {what} file; make it with `ctxenergy prompts`, or leave the "
+                "option out to have it made"
+            ) from None
         except (OSError, ValueError, EOFError) as exc:
             why = "not a NumPy array" if "pickle" in str(exc) else str(exc).splitlines()[0]
-            raise CtxEnergyError(f"{path}: not a readable token-id file ({what}, .npy: {why}); delete it and "
-                                 "rerun") from None
+            raise CtxEnergyError(
+                f"{path}: not a readable token-id file ({what}, .npy: {why}); delete it and rerun"
+            ) from None
         if ids.ndim != (1 if batch_size == 1 else 2) or not np.issubdtype(ids.dtype, np.integer):
-            raise CtxEnergyError(f"{path}: the {what} holds {ids.dtype} values of shape {ids.shape}, not integer token "
-                                 "ids; delete it to have it made again")
+            raise CtxEnergyError(
+                f"{path}: the {what} holds {ids.dtype} values of shape {ids.shape}, not integer token "
+                "ids; delete it to have it made again"
+            )
         if batch_size > 1 and ids.shape != (batch_size, length):
-            raise CtxEnergyError(f"{path}: the {what} holds {ids.shape[0]} sequences of {ids.shape[1]} tokens, the "
-                                 f"cell needs {batch_size} of exactly {length}; use the B{batch_size}/L{length} "
-                                 f"prompts (`ctxenergy prompts --length {length} --batch-size {batch_size}`)")
+            raise CtxEnergyError(
+                f"{path}: the {what} holds {ids.shape[0]} sequences of {ids.shape[1]} tokens, the "
+                f"cell needs {batch_size} of exactly {length}; use the B{batch_size}/L{length} "
+                f"prompts (`ctxenergy prompts --length {length} --batch-size {batch_size}`)"
+            )
         if batch_size == 1 and ids.size != length:
-            raise CtxEnergyError(f"{path}: the {what} holds {ids.size} tokens, the cell needs exactly {length}; "
-                                 f"use the L{length} prompts (`ctxenergy prompts --length {length}`)")
+            raise CtxEnergyError(
+                f"{path}: the {what} holds {ids.size} tokens, the cell needs exactly {length}; "
+                f"use the L{length} prompts (`ctxenergy prompts --length {length}`)"
+            )
         if vocab_size is not None and (ids.min() < 0 or ids.max() >= vocab_size):
             bad = int(ids.max()) if ids.max() >= vocab_size else int(ids.min())
-            raise CtxEnergyError(f"{path}: the {what} holds token id {bad}, beyond the vocabulary of {model} (ids 0 "
-                                 f"to {vocab_size - 1}); make it with this model's tokenizer (`ctxenergy prompts`)")
+            raise CtxEnergyError(
+                f"{path}: the {what} holds token id {bad}, beyond the vocabulary of {model} (ids 0 "
+                f"to {vocab_size - 1}); make it with this model's tokenizer (`ctxenergy prompts`)"
+            )
         loaded.append(ids)
     if batch_size > 1:
         shared = shared_prefix_tokens(np.concatenate(loaded))
         if shared > MAX_SHARED_PREFIX:
-            raise CtxEnergyError(f"{prompt_file}: two sequences of the batch or its warm-up share their first {shared} "
-                                 "tokens, so a prefix cache could serve one from another; delete the files to have "
-                                 "them made again (`ctxenergy prompts --batch-size`)")
+            raise CtxEnergyError(
+                f"{prompt_file}: two sequences of the batch or its warm-up share their first {shared} "
+                "tokens, so a prefix cache could serve one from another; delete the files to have "
+                "them made again (`ctxenergy prompts --batch-size`)"
+            )
     elif np.array_equal(loaded[0], loaded[1]):
-        raise CtxEnergyError(f"{warmup_file}: the warm-up prompt is the measured prompt ({prompt_file}), so the "
-                             "measured prefill could come from a prefix cache; use the cell's .warmup.npy (or leave "
-                             "--warmup-prompt out)")
+        raise CtxEnergyError(
+            f"{warmup_file}: the warm-up prompt is the measured prompt ({prompt_file}), so the "
+            "measured prefill could come from a prefix cache; use the cell's .warmup.npy (or leave "
+            "--warmup-prompt out)"
+        )
     return loaded[0], loaded[1]

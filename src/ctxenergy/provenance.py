@@ -80,8 +80,20 @@ def _seconds(s: float) -> str:
 
 
 # Columns that tables of cells from older versions may lack (host_cpu is recorded since the third H200 session).
-DESCRIBED = ["measured_at", "device_name", "device_uuid", "driver_version", "power_limit_w", "engine_version",
-             "torch_version", "host_cpu", "weights", "meter_method", "window_s", "n_windows"]
+DESCRIBED = [
+    "measured_at",
+    "device_name",
+    "device_uuid",
+    "driver_version",
+    "power_limit_w",
+    "engine_version",
+    "torch_version",
+    "host_cpu",
+    "weights",
+    "meter_method",
+    "window_s",
+    "n_windows",
+]
 
 
 def provenance(cells: pd.DataFrame, jobs: pd.DataFrame, runs: list[dict]) -> str:
@@ -90,50 +102,90 @@ def provenance(cells: pd.DataFrame, jobs: pd.DataFrame, runs: list[dict]) -> str
     dates = sorted({str(t)[:10] for t in measured["measured_at"]})
     out = ["# Provenance", ""]
     counts = cells["status"].value_counts()
-    out.append(f"{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ". "
-               + (f"Measured {measured['measured_at'].min()} to {measured['measured_at'].max()} "
-                  f"({', '.join(dates)})." if len(measured) else "No cell was measured."))
+    out.append(
+        f"{len(cells)} cells: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + ". "
+        + (
+            f"Measured {measured['measured_at'].min()} to {measured['measured_at'].max()} ({', '.join(dates)})."
+            if len(measured)
+            else "No cell was measured."
+        )
+    )
     out += ["", "## GPUs", ""]
     on_gpu = cells[cells["device_uuid"].notna()]
-    rows = [[name, uuid, driver, f"{limit:.0f}" if pd.notna(limit) else None, len(g),
-             f"{g['measured_at'].min()} to {g['measured_at'].max()}"]
-            for (name, uuid, driver, limit), g in on_gpu.groupby(
-                ["device_name", "device_uuid", "driver_version", "power_limit_w"], dropna=False, sort=False)]
+    rows = [
+        [
+            name,
+            uuid,
+            driver,
+            f"{limit:.0f}" if pd.notna(limit) else None,
+            len(g),
+            f"{g['measured_at'].min()} to {g['measured_at'].max()}",
+        ]
+        for (name, uuid, driver, limit), g in on_gpu.groupby(
+            ["device_name", "device_uuid", "driver_version", "power_limit_w"], dropna=False, sort=False
+        )
+    ]
     out.append(_table(["device", "board (UUID)", "driver", "power limit (W)", "cells", "measured"], rows))
     out += ["", "## Software, host and method", ""]
-    rows = [[engine, ev, tv, cpu, w, m, len(g)]
-            for (engine, ev, tv, cpu, w, m), g in on_gpu.groupby(
-                ["engine", "engine_version", "torch_version", "host_cpu", "weights", "meter_method"],
-                dropna=False, sort=False)]
+    rows = [
+        [engine, ev, tv, cpu, w, m, len(g)]
+        for (engine, ev, tv, cpu, w, m), g in on_gpu.groupby(
+            ["engine", "engine_version", "torch_version", "host_cpu", "weights", "meter_method"],
+            dropna=False,
+            sort=False,
+        )
+    ]
     out.append(_table(["engine", "engine version", "torch", "host CPU", "weights", "energy method", "cells"], rows))
     if runs:
         out += ["", "## Commands", "", "As Snakemake logged them (shell quoting not kept), in the order they ran:", ""]
-        out.append(_table(["log", "started", "command", "elapsed"],
-                          [[r["log"], r["started"] or "–", f"`{r['command']}`",
-                            _seconds(r["elapsed_s"]) if r["elapsed_s"] is not None else "did not end"]
-                           for r in runs]))
+        out.append(
+            _table(
+                ["log", "started", "command", "elapsed"],
+                [
+                    [
+                        r["log"],
+                        r["started"] or "–",
+                        f"`{r['command']}`",
+                        _seconds(r["elapsed_s"]) if r["elapsed_s"] is not None else "did not end",
+                    ]
+                    for r in runs
+                ],
+            )
+        )
     out += ["", "## GPU time", ""]
     windows = _measured_window_s(cells)
     if len(jobs):
         per_rule = jobs.groupby("rule")["s"].agg(["count", "sum"])
         total = float(jobs["s"].sum())
-        out.append(", ".join(f"{r}: {int(c)} jobs, {_seconds(s)}" for r, (c, s) in per_rule.iterrows())
-                   + f". In all {_seconds(total)} of job wall time"
-                   + (f", {total / windows:.2f}x the measured windows ({_seconds(windows)} of GPU work inside the "
-                      "windows; `benchmarks/pipeline_overhead.py` splits the rest)." if windows else "."))
+        out.append(
+            ", ".join(f"{r}: {int(c)} jobs, {_seconds(s)}" for r, (c, s) in per_rule.iterrows())
+            + f". In all {_seconds(total)} of job wall time"
+            + (
+                f", {total / windows:.2f}x the measured windows ({_seconds(windows)} of GPU work inside the "
+                "windows; `benchmarks/pipeline_overhead.py` splits the rest)."
+                if windows
+                else "."
+            )
+        )
     else:
         out.append(f"No job benchmark files given; measured windows: {_seconds(windows)}.")
     ended = [r["elapsed_s"] for r in runs if r["elapsed_s"] is not None]
     if ended:
-        out.append(f"The Snakemake runs above took {_seconds(sum(ended))} from start to end (engine loads, "
-                   "prompt jobs and scheduling included).")
+        out.append(
+            f"The Snakemake runs above took {_seconds(sum(ended))} from start to end (engine loads, "
+            "prompt jobs and scheduling included)."
+        )
     return "\n".join(out) + "\n"
 
 
 def main(args) -> int:
     if not Path(args.cells).is_file():
-        raise CtxEnergyError(f"provenance: no table of cells at '{args.cells}' (ctxenergy aggregate writes one, "
-                             f"{CELLS_TABLE} in the workflow)")
+        raise CtxEnergyError(
+            f"provenance: no table of cells at '{args.cells}' (ctxenergy aggregate writes one, "
+            f"{CELLS_TABLE} in the workflow)"
+        )
     cells = read_cells_table(args.cells)
     text = provenance(cells, job_seconds(args.jobs), snakemake_runs(sorted(args.logs or [])))
     write_text(text, args.out)
@@ -141,8 +193,9 @@ def main(args) -> int:
     return 0
 
 
-def report_facts(config: dict, cells_table: str | Path = CELLS_TABLE,
-                 benchmarks: str | Path = BENCHMARKS_DIR) -> dict[str, str]:
+def report_facts(
+    config: dict, cells_table: str | Path = CELLS_TABLE, benchmarks: str | Path = BENCHMARKS_DIR
+) -> dict[str, str]:
     """What the Snakemake report's front page (workflow/report/workflow.rst, whose template sees only the config)
     says beyond the config: the devices the cells ran on, by name, from the table of cells; and, where the cells
     were not all measured by this folder's jobs (`cells_source`, or cells copied in from another checkout), that
@@ -168,15 +221,25 @@ def report_facts(config: dict, cells_table: str | Path = CELLS_TABLE,
         if set(names) == {"cpu"} and "host_cpu" in cells and cells["host_cpu"].notna().any():
             devices = f"CPU {cells['host_cpu'].dropna().iloc[0]} ({len(names)} cells)"
     note = ""
-    measured_here = {p.relative_to(Path(benchmarks, "measure_cell")).with_suffix("").as_posix()
-                     for p in Path(benchmarks, "measure_cell").rglob("L*.tsv")} if Path(benchmarks).is_dir() else set()
+    measured_here = (
+        {
+            p.relative_to(Path(benchmarks, "measure_cell")).with_suffix("").as_posix()
+            for p in Path(benchmarks, "measure_cell").rglob("L*.tsv")
+        }
+        if Path(benchmarks).is_dir()
+        else set()
+    )
     outside = [c for c in cells.get("cell_id", []) if c not in measured_here]
     if config.get("cells_source"):
-        note = (f"The cells come from ``{config['cells_source']}`` (measured in earlier runs, not in this folder): the "
-                "runtime statistics of this report cover only the analysis jobs run here; the measurement jobs' times "
-                "are in provenance.md.")
+        note = (
+            f"The cells come from ``{config['cells_source']}`` (measured in earlier runs, not in this folder): the "
+            "runtime statistics of this report cover only the analysis jobs run here; the measurement jobs' times "
+            "are in provenance.md."
+        )
     elif outside:
-        note = (f"{len(outside)} of {len(cells)} cells were measured outside this folder's runs (no job record "
-                "here): the runtime statistics of this report cover only the jobs run here; provenance.md has the "
-                "job times it was given.")
+        note = (
+            f"{len(outside)} of {len(cells)} cells were measured outside this folder's runs (no job record "
+            "here): the runtime statistics of this report cover only the jobs run here; provenance.md has the "
+            "job times it was given."
+        )
     return {"devices": devices, "statistics_note": note}

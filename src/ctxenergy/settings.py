@@ -35,8 +35,14 @@ class ModelSettings:
 
     @classmethod
     def from_entry(cls, entry: dict) -> ModelSettings:
-        return cls(name=entry["name"], config=entry.get("config"), weights=entry["weights"],
-                   tokenizer=entry["tokenizer"], random_weights=random_weights_mode(entry), tp=entry["tp"])
+        return cls(
+            name=entry["name"],
+            config=entry.get("config"),
+            weights=entry["weights"],
+            tokenizer=entry["tokenizer"],
+            random_weights=random_weights_mode(entry),
+            tp=entry["tp"],
+        )
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,11 @@ class EngineVariant:
 
     @classmethod
     def from_entry(cls, entry: dict) -> EngineVariant:
-        return cls(options=MappingProxyType(dict(entry["options"])), lengths=_tuple_or_none(entry.get("lengths")),
-                   batch_sizes=_tuple_or_none(entry.get("batch_sizes")))
+        return cls(
+            options=MappingProxyType(dict(entry["options"])),
+            lengths=_tuple_or_none(entry.get("lengths")),
+            batch_sizes=_tuple_or_none(entry.get("batch_sizes")),
+        )
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,12 @@ class MeasureSettings:
 
     @classmethod
     def from_section(cls, section: dict) -> MeasureSettings:
-        return cls(**{f.name: section.get(f.name, PROTOCOL_OPT_IN[f.name]) if f.name in PROTOCOL_OPT_IN
-                      else section[f.name] for f in fields(cls)})
+        return cls(
+            **{
+                f.name: section.get(f.name, PROTOCOL_OPT_IN[f.name]) if f.name in PROTOCOL_OPT_IN else section[f.name]
+                for f in fields(cls)
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +134,9 @@ class EngineOptions:
     @classmethod
     def from_section(cls, section: dict) -> EngineOptions:
         vllm = section["vllm"]
-        return cls(hf=HfOptions(**section["hf"]),
-                   vllm=VllmOptions(**{f.name: vllm.get(f.name) for f in fields(VllmOptions)}))
+        return cls(
+            hf=HfOptions(**section["hf"]), vllm=VllmOptions(**{f.name: vllm.get(f.name) for f in fields(VllmOptions)})
+        )
 
     def of(self, key: str) -> dict:
         """The options under `key` (registry.EngineInfo.options_key) as the engines read them, those not set left
@@ -162,18 +176,28 @@ class Settings:
     def from_config(cls, config: dict) -> Settings:
         """From a config that `config.validate_schema` (or `validate_workflow_config`) has checked and filled."""
         return cls(
-            study=config["study"], device=config["device"], dtype=config["dtype"],
+            study=config["study"],
+            device=config["device"],
+            dtype=config["dtype"],
             models=tuple(ModelSettings.from_entry(m) for m in config["models"]),
-            weights_cache=config["weights_cache"], engines=tuple(config["engines"]), lengths=tuple(config["lengths"]),
+            weights_cache=config["weights_cache"],
+            engines=tuple(config["engines"]),
+            lengths=tuple(config["lengths"]),
             batch_sizes=tuple(config["batch_sizes"]),
-            engine_variants=MappingProxyType({
-                engine: MappingProxyType({name: EngineVariant.from_entry(v) for name, v in variants.items()})
-                for engine, variants in config["engine_variants"].items()}),
-            phases=tuple(config["phases"]), generate_tokens=config["generate_tokens"],
-            cells_source=config["cells_source"], allow_mixed_settings=config["allow_mixed_settings"],
+            engine_variants=MappingProxyType(
+                {
+                    engine: MappingProxyType({name: EngineVariant.from_entry(v) for name, v in variants.items()})
+                    for engine, variants in config["engine_variants"].items()
+                }
+            ),
+            phases=tuple(config["phases"]),
+            generate_tokens=config["generate_tokens"],
+            cells_source=config["cells_source"],
+            allow_mixed_settings=config["allow_mixed_settings"],
             publish_to=config["publish_to"],
             spot_check=SpotCheckSettings(config["spot_check"]["reference"], tuple(config["spot_check"]["cells"])),
-            budget_s=config["budget_s"], job_times=tuple(config["job_times"]),
+            budget_s=config["budget_s"],
+            job_times=tuple(config["job_times"]),
             provenance_logs=tuple(config["provenance_logs"]),
             measure=MeasureSettings.from_section(config["measure"]),
             engine_options=EngineOptions.from_section(config["engine_options"]),
@@ -187,7 +211,10 @@ class Settings:
     def variants(self, engine: str) -> dict[str, EngineVariant]:
         """The engine's variants of `engine_variants` by name, default (the engine as `engine_options` sets it)
         first."""
-        return {DEFAULT_VARIANT: EngineVariant(MappingProxyType({}), None, None), **self.engine_variants.get(engine, {})}
+        return {
+            DEFAULT_VARIANT: EngineVariant(MappingProxyType({}), None, None),
+            **self.engine_variants.get(engine, {}),
+        }
 
     def model(self, name: str) -> ModelSettings:
         """The entry of model `name`; ConfigError naming the config's models if it has none."""

@@ -18,16 +18,28 @@ from ctxenergy.errors import CtxEnergyError
 from ctxenergy.paths import ANALYSIS_DIR, REPO_ROOT
 
 NEEDED = ("per_cell", "io_ratio", "thresholds", "systematics")
-HEADER = ("model", "engine", "cells ok", "L max", "prefill s", "prefill J [95 %]", "J/in tok", "J/out tok",
-          "out/in", "L* = b/c [total]")
+HEADER = (
+    "model",
+    "engine",
+    "cells ok",
+    "L max",
+    "prefill s",
+    "prefill J [95 %]",
+    "J/in tok",
+    "J/out tok",
+    "out/in",
+    "L* = b/c [total]",
+)
 
 
 def read_analysis(folder: Path) -> dict[str, pd.DataFrame]:
     missing = [name for name in NEEDED if not (folder / f"{name}.parquet").is_file()]
     if missing:
-        raise CtxEnergyError(f"{folder}: no {', '.join(f'{m}.parquet' for m in missing)}; run the analysis first "
-                             f"(`snakemake {ANALYSIS_DIR}/per_cell.parquet`) or leave --analysis out for the "
-                             "reference campaign")
+        raise CtxEnergyError(
+            f"{folder}: no {', '.join(f'{m}.parquet' for m in missing)}; run the analysis first "
+            f"(`snakemake {ANALYSIS_DIR}/per_cell.parquet`) or leave --analysis out for the "
+            "reference campaign"
+        )
     return {name: pd.read_parquet(folder / f"{name}.parquet") for name in NEEDED}
 
 
@@ -53,16 +65,37 @@ def summary_rows(tables: dict[str, pd.DataFrame]) -> list[tuple[str, ...]]:
         pair = both[both["length_tokens"] == length]
         e_out = pair["e_out_j"].iloc[0] if len(pair) else math.nan
         ratio = pair["e_ratio"].iloc[0] if len(pair) else math.nan
-        cross = th[(th["model"] == model) & (th["engine"] == engine) & (th["phase"] == "prefill")
-                   & (th["quantity"] == "energy_per_run_j") & (th["threshold"] == "crossover")]
+        cross = th[
+            (th["model"] == model)
+            & (th["engine"] == engine)
+            & (th["phase"] == "prefill")
+            & (th["quantity"] == "energy_per_run_j")
+            & (th["threshold"] == "crossover")
+        ]
         star = ""
         if len(cross) and math.isfinite(cross["value"].iloc[0]):
             c = cross.iloc[0]
-            star = f"{c['value'] / 1e3:.1f}k [{_num(c['total_low'] / 1e3, '.1f')}, {_num(c['total_high'] / 1e3, '.1f')}]"
-        energy = (f"{top['energy_per_run_j']:,.0f} [{top['energy_per_run_j_ci_low']:,.0f}, "
-                  f"{top['energy_per_run_j_ci_high']:,.0f}]")
-        rows.append((model, engine, ok, f"{length:,}", _num(top["run_s"], ".2f"), energy,
-                     _num(top["energy_per_run_j"] / length, ".4f"), _num(e_out, ".3f"), _num(ratio, ".0f"), star))
+            star = (
+                f"{c['value'] / 1e3:.1f}k [{_num(c['total_low'] / 1e3, '.1f')}, {_num(c['total_high'] / 1e3, '.1f')}]"
+            )
+        energy = (
+            f"{top['energy_per_run_j']:,.0f} [{top['energy_per_run_j_ci_low']:,.0f}, "
+            f"{top['energy_per_run_j_ci_high']:,.0f}]"
+        )
+        rows.append(
+            (
+                model,
+                engine,
+                ok,
+                f"{length:,}",
+                _num(top["run_s"], ".2f"),
+                energy,
+                _num(top["energy_per_run_j"] / length, ".4f"),
+                _num(e_out, ".3f"),
+                _num(ratio, ".0f"),
+                star,
+            )
+        )
     return rows
 
 
@@ -78,15 +111,17 @@ def summary_text(folder: Path, label: str) -> str:
     board, gain = float(sys.get("board_spread", math.nan)), float(sys.get("nvml_gain", math.nan))
     devices = ", ".join(sorted({d for d in tables["per_cell"].get("device_name", []) if isinstance(d, str) and d}))
     absolute = math.hypot(board, gain) if math.isfinite(board) else gain
-    return "\n".join([
-        f"ctxenergy results from {label} ({devices or 'device not recorded'}): prefill at the largest L measured in "
-        "both phases, and per output token (G - 1 decode steps) at that L",
-        format_table(summary_rows(tables)),
-        f"Brackets: statistical 95 % intervals; an absolute energy also carries a systematic ±{absolute:.1%} (board "
-        f"spread {board:.1%} and NVML gain {gain:.0%} in quadrature). L*: where c L^2 overtakes b L in E(L) = a + b L "
-        "+ c L^2.",
-        "One request: ctxenergy estimate --model M --engine E --input N --output G (docs/cost-model.md).",
-    ])
+    return "\n".join(
+        [
+            f"ctxenergy results from {label} ({devices or 'device not recorded'}): prefill at the largest L measured in "
+            "both phases, and per output token (G - 1 decode steps) at that L",
+            format_table(summary_rows(tables)),
+            f"Brackets: statistical 95 % intervals; an absolute energy also carries a systematic ±{absolute:.1%} (board "
+            f"spread {board:.1%} and NVML gain {gain:.0%} in quadrature). L*: where c L^2 overtakes b L in E(L) = a + b L "
+            "+ c L^2.",
+            "One request: ctxenergy estimate --model M --engine E --input N --output G (docs/cost-model.md).",
+        ]
+    )
 
 
 def main(args) -> int:

@@ -43,7 +43,9 @@ def sibling(path: str | Path, kind: str) -> Path:
 def _write_tmp(df: pd.DataFrame, path: Path, metadata: dict | None) -> str:
     table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(metadata, default=str).encode()})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), META_KEY: json.dumps(metadata, default=str).encode()}
+        )
     tmp = temp_beside(path)
     pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)  # readers verify: no silent bit flip
     return tmp
@@ -131,8 +133,9 @@ def _read_checked(path: Path, table_schema: dict, fix: str = CELL_FIX) -> tuple[
         types = described.get("type", [])
         types = types if isinstance(types, list) else [types]
         if types and not pa.types.is_null(field.type) and not any(_ARROW_KINDS[t](field.type) for t in types):
-            raise CellFileError(f"{path}: column {field.name} is {field.type}, the cell schema says "
-                                f"{' or '.join(types)}; {fix}")
+            raise CellFileError(
+                f"{path}: column {field.name} is {field.type}, the cell schema says {' or '.join(types)}; {fix}"
+            )
     return df, schema
 
 
@@ -155,10 +158,14 @@ def _check_rows(path: Path, windows: pd.DataFrame, table_schema: dict) -> None:
     for i, row in enumerate(json.loads(windows.to_json(orient="records"))):
         error = jsonschema.exceptions.best_match(validator.iter_errors(row))
         if error is not None:
-            what = (f"missing column {error.message.split(chr(39))[1]}" if error.validator == "required"
-                    else f"column {'.'.join(map(str, error.absolute_path))}: {error.message}")
-            raise CellFileError(f"{path}: row {i} (status {row.get('status')}, window {row.get('window')}): "
-                                f"{what}; {CELL_FIX}")
+            what = (
+                f"missing column {error.message.split(chr(39))[1]}"
+                if error.validator == "required"
+                else f"column {'.'.join(map(str, error.absolute_path))}: {error.message}"
+            )
+            raise CellFileError(
+                f"{path}: row {i} (status {row.get('status')}, window {row.get('window')}): {what}; {CELL_FIX}"
+            )
 
 
 @functools.cache
@@ -183,8 +190,10 @@ def read_cell(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     trace, _ = _read_checked(sibling(path, "trace"), schema["trace"])
     for name, digest in meta.get("files", {}).items():  # cells written before the manifest have none
         if _sha256(path.with_name(name)) != digest:
-            raise CellFileError(f"{path.with_name(name)}: not the file written with {path.name} (its content "
-                                f"differs from the hash recorded there); {CELL_FIX}")
+            raise CellFileError(
+                f"{path.with_name(name)}: not the file written with {path.name} (its content "
+                f"differs from the hash recorded there); {CELL_FIX}"
+            )
     _check_siblings_belong(path, windows, runs, trace, meta)
     return with_serving_defaults(windows), runs, trace, meta
 
@@ -212,8 +221,10 @@ def _check_version(path: Path, windows: pd.DataFrame, meta: dict) -> None:
     versions = [meta.get("schema_version"), *(windows["schema_version"] if "schema_version" in windows else [])]
     newest = max((int(v) for v in versions if isinstance(v, (int, float)) and v == v), default=None)
     if newest is not None and newest > ctxenergy.SCHEMA_VERSION:
-        raise CellFileError(f"{path}: schema_version {newest}, written by a newer ctxenergy (this one reads up to "
-                            f"{ctxenergy.SCHEMA_VERSION}); upgrade ctxenergy to read it")
+        raise CellFileError(
+            f"{path}: schema_version {newest}, written by a newer ctxenergy (this one reads up to "
+            f"{ctxenergy.SCHEMA_VERSION}); upgrade ctxenergy to read it"
+        )
 
 
 CELL_NAME = re.compile(r"L(\d+)\.parquet")
@@ -234,19 +245,21 @@ def _check_name(path: Path, row: pd.Series) -> None:
     id_tail = cell.split("/", 3)[-1] if cell.count("/") >= 3 else ""
     tail_folders = [f for f in id_tail.split("/")[:-1] if f]
     if tail_folders and named:  # a batched or variant cell: its id's segments are the folders above the file
-        wrong = wrong or list(folders[-len(tail_folders):]) != tail_folders or not CELL_TAIL.fullmatch(id_tail)
-        folders = folders[:-len(tail_folders)]
+        wrong = wrong or list(folders[-len(tail_folders) :]) != tail_folders or not CELL_TAIL.fullmatch(id_tail)
+        folders = folders[: -len(tail_folders)]
     elif named and folders and (folders[-1].startswith("V-") or (folders[-1][:1] == "B" and folders[-1][1:].isdigit())):
         wrong = True  # a batch-1 default cell moved into a batch's or variant's folder
     if folders and folders[-1] in PHASES:
         wrong = wrong or folders[-1] != row["phase"]
         if len(folders) >= 2 and folders[-2] in ENGINES:
             model = tuple(str(row["model"]).split("/"))
-            wrong = wrong or folders[-2] != row["engine"] or folders[-2 - len(model):-2] != model
+            wrong = wrong or folders[-2] != row["engine"] or folders[-2 - len(model) : -2] != model
     if wrong:
-        raise CellFileError(f"{path}: holds the cell {cell}, not the one its name says (renamed or moved); put it "
-                            f"back at <model>/<engine>/<phase>/[V-<variant>/][B<b>/]L<length>.parquet (its cell_id) "
-                            f"or {CELL_FIX}")
+        raise CellFileError(
+            f"{path}: holds the cell {cell}, not the one its name says (renamed or moved); put it "
+            f"back at <model>/<engine>/<phase>/[V-<variant>/][B<b>/]L<length>.parquet (its cell_id) "
+            f"or {CELL_FIX}"
+        )
 
 
 # perf_counter seconds by which a run or power sample may lie outside the cell's recorded windows (a sample taken
@@ -254,8 +267,9 @@ def _check_name(path: Path, row: pd.Series) -> None:
 TIMELINE_MARGIN_S = 0.5
 
 
-def _check_siblings_belong(path: Path, windows: pd.DataFrame, runs: pd.DataFrame, trace: pd.DataFrame,
-                           meta: dict) -> None:
+def _check_siblings_belong(
+    path: Path, windows: pd.DataFrame, runs: pd.DataFrame, trace: pd.DataFrame, meta: dict
+) -> None:
     """The runs and trace files are this cell's, checked by content (cells written before the hash manifest have
     no other check): the runs per window are the windows' `runs`, and every timestamp lies in the cell's timeline."""
     measured = windows[windows["window"] >= 0]
@@ -263,8 +277,10 @@ def _check_siblings_belong(path: Path, windows: pd.DataFrame, runs: pd.DataFrame
     found = {int(w): int(n) for w, n in runs.groupby("window").size().items()}
     runs_path = sibling(path, "runs")
     if found != expected:
-        raise CellFileError(f"{runs_path}: runs per window {found} where {path.name} records {expected}: the runs "
-                            f"of another measurement; {CELL_FIX}")
+        raise CellFileError(
+            f"{runs_path}: runs per window {found} where {path.name} records {expected}: the runs "
+            f"of another measurement; {CELL_FIX}"
+        )
     timeline = meta.get("timeline") or {}
     if "windows_start" not in timeline or "windows_end" not in timeline:
         return
@@ -272,9 +288,11 @@ def _check_siblings_belong(path: Path, windows: pd.DataFrame, runs: pd.DataFrame
     for file, times in ((runs_path, runs["start_s"]), (sibling(path, "trace"), trace["t_s"])):
         outside = times[(times < start) | (times > end)]
         if len(outside):
-            raise CellFileError(f"{file}: {len(outside)} timestamps outside the cell's windows "
-                                f"({timeline['windows_start']:.1f}-{timeline['windows_end']:.1f} s in {path.name}): "
-                                f"the file of another measurement; {CELL_FIX}")
+            raise CellFileError(
+                f"{file}: {len(outside)} timestamps outside the cell's windows "
+                f"({timeline['windows_start']:.1f}-{timeline['windows_end']:.1f} s in {path.name}): "
+                f"the file of another measurement; {CELL_FIX}"
+            )
 
 
 def read_cells_table(path: str | Path) -> pd.DataFrame:

@@ -46,8 +46,15 @@ def warm_up_resident(model: str, engine_name: str, resident, out) -> dict:
 def _first_request(model: str, engine_name: str, engine, load_s: float) -> dict:
     ids = (np.arange(64, dtype=np.int64) % 200) + 3
     run = engine.run(ids, 2)
-    return {"model": model, "engine": engine_name, "load_s": load_s, "first_request_s": run.total_s,
-            "tokens_out": run.tokens_out, "versions": engine.versions(), "settings": engine.settings()}
+    return {
+        "model": model,
+        "engine": engine_name,
+        "load_s": load_s,
+        "first_request_s": run.total_s,
+        "tokens_out": run.tokens_out,
+        "versions": engine.versions(),
+        "settings": engine.settings(),
+    }
 
 
 def _write(result: dict, out) -> dict:

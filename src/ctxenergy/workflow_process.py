@@ -31,8 +31,10 @@ from pathlib import Path
 from ctxenergy.paths import LOGS_DIR, RESULTS_DIR
 
 WORKFLOW_ENV = "CTXENERGY_WORKFLOW"
-RESUME = ("its unfinished cells are measured again (the same command resumes it: the default profile sets "
-          "rerun-incomplete; with another profile add --rerun-incomplete)")
+RESUME = (
+    "its unfinished cells are measured again (the same command resumes it: the default profile sets "
+    "rerun-incomplete; with another profile add --rerun-incomplete)"
+)
 POLL_S = 0.5
 # After asking itself to stop (SIGTERM: `finally` blocks close the engine), a process stuck in native code is ended.
 FORCE_EXIT_AFTER_S = 30.0
@@ -94,8 +96,11 @@ class WorkflowWatch:
         while not self._stop.wait(POLL_S):
             workflow = self._workflow
             if workflow and not alive(workflow):
-                print(f"ctxenergy: the run's Snakemake (pid {workflow.partition(':')[0]}) has ended: stopping",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"ctxenergy: the run's Snakemake (pid {workflow.partition(':')[0]}) has ended: stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os.kill(os.getpid(), signal.SIGTERM)
                 if not self._stop.wait(FORCE_EXIT_AFTER_S):
                     os._exit(128 + signal.SIGTERM)
@@ -129,16 +134,21 @@ def enter_workflow(workdir: str | Path = ".", main_process: bool = True, dry_run
     except BlockingIOError:  # another run of this workflow is alive: its lock and its unfinished jobs are real
         if not dry_run and any((meta / "locks").glob("*.lock")):  # it is a real run (a dry run locks nothing)
             holder = Path(meta / "ctxenergy-run.lock").read_text().partition(":")[0].strip() or "unknown"
-            message = (f"ctxenergy: another run of this workflow is measuring in this folder (Snakemake pid "
-                       f"{holder}); wait for it to end, or run in another folder")
+            message = (
+                f"ctxenergy: another run of this workflow is measuring in this folder (Snakemake pid "
+                f"{holder}); wait for it to end, or run in another folder"
+            )
     else:
         os.ftruncate(fd, 0)
         os.write(fd, identity().encode())  # who holds the run: named to a second run started beside it
         removed = clear_stale_snakemake_lock(meta)
         unfinished = [p for p in (meta / "incomplete").rglob("*") if p.is_file() and p.name != "migration_underway"]
         if removed or unfinished:
-            message = ("ctxenergy: resuming a run that was killed part-way"
-                       + (f" (stale lock {removed} removed)" if removed else "") + f"; {RESUME}")
+            message = (
+                "ctxenergy: resuming a run that was killed part-way"
+                + (f" (stale lock {removed} removed)" if removed else "")
+                + f"; {RESUME}"
+            )
     fcntl.flock(fd, fcntl.LOCK_SH)
     _run_lock_fd = fd  # held (and never inherited by jobs: O_CLOEXEC) until this process ends
     return message
@@ -161,8 +171,10 @@ def check_run_folders_writable(workdir: str | Path = ".") -> None:
     for name in (str(RESULTS_DIR), ".snakemake"):
         folder = Path(workdir, name)
         if folder.exists() and not os.access(folder, os.W_OK):
-            raise CtxEnergyError(f"{name}/: not writable (read-only or another user's); make it writable, or run "
-                                 "the workflow in a folder of your own")
+            raise CtxEnergyError(
+                f"{name}/: not writable (read-only or another user's); make it writable, or run "
+                "the workflow in a folder of your own"
+            )
 
 
 def failed_jobs_line(snakemake_log) -> str:
@@ -172,5 +184,7 @@ def failed_jobs_line(snakemake_log) -> str:
     text = "".join(Path(f).read_text(errors="replace") for f in files if f and Path(f).is_file())
     logs = list(dict.fromkeys(re.findall(r"log: (\S+?) \(check log file", text)))
     where = f"read {', '.join(logs)}" if logs else f"read the error above and the failed jobs' logs under {LOGS_DIR}/"
-    return (f"ctxenergy: the run stopped with failed jobs; {where}; finished cells are kept, so the same command "
-            "resumes (after a fix) and measures only what is missing")
+    return (
+        f"ctxenergy: the run stopped with failed jobs; {where}; finished cells are kept, so the same command "
+        "resumes (after a fix) and measures only what is missing"
+    )

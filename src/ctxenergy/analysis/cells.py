@@ -25,12 +25,47 @@ EXCLUDING_FLAGS = {
     "implausible": "faster than the device's peak allows",
 }
 
-SUMMARISED = ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_s", "mean_power_w",
-              "power_cap_fraction", "window_s", "edge_uncertainty_j"]
-NUMERIC = ["length_tokens", "output_tokens", "power_limit_w", "counter_period_s", "idle_power_w", "runs_per_window",
-           "flops_per_run", "peak_bf16_tflops", "peak_mem_tb_s", "achieved_tflops", "n_windows"]
-TEXT = ["cell_id", "model", "engine", "phase", "status", "status_reason", "flags", "device_name", "driver_version",
-        "torch_version", "engine_version", "meter_method", "weights", "tokenizer", "host_cpu", "device_uuid"]
+SUMMARISED = [
+    "energy_per_run_j",
+    "dynamic_energy_per_run_j",
+    "run_s",
+    "prefill_s",
+    "mean_power_w",
+    "power_cap_fraction",
+    "window_s",
+    "edge_uncertainty_j",
+]
+NUMERIC = [
+    "length_tokens",
+    "output_tokens",
+    "power_limit_w",
+    "counter_period_s",
+    "idle_power_w",
+    "runs_per_window",
+    "flops_per_run",
+    "peak_bf16_tflops",
+    "peak_mem_tb_s",
+    "achieved_tflops",
+    "n_windows",
+]
+TEXT = [
+    "cell_id",
+    "model",
+    "engine",
+    "phase",
+    "status",
+    "status_reason",
+    "flags",
+    "device_name",
+    "driver_version",
+    "torch_version",
+    "engine_version",
+    "meter_method",
+    "weights",
+    "tokenizer",
+    "host_cpu",
+    "device_uuid",
+]
 
 
 # The serving axes, in the order they join a key after the engine; their values in a table that lacks them.

@@ -44,12 +44,40 @@ from ctxenergy.paths import ANALYSIS_DIR, REPO_ROOT
 REFERENCE_ANALYSIS = REPO_ROOT / "data" / "reference" / "nvidia-h200" / "campaign" / "outputs" / "analysis"
 QUANTITIES = {"total": "energy_per_run_j", "dynamic": "dynamic_energy_per_run_j"}
 IO_PREFIX = {"total": "e", "dynamic": "dyn_e"}
-COV_STAT_COLUMNS = {(0, 0): "cov_stat_aa", (0, 1): "cov_stat_ab", (0, 2): "cov_stat_ac", (1, 1): "cov_stat_bb",
-                    (1, 2): "cov_stat_bc", (2, 2): "cov_stat_cc"}
-COLUMNS = (["model", "engine", "device_name", "quantity", "term", "length_tokens", "length_min_tokens",
-            "length_max_tokens", "a_j", "b_j_per_token", "c_j_per_token2"] + list(COV_STAT_COLUMNS.values())
-           + ["chi2_per_dof", "quadratic_describes", "e_out_j", "e_out_j_ci_low", "e_out_j_ci_high",
-              "output_tokens_measured", "sys_rel", "note"])
+COV_STAT_COLUMNS = {
+    (0, 0): "cov_stat_aa",
+    (0, 1): "cov_stat_ab",
+    (0, 2): "cov_stat_ac",
+    (1, 1): "cov_stat_bb",
+    (1, 2): "cov_stat_bc",
+    (2, 2): "cov_stat_cc",
+}
+COLUMNS = (
+    [
+        "model",
+        "engine",
+        "device_name",
+        "quantity",
+        "term",
+        "length_tokens",
+        "length_min_tokens",
+        "length_max_tokens",
+        "a_j",
+        "b_j_per_token",
+        "c_j_per_token2",
+    ]
+    + list(COV_STAT_COLUMNS.values())
+    + [
+        "chi2_per_dof",
+        "quadratic_describes",
+        "e_out_j",
+        "e_out_j_ci_low",
+        "e_out_j_ci_high",
+        "output_tokens_measured",
+        "sys_rel",
+        "note",
+    ]
+)
 
 
 def _devices(cells: pd.DataFrame) -> str:
@@ -57,8 +85,9 @@ def _devices(cells: pd.DataFrame) -> str:
     return ", ".join(names)
 
 
-def cost_model(per_cell: pd.DataFrame, fit_objects: dict, io: pd.DataFrame,
-               systematics: Systematics = NOT_MEASURED) -> pd.DataFrame:
+def cost_model(
+    per_cell: pd.DataFrame, fit_objects: dict, io: pd.DataFrame, systematics: Systematics = NOT_MEASURED
+) -> pd.DataFrame:
     """One row per (model, engine, quantity) for the prefill fit and one per measured L for E_out (term
     "output_token"), each with its measured range, statistical uncertainty and systematic half-width (sys_rel).
     A request served alone: the cells at batch 1 with the engine's default settings (the serving table holds the
@@ -75,29 +104,54 @@ def cost_model(per_cell: pd.DataFrame, fit_objects: dict, io: pd.DataFrame,
             pre = cells[cells["phase"] == "prefill"]
             if f is not None:
                 describes = f.dof <= 0 or f.chi2 / f.dof <= _chi2_limit(f.dof)
-                row = dict(model=model, engine=engine, device_name=device, quantity=quantity, term="prefill",
-                           length_tokens=np.nan, length_min_tokens=int(pre["length_tokens"].min()),
-                           length_max_tokens=int(pre["length_tokens"].max()), a_j=f.coef[0], b_j_per_token=f.coef[1],
-                           c_j_per_token2=f.coef[2], chi2_per_dof=f.chi2 / f.dof if f.dof > 0 else np.nan,
-                           quadratic_describes=bool(describes), sys_rel=prefill_rel,
-                           note="" if describes else "the quadratic does not describe the cells within their errors: "
-                                                     "between measured L it may be off by more than its band")
+                row = dict(
+                    model=model,
+                    engine=engine,
+                    device_name=device,
+                    quantity=quantity,
+                    term="prefill",
+                    length_tokens=np.nan,
+                    length_min_tokens=int(pre["length_tokens"].min()),
+                    length_max_tokens=int(pre["length_tokens"].max()),
+                    a_j=f.coef[0],
+                    b_j_per_token=f.coef[1],
+                    c_j_per_token2=f.coef[2],
+                    chi2_per_dof=f.chi2 / f.dof if f.dof > 0 else np.nan,
+                    quadratic_describes=bool(describes),
+                    sys_rel=prefill_rel,
+                    note=""
+                    if describes
+                    else "the quadratic does not describe the cells within their errors: "
+                    "between measured L it may be off by more than its band",
+                )
                 cov = f.cov if f.cov_stat is None else f.cov_stat
                 row.update({name: cov[i, j] for (i, j), name in COV_STAT_COLUMNS.items()})
                 rows.append(row)
             p = IO_PREFIX[quantity]
             out = io[(io["model"] == model) & (io["engine"] == engine) & io["usable"].astype(bool)]
             out = out.sort_values("length_tokens")
-            decode_rel = float(np.hypot(systematics.decode_rel(engine, dynamic=quantity == "dynamic"),
-                                        systematics.gain_rel))
+            decode_rel = float(
+                np.hypot(systematics.decode_rel(engine, dynamic=quantity == "dynamic"), systematics.gain_rel)
+            )
             for r in out.itertuples():
-                rows.append(dict(model=model, engine=engine, device_name=device, quantity=quantity,
-                                 term="output_token", length_tokens=float(r.length_tokens),
-                                 length_min_tokens=int(out["length_tokens"].min()),
-                                 length_max_tokens=int(out["length_tokens"].max()), e_out_j=getattr(r, f"{p}_out_j"),
-                                 e_out_j_ci_low=getattr(r, f"{p}_out_j_ci_low"),
-                                 e_out_j_ci_high=getattr(r, f"{p}_out_j_ci_high"),
-                                 output_tokens_measured=float(r.output_tokens), sys_rel=decode_rel, note=""))
+                rows.append(
+                    dict(
+                        model=model,
+                        engine=engine,
+                        device_name=device,
+                        quantity=quantity,
+                        term="output_token",
+                        length_tokens=float(r.length_tokens),
+                        length_min_tokens=int(out["length_tokens"].min()),
+                        length_max_tokens=int(out["length_tokens"].max()),
+                        e_out_j=getattr(r, f"{p}_out_j"),
+                        e_out_j_ci_low=getattr(r, f"{p}_out_j_ci_low"),
+                        e_out_j_ci_high=getattr(r, f"{p}_out_j_ci_high"),
+                        output_tokens_measured=float(r.output_tokens),
+                        sys_rel=decode_rel,
+                        note="",
+                    )
+                )
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return table
@@ -110,6 +164,7 @@ def _chi2_limit(dof: int) -> float:
 
 
 # ---- the estimate -----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Estimate:
@@ -146,13 +201,24 @@ class Estimate:
         return float(np.hypot(self.stat_j, self.sys_j))
 
     def as_dict(self) -> dict:
-        return {"quantity": self.quantity, "energy_j": self.total_j, "stat_half_width_j": self.stat_j,
-                "sys_half_width_j": self.sys_j, "total_half_width_j": self.band_j, "prefill_j": self.prefill_j,
-                "prefill_stat_half_width_j": self.prefill_stat_j, "prefill_sys_half_width_j": self.prefill_sys_j,
-                "decode_steps": self.decode_steps, "e_out_j": self.e_out_j,
-                "e_out_stat_half_width_j": self.e_out_stat_j, "decode_j": self.decode_j,
-                "decode_stat_half_width_j": self.decode_stat_j, "decode_sys_half_width_j": self.decode_sys_j,
-                "decode_length_tokens": self.decode_length_tokens, "decode_method": self.decode_method}
+        return {
+            "quantity": self.quantity,
+            "energy_j": self.total_j,
+            "stat_half_width_j": self.stat_j,
+            "sys_half_width_j": self.sys_j,
+            "total_half_width_j": self.band_j,
+            "prefill_j": self.prefill_j,
+            "prefill_stat_half_width_j": self.prefill_stat_j,
+            "prefill_sys_half_width_j": self.prefill_sys_j,
+            "decode_steps": self.decode_steps,
+            "e_out_j": self.e_out_j,
+            "e_out_stat_half_width_j": self.e_out_stat_j,
+            "decode_j": self.decode_j,
+            "decode_stat_half_width_j": self.decode_stat_j,
+            "decode_sys_half_width_j": self.decode_sys_j,
+            "decode_length_tokens": self.decode_length_tokens,
+            "decode_method": self.decode_method,
+        }
 
 
 @dataclass
@@ -167,10 +233,16 @@ class RequestEstimate:
     extrapolated: bool = False
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "engine": self.engine, "device_name": self.device_name,
-                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "extrapolated": self.extrapolated, "notes": self.notes,
-                "estimates": [e.as_dict() for e in self.by_quantity.values()]}
+        return {
+            "model": self.model,
+            "engine": self.engine,
+            "device_name": self.device_name,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "extrapolated": self.extrapolated,
+            "notes": self.notes,
+            "estimates": [e.as_dict() for e in self.by_quantity.values()],
+        }
 
 
 def prefill_energy(row: pd.Series, n: float) -> tuple[float, float]:
@@ -209,14 +281,18 @@ def output_token_energy(rows: pd.DataFrame, length: float, extrapolate: bool) ->
 def load_cost_model(analysis_dir: str | Path = REFERENCE_ANALYSIS) -> pd.DataFrame:
     path = Path(analysis_dir) / "cost_model.parquet"
     if not path.is_file():
-        raise CtxEnergyError(f"{path}: no cost model there; run the workflow's analysis (`snakemake "
-                             f"{ANALYSIS_DIR}/cost_model.parquet`) or leave --analysis out for the reference campaign")
+        raise CtxEnergyError(
+            f"{path}: no cost model there; run the workflow's analysis (`snakemake "
+            f"{ANALYSIS_DIR}/cost_model.parquet`) or leave --analysis out for the reference campaign"
+        )
 
     table = pd.read_parquet(path)
     version = table["schema_version"].iloc[0] if "schema_version" in table and len(table) else None
     if version != DERIVED_SCHEMA_VERSION:
-        raise CtxEnergyError(f"{path}: schema_version {version}, this ctxenergy reads {DERIVED_SCHEMA_VERSION}; "
-                             "rerun the analysis (`ctxenergy analyze`)")
+        raise CtxEnergyError(
+            f"{path}: schema_version {version}, this ctxenergy reads {DERIVED_SCHEMA_VERSION}; "
+            "rerun the analysis (`ctxenergy analyze`)"
+        )
     try:
         check_table("cost_model", table)
     except CtxEnergyError as exc:
@@ -224,13 +300,16 @@ def load_cost_model(analysis_dir: str | Path = REFERENCE_ANALYSIS) -> pd.DataFra
     return table
 
 
-def estimate(cost: pd.DataFrame, model: str, engine: str, input_tokens: int, output_tokens: int,
-             extrapolate: bool = False) -> RequestEstimate:
+def estimate(
+    cost: pd.DataFrame, model: str, engine: str, input_tokens: int, output_tokens: int, extrapolate: bool = False
+) -> RequestEstimate:
     """The energy of a request of input_tokens and output_tokens (batch 1) from the cost model's rows of one model
     and engine; a CtxEnergyError names what is missing or outside the measured range (unless extrapolate)."""
     if input_tokens < 1 or output_tokens < 1:
-        raise CtxEnergyError(f"--input {input_tokens} / --output {output_tokens}: a request has at least 1 input "
-                             "and 1 output token (the first output token is the prefill's)")
+        raise CtxEnergyError(
+            f"--input {input_tokens} / --output {output_tokens}: a request has at least 1 input "
+            "and 1 output token (the first output token is the prefill's)"
+        )
     pair = cost[(cost["model"] == model) & (cost["engine"] == engine)]
     if pair.empty:
         known = ", ".join(sorted({f"{m}/{e}" for m, e in zip(cost["model"], cost["engine"])}))
@@ -241,8 +320,10 @@ def estimate(cost: pd.DataFrame, model: str, engine: str, input_tokens: int, out
         pre = rows[rows["term"] == "prefill"]
         out = rows[rows["term"] == "output_token"].sort_values("length_tokens")
         if pre.empty:
-            raise CtxEnergyError(f"{model}/{engine}: no prefill fit in the cost model (fewer than 3 usable prefill "
-                                 "cells); measure more lengths")
+            raise CtxEnergyError(
+                f"{model}/{engine}: no prefill fit in the cost model (fewer than 3 usable prefill "
+                "cells); measure more lengths"
+            )
         pre = pre.iloc[0]
         lo, hi = int(pre["length_min_tokens"]), int(pre["length_max_tokens"])
         outside = []
@@ -250,17 +331,23 @@ def estimate(cost: pd.DataFrame, model: str, engine: str, input_tokens: int, out
             outside.append(f"--input {input_tokens:,} is outside the measured prefill range L = {lo:,} ... {hi:,}")
         steps = output_tokens - 1
         if steps and out.empty:
-            raise CtxEnergyError(f"{model}/{engine}: no usable generate cell in the cost model, so no energy per "
-                                 "output token; use --output 1 for the prefill alone")
+            raise CtxEnergyError(
+                f"{model}/{engine}: no usable generate cell in the cost model, so no energy per "
+                "output token; use --output 1 for the prefill alone"
+            )
         g_measured = float(out["output_tokens_measured"].median()) if steps else float(output_tokens)
         if steps:
             top = float(out["length_tokens"].max()) + g_measured - 1
             if input_tokens + output_tokens - 1 > top:
-                outside.append(f"the request's context reaches {input_tokens + output_tokens - 1:,} tokens, beyond "
-                               f"the largest measured decode context ({top:,.0f})")
+                outside.append(
+                    f"the request's context reaches {input_tokens + output_tokens - 1:,} tokens, beyond "
+                    f"the largest measured decode context ({top:,.0f})"
+                )
         if outside and not extrapolate:
-            raise CtxEnergyError(f"{model}/{engine}: {'; '.join(outside)}; the cost model holds only measured "
-                                 "lengths (pass --extrapolate to compute anyway, flagged)")
+            raise CtxEnergyError(
+                f"{model}/{engine}: {'; '.join(outside)}; the cost model holds only measured "
+                "lengths (pass --extrapolate to compute anyway, flagged)"
+            )
         if outside and quantity == "total":
             notes += [f"EXTRAPOLATED: {o}" for o in outside]
         extrapolated = extrapolated or bool(outside)
@@ -272,33 +359,55 @@ def estimate(cost: pd.DataFrame, model: str, engine: str, input_tokens: int, out
         else:
             e_out, e_out_stat, l_used, how, decode_rel = 0.0, 0.0, math.nan, "no decode step (1 output token)", 0.0
         results[quantity] = Estimate(
-            quantity=quantity, prefill_j=prefill_j, prefill_stat_j=prefill_stat,
-            prefill_sys_j=abs(prefill_j) * float(pre["sys_rel"]), decode_steps=steps, e_out_j=e_out,
-            e_out_stat_j=e_out_stat, decode_j=steps * e_out, decode_stat_j=steps * e_out_stat,
-            decode_sys_j=abs(steps * e_out) * decode_rel, decode_length_tokens=l_used, decode_method=how)
+            quantity=quantity,
+            prefill_j=prefill_j,
+            prefill_stat_j=prefill_stat,
+            prefill_sys_j=abs(prefill_j) * float(pre["sys_rel"]),
+            decode_steps=steps,
+            e_out_j=e_out,
+            e_out_stat_j=e_out_stat,
+            decode_j=steps * e_out,
+            decode_stat_j=steps * e_out_stat,
+            decode_sys_j=abs(steps * e_out) * decode_rel,
+            decode_length_tokens=l_used,
+            decode_method=how,
+        )
         if quantity == "total" and pre["note"]:
             notes.append(f"prefill: {pre['note']}")
-    return RequestEstimate(model=model, engine=engine, device_name=str(pair["device_name"].iloc[0]),
-                           input_tokens=input_tokens, output_tokens=output_tokens, by_quantity=results, notes=notes,
-                           extrapolated=extrapolated)
+    return RequestEstimate(
+        model=model,
+        engine=engine,
+        device_name=str(pair["device_name"].iloc[0]),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        by_quantity=results,
+        notes=notes,
+        extrapolated=extrapolated,
+    )
 
 
 def format_estimate(r: RequestEstimate, source: str) -> str:
     def band(e: Estimate) -> str:
-        return (f"{e.total_j:,.1f} J  [stat {e.total_j - e.stat_j:,.1f}, {e.total_j + e.stat_j:,.1f}]  "
-                f"[total {e.total_j - e.band_j:,.1f}, {e.total_j + e.band_j:,.1f}]")
+        return (
+            f"{e.total_j:,.1f} J  [stat {e.total_j - e.stat_j:,.1f}, {e.total_j + e.stat_j:,.1f}]  "
+            f"[total {e.total_j - e.band_j:,.1f}, {e.total_j + e.band_j:,.1f}]"
+        )
 
     t, d = r.by_quantity["total"], r.by_quantity["dynamic"]
-    lines = [f"{r.model} / {r.engine} on {r.device_name or 'an unnamed device'}: {r.input_tokens:,} input + "
-             f"{r.output_tokens:,} output tokens, batch 1 (95 % intervals; total adds the systematic band)",
-             f"  GPU energy, total:       {band(t)}",
-             f"  GPU energy, above idle:  {band(d)}",
-             f"  prefill E({r.input_tokens:,}): {t.prefill_j:,.1f} J total ({t.prefill_stat_j:,.2f} stat, "
-             f"{t.prefill_sys_j:,.1f} sys), {d.prefill_j:,.1f} J above idle"]
+    lines = [
+        f"{r.model} / {r.engine} on {r.device_name or 'an unnamed device'}: {r.input_tokens:,} input + "
+        f"{r.output_tokens:,} output tokens, batch 1 (95 % intervals; total adds the systematic band)",
+        f"  GPU energy, total:       {band(t)}",
+        f"  GPU energy, above idle:  {band(d)}",
+        f"  prefill E({r.input_tokens:,}): {t.prefill_j:,.1f} J total ({t.prefill_stat_j:,.2f} stat, "
+        f"{t.prefill_sys_j:,.1f} sys), {d.prefill_j:,.1f} J above idle",
+    ]
     if t.decode_steps:
-        lines.append(f"  decode {t.decode_steps:,} x E_out: {t.decode_steps:,} x {t.e_out_j:.4g} J = "
-                     f"{t.decode_j:,.1f} J total, {t.decode_steps:,} x {d.e_out_j:.4g} J = {d.decode_j:,.1f} J above "
-                     f"idle; E_out {t.decode_method}")
+        lines.append(
+            f"  decode {t.decode_steps:,} x E_out: {t.decode_steps:,} x {t.e_out_j:.4g} J = "
+            f"{t.decode_j:,.1f} J total, {t.decode_steps:,} x {d.e_out_j:.4g} J = {d.decode_j:,.1f} J above "
+            f"idle; E_out {t.decode_method}"
+        )
     else:
         lines.append("  decode: none (the only output token is the prefill's)")
     lines += [f"  note: {n}" for n in r.notes]
@@ -320,8 +429,10 @@ def main(args) -> int:
 
 # ---- the export beside the Parquet table ------------------------------------------------------------------------
 
+
 def cost_model_document(table: pd.DataFrame) -> dict:
     """The cost model as one JSON document: per model, engine and quantity, the prefill fit and E_out per L."""
+
     def clean(v):
         if isinstance(v, (float, np.floating)):
             return None if not np.isfinite(v) else float(v)
@@ -338,22 +449,38 @@ def cost_model_document(table: pd.DataFrame) -> dict:
         entry = {"model": model, "engine": engine, "device_name": g["device_name"].iloc[0], "quantity": quantity}
         if len(pre):
             p = pre.iloc[0]
-            entry["prefill"] = {k: clean(p[k]) for k in ["length_min_tokens", "length_max_tokens", "a_j",
-                                                         "b_j_per_token", "c_j_per_token2",
-                                                         *COV_STAT_COLUMNS.values(), "chi2_per_dof",
-                                                         "quadratic_describes", "sys_rel", "note"]}
+            entry["prefill"] = {
+                k: clean(p[k])
+                for k in [
+                    "length_min_tokens",
+                    "length_max_tokens",
+                    "a_j",
+                    "b_j_per_token",
+                    "c_j_per_token2",
+                    *COV_STAT_COLUMNS.values(),
+                    "chi2_per_dof",
+                    "quadratic_describes",
+                    "sys_rel",
+                    "note",
+                ]
+            }
         if len(out):
-            entry["output_token"] = {"sys_rel": clean(out["sys_rel"].iloc[0]),
-                                     "output_tokens_measured": clean(out["output_tokens_measured"].iloc[0]),
-                                     "points": [{k: clean(r[k]) for k in ["length_tokens", "e_out_j", "e_out_j_ci_low",
-                                                                          "e_out_j_ci_high"]}
-                                                for _, r in out.iterrows()]}
+            entry["output_token"] = {
+                "sys_rel": clean(out["sys_rel"].iloc[0]),
+                "output_tokens_measured": clean(out["output_tokens_measured"].iloc[0]),
+                "points": [
+                    {k: clean(r[k]) for k in ["length_tokens", "e_out_j", "e_out_j_ci_low", "e_out_j_ci_high"]}
+                    for _, r in out.iterrows()
+                ],
+            }
         entries.append(entry)
-    return {"schema_version": int(table["schema_version"].iloc[0]) if len(table) else None,
-            "description": "GPU energy of a batch-1 request: E(N, G) = a + b N + c N^2 + (G - 1) E_out(N + (G - "
-                           "G_m) / 2); docs/cost-model.md",
-            "units": {"energy": "J", "length": "tokens", "sys_rel": "relative 95 % half-width"},
-            "entries": entries}
+    return {
+        "schema_version": int(table["schema_version"].iloc[0]) if len(table) else None,
+        "description": "GPU energy of a batch-1 request: E(N, G) = a + b N + c N^2 + (G - 1) E_out(N + (G - "
+        "G_m) / 2); docs/cost-model.md",
+        "units": {"energy": "J", "length": "tokens", "sys_rel": "relative 95 % half-width"},
+        "entries": entries,
+    }
 
 
 def write_exports(table: pd.DataFrame, parquet_path: Path) -> list[Path]:

@@ -25,8 +25,22 @@ from ctxenergy.analysis.systematics import Systematics, reference_systematics, s
 from ctxenergy.analysis.traces import representative_traces
 from ctxenergy.errors import CtxEnergyError
 
-TABLES = ("per_cell", "slopes", "fits", "fit_residuals", "thresholds", "io_ratio", "engine_ratios", "claims", "table1",
-          "traces", "trace_runs", "systematics", "board_pairs", "cost_model")
+TABLES = (
+    "per_cell",
+    "slopes",
+    "fits",
+    "fit_residuals",
+    "thresholds",
+    "io_ratio",
+    "engine_ratios",
+    "claims",
+    "table1",
+    "traces",
+    "trace_runs",
+    "systematics",
+    "board_pairs",
+    "cost_model",
+)
 # Written when asked for (ctxenergy.outputs.catalog.wants_serving): a batch-1 grid's outputs stay without it.
 OPTIONAL_TABLES = ("serving",)
 # Tables also written as CSV and JSON beside their Parquet, for programs outside this project (docs/cost-model.md).
@@ -49,8 +63,12 @@ def model_archs(models, config_path: str | Path | None = None) -> dict[str, dict
     return archs
 
 
-def derive(cells: pd.DataFrame, cell_tables: dict | None = None, archs: dict | None = None,
-           board_pairs: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def derive(
+    cells: pd.DataFrame,
+    cell_tables: dict | None = None,
+    archs: dict | None = None,
+    board_pairs: pd.DataFrame | None = None,
+) -> dict[str, pd.DataFrame]:
     """cells: the table of cells (prepared or raw); cell_tables: cell_id -> (windows, runs, trace); board_pairs: cells
     measured on two boards (ctxenergy.analysis.systematics.board_pairs), by default those of the committed reference
     data, which set the systematic band of every number."""
@@ -69,12 +87,23 @@ def derive(cells: pd.DataFrame, cell_tables: dict | None = None, archs: dict | N
     er = engine_ratios(pc, sys)
     tr, tr_runs = representative_traces(serial(pc), cell_tables)
     # the paper's claims and Table 1 are about one request at a time with the engines' default settings
-    tables = {"per_cell": pc, "slopes": sl, "fits": ft, "fit_residuals": res, "thresholds": th, "io_ratio": io,
-              "engine_ratios": er, "table1": table1(serial(pc), archs),
-              "claims": claims(serial(pc), serial(sl), serial(th), serial(io), serial(er), sys, archs),
-              "traces": tr, "trace_runs": tr_runs, "systematics": systematics_table(board_pairs),
-              "board_pairs": board_pairs, "cost_model": cost_model(pc, objects, io, sys),
-              "serving": serving(pc, io, sys)}
+    tables = {
+        "per_cell": pc,
+        "slopes": sl,
+        "fits": ft,
+        "fit_residuals": res,
+        "thresholds": th,
+        "io_ratio": io,
+        "engine_ratios": er,
+        "table1": table1(serial(pc), archs),
+        "claims": claims(serial(pc), serial(sl), serial(th), serial(io), serial(er), sys, archs),
+        "traces": tr,
+        "trace_runs": tr_runs,
+        "systematics": systematics_table(board_pairs),
+        "board_pairs": board_pairs,
+        "cost_model": cost_model(pc, objects, io, sys),
+        "serving": serving(pc, io, sys),
+    }
     return {name: t.assign(schema_version=DERIVED_SCHEMA_VERSION) for name, t in tables.items()}
 
 
@@ -86,8 +115,9 @@ def write_derived(tables: dict[str, pd.DataFrame], out_paths) -> list[Path]:
     for path in map(Path, out_paths):
         name = path.name.removesuffix(".parquet")
         if name not in tables:
-            raise CtxEnergyError(f"'{path}': unknown derived table '{name}' (known: "
-                                 f"{', '.join(TABLES + OPTIONAL_TABLES)})")
+            raise CtxEnergyError(
+                f"'{path}': unknown derived table '{name}' (known: {', '.join(TABLES + OPTIONAL_TABLES)})"
+            )
         table = conform(name, tables[name], schema)
         check_table(name, table, schema)
         write_table(table, path)
@@ -118,5 +148,3 @@ def main(args) -> int:
     if usable == 0 and len(cells):
         print("no cell has usable energy: derived energy values are empty, and the figures say so")
     return 0
-
-

@@ -61,13 +61,15 @@ def check_table(name: str, df: pd.DataFrame, schema: dict | None = None) -> None
     ts = schema["$defs"][name]
     missing = [c for c in ts.get("required", []) if c not in df]
     if missing:
-        raise CtxEnergyError(f"derived table '{name}' lacks column(s) {', '.join(missing)} "
-                             f"(schema {DERIVED_SCHEMA.name})")
+        raise CtxEnergyError(
+            f"derived table '{name}' lacks column(s) {', '.join(missing)} (schema {DERIVED_SCHEMA.name})"
+        )
     for col in df:
         cs = _column_schema(ts, col, schema)
         if cs is None:
-            raise CtxEnergyError(f"derived table '{name}' has column '{col}' that {DERIVED_SCHEMA.name} "
-                                 "does not describe")
+            raise CtxEnergyError(
+                f"derived table '{name}' has column '{col}' that {DERIVED_SCHEMA.name} does not describe"
+            )
         types = cs["type"] if isinstance(cs["type"], list) else [cs["type"]]
         kinds = "".join(_KINDS[t] for t in types if t in _KINDS)
         if len(df) and df[col].dtype.kind not in kinds.replace(" ", ""):

@@ -36,17 +36,28 @@ def engine_ratios(per_cell: pd.DataFrame, systematics: Systematics = NOT_MEASURE
             row = dict(zip(key_cols, key), engine_a=a, engine_b=b)
             for name, col in MEASURES.items():
                 va, vb = float(ra[col]), float(rb[col])
-                rel = np.hypot(float(half_width(ra[f"{col}_ci_low"], ra[f"{col}_ci_high"])) / va,
-                               float(half_width(rb[f"{col}_ci_low"], rb[f"{col}_ci_high"])) / vb)
+                rel = np.hypot(
+                    float(half_width(ra[f"{col}_ci_low"], ra[f"{col}_ci_high"])) / va,
+                    float(half_width(rb[f"{col}_ci_low"], rb[f"{col}_ci_high"])) / vb,
+                )
                 ratio = va / vb
                 lo, hi = ratio_interval(ratio, rel)
                 tlo, thi = total_interval(ratio, lo, hi, systematics.ratio_rel())
-                row.update({f"{name}_ratio": ratio, f"{name}_ratio_ci_low": float(lo),
-                            f"{name}_ratio_ci_high": float(hi), f"{name}_ratio_total_low": float(tlo),
-                            f"{name}_ratio_total_high": float(thi)})
+                row.update(
+                    {
+                        f"{name}_ratio": ratio,
+                        f"{name}_ratio_ci_low": float(lo),
+                        f"{name}_ratio_ci_high": float(hi),
+                        f"{name}_ratio_total_low": float(tlo),
+                        f"{name}_ratio_total_high": float(thi),
+                    }
+                )
             rows.append(row)
-    cols = key_cols + ["engine_a", "engine_b"] + [f"{n}_ratio{s}" for n in MEASURES
-                                               for s in ("", "_ci_low", "_ci_high", "_total_low", "_total_high")]
+    cols = (
+        key_cols
+        + ["engine_a", "engine_b"]
+        + [f"{n}_ratio{s}" for n in MEASURES for s in ("", "_ci_low", "_ci_high", "_total_low", "_total_high")]
+    )
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return out

@@ -22,14 +22,42 @@ from ctxenergy.analysis.uncertainty import half_width
 from ctxenergy.flops import decode_step_bytes
 from ctxenergy.stats import summarize
 
-IDENTITY = ["cell_id", "model", "engine", "phase", "length_tokens", "output_tokens", "status", "status_reason", "flags",
-            "usable", "excluded_reason", "n_windows", "device_name", "device_uuid", "driver_version", "torch_version",
-            "engine_version", "meter_method", "host_cpu", "power_limit_w", "idle_power_w", "peak_bf16_tflops",
-            "peak_mem_tb_s"]
+IDENTITY = [
+    "cell_id",
+    "model",
+    "engine",
+    "phase",
+    "length_tokens",
+    "output_tokens",
+    "status",
+    "status_reason",
+    "flags",
+    "usable",
+    "excluded_reason",
+    "n_windows",
+    "device_name",
+    "device_uuid",
+    "driver_version",
+    "torch_version",
+    "engine_version",
+    "meter_method",
+    "host_cpu",
+    "power_limit_w",
+    "idle_power_w",
+    "peak_bf16_tflops",
+    "peak_mem_tb_s",
+]
 # Recorded by cells of schema_version 2 (ctxenergy.telemetry.memory, ctxenergy.stats.run_latency): carried where the
 # table of cells has them, NaN for the older cells beside them; a table of older cells alone has none of them.
-CELL_METRICS = ["torch_peak_allocated_gib", "torch_peak_reserved_gib", "nvml_peak_memory_used_gib", "memory_total_gib",
-                "run_p50_s", "run_p90_s", "run_p99_s"]
+CELL_METRICS = [
+    "torch_peak_allocated_gib",
+    "torch_peak_reserved_gib",
+    "nvml_peak_memory_used_gib",
+    "memory_total_gib",
+    "run_p50_s",
+    "run_p90_s",
+    "run_p99_s",
+]
 
 
 def _scaled(df: pd.DataFrame, col: str, factor, out: dict, name: str) -> None:
@@ -65,8 +93,10 @@ def decode_times(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | None) -
             rows.append((s["median"], s["ci_low"], s["ci_high"]))
         else:
             point = c["run_s"] - c["prefill_s"]
-            h = np.hypot(half_width(c["run_s_ci_low"], c["run_s_ci_high"]),
-                         half_width(c["prefill_s_ci_low"], c["prefill_s_ci_high"]))
+            h = np.hypot(
+                half_width(c["run_s_ci_low"], c["run_s_ci_high"]),
+                half_width(c["prefill_s_ci_low"], c["prefill_s_ci_high"]),
+            )
             rows.append((point, point - h, point + h))
     return pd.DataFrame(rows, columns=["decode_s", "decode_s_ci_low", "decode_s_ci_high"], index=cells.index)
 
@@ -82,8 +112,9 @@ def decode_bytes(arch: dict | None, length: int, tokens: int, batch: int = 1) ->
     return float(sum(weights + batch * (decode_step_bytes(arch, length + i) - weights) for i in range(1, tokens)))
 
 
-def per_cell_metrics(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | None = None,
-                     archs: dict[str, dict | None] | None = None) -> pd.DataFrame:
+def per_cell_metrics(
+    cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | None = None, archs: dict[str, dict | None] | None = None
+) -> pd.DataFrame:
     """One row per cell (every status), metrics NaN where the cell has no measurement."""
     df = cells
     out: dict = {"schema_version": np.full(len(df), ctxenergy.SCHEMA_VERSION)}
@@ -96,8 +127,14 @@ def per_cell_metrics(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | Non
     batch = batch_sizes(df)
     tokens = np.where(prefill, df["length_tokens"], df["length_tokens"] + df["output_tokens"]).astype(float) * batch
     out["tokens_per_run"] = tokens
-    for col in ["energy_per_run_j", "dynamic_energy_per_run_j", "run_s", "prefill_s", "mean_power_w",
-                "power_cap_fraction"]:
+    for col in [
+        "energy_per_run_j",
+        "dynamic_energy_per_run_j",
+        "run_s",
+        "prefill_s",
+        "mean_power_w",
+        "power_cap_fraction",
+    ]:
         _scaled(df, col, 1.0, out, col)
     _scaled(df, "energy_per_run_j", 1.0 / tokens, out, "energy_per_token_j")
     _scaled(df, "dynamic_energy_per_run_j", 1.0 / tokens, out, "dynamic_energy_per_token_j")
@@ -116,9 +153,12 @@ def per_cell_metrics(cells: pd.DataFrame, windows: dict[str, pd.DataFrame] | Non
         out["decode_s" + s] = np.where(prefill, np.nan, dec["decode_s" + s])
         out["decode_ms_per_token" + s] = out["decode_s" + s] * 1000.0 / steps
     archs = archs or {}
-    nbytes = np.array([np.nan if p else decode_bytes(archs.get(m), int(L), int(g), int(b))
-                       for p, m, L, g, b in zip(prefill, df["model"], df["length_tokens"], df["output_tokens"],
-                                                batch)])
+    nbytes = np.array(
+        [
+            np.nan if p else decode_bytes(archs.get(m), int(L), int(g), int(b))
+            for p, m, L, g, b in zip(prefill, df["model"], df["length_tokens"], df["output_tokens"], batch)
+        ]
+    )
     out["decode_bytes"] = nbytes
     out["achieved_mem_tb_s"] = _rate(nbytes / 1e12, out["decode_s"])
     out["achieved_mem_tb_s_ci_low"] = _rate(nbytes / 1e12, out["decode_s_ci_high"])

@@ -38,8 +38,14 @@ GROUP = ["model", "engine", "phase"]
 # A model "describes" the cells while chi^2/dof stays below its 99.9 % quantile (z = 3.09 in Wilson-Hilferty's
 # normal approximation of chi^2).
 CHI2_Z = 3.0902
-COV_COLUMNS = {(0, 0): "cov_aa", (0, 1): "cov_ab", (0, 2): "cov_ac", (1, 1): "cov_bb", (1, 2): "cov_bc",
-               (2, 2): "cov_cc"}
+COV_COLUMNS = {
+    (0, 0): "cov_aa",
+    (0, 1): "cov_ab",
+    (0, 2): "cov_ac",
+    (1, 1): "cov_bb",
+    (1, 2): "cov_bc",
+    (2, 2): "cov_cc",
+}
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,9 @@ def fit_from_row(row) -> QuadraticFit:
     for (i, j), name in COV_COLUMNS.items():
         cov[i, j] = cov[j, i] = row[name]
     coef = np.array([row["a_j"], row["b_j_per_token"], row["c_j_per_token2"]], dtype=float)
-    return QuadraticFit(coef=coef, cov=cov, dof=int(row["dof"]), chi2=float(row["chi2"]),
-                        birge=float(row["birge_factor"]))
+    return QuadraticFit(
+        coef=coef, cov=cov, dof=int(row["dof"]), chi2=float(row["chi2"]), birge=float(row["birge_factor"])
+    )
 
 
 def _weighted_polynomial(u, y, s, degree: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -131,8 +138,16 @@ def fit_quadratic(length, energy, se, floor_rel: float = 0.0) -> QuadraticFit:
     dof = x.size - 3
     birge = max(1.0, chi2 / dof) if dof > 0 else 1.0
     d = np.diag([1.0, 1.0 / scale, 1.0 / scale**2])
-    return QuadraticFit(coef=d @ coef_u, cov=d @ inv @ d * birge, dof=dof, chi2=chi2, birge=birge,
-                        cov_stat=d @ cov_stat_u @ d, chi2_stat=chi2_stat, floor_rel=floor_rel)
+    return QuadraticFit(
+        coef=d @ coef_u,
+        cov=d @ inv @ d * birge,
+        dof=dof,
+        chi2=chi2,
+        birge=birge,
+        cov_stat=d @ cov_stat_u @ d,
+        chi2_stat=chi2_stat,
+        floor_rel=floor_rel,
+    )
 
 
 def polynomial_note(length, energy, se, floor_rel: float, max_degree: int = 4) -> tuple[bool, str]:
@@ -201,11 +216,27 @@ def slopes(per_cell: pd.DataFrame) -> pd.DataFrame:
                 dl = L[i + 1] - L[i]
                 v = (e[i + 1] - e[i]) / dl
                 hh = np.hypot(h[i], h[i + 1]) / dl
-                rows.append(dict(zip(group, key), quantity=q, length_low=int(L[i]), length_high=int(L[i + 1]),
-                                 de_dl_j_per_token=v, de_dl_j_per_token_ci_low=v - hh,
-                                 de_dl_j_per_token_ci_high=v + hh, same_board=same_board(boards[i], boards[i + 1])))
-    cols = group + ["quantity", "length_low", "length_high", "de_dl_j_per_token", "de_dl_j_per_token_ci_low",
-                    "de_dl_j_per_token_ci_high", "same_board"]
+                rows.append(
+                    dict(
+                        zip(group, key),
+                        quantity=q,
+                        length_low=int(L[i]),
+                        length_high=int(L[i + 1]),
+                        de_dl_j_per_token=v,
+                        de_dl_j_per_token_ci_low=v - hh,
+                        de_dl_j_per_token_ci_high=v + hh,
+                        same_board=same_board(boards[i], boards[i + 1]),
+                    )
+                )
+    cols = group + [
+        "quantity",
+        "length_low",
+        "length_high",
+        "de_dl_j_per_token",
+        "de_dl_j_per_token_ci_low",
+        "de_dl_j_per_token_ci_high",
+        "same_board",
+    ]
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return out
@@ -234,8 +265,14 @@ def fits(per_cell: pd.DataFrame, floor_rel: float = 0.0) -> tuple[pd.DataFrame, 
         g = per_sequence(g_all[g_all["usable"]].sort_values("length_tokens"))
         note = _excluded_note(g_all)
         for q in QUANTITIES:
-            row = dict(zip(group, key), quantity=q, n_cells=len(g), n_excluded=int((~g_all["usable"]).sum()),
-                       excluded=note, error_floor_rel=floor_rel)
+            row = dict(
+                zip(group, key),
+                quantity=q,
+                n_cells=len(g),
+                n_excluded=int((~g_all["usable"]).sum()),
+                excluded=note,
+                error_floor_rel=floor_rel,
+            )
             if len(g) < 3:
                 row["status"] = f"not fitted: {len(g)} usable cell(s), a quadratic needs 3"
                 rows.append(row)
@@ -249,10 +286,18 @@ def fits(per_cell: pd.DataFrame, floor_rel: float = 0.0) -> tuple[pd.DataFrame, 
             tlo, thi = f.interval()
             describes, model_note = polynomial_note(L, y, se, floor_rel)
             per_dof = f.chi2 / f.dof if f.dof > 0 else np.nan
-            row.update(status="fitted" if f.dof > 0 else "exact: 3 points, no interval", dof=f.dof, chi2=f.chi2,
-                       chi2_per_dof=per_dof, chi2_per_dof_stat=f.chi2_stat / f.dof if f.dof > 0 else np.nan,
-                       quadratic_describes=describes, model_note=model_note, birge_factor=f.birge,
-                       length_min=int(L.min()), length_max=int(L.max()))
+            row.update(
+                status="fitted" if f.dof > 0 else "exact: 3 points, no interval",
+                dof=f.dof,
+                chi2=f.chi2,
+                chi2_per_dof=per_dof,
+                chi2_per_dof_stat=f.chi2_stat / f.dof if f.dof > 0 else np.nan,
+                quadratic_describes=describes,
+                model_note=model_note,
+                birge_factor=f.birge,
+                length_min=int(L.min()),
+                length_max=int(L.max()),
+            )
             for i, name in enumerate(("a_j", "b_j_per_token", "c_j_per_token2")):
                 row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = f.coef[i], lo[i], hi[i]
                 row[f"{name}_total_low"], row[f"{name}_total_high"] = tlo[i], thi[i]
@@ -263,24 +308,65 @@ def fits(per_cell: pd.DataFrame, floor_rel: float = 0.0) -> tuple[pd.DataFrame, 
             pred = f.predict(L)
             s_total = np.hypot(se, floor_rel * np.abs(y))
             for c, length, obs, p, s in zip(g["cell_id"], L, y, pred, s_total):
-                resid_rows.append(dict(zip(group, key), quantity=q, cell_id=c, length_tokens=int(length),
-                                       observed_j=obs, fitted_j=p, residual_j=obs - p, relative_residual=(obs - p) / p,
-                                       standardized_residual=(obs - p) / s))
-    coef_cols = [f"{n}{s}" for n in ("a_j", "b_j_per_token", "c_j_per_token2")
-                 for s in ("", "_ci_low", "_ci_high", "_total_low", "_total_high")]
-    cols = group + ["quantity", "status", "n_cells", "n_excluded", "excluded", "error_floor_rel", "dof", "chi2",
-                    "chi2_per_dof", "chi2_per_dof_stat", "quadratic_describes", "model_note", "birge_factor",
-                    "length_min", "length_max"] + coef_cols + list(COV_COLUMNS.values())
+                resid_rows.append(
+                    dict(
+                        zip(group, key),
+                        quantity=q,
+                        cell_id=c,
+                        length_tokens=int(length),
+                        observed_j=obs,
+                        fitted_j=p,
+                        residual_j=obs - p,
+                        relative_residual=(obs - p) / p,
+                        standardized_residual=(obs - p) / s,
+                    )
+                )
+    coef_cols = [
+        f"{n}{s}"
+        for n in ("a_j", "b_j_per_token", "c_j_per_token2")
+        for s in ("", "_ci_low", "_ci_high", "_total_low", "_total_high")
+    ]
+    cols = (
+        group
+        + [
+            "quantity",
+            "status",
+            "n_cells",
+            "n_excluded",
+            "excluded",
+            "error_floor_rel",
+            "dof",
+            "chi2",
+            "chi2_per_dof",
+            "chi2_per_dof_stat",
+            "quadratic_describes",
+            "model_note",
+            "birge_factor",
+            "length_min",
+            "length_max",
+        ]
+        + coef_cols
+        + list(COV_COLUMNS.values())
+    )
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
-    res_cols = group + ["quantity", "cell_id", "length_tokens", "observed_j", "fitted_j", "residual_j",
-                        "relative_residual", "standardized_residual"]
+    res_cols = group + [
+        "quantity",
+        "cell_id",
+        "length_tokens",
+        "observed_j",
+        "fitted_j",
+        "residual_j",
+        "relative_residual",
+        "standardized_residual",
+    ]
     res = pd.DataFrame(resid_rows, columns=res_cols)
     res.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return out, res, objects
 
 
 # ---- thresholds -------------------------------------------------------------------------------------------------
+
 
 def efficiency_length(length, energy_per_token) -> np.ndarray:
     """argmin over L of J/token, along the last axis (one value per draw)."""
@@ -316,8 +402,9 @@ def power_without_plateau(length, power, fraction: float = PLATEAU_FRACTION) -> 
     peak = int(np.argmax(p))
     if p[-1] >= (1.0 - fraction) * p[peak]:
         return f"power still rising at the largest L (maximum {p[peak]:.0f} W): no plateau within the measured L"
-    return (f"power peaks at L = {L[peak]:.0f} ({p[peak]:.0f} W) and falls to {p[-1]:.0f} W at L = {L[-1]:.0f}: "
-            "no plateau")
+    return (
+        f"power peaks at L = {L[peak]:.0f} ({p[peak]:.0f} W) and falls to {p[-1]:.0f} W at L = {L[-1]:.0f}: no plateau"
+    )
 
 
 def cell_draws(g: pd.DataFrame, col: str, gen, floor_rel: float = 0.0) -> np.ndarray:
@@ -329,11 +416,23 @@ def cell_draws(g: pd.DataFrame, col: str, gen, floor_rel: float = 0.0) -> np.nda
     return mu + gen.standard_normal((DRAWS, mu.size)) * s
 
 
-def _row(key: dict, quantity, threshold, value, lo, hi, unit, method, note="", defined=1.0,
-         total=(np.nan, np.nan)) -> dict:
-    return dict(key, quantity=quantity, threshold=threshold, value=float(value), ci_low=float(lo),
-                ci_high=float(hi), total_low=float(total[0]), total_high=float(total[1]), unit=unit,
-                defined_fraction=float(defined), method=method, note=note)
+def _row(
+    key: dict, quantity, threshold, value, lo, hi, unit, method, note="", defined=1.0, total=(np.nan, np.nan)
+) -> dict:
+    return dict(
+        key,
+        quantity=quantity,
+        threshold=threshold,
+        value=float(value),
+        ci_low=float(lo),
+        ci_high=float(hi),
+        total_low=float(total[0]),
+        total_high=float(total[1]),
+        unit=unit,
+        defined_fraction=float(defined),
+        method=method,
+        note=note,
+    )
 
 
 def _coefficient_draws(f: QuadraticFit, cov: np.ndarray | None, gen) -> np.ndarray:
@@ -378,16 +477,26 @@ def _fit_thresholds(key: dict, q, f: QuadraticFit | None, gen) -> list[dict]:
         if np.isfinite(point) and defined < 0.95:
             note = f"defined in {defined:.0%} of the coefficient draws ({why})"
         if f.dof > 0 and f.chi2 / f.dof > chi2_limit(f.dof):
-            note = "; ".join(filter(None, [note, f"the quadratic does not describe these cells (chi2/dof "
-                                                 f"{f.chi2 / f.dof:.3g} > {chi2_limit(f.dof):.3g}): a property of the "
-                                                 "fit, not of the cells"]))
-        rows.append(_row(key, q, name, point, *interval(d_stat), "tokens", method, note, defined,
-                         total=interval(d_total)))
+            note = "; ".join(
+                filter(
+                    None,
+                    [
+                        note,
+                        f"the quadratic does not describe these cells (chi2/dof "
+                        f"{f.chi2 / f.dof:.3g} > {chi2_limit(f.dof):.3g}): a property of the "
+                        "fit, not of the cells",
+                    ],
+                )
+            )
+        rows.append(
+            _row(key, q, name, point, *interval(d_stat), "tokens", method, note, defined, total=interval(d_total))
+        )
     return rows
 
 
-def thresholds(per_cell: pd.DataFrame, fit_objects: dict, floor_rel: float = 0.0,
-               power_floor_rel: float = 0.0) -> pd.DataFrame:
+def thresholds(
+    per_cell: pd.DataFrame, fit_objects: dict, floor_rel: float = 0.0, power_floor_rel: float = 0.0
+) -> pd.DataFrame:
     """Thresholds per (model, engine, phase) with statistical intervals (the cells' windows) and total ones (the
     relative error floor of energy, floor_rel, or of mean power, power_floor_rel, in quadrature; for the fit's
     thresholds its total covariance)."""
@@ -405,18 +514,41 @@ def thresholds(per_cell: pd.DataFrame, fit_objects: dict, floor_rel: float = 0.0
                 lo, hi = grid_interval(efficiency_length(L, cell_draws(g, q, gen) / tokens))
                 total = grid_interval(efficiency_length(L, cell_draws(g, q, gen, floor_rel) / tokens))
                 note = "lowest J/token at the largest L measured: the minimum may lie beyond" if point == L[-1] else ""
-                rows.append(_row(key, q, "efficiency_measured", point, lo, hi, "tokens",
-                                 "measured L with the lowest J/token (interval: draws of every cell)", note,
-                                 total=total))
+                rows.append(
+                    _row(
+                        key,
+                        q,
+                        "efficiency_measured",
+                        point,
+                        lo,
+                        hi,
+                        "tokens",
+                        "measured L with the lowest J/token (interval: draws of every cell)",
+                        note,
+                        total=total,
+                    )
+                )
             if len(g) >= 3:
                 point = rise_length(L, g[q].to_numpy(float))
                 d = rise_length(L, cell_draws(g, q, gen))
                 lo, hi = grid_interval(d)
                 total = grid_interval(rise_length(L, cell_draws(g, q, gen, floor_rel)))
                 note = "" if np.isfinite(point) else "dE/dL is smallest at the largest L: no rise within the measured L"
-                rows.append(_row(key, q, "de_dl_rise", point, lo, hi, "tokens",
-                                 "end of the segment with the smallest dE/dL", note, float(np.isfinite(d).mean()),
-                                 total=total))
+                rows.append(
+                    _row(
+                        key,
+                        q,
+                        "de_dl_rise",
+                        point,
+                        lo,
+                        hi,
+                        "tokens",
+                        "end of the segment with the smallest dE/dL",
+                        note,
+                        float(np.isfinite(d).mean()),
+                        total=total,
+                    )
+                )
             rows += _fit_thresholds(key, q, fit_objects.get((*values, q)), gen)
         if len(g) >= 2 and g["mean_power_w"].notna().all():
             point = plateau_onset(L, g["mean_power_w"].to_numpy(float))
@@ -424,19 +556,54 @@ def thresholds(per_cell: pd.DataFrame, fit_objects: dict, floor_rel: float = 0.0
             lo, hi = grid_interval(d)
             total = grid_interval(plateau_onset(L, cell_draws(g, "mean_power_w", gen, power_floor_rel)))
             pmax = g["mean_power_w"].max()
-            note = (f"mean power within {PLATEAU_FRACTION:.0%} of its maximum ({pmax:.0f} W)" if np.isfinite(point)
-                    else power_without_plateau(g["length_tokens"], g["mean_power_w"]))
-            rows.append(_row(key, "mean_power_w", "power_plateau", point, lo, hi, "tokens",
-                             f"smallest L from which mean power stays within {PLATEAU_FRACTION:.0%} of the maximum",
-                             note, float(np.isfinite(d).mean()), total=total))
+            note = (
+                f"mean power within {PLATEAU_FRACTION:.0%} of its maximum ({pmax:.0f} W)"
+                if np.isfinite(point)
+                else power_without_plateau(g["length_tokens"], g["mean_power_w"])
+            )
+            rows.append(
+                _row(
+                    key,
+                    "mean_power_w",
+                    "power_plateau",
+                    point,
+                    lo,
+                    hi,
+                    "tokens",
+                    f"smallest L from which mean power stays within {PLATEAU_FRACTION:.0%} of the maximum",
+                    note,
+                    float(np.isfinite(d).mean()),
+                    total=total,
+                )
+            )
             at = g[g["length_tokens"] == point] if np.isfinite(point) else g.iloc[-1:]
             r = at.iloc[0]
-            rows.append(_row(key, "power_cap_fraction", "cap_share_at_plateau", r["power_cap_fraction"],
-                             r["power_cap_fraction_ci_low"], r["power_cap_fraction_ci_high"], "fraction of time",
-                             f"share of the window's time at the power cap, at L={int(r['length_tokens'])}",
-                             "" if np.isfinite(point) else "at the largest L (no plateau)"))
-    cols = group + ["quantity", "threshold", "value", "ci_low", "ci_high", "total_low", "total_high", "unit",
-                    "defined_fraction", "method", "note"]
+            rows.append(
+                _row(
+                    key,
+                    "power_cap_fraction",
+                    "cap_share_at_plateau",
+                    r["power_cap_fraction"],
+                    r["power_cap_fraction_ci_low"],
+                    r["power_cap_fraction_ci_high"],
+                    "fraction of time",
+                    f"share of the window's time at the power cap, at L={int(r['length_tokens'])}",
+                    "" if np.isfinite(point) else "at the largest L (no plateau)",
+                )
+            )
+    cols = group + [
+        "quantity",
+        "threshold",
+        "value",
+        "ci_low",
+        "ci_high",
+        "total_low",
+        "total_high",
+        "unit",
+        "defined_fraction",
+        "method",
+        "note",
+    ]
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return out

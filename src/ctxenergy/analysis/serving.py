@@ -35,9 +35,26 @@ SATURATION_TOLERANCE = 0.10
 # Short prefills, the ones host-bound at batch 1 (256 to 2k tokens in the campaign).
 SHORT_PREFILL_TOKENS = 2048
 DEFAULT_VARIANT = "default"
-COLUMNS = ["metric", "model", "engine", "engine_variant", "batch_size", "phase", "length_tokens", "value", "ci_low",
-           "ci_high", "total_low", "total_high", "sys_rel", "unit", "compared_to", "equal_within_interval",
-           "mean_power_w", "note"]
+COLUMNS = [
+    "metric",
+    "model",
+    "engine",
+    "engine_variant",
+    "batch_size",
+    "phase",
+    "length_tokens",
+    "value",
+    "ci_low",
+    "ci_high",
+    "total_low",
+    "total_high",
+    "sys_rel",
+    "unit",
+    "compared_to",
+    "equal_within_interval",
+    "mean_power_w",
+    "note",
+]
 
 
 def _axes(df: pd.DataFrame) -> pd.DataFrame:
@@ -53,8 +70,12 @@ def _axes(df: pd.DataFrame) -> pd.DataFrame:
 def ratio_of(a: pd.Series, b: pd.Series, col: str, sys_rel: float) -> tuple[float, float, float, float, float]:
     """a[col] / b[col]: (ratio, ci_low, ci_high, total_low, total_high), intervals on the log scale in quadrature."""
     va, vb = float(a[col]), float(b[col])
-    rel = float(np.hypot(half_width(a[f"{col}_ci_low"], a[f"{col}_ci_high"]) / va,
-                         half_width(b[f"{col}_ci_low"], b[f"{col}_ci_high"]) / vb))
+    rel = float(
+        np.hypot(
+            half_width(a[f"{col}_ci_low"], a[f"{col}_ci_high"]) / va,
+            half_width(b[f"{col}_ci_low"], b[f"{col}_ci_high"]) / vb,
+        )
+    )
     r = va / vb
     lo, hi = ratio_interval(r, rel)
     tlo, thi = total_interval(r, lo, hi, sys_rel)
@@ -62,10 +83,19 @@ def ratio_of(a: pd.Series, b: pd.Series, col: str, sys_rel: float) -> tuple[floa
 
 
 def _row(metric: str, r: pd.Series, **kw) -> dict:
-    base = {"metric": metric, "model": r["model"], "engine": r["engine"], "engine_variant": r["engine_variant"],
-            "batch_size": int(r["batch_size"]), "phase": r.get("phase", "prefill"),
-            "length_tokens": int(r["length_tokens"]), "compared_to": "", "equal_within_interval": None,
-            "mean_power_w": np.nan, "note": ""}
+    base = {
+        "metric": metric,
+        "model": r["model"],
+        "engine": r["engine"],
+        "engine_variant": r["engine_variant"],
+        "batch_size": int(r["batch_size"]),
+        "phase": r.get("phase", "prefill"),
+        "length_tokens": int(r["length_tokens"]),
+        "compared_to": "",
+        "equal_within_interval": None,
+        "mean_power_w": np.nan,
+        "note": "",
+    }
     return {**base, **kw}
 
 
@@ -86,8 +116,20 @@ def _prefill_rows(pre: pd.DataFrame, sys: Systematics) -> list[dict]:
         r = pd.Series(r._asdict())
         v, lo, hi = (float(r[f"energy_per_token_j{s}"]) for s in ("", "_ci_low", "_ci_high"))
         tlo, thi = total_interval(v, lo, hi, sys.absolute_rel)
-        rows.append(_row("e_in", r, value=v, ci_low=lo, ci_high=hi, total_low=float(tlo), total_high=float(thi),
-                         sys_rel=sys.absolute_rel, unit="J/token", mean_power_w=float(r["mean_power_w"])))
+        rows.append(
+            _row(
+                "e_in",
+                r,
+                value=v,
+                ci_low=lo,
+                ci_high=hi,
+                total_low=float(tlo),
+                total_high=float(thi),
+                sys_rel=sys.absolute_rel,
+                unit="J/token",
+                mean_power_w=float(r["mean_power_w"]),
+            )
+        )
     for _, g in pre.groupby(["model", "engine", "engine_variant", "length_tokens"], sort=False):
         g = g.sort_values("batch_size")
         by_b = {int(r["batch_size"]): r for _, r in g.iterrows()}
@@ -96,9 +138,21 @@ def _prefill_rows(pre: pd.DataFrame, sys: Systematics) -> list[dict]:
                 if b == 1:
                     continue
                 v, lo, hi, tlo, thi = ratio_of(by_b[1], r, "energy_per_token_j", sys.ratio_rel())
-                rows.append(_row("batch_gain", r, value=v, ci_low=lo, ci_high=hi, total_low=tlo, total_high=thi,
-                                 sys_rel=sys.ratio_rel(), unit="x", compared_to="batch_size 1",
-                                 mean_power_w=float(r["mean_power_w"])))
+                rows.append(
+                    _row(
+                        "batch_gain",
+                        r,
+                        value=v,
+                        ci_low=lo,
+                        ci_high=hi,
+                        total_low=tlo,
+                        total_high=thi,
+                        sys_rel=sys.ratio_rel(),
+                        unit="x",
+                        compared_to="batch_size 1",
+                        mean_power_w=float(r["mean_power_w"]),
+                    )
+                )
         if len(by_b) < 2:
             continue
         top = g.iloc[-1]
@@ -108,13 +162,27 @@ def _prefill_rows(pre: pd.DataFrame, sys: Systematics) -> list[dict]:
         low = saturation_batch(bs, [x[3] for x in ratios])
         high = saturation_batch(bs, [x[4] for x in ratios])
         first = ratios[0]
-        note = (f"J per input token at B = {int(bs[0])} is {first[0]:.3g}x [{first[3]:.3g}, {first[4]:.3g}] (total) "
-                f"that at B = {int(bs[-1])}")
+        note = (
+            f"J per input token at B = {int(bs[0])} is {first[0]:.3g}x [{first[3]:.3g}, {first[4]:.3g}] (total) "
+            f"that at B = {int(bs[-1])}"
+        )
         if point == bs[-1]:
             note += "; still falling at the largest measured B: the saturation may lie beyond it"
-        rows.append(_row("host_bound_batch", top, value=point, ci_low=low, ci_high=high, total_low=low,
-                         total_high=high, sys_rel=sys.ratio_rel(), unit="sequences",
-                         compared_to=f"batch_size {int(bs[-1])} (the largest measured)", note=note))
+        rows.append(
+            _row(
+                "host_bound_batch",
+                top,
+                value=point,
+                ci_low=low,
+                ci_high=high,
+                total_low=low,
+                total_high=high,
+                sys_rel=sys.ratio_rel(),
+                unit="sequences",
+                compared_to=f"batch_size {int(bs[-1])} (the largest measured)",
+                note=note,
+            )
+        )
     return rows
 
 
@@ -123,10 +191,20 @@ def _io_rows(io: pd.DataFrame) -> list[dict]:
     for _, r in io[io["usable"].astype(bool)].iterrows():
         r = r.copy()
         r["phase"] = "generate"
-        rows.append(_row("io_ratio", r, value=float(r["e_ratio"]), ci_low=float(r["e_ratio_ci_low"]),
-                         ci_high=float(r["e_ratio_ci_high"]), total_low=float(r["e_ratio_total_low"]),
-                         total_high=float(r["e_ratio_total_high"]), sys_rel=float(r["e_ratio_sys_rel"]), unit="x",
-                         note=f"E_out {float(r['e_out_j']):.4g} J, E_in {float(r['e_in_j']):.4g} J per token"))
+        rows.append(
+            _row(
+                "io_ratio",
+                r,
+                value=float(r["e_ratio"]),
+                ci_low=float(r["e_ratio_ci_low"]),
+                ci_high=float(r["e_ratio_ci_high"]),
+                total_low=float(r["e_ratio_total_low"]),
+                total_high=float(r["e_ratio_total_high"]),
+                sys_rel=float(r["e_ratio_sys_rel"]),
+                unit="x",
+                note=f"E_out {float(r['e_out_j']):.4g} J, E_in {float(r['e_in_j']):.4g} J per token",
+            )
+        )
     return rows
 
 
@@ -141,11 +219,29 @@ def _variant_rows(pc: pd.DataFrame, sys: Systematics) -> list[dict]:
         for _, r in g[g["engine_variant"] != DEFAULT_VARIANT].iterrows():
             v, lo, hi, tlo, thi = ratio_of(r, b, "energy_per_token_j", sys.ratio_rel())
             equal = bool(tlo <= 1.0 <= thi) if np.isfinite(tlo) and np.isfinite(thi) else None
-            rows.append(_row("variant_ratio", r, value=v, ci_low=lo, ci_high=hi, total_low=tlo, total_high=thi,
-                             sys_rel=sys.ratio_rel(), unit="x", compared_to=DEFAULT_VARIANT,
-                             equal_within_interval=equal, mean_power_w=float(r["mean_power_w"]),
-                             note=("equal to the default within the total interval" if equal else
-                                   "differs from the default beyond the total interval" if equal is False else "")))
+            rows.append(
+                _row(
+                    "variant_ratio",
+                    r,
+                    value=v,
+                    ci_low=lo,
+                    ci_high=hi,
+                    total_low=tlo,
+                    total_high=thi,
+                    sys_rel=sys.ratio_rel(),
+                    unit="x",
+                    compared_to=DEFAULT_VARIANT,
+                    equal_within_interval=equal,
+                    mean_power_w=float(r["mean_power_w"]),
+                    note=(
+                        "equal to the default within the total interval"
+                        if equal
+                        else "differs from the default beyond the total interval"
+                        if equal is False
+                        else ""
+                    ),
+                )
+            )
     return rows
 
 

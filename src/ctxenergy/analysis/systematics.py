@@ -105,18 +105,33 @@ def _cell_row(path: Path) -> dict | None:
         return None
     # what was measured, not how the run was organised: cells agree on these or are not the same measurement
     settings = {k: v for k, v in (meta.get("settings") or {}).items() if k not in HOW_NOT_WHAT}
-    return {"model": meta["model"], "engine": meta["engine"], "phase": meta["phase"],
-            "length_tokens": int(meta["length_tokens"]), "device_name": meta.get("device_name") or "",
-            "device_uuid": meta["device_uuid"],
-            "measured_at": str(meta.get("measured_at", "")), "host_cpu": meta.get("host_cpu") or "",
-            # a batch of B prompts and an engine variant are other measurements of the same (model, engine, phase, L)
-            "settings": json.dumps([settings, meta.get("engine_settings"), int(meta.get("batch_size") or 1),
-                                    meta.get("engine_variant") or "default"], sort_keys=True, default=str),
-            "energy_j": float(measured["energy_per_run_j"].median()),
-            "dynamic_energy_j": float(measured["dynamic_energy_per_run_j"].median()),
-            "run_s": float(measured["run_s"].median()),
-            "mean_power_w": float(measured["mean_power_w"].median()) if "mean_power_w" in measured else math.nan,
-            "power_limit_w": float(meta.get("power_limit_w") or math.nan), "path": str(path)}
+    return {
+        "model": meta["model"],
+        "engine": meta["engine"],
+        "phase": meta["phase"],
+        "length_tokens": int(meta["length_tokens"]),
+        "device_name": meta.get("device_name") or "",
+        "device_uuid": meta["device_uuid"],
+        "measured_at": str(meta.get("measured_at", "")),
+        "host_cpu": meta.get("host_cpu") or "",
+        # a batch of B prompts and an engine variant are other measurements of the same (model, engine, phase, L)
+        "settings": json.dumps(
+            [
+                settings,
+                meta.get("engine_settings"),
+                int(meta.get("batch_size") or 1),
+                meta.get("engine_variant") or "default",
+            ],
+            sort_keys=True,
+            default=str,
+        ),
+        "energy_j": float(measured["energy_per_run_j"].median()),
+        "dynamic_energy_j": float(measured["dynamic_energy_per_run_j"].median()),
+        "run_s": float(measured["run_s"].median()),
+        "mean_power_w": float(measured["mean_power_w"].median()) if "mean_power_w" in measured else math.nan,
+        "power_limit_w": float(meta.get("power_limit_w") or math.nan),
+        "path": str(path),
+    }
 
 
 @lru_cache(maxsize=4)
@@ -125,8 +140,19 @@ def committed_cells(root: str = str(REFERENCE_DIR)) -> pd.DataFrame:
     base = Path(root)
     paths = sorted(p for p in base.rglob("L*.parquet") if p.name.count(".") == 1) if base.is_dir() else []
     rows = [r for r in map(_cell_row, paths) if r is not None]
-    cols = KEY + ["device_name", "device_uuid", "measured_at", "host_cpu", "settings", "energy_j", "dynamic_energy_j", "run_s",
-                  "mean_power_w", "power_limit_w", "path"]
+    cols = KEY + [
+        "device_name",
+        "device_uuid",
+        "measured_at",
+        "host_cpu",
+        "settings",
+        "energy_j",
+        "dynamic_energy_j",
+        "run_s",
+        "mean_power_w",
+        "power_limit_w",
+        "path",
+    ]
     df = pd.DataFrame(rows, columns=cols)
     df["path"] = [str(Path(p).relative_to(base)) for p in df["path"]]
     return df.drop_duplicates(KEY + ["device_uuid", "measured_at"]).reset_index(drop=True)
@@ -142,17 +168,40 @@ def board_pairs(cells: pd.DataFrame) -> pd.DataFrame:
             if a["device_uuid"] == b["device_uuid"]:
                 continue
             host_bound = key[2] == "generate" and key[1] in HOST_BOUND_DECODE
-            rows.append({**dict(zip(KEY, key)), "kind": "host" if host_bound else "board",
-                         "board_a": a["device_uuid"], "board_b": b["device_uuid"], "cell_a": a["path"],
-                         "cell_b": b["path"], "energy_a_j": a["energy_j"], "energy_b_j": b["energy_j"],
-                         "energy_diff_rel": b["energy_j"] / a["energy_j"] - 1,
-                         "dynamic_energy_diff_rel": b["dynamic_energy_j"] / a["dynamic_energy_j"] - 1,
-                         "run_s_diff_rel": b["run_s"] / a["run_s"] - 1,
-                         "mean_power_diff_rel": b["mean_power_w"] / a["mean_power_w"] - 1,
-                         "at_power_cap": bool(min(a["mean_power_w"] / a["power_limit_w"],
-                                                  b["mean_power_w"] / b["power_limit_w"]) >= 1 - CAP_FRACTION)})
-    cols = KEY + ["kind", "board_a", "board_b", "cell_a", "cell_b", "energy_a_j", "energy_b_j", "energy_diff_rel",
-                  "dynamic_energy_diff_rel", "run_s_diff_rel", "mean_power_diff_rel", "at_power_cap"]
+            rows.append(
+                {
+                    **dict(zip(KEY, key)),
+                    "kind": "host" if host_bound else "board",
+                    "board_a": a["device_uuid"],
+                    "board_b": b["device_uuid"],
+                    "cell_a": a["path"],
+                    "cell_b": b["path"],
+                    "energy_a_j": a["energy_j"],
+                    "energy_b_j": b["energy_j"],
+                    "energy_diff_rel": b["energy_j"] / a["energy_j"] - 1,
+                    "dynamic_energy_diff_rel": b["dynamic_energy_j"] / a["dynamic_energy_j"] - 1,
+                    "run_s_diff_rel": b["run_s"] / a["run_s"] - 1,
+                    "mean_power_diff_rel": b["mean_power_w"] / a["mean_power_w"] - 1,
+                    "at_power_cap": bool(
+                        min(a["mean_power_w"] / a["power_limit_w"], b["mean_power_w"] / b["power_limit_w"])
+                        >= 1 - CAP_FRACTION
+                    ),
+                }
+            )
+    cols = KEY + [
+        "kind",
+        "board_a",
+        "board_b",
+        "cell_a",
+        "cell_b",
+        "energy_a_j",
+        "energy_b_j",
+        "energy_diff_rel",
+        "dynamic_energy_diff_rel",
+        "run_s_diff_rel",
+        "mean_power_diff_rel",
+        "at_power_cap",
+    ]
     out = pd.DataFrame(rows, columns=cols)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return out
@@ -165,9 +214,12 @@ def _largest(values) -> float:
 
 def systematics_from_pairs(pairs: pd.DataFrame) -> Systematics:
     board, host = pairs[pairs["kind"] == "board"], pairs[pairs["kind"] == "host"]
-    return Systematics(board_rel=_largest(board["energy_diff_rel"]), host_total_rel=_largest(host["energy_diff_rel"]),
-                       host_dynamic_rel=_largest(host["dynamic_energy_diff_rel"]),
-                       power_rel=_largest(board.loc[board["at_power_cap"].astype(bool), "mean_power_diff_rel"]))
+    return Systematics(
+        board_rel=_largest(board["energy_diff_rel"]),
+        host_total_rel=_largest(host["energy_diff_rel"]),
+        host_dynamic_rel=_largest(host["dynamic_energy_diff_rel"]),
+        power_rel=_largest(board.loc[board["at_power_cap"].astype(bool), "mean_power_diff_rel"]),
+    )
 
 
 def systematics_table(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -175,22 +227,60 @@ def systematics_table(pairs: pd.DataFrame) -> pd.DataFrame:
     s = systematics_from_pairs(pairs)
     rows = []
     for name, value, kind, applies, method in (
-        ("board_spread", s.board_rel, "board", "every energy, ratio and shape (fit error floor: this / 1.96)",
-         "largest |difference| of a GPU-bound cell measured on two boards with the same settings"),
-        ("power_spread", s.power_rel, "cap", "mean power (the power plateau; its error floor: this / 1.96)",
-         "largest |difference| of mean power of the pairs whose cells both ran at the power cap"),
-        ("host_spread_total", s.host_total_rel, "host", "E_out from total energy of host-bound engines "
-         f"({', '.join(HOST_BOUND_DECODE)})", "largest |difference| of a host-bound generate cell on two hosts"),
-        ("host_spread_dynamic", s.host_dynamic_rel, "host", "E_out from dynamic energy (above idle) of host-bound "
-         "engines", "largest |difference| of its energy above idle on two hosts"),
-        ("nvml_gain", s.gain_rel, "", "absolute energy only (cancels in a ratio of cells from one board)",
-         "NVML's per-board sensor gain error (literature; compare's tolerance)"),
+        (
+            "board_spread",
+            s.board_rel,
+            "board",
+            "every energy, ratio and shape (fit error floor: this / 1.96)",
+            "largest |difference| of a GPU-bound cell measured on two boards with the same settings",
+        ),
+        (
+            "power_spread",
+            s.power_rel,
+            "cap",
+            "mean power (the power plateau; its error floor: this / 1.96)",
+            "largest |difference| of mean power of the pairs whose cells both ran at the power cap",
+        ),
+        (
+            "host_spread_total",
+            s.host_total_rel,
+            "host",
+            f"E_out from total energy of host-bound engines ({', '.join(HOST_BOUND_DECODE)})",
+            "largest |difference| of a host-bound generate cell on two hosts",
+        ),
+        (
+            "host_spread_dynamic",
+            s.host_dynamic_rel,
+            "host",
+            "E_out from dynamic energy (above idle) of host-bound engines",
+            "largest |difference| of its energy above idle on two hosts",
+        ),
+        (
+            "nvml_gain",
+            s.gain_rel,
+            "",
+            "absolute energy only (cancels in a ratio of cells from one board)",
+            "NVML's per-board sensor gain error (literature; compare's tolerance)",
+        ),
     ):
-        sub = (pairs[(pairs["kind"] == "board") & pairs["at_power_cap"].astype(bool)] if kind == "cap"
-               else pairs[pairs["kind"] == kind] if kind else pairs.iloc[0:0])
+        sub = (
+            pairs[(pairs["kind"] == "board") & pairs["at_power_cap"].astype(bool)]
+            if kind == "cap"
+            else pairs[pairs["kind"] == kind]
+            if kind
+            else pairs.iloc[0:0]
+        )
         boards = set(sub["board_a"]) | set(sub["board_b"])
-        rows.append({"systematic": name, "relative_half_width": value, "n_pairs": len(sub), "n_boards": len(boards),
-                     "applies_to": applies, "method": method})
+        rows.append(
+            {
+                "systematic": name,
+                "relative_half_width": value,
+                "n_pairs": len(sub),
+                "n_boards": len(boards),
+                "applies_to": applies,
+                "method": method,
+            }
+        )
     out = pd.DataFrame(rows)
     out.insert(0, "schema_version", ctxenergy.SCHEMA_VERSION)
     return out

@@ -33,16 +33,34 @@ def representative_traces(per_cell: pd.DataFrame, cell_tables: dict) -> tuple[pd
             tr = trace[trace["window"] == window]
             rn = run_df[run_df["window"] == window] if len(run_df) else run_df
             t0 = float(rn["start_s"].min()) if len(rn) else float(tr["t_s"].min())
-            traces.append(pd.DataFrame({
-                "cell_id": cell["cell_id"], "model": cell["model"], "engine": cell["engine"], "phase": cell["phase"],
-                "length_tokens": int(cell["length_tokens"]), "role": role, "window": window,
-                "t_s": tr["t_s"].to_numpy(float) - t0, "power_w": tr["power_w"].to_numpy(float)}))
+            traces.append(
+                pd.DataFrame(
+                    {
+                        "cell_id": cell["cell_id"],
+                        "model": cell["model"],
+                        "engine": cell["engine"],
+                        "phase": cell["phase"],
+                        "length_tokens": int(cell["length_tokens"]),
+                        "role": role,
+                        "window": window,
+                        "t_s": tr["t_s"].to_numpy(float) - t0,
+                        "power_w": tr["power_w"].to_numpy(float),
+                    }
+                )
+            )
             if len(rn):
-                runs.append(pd.DataFrame({
-                    "cell_id": cell["cell_id"], "window": window, "run": rn["run"].to_numpy(int),
-                    "start_s": rn["start_s"].to_numpy(float) - t0,
-                    "first_token_s": rn["first_token_s"].to_numpy(float) - t0,
-                    "end_s": rn["end_s"].to_numpy(float) - t0}))
+                runs.append(
+                    pd.DataFrame(
+                        {
+                            "cell_id": cell["cell_id"],
+                            "window": window,
+                            "run": rn["run"].to_numpy(int),
+                            "start_s": rn["start_s"].to_numpy(float) - t0,
+                            "first_token_s": rn["first_token_s"].to_numpy(float) - t0,
+                            "end_s": rn["end_s"].to_numpy(float) - t0,
+                        }
+                    )
+                )
     tdf = pd.concat(traces, ignore_index=True) if traces else pd.DataFrame(columns=TRACE_COLS)
     rdf = pd.concat(runs, ignore_index=True) if runs else pd.DataFrame(columns=RUN_COLS)
     tdf = tdf.astype({"length_tokens": "int64", "window": "int64", "t_s": float, "power_w": float})

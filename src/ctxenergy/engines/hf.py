@@ -117,8 +117,13 @@ def scalar_tensors_made_on_device():
 
     def tensor(data, *args, **kwargs):
         device = kwargs.get("device")
-        if (not args and isinstance(data, bool | int | float) and set(kwargs) <= {"device", "dtype"}
-                and device is not None and torch.device(device).type == "cuda"):
+        if (
+            not args
+            and isinstance(data, bool | int | float)
+            and set(kwargs) <= {"device", "dtype"}
+            and device is not None
+            and torch.device(device).type == "cuda"
+        ):
             dtype = kwargs.get("dtype")
             return torch.full((), data, dtype=dtype if dtype is not None else original(data).dtype, device=device)
         return original(data, *args, **kwargs)
@@ -210,8 +215,12 @@ class HFEngine(Engine):
                     return RunTiming(start, end, end, int(ids.size), int(input_ids.shape[0]))
                 clock = _FirstTokenClock()
                 out = self.model.generate(
-                    input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
-                    min_new_tokens=max_new_tokens, do_sample=False, streamer=clock,
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=max_new_tokens,
+                    min_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    streamer=clock,
                 )
                 end = time.perf_counter()
         except torch.OutOfMemoryError as exc:
@@ -288,8 +297,11 @@ class HFEngine(Engine):
         return {"torch": torch.__version__, "transformers": transformers.__version__}
 
     def settings(self) -> dict:
-        return {"attn_implementation": ATTENTION[self.name], "prefill_cuda_graph": self.graph_enabled,
-                "prefill_cuda_graph_max_tokens": self.graph_max_tokens}
+        return {
+            "attn_implementation": ATTENTION[self.name],
+            "prefill_cuda_graph": self.graph_enabled,
+            "prefill_cuda_graph_max_tokens": self.graph_max_tokens,
+        }
 
     def close(self) -> None:
         self._graph = None
@@ -332,8 +344,10 @@ class HFPagedEngine(HFEngine):
                 if manager is not None:
                     break
                 if batch_tokens // 2 < self.MIN_BATCH_TOKENS:
-                    raise OutOfMemory(f"hf-paged: no prefill chunk of >= {self.MIN_BATCH_TOKENS} tokens fits beside "
-                                      f"a KV cache of {num_blocks} blocks")
+                    raise OutOfMemory(
+                        f"hf-paged: no prefill chunk of >= {self.MIN_BATCH_TOKENS} tokens fits beside "
+                        f"a KV cache of {num_blocks} blocks"
+                    )
                 batch_tokens //= 2
         self.manager = manager
         self._counter = 0
@@ -345,8 +359,9 @@ class HFPagedEngine(HFEngine):
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         gen = GenerationConfig(max_new_tokens=1, do_sample=False, eos_token_id=-1, pad_token_id=0)
-        cb = ContinuousBatchingConfig(allow_block_sharing=False, block_size=self.BLOCK_SIZE, num_blocks=num_blocks,
-                                      max_batch_tokens=batch_tokens)
+        cb = ContinuousBatchingConfig(
+            allow_block_sharing=False, block_size=self.BLOCK_SIZE, num_blocks=num_blocks, max_batch_tokens=batch_tokens
+        )
         manager = self.model.init_continuous_batching(generation_config=gen, continuous_batching_config=cb)
         try:
             # Builds the cache and static tensors here, in this thread and outside every window, instead of in the
@@ -376,8 +391,13 @@ class HFPagedEngine(HFEngine):
             self.synchronize()
             start = time.perf_counter()
             for tokens, request_id in zip(rows, request_ids):
-                self.manager.add_request(tokens, request_id=request_id, max_new_tokens=max_new_tokens,
-                                         record_timestamps=True, eos_token_id=-1)
+                self.manager.add_request(
+                    tokens,
+                    request_id=request_id,
+                    max_new_tokens=max_new_tokens,
+                    record_timestamps=True,
+                    eos_token_id=-1,
+                )
             for request_id in request_ids:
                 result = None
                 for result in self.manager.request_id_iter(request_id):
@@ -405,8 +425,11 @@ class HFPagedEngine(HFEngine):
         cb = self.manager.continuous_batching_config
         graphs = cb.use_cuda_graph
         return {
-            "attn_implementation": ATTENTION[self.name], "allow_block_sharing": cb.allow_block_sharing,
-            "block_size": cb.block_size, "num_blocks": cb.num_blocks, "max_batch_tokens": cb.max_batch_tokens,
+            "attn_implementation": ATTENTION[self.name],
+            "allow_block_sharing": cb.allow_block_sharing,
+            "block_size": cb.block_size,
+            "num_blocks": cb.num_blocks,
+            "max_batch_tokens": cb.max_batch_tokens,
             "use_cuda_graph": list(graphs) if isinstance(graphs, tuple) else graphs,
             "use_async_batching": cb.use_async_batching,
         }
@@ -447,8 +470,15 @@ def make_shared_weights(settings: Settings, model: str) -> Path:
     for path in tmp.iterdir():
         path.replace(out / path.name)
     tmp.rmdir()
-    info = {"model": model, "init": "transformers", "seed": SHARED_SEED, "dtype": settings.dtype,
-            "device": settings.device, "torch": torch.__version__, "seconds": round(time.perf_counter() - t0, 1),
-            "files": sorted(p.name for p in out.iterdir())}
+    info = {
+        "model": model,
+        "init": "transformers",
+        "seed": SHARED_SEED,
+        "dtype": settings.dtype,
+        "device": settings.device,
+        "torch": torch.__version__,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "files": sorted(p.name for p in out.iterdir()),
+    }
     (out / MARKER).write_text(json.dumps(info, indent=1))
     return out

@@ -38,8 +38,10 @@ class EngineInfo:
         return importlib.util.find_spec(self.package) is not None
 
     def install_hint(self) -> str:
-        return (f"engine '{self.name}' needs the Python package '{self.package}', which is not installed; "
-                f"install it with: pip install -e '.[{self.extra}]'")
+        return (
+            f"engine '{self.name}' needs the Python package '{self.package}', which is not installed; "
+            f"install it with: pip install -e '.[{self.extra}]'"
+        )
 
     def load_class(self) -> type:
         module, cls = self.engine_class.split(":")
@@ -55,21 +57,76 @@ class EngineInfo:
 
 
 # In display order: the baseline first, so that a ratio "a / b" reads "how much more the baseline costs".
-ENGINES: dict[str, EngineInfo] = {e.name: e for e in (
-    EngineInfo("hf-eager", "hf-eager", "ctxenergy.engines.hf:HFEngine", "transformers", "hf", "hf", "hf",
-               tensor_parallel=False, host_bound_decode=True, prefill_fills_context=True, family="HF",
-               colour="#e69f00", marker="o", linestyle="-"),  # orange
-    EngineInfo("hf-sdpa", "hf-sdpa", "ctxenergy.engines.hf:HFEngine", "transformers", "hf", "hf", "hf",
-               tensor_parallel=False, host_bound_decode=True, prefill_fills_context=True, family="HF",
-               colour="#0072b2", marker="s", linestyle="--"),  # blue
-    # transformers' paged path is ours, in neither of the paper's families: reported beside them, never the baseline
-    EngineInfo("hf-paged", "hf-paged", "ctxenergy.engines.hf:HFPagedEngine", "transformers", "hf", "hf", None,
-               tensor_parallel=False, host_bound_decode=True, prefill_fills_context=True, family=None,
-               colour="#009e73", marker="^", linestyle="-."),  # bluish green
-    EngineInfo("vllm", "vllm", "ctxenergy.engines.vllm:VllmEngine", "vllm", "vllm", "vllm", "vllm",
-               tensor_parallel=True, host_bound_decode=False, prefill_fills_context=False, family="vLLM",
-               colour="#cc79a7", marker="D", linestyle=":"),  # reddish purple
-)}
+ENGINES: dict[str, EngineInfo] = {
+    e.name: e
+    for e in (
+        EngineInfo(
+            "hf-eager",
+            "hf-eager",
+            "ctxenergy.engines.hf:HFEngine",
+            "transformers",
+            "hf",
+            "hf",
+            "hf",
+            tensor_parallel=False,
+            host_bound_decode=True,
+            prefill_fills_context=True,
+            family="HF",
+            colour="#e69f00",
+            marker="o",
+            linestyle="-",
+        ),  # orange
+        EngineInfo(
+            "hf-sdpa",
+            "hf-sdpa",
+            "ctxenergy.engines.hf:HFEngine",
+            "transformers",
+            "hf",
+            "hf",
+            "hf",
+            tensor_parallel=False,
+            host_bound_decode=True,
+            prefill_fills_context=True,
+            family="HF",
+            colour="#0072b2",
+            marker="s",
+            linestyle="--",
+        ),  # blue
+        # transformers' paged path is ours, in neither of the paper's families: reported beside them, never the baseline
+        EngineInfo(
+            "hf-paged",
+            "hf-paged",
+            "ctxenergy.engines.hf:HFPagedEngine",
+            "transformers",
+            "hf",
+            "hf",
+            None,
+            tensor_parallel=False,
+            host_bound_decode=True,
+            prefill_fills_context=True,
+            family=None,
+            colour="#009e73",
+            marker="^",
+            linestyle="-.",
+        ),  # bluish green
+        EngineInfo(
+            "vllm",
+            "vllm",
+            "ctxenergy.engines.vllm:VllmEngine",
+            "vllm",
+            "vllm",
+            "vllm",
+            "vllm",
+            tensor_parallel=True,
+            host_bound_decode=False,
+            prefill_fills_context=False,
+            family="vLLM",
+            colour="#cc79a7",
+            marker="D",
+            linestyle=":",
+        ),  # reddish purple
+    )
+}
 ENGINE_NAMES = tuple(ENGINES)
 # HF's default attention: job times of other engines are estimated as ratios to it (budget.py), and its package
 # builds shared random weights (weights.py).

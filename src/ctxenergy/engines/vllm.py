@@ -212,8 +212,11 @@ class VllmEngine(Engine):
         for key, value in IN_PROCESS_ENV.items():
             os.environ.setdefault(key, value)
         if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") != "0":
-            print("ctxenergy: VLLM_ENABLE_V1_MULTIPROCESSING is set to something other than 0 in the environment: "
-                  "the engine core runs in another process", file=sys.stderr)
+            print(
+                "ctxenergy: VLLM_ENABLE_V1_MULTIPROCESSING is set to something other than 0 in the environment: "
+                "the engine core runs in another process",
+                file=sys.stderr,
+            )
         from vllm import LLM
 
         try:
@@ -263,8 +266,11 @@ class VllmEngine(Engine):
         self.cached_tokens.append(cached)
         if cached and not self._warned_cache:
             self._warned_cache = True
-            print(f"ctxenergy: vLLM took {cached} of {n_in * len(prompts)} prompt tokens from its prefix cache: the "
-                  "prefill was not fully computed (enable_prefix_caching is on)", file=sys.stderr)
+            print(
+                f"ctxenergy: vLLM took {cached} of {n_in * len(prompts)} prompt tokens from its prefix cache: the "
+                "prefill was not fully computed (enable_prefix_caching is on)",
+                file=sys.stderr,
+            )
         firsts = [first_token_time(getattr(o, "metrics", None), self.offsets, start, end)[0] for o in outputs]
         # Without metrics the end of the call is the first token's time: exact for max_tokens=1.
         first = end if any(f is None for f in firsts) else max(firsts)
@@ -276,8 +282,10 @@ class VllmEngine(Engine):
         capacity = None if cache["num_gpu_blocks"] is None else cache["num_gpu_blocks"] * cache["block_size"]
         needed = batch_size * (length + n_out)
         if capacity is not None and needed > capacity:
-            return (f"B * (L + G) = {needed} tokens exceed vLLM's KV cache of {capacity} tokens "
-                    f"({cache['num_gpu_blocks']} blocks of {cache['block_size']}): it would preempt sequences")
+            return (
+                f"B * (L + G) = {needed} tokens exceed vLLM's KV cache of {capacity} tokens "
+                f"({cache['num_gpu_blocks']} blocks of {cache['block_size']}): it would preempt sequences"
+            )
         if cache["max_num_seqs"] is not None and batch_size > cache["max_num_seqs"]:
             return f"B = {batch_size} exceeds vLLM's max_num_seqs = {cache['max_num_seqs']}"
         return None
@@ -286,12 +294,15 @@ class VllmEngine(Engine):
         """What the loaded vLLM chose for the batch: step size (the prefill chunk), sequences per step, KV cache."""
         config = getattr(getattr(self.llm, "llm_engine", None), "vllm_config", None)
         sched, cache = getattr(config, "scheduler_config", None), getattr(config, "cache_config", None)
-        return {"max_num_batched_tokens": getattr(sched, "max_num_batched_tokens",
-                                                  self.kwargs.get("max_num_batched_tokens")),
-                "max_num_seqs": getattr(sched, "max_num_seqs", self.kwargs.get("max_num_seqs")),
-                "chunked_prefill": getattr(sched, "enable_chunked_prefill", self.kwargs.get("enable_chunked_prefill")),
-                "num_gpu_blocks": getattr(cache, "num_gpu_blocks", None),
-                "block_size": getattr(cache, "block_size", None)}
+        return {
+            "max_num_batched_tokens": getattr(
+                sched, "max_num_batched_tokens", self.kwargs.get("max_num_batched_tokens")
+            ),
+            "max_num_seqs": getattr(sched, "max_num_seqs", self.kwargs.get("max_num_seqs")),
+            "chunked_prefill": getattr(sched, "enable_chunked_prefill", self.kwargs.get("enable_chunked_prefill")),
+            "num_gpu_blocks": getattr(cache, "num_gpu_blocks", None),
+            "block_size": getattr(cache, "block_size", None),
+        }
 
     def run_notes(self) -> dict:
         """Prompt tokens vLLM served from its prefix cache in this cell's runs (warm-up included): 0 unless a prompt
@@ -334,8 +345,11 @@ class VllmEngine(Engine):
         graphs_on = None if graphs_name is None else graphs_name.upper() != "NONE"
         if self.kwargs.get("enforce_eager"):
             graphs_on = False  # enforce_eager disables CUDA graphs whatever the mode says
-        return {"compilation_mode": None if mode is None else str(getattr(mode, "name", mode)),
-                "cudagraph_mode": graphs_name, "cuda_graphs": graphs_on}
+        return {
+            "compilation_mode": None if mode is None else str(getattr(mode, "name", mode)),
+            "cudagraph_mode": graphs_name,
+            "cuda_graphs": graphs_on,
+        }
 
     def reset(self) -> None:
         # A cell on a reused engine must not find the previous cell's prompt in the prefix cache (the prompts of

@@ -27,33 +27,52 @@ class Figure:
 
 
 FIGURES = (
-    Figure("energy_per_token_fit",
-           "Prefill energy per input token (mJ/token) vs L with the fit E(L)/L, L* and the paper's points",
-           "J/token with the fit, L* and the paper's points"),
-    Figure("energy_intensity", "Prefill energy per input token (mJ/token) vs context length L",
-           "energy intensity (paper Fig. 1)"),
+    Figure(
+        "energy_per_token_fit",
+        "Prefill energy per input token (mJ/token) vs L with the fit E(L)/L, L* and the paper's points",
+        "J/token with the fit, L* and the paper's points",
+    ),
+    Figure(
+        "energy_intensity",
+        "Prefill energy per input token (mJ/token) vs context length L",
+        "energy intensity (paper Fig. 1)",
+    ),
     Figure("io_energy", "E_in and E_out (mJ/token) and their ratio vs L", "E_in and E_out (paper Fig. 2)"),
     Figure("phase_map", "Mean power (W) vs latency per token (ms/token)", "phase map (paper Fig. 3)"),
-    Figure("de_dl", "Marginal prefill energy dE/dL (mJ/token) vs L, with L* and the onset of its rise",
-           "dE/dL (claim 1)"),
-    Figure("power_vs_length", "Mean prefill power (W) vs L with the board's power limit and the paper's plateau",
-           "power vs L (claim 2)"),
-    Figure("engine_ratio", "Prefill energy of each HF engine over vLLM's vs L, with the paper's 7.6x and 8.9x",
-           "engine energy ratio (claim 6)"),
-    Figure("energy_fit", "E(L) = a + bL + cL^2 fitted to the prefill cells, with residuals and chi²/dof",
-           "E(L) fit and residuals"),
+    Figure(
+        "de_dl", "Marginal prefill energy dE/dL (mJ/token) vs L, with L* and the onset of its rise", "dE/dL (claim 1)"
+    ),
+    Figure(
+        "power_vs_length",
+        "Mean prefill power (W) vs L with the board's power limit and the paper's plateau",
+        "power vs L (claim 2)",
+    ),
+    Figure(
+        "engine_ratio",
+        "Prefill energy of each HF engine over vLLM's vs L, with the paper's 7.6x and 8.9x",
+        "engine energy ratio (claim 6)",
+    ),
+    Figure(
+        "energy_fit",
+        "E(L) = a + bL + cL^2 fitted to the prefill cells, with residuals and chi²/dof",
+        "E(L) fit and residuals",
+    ),
     Figure("power_traces", "Instant power over representative windows", "power traces"),
-    Figure("achieved_throughput",
-           "Achieved TFLOP/s (prefill) and memory bandwidth (decode) against the device's peak",
-           "achieved throughput vs peak"),
+    Figure(
+        "achieved_throughput",
+        "Achieved TFLOP/s (prefill) and memory bandwidth (decode) against the device's peak",
+        "achieved throughput vs peak",
+    ),
 )
 FIGURE_NAMES = tuple(f.name for f in FIGURES)
 # Written only for a grid with serving cells (batch_size > 1, engine variants).
 SERVING_TABLES = ("serving",)
 SERVING_FIGURES = (
-    Figure("serving_energy_per_token",
-           "Prefill energy per input token (mJ/token) vs L, one line per batch size B; engine variants dashed",
-           "J per input token per batch size (serving)"),
+    Figure(
+        "serving_energy_per_token",
+        "Prefill energy per input token (mJ/token) vs L, one line per batch size B; engine variants dashed",
+        "J per input token per batch size (serving)",
+    ),
     Figure("serving_io_ratio", "E_out / E_in vs L, one line per batch size B", "E_out/E_in per batch size (serving)"),
 )
 SERVING_FIGURE_NAMES = tuple(f.name for f in SERVING_FIGURES)

@@ -55,6 +55,7 @@ PHASE_FILL = {"prefill": None, "generate": "white"}  # None: filled in the engin
 
 # ---- the paper's three figures ------------------------------------------------------------------------------------
 
+
 def energy_intensity(t: dict) -> plt.Figure:
     pc = t["per_cell"]
     pre = pc[(pc["phase"] == "prefill") & pc["usable"]]
@@ -68,11 +69,27 @@ def energy_intensity(t: dict) -> plt.Figure:
             continue
         for engine in engines_of(d):
             e = d[d["engine"] == engine].sort_values("length_tokens")
-            errorline(ax, e["length_tokens"], e["energy_per_token_j"] * 1e3, e["energy_per_token_j_ci_low"] * 1e3,
-                      e["energy_per_token_j_ci_high"] * 1e3, **engine_kw(engine), label=f"{engine} total")
-            errorline(ax, e["length_tokens"], e["dynamic_energy_per_token_j"] * 1e3,
-                       e["dynamic_energy_per_token_j_ci_low"] * 1e3, e["dynamic_energy_per_token_j_ci_high"] * 1e3,
-                      **engine_kw(engine), mfc="white", lw=0.8, alpha=0.8, label=f"{engine} above idle")
+            errorline(
+                ax,
+                e["length_tokens"],
+                e["energy_per_token_j"] * 1e3,
+                e["energy_per_token_j_ci_low"] * 1e3,
+                e["energy_per_token_j_ci_high"] * 1e3,
+                **engine_kw(engine),
+                label=f"{engine} total",
+            )
+            errorline(
+                ax,
+                e["length_tokens"],
+                e["dynamic_energy_per_token_j"] * 1e3,
+                e["dynamic_energy_per_token_j_ci_low"] * 1e3,
+                e["dynamic_energy_per_token_j_ci_high"] * 1e3,
+                **engine_kw(engine),
+                mfc="white",
+                lw=0.8,
+                alpha=0.8,
+                label=f"{engine} above idle",
+            )
         log2_x(ax)
         ax.set_title(model)
         ax.set_xlabel("context length L (tokens)")
@@ -98,23 +115,55 @@ def io_energy(t: dict) -> plt.Figure:
             continue
         for engine in engines_of(d):
             e = d[d["engine"] == engine].sort_values("length_tokens")
-            errorline(top, e["length_tokens"], e["e_in_j"] * 1e3, e["e_in_j_ci_low"] * 1e3, e["e_in_j_ci_high"] * 1e3,
-                      **engine_kw(engine), label=f"{engine} E_in")
-            errorline(top, e["length_tokens"], e["e_out_j"] * 1e3, e["e_out_j_ci_low"] * 1e3,
-                      e["e_out_j_ci_high"] * 1e3, **engine_kw(engine), mfc="white", lw=0.8,
-                      label=f"{engine} E_out")
-            errorline(bottom, e["length_tokens"], e["e_ratio"], e["e_ratio_ci_low"], e["e_ratio_ci_high"],
-                      **engine_kw(engine), label=f"{engine} E_out/E_in")
+            errorline(
+                top,
+                e["length_tokens"],
+                e["e_in_j"] * 1e3,
+                e["e_in_j_ci_low"] * 1e3,
+                e["e_in_j_ci_high"] * 1e3,
+                **engine_kw(engine),
+                label=f"{engine} E_in",
+            )
+            errorline(
+                top,
+                e["length_tokens"],
+                e["e_out_j"] * 1e3,
+                e["e_out_j_ci_low"] * 1e3,
+                e["e_out_j_ci_high"] * 1e3,
+                **engine_kw(engine),
+                mfc="white",
+                lw=0.8,
+                label=f"{engine} E_out",
+            )
+            errorline(
+                bottom,
+                e["length_tokens"],
+                e["e_ratio"],
+                e["e_ratio_ci_low"],
+                e["e_ratio_ci_high"],
+                **engine_kw(engine),
+                label=f"{engine} E_out/E_in",
+            )
         claims = PAPER["claims"]
         at_112k = PAPER["table1_length_tokens"]
-        paper_pts = [(1024, claims[4]["ratio_at_1k"], "vLLM"), (at_112k, claims[4]["ratio_at_112k"], "vLLM"),
-                     (at_112k, claims[5]["ratio_at_112k"], "HF")]
+        paper_pts = [
+            (1024, claims[4]["ratio_at_1k"], "vLLM"),
+            (at_112k, claims[4]["ratio_at_112k"], "vLLM"),
+            (at_112k, claims[5]["ratio_at_112k"], "HF"),
+        ]
         lmax = d["length_tokens"].max()
         for x, y, fam in paper_pts:
             if x <= lmax * 1.5:
                 # black, not an engine's colour: these are the paper's numbers, not one of our engines
-                bottom.plot([x], [y], marker="x" if fam == "vLLM" else "+", ms=8, color="black", ls="none",
-                            label=f"paper, {fam} (per G)")
+                bottom.plot(
+                    [x],
+                    [y],
+                    marker="x" if fam == "vLLM" else "+",
+                    ms=8,
+                    color="black",
+                    ls="none",
+                    label=f"paper, {fam} (per G)",
+                )
         log_y(top)
         for ax in (top, bottom):
             log2_x(ax)
@@ -122,8 +171,7 @@ def io_energy(t: dict) -> plt.Figure:
         top.set_title(model)
         top.set_ylabel("energy per token (mJ/token)")
         bottom.set_ylabel("E_out / E_in (x)")
-    e_out = ("E_out = (E_generate - E_prefill) / (G - 1): the first output token comes from the prefill",
-             "black")
+    e_out = ("E_out = (E_generate - E_prefill) / (G - 1): the first output token comes from the prefill", "black")
     finish(fig, axes, [excluded_note(pc), e_out], engines_of(pc))
     return fig
 
@@ -146,10 +194,17 @@ def phase_map(t: dict) -> plt.Figure:
                 if e.empty:
                     continue
                 x, y = e["latency_per_token_ms"], e["mean_power_w"]
-                ax.errorbar(x, y, xerr=yerr(x, e["latency_per_token_ms_ci_low"], e["latency_per_token_ms_ci_high"]),
-                            yerr=yerr(y, e["mean_power_w_ci_low"], e["mean_power_w_ci_high"]),
-                            **engine_kw(engine, line=False), mfc=PHASE_FILL.get(phase, colour(engine)),
-                            capsize=2, markersize=5, label=f"{engine} {phase}")
+                ax.errorbar(
+                    x,
+                    y,
+                    xerr=yerr(x, e["latency_per_token_ms_ci_low"], e["latency_per_token_ms_ci_high"]),
+                    yerr=yerr(y, e["mean_power_w_ci_low"], e["mean_power_w_ci_high"]),
+                    **engine_kw(engine, line=False),
+                    mfc=PHASE_FILL.get(phase, colour(engine)),
+                    capsize=2,
+                    markersize=5,
+                    label=f"{engine} {phase}",
+                )
                 points += [(xi, yi, int(L), (engine, phase)) for xi, yi, L in zip(x, y, e["length_tokens"])]
         limit = d["power_limit_w"].max()
         idle = d["idle_power_w"].median()
@@ -167,6 +222,7 @@ def phase_map(t: dict) -> plt.Figure:
 
 # ---- our additions ---------------------------------------------------------------------------------------------
 
+
 def power_traces(t: dict) -> plt.Figure:
     tr, runs, pc = t["traces"], t["trace_runs"], t["per_cell"]
     if tr.empty:
@@ -183,17 +239,22 @@ def power_traces(t: dict) -> plt.Figure:
             ax = axes[i][j]
             d = tr[(tr["phase"] == phase) & (tr["role"] == role)]
             # about 16 characters of 8 pt text per inch of the panel's column: many engines' L wrap onto more lines
-            ax.set_title(wrap(power_trace_title(tr, phase, role), int(fig.get_figwidth() / 2 * 0.85 * 16)),
-                         fontsize=8)
+            ax.set_title(wrap(power_trace_title(tr, phase, role), int(fig.get_figwidth() / 2 * 0.85 * 16)), fontsize=8)
             if d.empty:
                 say_missing(ax, f"no {role} {phase} trace")
                 continue
             for engine in engines_of(d):
                 for cell_id, e in d[d["engine"] == engine].groupby("cell_id", sort=False):
                     model_rank = models.index(e["model"].iloc[0])
-                    ax.plot(e["t_s"], e["power_w"], color=colour(engine), ls=engine_style(engine).line,
-                            lw=1.3 if model_rank == 0 else 0.7, drawstyle="steps-post",
-                            label=engine if len(models) == 1 else f"{engine} ({e['model'].iloc[0]})")
+                    ax.plot(
+                        e["t_s"],
+                        e["power_w"],
+                        color=colour(engine),
+                        ls=engine_style(engine).line,
+                        lw=1.3 if model_rank == 0 else 0.7,
+                        drawstyle="steps-post",
+                        label=engine if len(models) == 1 else f"{engine} ({e['model'].iloc[0]})",
+                    )
                     r = runs[runs["cell_id"] == cell_id]
                     for s, f in zip(r["start_s"], r["first_token_s"]):
                         ax.axvspan(s, f, color=colour(engine), alpha=0.12, lw=0)
@@ -204,8 +265,13 @@ def power_traces(t: dict) -> plt.Figure:
                         ax.axhline(cell["power_limit_w"].iloc[0], color="black", ls="--", lw=0.8, label="power limit")
             ax.set_xlabel("time since the window's first run (s)")
             ax.set_ylabel("instant power (W)")
-    note = (("Shaded: prefill of each run (start to first token). NVML publishes power every ~100 ms. Each engine's "
-             "own smallest and largest L are shown; their L differ where the engines ran different grids."), "black")
+    note = (
+        (
+            "Shaded: prefill of each run (start to first token). NVML publishes power every ~100 ms. Each engine's "
+            "own smallest and largest L are shown; their L differ where the engines ran different grids."
+        ),
+        "black",
+    )
     finish(fig, axes, [note], engines_of(pc))
     return fig
 
@@ -233,10 +299,16 @@ def achieved_throughput(t: dict) -> plt.Figure:
     pc = t["per_cell"]
     models = models_of(pc)
     fig, axes = subplots(len(models), 2, w=4.4, h=3.0)
-    panels = (("prefill", "achieved_tflops", "peak_bf16_tflops", "achieved compute (TFLOP/s)",
-               "dense bf16 peak {:g} TFLOP/s"),
-              ("generate", "achieved_mem_tb_s", "peak_mem_tb_s", "decode memory bandwidth (TB/s)",
-               "memory peak {:g} TB/s"))
+    panels = (
+        (
+            "prefill",
+            "achieved_tflops",
+            "peak_bf16_tflops",
+            "achieved compute (TFLOP/s)",
+            "dense bf16 peak {:g} TFLOP/s",
+        ),
+        ("generate", "achieved_mem_tb_s", "peak_mem_tb_s", "decode memory bandwidth (TB/s)", "memory peak {:g} TB/s"),
+    )
     for i, model in enumerate(models):
         for j, (phase, col, peak_col, ylabel, peak_name) in enumerate(panels):
             ax = axes[i][j]
@@ -249,20 +321,47 @@ def achieved_throughput(t: dict) -> plt.Figure:
             for engine in engines_of(d):
                 e = d[d["engine"] == engine].sort_values("length_tokens")
                 ok, bad = e[e["status"] == "ok"], e[e["status"] != "ok"]
-                errorline(ax, ok["length_tokens"], ok[col], ok[f"{col}_ci_low"], ok[f"{col}_ci_high"],
-                          **engine_kw(engine), label=engine)
+                errorline(
+                    ax,
+                    ok["length_tokens"],
+                    ok[col],
+                    ok[f"{col}_ci_low"],
+                    ok[f"{col}_ci_high"],
+                    **engine_kw(engine),
+                    label=engine,
+                )
                 if len(bad):
-                    ax.plot(bad["length_tokens"], bad[col], marker="x", ms=8, ls="none", color=MISSING_COLOUR,
-                            label=f"status {', '.join(sorted(set(bad['status'])))}")
+                    ax.plot(
+                        bad["length_tokens"],
+                        bad[col],
+                        marker="x",
+                        ms=8,
+                        ls="none",
+                        color=MISSING_COLOUR,
+                        label=f"status {', '.join(sorted(set(bad['status'])))}",
+                    )
             for dev, g in d.groupby("device_name"):
                 peak = g[peak_col].max()
                 if np.isfinite(peak):
                     ax.axhline(peak, color="black", ls="--", lw=0.8)
-                    ax.annotate(f"{dev} {peak_name.format(peak)}", (0.02, peak), xycoords=("axes fraction", "data"),
-                                xytext=(0, -10), textcoords="offset points", fontsize=7)
+                    ax.annotate(
+                        f"{dev} {peak_name.format(peak)}",
+                        (0.02, peak),
+                        xycoords=("axes fraction", "data"),
+                        xytext=(0, -10),
+                        textcoords="offset points",
+                        fontsize=7,
+                    )
             if not np.isfinite(d[peak_col]).any():
-                ax.text(0.02, 0.95, f"device peak unknown ({', '.join(sorted(set(d['device_name'])))})",
-                        transform=ax.transAxes, fontsize=7, va="top", color=MISSING_COLOUR)
+                ax.text(
+                    0.02,
+                    0.95,
+                    f"device peak unknown ({', '.join(sorted(set(d['device_name'])))})",
+                    transform=ax.transAxes,
+                    fontsize=7,
+                    va="top",
+                    color=MISSING_COLOUR,
+                )
             log2_x(ax)
             ax.set_ylim(bottom=0)
             ax.set_xlabel("context length L (tokens)")
@@ -322,26 +421,49 @@ def _fit_panel(top, bottom, row: pd.Series, pc: pd.DataFrame, res: pd.DataFrame)
     chi2 = row.get("chi2_per_dof")
     bad = fitted and not bool(row.get("quadratic_describes", True))
     chi2_text = f", χ²/dof = {chi2:.2g}" if fitted and np.isfinite(chi2) else ""
-    top.set_title(f"{model} / {engine}{chi2_text}" + (" (not quadratic)" if bad else ""), fontsize=8,
-                  color=MISSING_COLOUR if bad else "black")
+    top.set_title(
+        f"{model} / {engine}{chi2_text}" + (" (not quadratic)" if bad else ""),
+        fontsize=8,
+        color=MISSING_COLOUR if bad else "black",
+    )
     if used.empty and out.empty:
         say_missing(top, row["status"] + f"\n{energy_missing_message(cells)}")
         if bottom is not None:
             bottom.axis("off")
         return None
     if len(used):
-        errorline(top, used["length_tokens"], used["energy_per_run_j"], used["energy_per_run_j_ci_low"],
-                  used["energy_per_run_j_ci_high"], **engine_kw(engine, line=False), label="measured")
+        errorline(
+            top,
+            used["length_tokens"],
+            used["energy_per_run_j"],
+            used["energy_per_run_j_ci_low"],
+            used["energy_per_run_j_ci_high"],
+            **engine_kw(engine, line=False),
+            label="measured",
+        )
     if len(out):
-        top.plot(out["length_tokens"], out["energy_per_run_j"], "x", color=MISSING_COLOUR, ms=8,
-                 label="excluded from the fit")
+        top.plot(
+            out["length_tokens"],
+            out["energy_per_run_j"],
+            "x",
+            color=MISSING_COLOUR,
+            ms=8,
+            label="excluded from the fit",
+        )
     log_y(top)
     log2_x(top)
     top.set_ylabel("prefill energy per run (J)", fontsize=7)
     if not fitted:
         # the cells are still shown, on their axes; the panel says why there is no curve
-        top.text(0.02, 0.97, wrap(row["status"], int(axes_size_in(top)[0] * 15)), transform=top.transAxes,
-                 va="top", fontsize=7, color=MISSING_COLOUR)
+        top.text(
+            0.02,
+            0.97,
+            wrap(row["status"], int(axes_size_in(top)[0] * 15)),
+            transform=top.transAxes,
+            va="top",
+            fontsize=7,
+            color=MISSING_COLOUR,
+        )
         top.set_xlabel("context length L (tokens)")
         top.legend(loc="lower right", fontsize=6, frameon=True)
         if bottom is not None:
@@ -353,17 +475,26 @@ def _fit_panel(top, bottom, row: pd.Series, pc: pd.DataFrame, res: pd.DataFrame)
     band = fit.quantile * fit.predict_se(x)
     top.plot(x, y, color=c, ls=engine_style(engine).line, lw=1.2, label="fit a + bL + cL²")
     top.fill_between(x, y - band, y + band, color=c, alpha=0.2, lw=0, label="95 % band of the fit")
-    top.text(0.02, 0.97, f"a = {row['a_j']:.3g} J\nb = {row['b_j_per_token'] * 1e3:.3g} mJ/token\n"
-             f"c = {row['c_j_per_token2'] * 1e9:.3g} nJ/token²", transform=top.transAxes, va="top", fontsize=6.5)
+    top.text(
+        0.02,
+        0.97,
+        f"a = {row['a_j']:.3g} J\nb = {row['b_j_per_token'] * 1e3:.3g} mJ/token\n"
+        f"c = {row['c_j_per_token2'] * 1e9:.3g} nJ/token²",
+        transform=top.transAxes,
+        va="top",
+        fontsize=6.5,
+    )
     top.legend(loc="lower right", fontsize=6, frameon=True)
     top.tick_params(axis="x", labelbottom=False)
-    r = res[(res["model"] == model) & (res["engine"] == engine) & (res["phase"] == "prefill")
-            & (res["quantity"] == "energy_per_run_j")].merge(
-        used[["cell_id", "energy_per_run_j_ci_low", "energy_per_run_j_ci_high"]], on="cell_id")
+    r = res[
+        (res["model"] == model)
+        & (res["engine"] == engine)
+        & (res["phase"] == "prefill")
+        & (res["quantity"] == "energy_per_run_j")
+    ].merge(used[["cell_id", "energy_per_run_j_ci_low", "energy_per_run_j_ci_high"]], on="cell_id")
     rel_lo = (r["energy_per_run_j_ci_low"] - r["fitted_j"]) / r["fitted_j"] * 100
     rel_hi = (r["energy_per_run_j_ci_high"] - r["fitted_j"]) / r["fitted_j"] * 100
-    errorline(bottom, r["length_tokens"], r["relative_residual"] * 100, rel_lo, rel_hi,
-              **engine_kw(engine, line=False))
+    errorline(bottom, r["length_tokens"], r["relative_residual"] * 100, rel_lo, rel_hi, **engine_kw(engine, line=False))
     bottom.axhline(0, color="black", lw=0.8)
     bottom.set_ylabel("residual (%)", fontsize=7)
     bottom.set_xlabel("context length L (tokens)", fontsize=7)
@@ -375,17 +506,25 @@ def _fit_panel(top, bottom, row: pd.Series, pc: pd.DataFrame, res: pd.DataFrame)
 
 # ---- the figures a reader of the claims expects -----------------------------------------------------------------
 
-def _prefill_threshold(th: pd.DataFrame, model: str, engine: str, name: str,
-                       quantity: str = "energy_per_run_j") -> float:
-    d = th[(th["model"] == model) & (th["engine"] == engine) & (th["phase"] == "prefill") & (th["threshold"] == name)
-           & (th["quantity"] == quantity)]
+
+def _prefill_threshold(
+    th: pd.DataFrame, model: str, engine: str, name: str, quantity: str = "energy_per_run_j"
+) -> float:
+    d = th[
+        (th["model"] == model)
+        & (th["engine"] == engine)
+        & (th["phase"] == "prefill")
+        & (th["threshold"] == name)
+        & (th["quantity"] == quantity)
+    ]
     return float(d["value"].iloc[0]) if len(d) and np.isfinite(d["value"].iloc[0]) else float("nan")
 
 
 def _paper_row(model: str, engine_family: str) -> dict | None:
     """The paper's Table 1 row of one of our models ('llama-3.1-8b' is the paper's 'Llama-3.1-8B')."""
-    return next((r for r in PAPER["table1"] if r["model"].lower() == model.lower()
-                 and r["engine"] == engine_family), None)
+    return next(
+        (r for r in PAPER["table1"] if r["model"].lower() == model.lower() and r["engine"] == engine_family), None
+    )
 
 
 def _mark_once(ax, seen: set, label: str) -> str:
@@ -425,16 +564,23 @@ def hero_panels(t: dict) -> list[HeroPanel]:
     panels = []
     for model in models_of(pc):
         d = pre[pre["model"] == model]
-        paper = [(family, marker, PAPER["table1_length_tokens"], r["j_per_token"] * 1e3)
-                 for family, marker in (("HF", "P"), ("vLLM", "X")) if (r := _paper_row(model, family)) is not None]
+        paper = [
+            (family, marker, PAPER["table1_length_tokens"], r["j_per_token"] * 1e3)
+            for family, marker in (("HF", "P"), ("vLLM", "X"))
+            if (r := _paper_row(model, family)) is not None
+        ]
         if d.empty:
             panels.append(HeroPanel(model, [], energy_missing_message(pc[pc["model"] == model]), paper))
             continue
         series = []
         for engine in engines_of(d):
             e = d[d["engine"] == engine].sort_values("length_tokens")
-            row = fits[(fits["model"] == model) & (fits["engine"] == engine) & (fits["phase"] == "prefill")
-                       & (fits["quantity"] == "energy_per_run_j")]
+            row = fits[
+                (fits["model"] == model)
+                & (fits["engine"] == engine)
+                & (fits["phase"] == "prefill")
+                & (fits["quantity"] == "energy_per_run_j")
+            ]
             fit_x = fit_mj = star = None
             if len(row) and not row["status"].iloc[0].startswith("not fitted"):
                 fit = fit_from_row(row.iloc[0])
@@ -449,8 +595,10 @@ def hero_panels(t: dict) -> list[HeroPanel]:
     return panels
 
 
-HERO_NOTE = ("Lines: the fit E(L)/L = a/L + b + cL (total energy). The paper's points are one run each on another "
-             "GPU: compare shapes, not joules.")
+HERO_NOTE = (
+    "Lines: the fit E(L)/L = a/L + b + cL (total energy). The paper's points are one run each on another "
+    "GPU: compare shapes, not joules."
+)
 STAR_LABEL = "L* = b/c (quadratic overtakes linear)"
 
 
@@ -468,20 +616,51 @@ def energy_per_token_fit(t: dict) -> plt.Figure:
         seen: set = set()
         for s in panel.series:
             e = s.cells
-            errorline(ax, e["length_tokens"], e["energy_per_token_j"] * 1e3, e["energy_per_token_j_ci_low"] * 1e3,
-                      e["energy_per_token_j_ci_high"] * 1e3, **engine_kw(s.engine, line=False), label=s.engine)
+            errorline(
+                ax,
+                e["length_tokens"],
+                e["energy_per_token_j"] * 1e3,
+                e["energy_per_token_j_ci_low"] * 1e3,
+                e["energy_per_token_j_ci_high"] * 1e3,
+                **engine_kw(s.engine, line=False),
+                label=s.engine,
+            )
             if s.fit_x is not None:
                 ax.plot(s.fit_x, s.fit_mj, color=colour(s.engine), ls=engine_style(s.engine).line, lw=1.1)
             if s.star is not None:
-                ax.plot([s.star[0]], [s.star[1]], marker="v", ms=9, ls="none", mfc="white", mec=colour(s.engine),
-                        mew=1.6, label=_mark_once(ax, seen, STAR_LABEL))
+                ax.plot(
+                    [s.star[0]],
+                    [s.star[1]],
+                    marker="v",
+                    ms=9,
+                    ls="none",
+                    mfc="white",
+                    mec=colour(s.engine),
+                    mew=1.6,
+                    label=_mark_once(ax, seen, STAR_LABEL),
+                )
             if len(s.lowest):
-                ax.plot(s.lowest["length_tokens"], s.lowest["energy_per_token_j"] * 1e3, marker="*", ms=12,
-                        ls="none", mfc="none", mec=colour(s.engine), mew=1.2,
-                        label=_mark_once(ax, seen, "lowest J/token"))
+                ax.plot(
+                    s.lowest["length_tokens"],
+                    s.lowest["energy_per_token_j"] * 1e3,
+                    marker="*",
+                    ms=12,
+                    ls="none",
+                    mfc="none",
+                    mec=colour(s.engine),
+                    mew=1.2,
+                    label=_mark_once(ax, seen, "lowest J/token"),
+                )
         for paper_engine, marker, x, y in panel.paper:
-            ax.plot([x], [y], marker=marker, ms=9, ls="none", color=PAPER_COLOUR,
-                    label=f"paper {paper_engine}, {PAPER['device']}")
+            ax.plot(
+                [x],
+                [y],
+                marker=marker,
+                ms=9,
+                ls="none",
+                color=PAPER_COLOUR,
+                label=f"paper {paper_engine}, {PAPER['device']}",
+            )
         log2_x(ax)
         log_y(ax)
         ax.set_xlabel("context length L (tokens)")
@@ -501,30 +680,56 @@ def de_dl(t: dict) -> plt.Figure:
         ax.set_title(model)
         d = d_all[d_all["model"] == model]
         if d.empty:
-            say_missing(ax, "no pair of neighbouring usable prefill cells: "
-                        + energy_missing_message(pc[pc["model"] == model]))
+            say_missing(
+                ax, "no pair of neighbouring usable prefill cells: " + energy_missing_message(pc[pc["model"] == model])
+            )
             continue
         seen: set = set()
         for engine in engines_of(d):
             e = d[d["engine"] == engine].sort_values("length_low")
             x = np.sqrt(e["length_low"] * e["length_high"])
-            errorline(ax, x, e["de_dl_j_per_token"] * 1e3, e["de_dl_j_per_token_ci_low"] * 1e3,
-                      e["de_dl_j_per_token_ci_high"] * 1e3, **engine_kw(engine), label=engine)
+            errorline(
+                ax,
+                x,
+                e["de_dl_j_per_token"] * 1e3,
+                e["de_dl_j_per_token_ci_low"] * 1e3,
+                e["de_dl_j_per_token_ci_high"] * 1e3,
+                **engine_kw(engine),
+                label=engine,
+            )
             star = _prefill_threshold(th, model, engine, "crossover")
             if np.isfinite(star) and e["length_low"].min() <= star <= e["length_high"].max():
-                ax.axvline(star, color=colour(engine), ls=engine_style(engine).line, lw=0.9, alpha=0.8,
-                           label=_mark_once(ax, seen, "L* = b/c of the fit (one line per engine)"))
+                ax.axvline(
+                    star,
+                    color=colour(engine),
+                    ls=engine_style(engine).line,
+                    lw=0.9,
+                    alpha=0.8,
+                    label=_mark_once(ax, seen, "L* = b/c of the fit (one line per engine)"),
+                )
             rise = _prefill_threshold(th, model, engine, "de_dl_rise")
             if np.isfinite(rise):
-                ax.plot([rise], [0.02], marker="^", ms=8, ls="none", color=colour(engine),
-                        transform=ax.get_xaxis_transform(), clip_on=False,
-                        label=_mark_once(ax, seen, "dE/dL starts to rise (triangle on the axis)"))
+                ax.plot(
+                    [rise],
+                    [0.02],
+                    marker="^",
+                    ms=8,
+                    ls="none",
+                    color=colour(engine),
+                    transform=ax.get_xaxis_transform(),
+                    clip_on=False,
+                    label=_mark_once(ax, seen, "dE/dL starts to rise (triangle on the axis)"),
+                )
         log2_x(ax)
         log_y(ax)
         ax.set_xlabel("context length L (tokens; geometric middle of the pair)")
         ax.set_ylabel("prefill dE/dL (mJ per extra input token)")
-    finish(fig, axes, [("dE/dL: the energy of the prefill between neighbouring L over their distance (total "
-                        "energy).", "black")], engines_of(pc))
+    finish(
+        fig,
+        axes,
+        [("dE/dL: the energy of the prefill between neighbouring L over their distance (total energy).", "black")],
+        engines_of(pc),
+    )
     return fig
 
 
@@ -545,13 +750,29 @@ def power_vs_length(t: dict) -> plt.Figure:
         seen: set = set()
         for engine in engines_of(d):
             e = d[d["engine"] == engine].sort_values("length_tokens")
-            errorline(ax, e["length_tokens"], e["mean_power_w"], e["mean_power_w_ci_low"], e["mean_power_w_ci_high"],
-                      **engine_kw(engine), label=engine)
+            errorline(
+                ax,
+                e["length_tokens"],
+                e["mean_power_w"],
+                e["mean_power_w_ci_low"],
+                e["mean_power_w_ci_high"],
+                **engine_kw(engine),
+                label=engine,
+            )
             onset = _prefill_threshold(th, model, engine, "power_plateau", "mean_power_w")
             at = e[e["length_tokens"] == onset]
             if len(at):
-                ax.plot(at["length_tokens"], at["mean_power_w"], marker="o", ms=13, ls="none", mfc="none",
-                        mec=colour(engine), mew=1.3, label=_mark_once(ax, seen, "plateau onset"))
+                ax.plot(
+                    at["length_tokens"],
+                    at["mean_power_w"],
+                    marker="o",
+                    ms=13,
+                    ls="none",
+                    mfc="none",
+                    mec=colour(engine),
+                    mew=1.3,
+                    label=_mark_once(ax, seen, "plateau onset"),
+                )
         limit, idle = d["power_limit_w"].max(), d["idle_power_w"].median()
         if np.isfinite(limit):
             ax.axhline(limit, color="black", ls="--", lw=0.9, label=f"board power limit ({limit:.0f} W)")
@@ -559,8 +780,13 @@ def power_vs_length(t: dict) -> plt.Figure:
             ax.axhline(idle, color="grey", ls=":", lw=0.8, label="idle (model resident)")
         lo, hi = claim["plateau_power_w"]
         ax.axhspan(lo, hi, color="grey", alpha=0.15, lw=0, label=f"paper's plateau power ({PAPER['device']})")
-        ax.axvline(claim["plateau_from_tokens"], color=PAPER_COLOUR, ls="-.", lw=0.9,
-                   label=f"paper: plateau from ~{short_tokens(claim['plateau_from_tokens'])}")
+        ax.axvline(
+            claim["plateau_from_tokens"],
+            color=PAPER_COLOUR,
+            ls="-.",
+            lw=0.9,
+            label=f"paper: plateau from ~{short_tokens(claim['plateau_from_tokens'])}",
+        )
         log2_x(ax)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("context length L (tokens)")
@@ -585,14 +811,34 @@ def engine_ratio(t: dict) -> plt.Figure:
             continue
         for engine in sorted(d["engine_a"].unique(), key=engine_rank):
             e = d[d["engine_a"] == engine].sort_values("length_tokens")
-            errorline(ax, e["length_tokens"], e["energy_ratio"], e["energy_ratio_ci_low"], e["energy_ratio_ci_high"],
-                      **engine_kw(engine), label=f"{engine} / vllm")
+            errorline(
+                ax,
+                e["length_tokens"],
+                e["energy_ratio"],
+                e["energy_ratio_ci_low"],
+                e["energy_ratio_ci_high"],
+                **engine_kw(engine),
+                label=f"{engine} / vllm",
+            )
         value = next((v for k, v in paper.items() if k.lower() == model.lower()), None)
         if value is not None:
-            ax.plot([PAPER["table1_length_tokens"]], [value], marker="X", ms=10, ls="none", color=PAPER_COLOUR,
-                    label=f"paper: HF / vLLM at ~{PAPER['table1_length_tokens'] / 1000:g}k")
-            ax.annotate(f"{value:g}x", (PAPER["table1_length_tokens"], value), xytext=(-6, 6),
-                        textcoords="offset points", ha="right", fontsize=8)
+            ax.plot(
+                [PAPER["table1_length_tokens"]],
+                [value],
+                marker="X",
+                ms=10,
+                ls="none",
+                color=PAPER_COLOUR,
+                label=f"paper: HF / vLLM at ~{PAPER['table1_length_tokens'] / 1000:g}k",
+            )
+            ax.annotate(
+                f"{value:g}x",
+                (PAPER["table1_length_tokens"], value),
+                xytext=(-6, 6),
+                textcoords="offset points",
+                ha="right",
+                fontsize=8,
+            )
         ax.axhline(1, color="grey", lw=0.8)
         log2_x(ax)
         log_y(ax)
@@ -606,8 +852,10 @@ def engine_ratio(t: dict) -> plt.Figure:
 
 # The default engine draws solid lines; each variant its own line style (in the order the table lists them).
 VARIANT_LINES = ("-", "--", ":", "-.")
-NO_SERVING = ("no serving cells: every cell ran one request at a time (batch 1) with the engine's default settings, "
-              "so there is no batch axis to draw")
+NO_SERVING = (
+    "no serving cells: every cell ran one request at a time (batch 1) with the engine's default settings, "
+    "so there is no batch axis to draw"
+)
 
 
 def _batch_colours(batches) -> dict[int, tuple]:
@@ -622,8 +870,10 @@ def _serving_panels(t: dict, metric: str, ylabel: str, scale: float, note: str) 
     rows = sv[sv["metric"] == metric] if sv is not None and len(sv) else None
     if rows is None or rows.empty:
         fig, axes = subplots(1, 1, w=5.0)
-        say_missing(axes[0][0], NO_SERVING if rows is None or sv is None or sv.empty else
-                    f"no usable serving cells for {metric}")
+        say_missing(
+            axes[0][0],
+            NO_SERVING if rows is None or sv is None or sv.empty else f"no usable serving cells for {metric}",
+        )
         finish(fig, axes, legend=False)
         return fig
     panels = sorted({(m, e) for m, e in zip(rows["model"], rows["engine"])}, key=lambda k: (k[0], engine_rank(k[1])))
@@ -636,9 +886,18 @@ def _serving_panels(t: dict, metric: str, ylabel: str, scale: float, note: str) 
             e = e.sort_values("length_tokens")
             line = VARIANT_LINES[variants.index(variant) % len(VARIANT_LINES)]
             label = f"B = {int(b)}" + ("" if variant == "default" else f", {variant}")
-            errorline(ax, e["length_tokens"], e["value"] * scale, e["ci_low"] * scale, e["ci_high"] * scale,
-                      color=colours[int(b)], marker=engine_style(engine).marker, ls=line,
-                      mfc="white" if variant != "default" else None, label=label)
+            errorline(
+                ax,
+                e["length_tokens"],
+                e["value"] * scale,
+                e["ci_low"] * scale,
+                e["ci_high"] * scale,
+                color=colours[int(b)],
+                marker=engine_style(engine).marker,
+                ls=line,
+                mfc="white" if variant != "default" else None,
+                label=label,
+            )
         log2_x(ax)
         log_y(ax)
         ax.set_title(f"{model} / {engine}", color=colour(engine))
@@ -650,16 +909,26 @@ def _serving_panels(t: dict, metric: str, ylabel: str, scale: float, note: str) 
 
 
 def serving_energy_per_token(t: dict) -> plt.Figure:
-    return _serving_panels(t, "e_in", "prefill energy per input token (mJ/token)", 1e3,
-                           "J per input token = E_prefill / (B L): B distinct prompts of L tokens prefilled together; "
-                           "95 % intervals of the windows. Dashed and dotted: vLLM variants (chunked prefill, prefix "
-                           "caching with distinct prompts) at the same B.")
+    return _serving_panels(
+        t,
+        "e_in",
+        "prefill energy per input token (mJ/token)",
+        1e3,
+        "J per input token = E_prefill / (B L): B distinct prompts of L tokens prefilled together; "
+        "95 % intervals of the windows. Dashed and dotted: vLLM variants (chunked prefill, prefix "
+        "caching with distinct prompts) at the same B.",
+    )
 
 
 def serving_io_ratio(t: dict) -> plt.Figure:
-    return _serving_panels(t, "io_ratio", "E_out / E_in (x)", 1.0,
-                           "E_out = (E_generate - E_prefill) / (B (G - 1)), E_in = E_prefill / (B L): both per token "
-                           "of the batch; 95 % intervals.")
+    return _serving_panels(
+        t,
+        "io_ratio",
+        "E_out / E_in (x)",
+        1.0,
+        "E_out = (E_generate - E_prefill) / (B (G - 1)), E_in = E_prefill / (B L): both per token "
+        "of the batch; 95 % intervals.",
+    )
 
 
 # one function per figure of the catalog, named as the figure

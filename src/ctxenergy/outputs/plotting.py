@@ -59,9 +59,16 @@ def engine_kw(engine: str, line: bool = True) -> dict:
 
 def style() -> None:
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.0)
-    plt.rcParams.update({"svg.fonttype": "none",  # text stays text: searchable, smaller files
-                         "svg.hashsalt": "ctxenergy", "figure.dpi": 110, "savefig.dpi": 150,
-                         "axes.titlesize": 10, "legend.fontsize": 8})
+    plt.rcParams.update(
+        {
+            "svg.fonttype": "none",  # text stays text: searchable, smaller files
+            "svg.hashsalt": "ctxenergy",
+            "figure.dpi": 110,
+            "savefig.dpi": 150,
+            "axes.titlesize": 10,
+            "legend.fontsize": 8,
+        }
+    )
 
 
 def log2_x(ax) -> None:
@@ -104,8 +111,9 @@ def errorline(ax, x, y, lo, hi, **kw):
 
 def wrap(text: str, width: int) -> str:
     """Hard line breaks, paragraph by paragraph (matplotlib's wrap=True wraps to the figure, not to the axes)."""
-    return "\n".join(textwrap.fill(p, max(width, 12), break_long_words=False, break_on_hyphens=False) or ""
-                     for p in text.split("\n"))
+    return "\n".join(
+        textwrap.fill(p, max(width, 12), break_long_words=False, break_on_hyphens=False) or "" for p in text.split("\n")
+    )
 
 
 def axes_size_in(ax) -> tuple[float, float]:
@@ -115,8 +123,16 @@ def axes_size_in(ax) -> tuple[float, float]:
 
 def say_missing(ax, message: str) -> None:
     # about 12 characters of 9 pt text per inch: the message stays inside its panel
-    ax.text(0.5, 0.5, wrap(message, int(axes_size_in(ax)[0] * 12)), ha="center", va="center", color=MISSING_COLOUR,
-            fontsize=9, transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.5,
+        wrap(message, int(axes_size_in(ax)[0] * 12)),
+        ha="center",
+        va="center",
+        color=MISSING_COLOUR,
+        fontsize=9,
+        transform=ax.transAxes,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -129,8 +145,10 @@ def energy_missing_message(per_cell: pd.DataFrame) -> str:
     """Why a figure has no energy: the cells' own reasons, counted."""
     if per_cell.empty:
         return "no cells in the table"
-    base = (f"energy missing: none of the {len(per_cell)} cells has usable energy "
-            f"({energy_missing_reason(per_cell, '{n} x {r}')})")
+    base = (
+        f"energy missing: none of the {len(per_cell)} cells has usable energy "
+        f"({energy_missing_reason(per_cell, '{n} x {r}')})"
+    )
     if no_counter(per_cell):
         base += ".\nThis host has no readable energy counter (a CPU host): timings are real, energies are not measured."
     return base
@@ -143,8 +161,10 @@ def excluded_note(per_cell: pd.DataFrame, phase: str | None = None) -> tuple[str
     # with no usable cell at all, the panels already say why in full
     if not (len(bad) and df["usable"].any()):
         return None
-    text = "; ".join(f"{r.model}/{r.engine}/{r.phase}/L{r.length_tokens}: {r.excluded_reason.split(':')[0]}"
-                     for r in bad.head(6).itertuples())
+    text = "; ".join(
+        f"{r.model}/{r.engine}/{r.phase}/L{r.length_tokens}: {r.excluded_reason.split(':')[0]}"
+        for r in bad.head(6).itertuples()
+    )
     more = f" (+{len(bad) - 6} more)" if len(bad) > 6 else ""
     return f"Excluded from this figure: {text}{more}", MISSING_COLOUR
 
@@ -259,8 +279,9 @@ def label_lengths(ax, points, near_in: float = 0.13, fontsize: float = 6) -> lis
     def overlap(box) -> float:
         x0, y0, x1, y1 = box
         out = max(0.0, -x0) + max(0.0, x1 - w_in) + max(0.0, -y0) + max(0.0, y1 - h_in)  # outside the panel
-        return out * 10 + sum(max(0.0, min(x1, b[2]) - max(x0, b[0])) * max(0.0, min(y1, b[3]) - max(y0, b[1]))
-                              for b in taken)
+        return out * 10 + sum(
+            max(0.0, min(x1, b[2]) - max(x0, b[0])) * max(0.0, min(y1, b[3]) - max(y0, b[1])) for b in taken
+        )
 
     written = []
     for c in clusters:
@@ -270,13 +291,27 @@ def label_lengths(ax, points, near_in: float = 0.13, fontsize: float = 6) -> lis
         bx1, by1 = xy[c].max(axis=0)
         w, h = len(text) * char_w, line_h
         cx = (bx0 + bx1 - w) / 2
-        candidates = [(bx1 + gap, by1), (bx1 + gap, by0 - h), (bx0 - gap - w, by1), (bx0 - gap - w, by0 - h),
-                      (cx, by1 + gap), (cx, by0 - gap - h), (bx1 + gap, (by0 + by1 - h) / 2),
-                      (bx0 - gap - w, (by0 + by1 - h) / 2)]
+        candidates = [
+            (bx1 + gap, by1),
+            (bx1 + gap, by0 - h),
+            (bx0 - gap - w, by1),
+            (bx0 - gap - w, by0 - h),
+            (cx, by1 + gap),
+            (cx, by0 - gap - h),
+            (bx1 + gap, (by0 + by1 - h) / 2),
+            (bx0 - gap - w, (by0 + by1 - h) / 2),
+        ]
         best = min(candidates, key=lambda q: overlap((q[0], q[1], q[0] + w, q[1] + h)))
         taken.append((best[0], best[1], best[0] + w, best[1] + h))
-        ax.annotate(text, (best[0] / w_in, best[1] / h_in), xycoords="axes fraction", ha="left", va="bottom",
-                    fontsize=fontsize, color=colour(series[0]))
+        ax.annotate(
+            text,
+            (best[0] / w_in, best[1] / h_in),
+            xycoords="axes fraction",
+            ha="left",
+            va="bottom",
+            fontsize=fontsize,
+            color=colour(series[0]),
+        )
         written.append(text)
     return written
 

@@ -27,13 +27,17 @@ def publish(files, target: str | Path, root: str | Path = RESULTS_DIR) -> list[P
     copies = []
     for file in dict.fromkeys(map(Path, files)):  # a file named twice is copied once
         if not file.is_file():
-            raise CtxEnergyError(f"publish: {file}: no such file, nothing was copied; make it first (`snakemake "
-                                 "publish_outputs` makes every output it publishes)")
+            raise CtxEnergyError(
+                f"publish: {file}: no such file, nothing was copied; make it first (`snakemake "
+                "publish_outputs` makes every output it publishes)"
+            )
         try:
             place = Path(os.path.abspath(file)).relative_to(os.path.abspath(root))  # links stay links: not resolved
         except ValueError:
-            raise CtxEnergyError(f"publish: {file} is not under {root}/, nothing was copied; name files under it, "
-                                 "or their folder with --root") from None
+            raise CtxEnergyError(
+                f"publish: {file} is not under {root}/, nothing was copied; name files under it, "
+                "or their folder with --root"
+            ) from None
         copies.append((file, target / place))
     for file, copy in copies:
         with replacing(copy) as tmp:

@@ -69,6 +69,7 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 
 # ---- numbers ----------------------------------------------------------------------------------------------------
 
+
 def esc(x) -> str:
     return html.escape(str(x), quote=True)
 
@@ -86,7 +87,7 @@ def fmt(v, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
     x = float(v) * scale
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.{digits}g}"
-    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
+    return f"{x:.{digits}g}" if abs(x) < 10**digits else f"{x:,.0f}"
 
 
 def fmt_ci(v, lo, hi, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
@@ -138,8 +139,10 @@ def brief(text, n: int = 140, where: str | None = "Validity") -> str:
 
 # ---- why energy is missing --------------------------------------------------------------------------------------
 
-NO_COUNTER = ("This host has no readable energy counter (a CPU host without RAPL, or no NVML): timings, latency per "
-              "token and achieved throughput are real, every energy, power, fit, ratio and threshold is missing.")
+NO_COUNTER = (
+    "This host has no readable energy counter (a CPU host without RAPL, or no NVML): timings, latency per "
+    "token and achieved throughput are real, every energy, power, fit, ratio and threshold is missing."
+)
 
 
 def excluded_reasons(cells: pd.DataFrame) -> pd.Series:
@@ -175,6 +178,7 @@ def none_usable(cells: pd.DataFrame) -> str:
 
 # ---- tables -----------------------------------------------------------------------------------------------------
 
+
 class Cell(str):
     """A table cell's text with a CSS class of its own (a verdict's colour)."""
 
@@ -204,8 +208,13 @@ def text_columns(text_cols: int | Iterable[int]) -> set[int]:
     return set(range(text_cols)) if isinstance(text_cols, int) else set(text_cols)
 
 
-def html_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1,
-               wide: bool = False, sortable: bool = False) -> str:
+def html_table(
+    header: list[str],
+    rows: list[list[str]],
+    text_cols: int | Iterable[int] = 1,
+    wide: bool = False,
+    sortable: bool = False,
+) -> str:
     """A table; text columns (the first text_cols, or those indices) are left-aligned, the rest right-aligned
     numbers. A line breaks between a value and its [interval], never inside either, nor inside a name without a
     space (llama-3.1-8b, hf-paged). Cells are escaped here, so callers pass plain strings (or Cell)."""
@@ -219,6 +228,7 @@ def html_table(header: list[str], rows: list[list[str]], text_cols: int | Iterab
         classes += [c for c in [getattr(v, "css", "")] if c]
         cls = f' class="{" ".join(classes)}"' if classes else ""
         return f"<{tag}{cls}>{keep_together(esc(v))}</{tag}>"
+
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
     # wide: many columns, a smaller font so that it fits
@@ -230,8 +240,10 @@ def html_table(header: list[str], rows: list[list[str]], text_cols: int | Iterab
 def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1) -> str:
     """A pipe table: text columns (the first text_cols, or those indices) left-aligned (:---), numbers right-aligned
     (---:)."""
+
     def cell(v) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
+
     text = text_columns(text_cols)
     align = [":---" if i in text else "---:" for i in range(len(header))]
     lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(align) + "|"]
@@ -246,14 +258,15 @@ def csv_data_uri(header: list[str], rows: list[list[str]]) -> str:
     return "data:text/csv;charset=utf-8;base64," + base64.b64encode(buf.getvalue().encode()).decode("ascii")
 
 
-def long_table(title: str, csv_name: str, header: list[str], rows: list[list[str]], csv_rows=None,
-               **table_kw) -> str:
+def long_table(title: str, csv_name: str, header: list[str], rows: list[list[str]], csv_rows=None, **table_kw) -> str:
     """A long table collapsed under a line that says what it holds, sortable by a click on a header, its header
     sticky while it scrolls, and a link that downloads it as CSV (csv_rows: the full texts, where the page shows
     them cut)."""
-    link = (f'<a download="{esc(csv_name)}" href="{csv_data_uri(header, csv_rows or rows)}">download as CSV</a>')
-    return (f'<details class="long"><summary>{esc(title)} ({len(rows)} rows)</summary><p class="note">{link}; '
-            "click a column's header to sort.</p>" + html_table(header, rows, sortable=True, **table_kw) + "</details>")
+    link = f'<a download="{esc(csv_name)}" href="{csv_data_uri(header, csv_rows or rows)}">download as CSV</a>'
+    return (
+        f'<details class="long"><summary>{esc(title)} ({len(rows)} rows)</summary><p class="note">{link}; '
+        "click a column's header to sort.</p>" + html_table(header, rows, sortable=True, **table_kw) + "</details>"
+    )
 
 
 def condensed_reason(text) -> str:
@@ -267,21 +280,26 @@ def condensed_reason(text) -> str:
 def provenance_block(facts: dict[str, str], provenance_href: str | None = "../provenance.md") -> str:
     """One line on every page: the data, the devices, ctxenergy's version and commit, the date of that commit."""
     link = f' · <a href="{esc(provenance_href)}">provenance (boards, versions, commands)</a>' if provenance_href else ""
-    return (f'<div class="prov">{esc(facts["cells"])} on {esc(facts["devices"])} · ctxenergy {esc(facts["version"])}, '
-            f'commit {esc(facts["commit"])} ({esc(facts["date"])}){link}</div>')
+    return (
+        f'<div class="prov">{esc(facts["cells"])} on {esc(facts["devices"])} · ctxenergy {esc(facts["version"])}, '
+        f"commit {esc(facts['commit'])} ({esc(facts['date'])}){link}</div>"
+    )
 
 
 # ---- the page ---------------------------------------------------------------------------------------------------
+
 
 def png_data_uri(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n{body}\n"
-            f"<script>{SORT_JS}</script></body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n{body}\n"
+        f"<script>{SORT_JS}</script></body></html>\n"
+    )
 
 
 def verdict_class(verdict: str) -> str:

@@ -56,6 +56,7 @@ NEEDED = ("per_cell", "slopes", "fits", "thresholds", "io_ratio", "engine_ratios
 
 # ---- sections ---------------------------------------------------------------------------------------------------
 
+
 def _groups(pc: pd.DataFrame) -> list[tuple[str, str]]:
     from ctxenergy.analysis.cells import engine_rank
 
@@ -82,6 +83,7 @@ def _th_text(r: pd.Series | None) -> str:
 
 def summary_section(t: dict) -> str:
     pc, th, io = t["per_cell"], t["thresholds"], t["io_ratio"]
+
     def at(r, col: str, scale: float = 1.0, why: str = "energy missing") -> str:
         if r is None:
             return why
@@ -100,23 +102,38 @@ def summary_section(t: dict) -> str:
             ratios = f"{at(r_io.iloc[0], 'e_ratio')} (one L only)"
         else:
             ratios = "no usable prefill and generate at one L" if g["usable"].any() else none_usable(g)
-        rows.append([
-            model, engine, f"{int(g['usable'].sum())} / {len(g)}",
-            length_range(g["length_tokens"]),
-            at(first, "energy_per_token_j", 1e3, why), at(last, "energy_per_token_j", 1e3, why),
-            _th_text(_threshold(th, model, engine, "prefill", "efficiency_measured", "energy_per_run_j")),
-            _th_text(_threshold(th, model, engine, "prefill", "crossover", "energy_per_run_j")),
-            _th_text(_threshold(th, model, engine, "prefill", "power_plateau")),
-            ratios,
-        ])
-    header = ["model", "engine", "usable cells", "L (tokens)", "prefill mJ/token (total), smallest L",
-              "prefill mJ/token (total), largest L", "lowest J/token at L", "crossover L* = b/c",
-              "power plateau from L",
-              "E_out/E_in (x, total energy), smallest and largest L"]
+        rows.append(
+            [
+                model,
+                engine,
+                f"{int(g['usable'].sum())} / {len(g)}",
+                length_range(g["length_tokens"]),
+                at(first, "energy_per_token_j", 1e3, why),
+                at(last, "energy_per_token_j", 1e3, why),
+                _th_text(_threshold(th, model, engine, "prefill", "efficiency_measured", "energy_per_run_j")),
+                _th_text(_threshold(th, model, engine, "prefill", "crossover", "energy_per_run_j")),
+                _th_text(_threshold(th, model, engine, "prefill", "power_plateau")),
+                ratios,
+            ]
+        )
+    header = [
+        "model",
+        "engine",
+        "usable cells",
+        "L (tokens)",
+        "prefill mJ/token (total), smallest L",
+        "prefill mJ/token (total), largest L",
+        "lowest J/token at L",
+        "crossover L* = b/c",
+        "power plateau from L",
+        "E_out/E_in (x, total energy), smallest and largest L",
+    ]
     out = "<h2>Summary</h2>" + html_table(header, rows, text_cols=2)
-    out += ("<p class=\"note\">Values are medians over windows with 95 % intervals in brackets. J/token of a prefill "
-            "cell is per input token. Thresholds come with the interval of seeded draws of every cell (grid L) or of "
-            "the fit's coefficients (L*).</p>")
+    out += (
+        '<p class="note">Values are medians over windows with 95 % intervals in brackets. J/token of a prefill '
+        "cell is per input token. Thresholds come with the interval of seeded draws of every cell (grid L) or of "
+        "the fit's coefficients (L*).</p>"
+    )
     return out
 
 
@@ -126,32 +143,64 @@ def missing_banner(pc: pd.DataFrame) -> str:
     if not energy_missing(pc):
         return ""
     extra = f" {NO_COUNTER}" if no_counter(pc) else ""
-    return (f'<div class="warn"><b>Energy is missing.</b> No cell has usable energy '
-            f"({esc(energy_missing_reason(pc))}).{esc(extra)}</div>")
+    return (
+        f'<div class="warn"><b>Energy is missing.</b> No cell has usable energy '
+        f"({esc(energy_missing_reason(pc))}).{esc(extra)}</div>"
+    )
 
 
 def hardware_section(pc: pd.DataFrame) -> str:
-    cols = ["device_name", "device_uuid", "driver_version", "torch_version", "engine", "engine_version",
-            "meter_method", "host_cpu"]
+    cols = [
+        "device_name",
+        "device_uuid",
+        "driver_version",
+        "torch_version",
+        "engine",
+        "engine_version",
+        "meter_method",
+        "host_cpu",
+    ]
     pc = pc.assign(**{c: "" for c in cols if c not in pc})
     rows = []
     for key, g in pc.groupby(cols, sort=False, dropna=False):
-        rows.append([*(k or "–" for k in key), fmt(g["power_limit_w"].max(), 4), fmt(g["idle_power_w"].median(), 4),
-                     fmt(g["peak_bf16_tflops"].max(), 4), fmt(g["peak_mem_tb_s"].max(), 3), str(len(g))])
-    header = ["device", "board (UUID)", "driver", "torch", "engine", "engine version", "energy method", "host CPU",
-              "power limit (W)", "idle power, median (W)", "peak bf16 (TFLOP/s)", "peak memory (TB/s)", "cells"]
+        rows.append(
+            [
+                *(k or "–" for k in key),
+                fmt(g["power_limit_w"].max(), 4),
+                fmt(g["idle_power_w"].median(), 4),
+                fmt(g["peak_bf16_tflops"].max(), 4),
+                fmt(g["peak_mem_tb_s"].max(), 3),
+                str(len(g)),
+            ]
+        )
+    header = [
+        "device",
+        "board (UUID)",
+        "driver",
+        "torch",
+        "engine",
+        "engine version",
+        "energy method",
+        "host CPU",
+        "power limit (W)",
+        "idle power, median (W)",
+        "peak bf16 (TFLOP/s)",
+        "peak memory (TB/s)",
+        "cells",
+    ]
     return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=8)
 
 
 def validity_section(pc: pd.DataFrame) -> str:
     flagged = pc[(pc["status"] != "ok") | (pc["flags"] != "") | ~pc["usable"]]
     counts = pc["status"].value_counts()
-    out = ("<h2>Validity</h2><p>Status of the cells: "
-           + esc(", ".join(f"{n} {s}" for s, n in counts.items())) + ". ")
+    out = "<h2>Validity</h2><p>Status of the cells: " + esc(", ".join(f"{n} {s}" for s, n in counts.items())) + ". "
     if flagged.empty:
         return out + "No cell carries a flag: every cell enters the fits.</p>"
-    out += (f"{len(flagged)} cell(s) carry a status other than ok or a flag; those not usable are left out of "
-            "every fit, ratio and threshold, and stay in the tables below with their status.</p>")
+    out += (
+        f"{len(flagged)} cell(s) carry a status other than ok or a flag; those not usable are left out of "
+        "every fit, ratio and threshold, and stay in the tables below with their status.</p>"
+    )
     full, rows = [], []
     for r in flagged.itertuples():
         why = r.excluded_reason or r.status_reason or "–"
@@ -160,14 +209,22 @@ def validity_section(pc: pd.DataFrame) -> str:
         memory = f" (peak memory, GiB: {memory})" if memory else ""
         full.append([r.cell_id, r.status, r.flags or "–", "yes" if r.usable else "no", why + memory])
         rows.append([*full[-1][:4], condensed_reason(why) + memory])
-    return out + long_table("Cells with a status or a flag, and why", "validity.csv",
-                            ["cell", "status", "flags", "usable", "why"], rows, csv_rows=full, text_cols=5)
+    return out + long_table(
+        "Cells with a status or a flag, and why",
+        "validity.csv",
+        ["cell", "status", "flags", "usable", "why"],
+        rows,
+        csv_rows=full,
+        text_cols=5,
+    )
 
 
 def figure_html(name: str, path: Path) -> str:
     title = FIGURE_TITLES.get(name, name)
-    return (f'<figure id="fig-{esc(name)}"><img alt="{esc(title)}" src="{png_data_uri(path)}">'
-            f"<figcaption>{esc(title)}</figcaption></figure>")
+    return (
+        f'<figure id="fig-{esc(name)}"><img alt="{esc(title)}" src="{png_data_uri(path)}">'
+        f"<figcaption>{esc(title)}</figcaption></figure>"
+    )
 
 
 def figures_section(figures: dict[str, Path], shown: set[str] = frozenset()) -> str:
@@ -177,8 +234,11 @@ def figures_section(figures: dict[str, Path], shown: set[str] = frozenset()) -> 
         return out + "<p>No figure files were given.</p>"
     rest = [name for name in figures if name not in shown]
     if shown:
-        out += ('<p class="note">Shown above: ' + ", ".join(f'<a href="#fig-{esc(n)}">{esc(FIGURE_TITLES.get(n, n))}'
-                                                       "</a>" for n in figures if n in shown) + ".</p>")
+        out += (
+            '<p class="note">Shown above: '
+            + ", ".join(f'<a href="#fig-{esc(n)}">{esc(FIGURE_TITLES.get(n, n))}</a>' for n in figures if n in shown)
+            + ".</p>"
+        )
     return out + "".join(figure_html(name, figures[name]) for name in rest)
 
 
@@ -190,28 +250,41 @@ def hero_html(t: dict, figures: dict[str, Path]) -> str:
     if not interactive.has_data(t):
         return figure_html(HERO_FIGURE, figures[HERO_FIGURE]) if HERO_FIGURE in figures else ""
     title = FIGURE_TITLES[HERO_FIGURE]
-    static = (f'<img class="static" alt="{esc(title)}" src="{png_data_uri(figures[HERO_FIGURE])}">'
-              if HERO_FIGURE in figures else "")
-    return (f'<figure class="hero" id="fig-{HERO_FIGURE}">{interactive.plotly_js()}<div class="interactive">'
-            f"{interactive.figure_div(interactive.hero_figure(t), 'plot-' + HERO_FIGURE)}</div>{static}"
-            f'<figcaption>{esc(title)}. <span class="note">{esc(interactive.NOTE)}</span></figcaption></figure>')
+    static = (
+        f'<img class="static" alt="{esc(title)}" src="{png_data_uri(figures[HERO_FIGURE])}">'
+        if HERO_FIGURE in figures
+        else ""
+    )
+    return (
+        f'<figure class="hero" id="fig-{HERO_FIGURE}">{interactive.plotly_js()}<div class="interactive">'
+        f"{interactive.figure_div(interactive.hero_figure(t), 'plot-' + HERO_FIGURE)}</div>{static}"
+        f'<figcaption>{esc(title)}. <span class="note">{esc(interactive.NOTE)}</span></figcaption></figure>'
+    )
 
 
 def key_results(t: dict, figures: dict[str, Path]) -> str:
     """The box a reader sees first: what was found, with intervals, each claim's verdict as a chip, and the hero
     figure."""
     found = key_findings(t)
-    items = "".join(f"<li>{keep_together(esc(f))}</li>" for f in found) or \
-        "<li>No finding: no cell has usable energy (see Validity).</li>"
-    chips = "".join(f'<a class="chip {verdict_class(v)}" href="#claim-{cid}" title="{esc(claim)}">({cid}) '
-                    f"{esc(v)}</a>" for cid, claim, v in claim_verdicts(t["claims"]))
+    items = (
+        "".join(f"<li>{keep_together(esc(f))}</li>" for f in found)
+        or "<li>No finding: no cell has usable energy (see Validity).</li>"
+    )
+    chips = "".join(
+        f'<a class="chip {verdict_class(v)}" href="#claim-{cid}" title="{esc(claim)}">({cid}) {esc(v)}</a>'
+        for cid, claim, v in claim_verdicts(t["claims"])
+    )
     hero = hero_html(t, figures)
-    return (f'<div class="key" id="key-results"><h2>Key results</h2><ul>{items}</ul>'
-            f'<div class="chips"><span class="note">The paper\'s claims:</span>{chips}</div>{hero}</div>')
+    return (
+        f'<div class="key" id="key-results"><h2>Key results</h2><ul>{items}</ul>'
+        f'<div class="chips"><span class="note">The paper\'s claims:</span>{chips}</div>{hero}</div>'
+    )
 
 
-MEMORY_NOTE = ("Peak memory (GiB), where the cells recorded it: torch, the allocator's peak in the measuring "
-               "process; board, the most memory in use on the GPU (NVML, every process, sampled) of its total.")
+MEMORY_NOTE = (
+    "Peak memory (GiB), where the cells recorded it: torch, the allocator's peak in the measuring "
+    "process; board, the most memory in use on the GPU (NVML, every process, sampled) of its total."
+)
 
 
 def peak_memory(d: dict) -> str:
@@ -222,8 +295,9 @@ def peak_memory(d: dict) -> str:
         parts.append(f"torch {fmt(d['torch_peak_allocated_gib'], 3)}")
     if finite(d.get("nvml_peak_memory_used_gib")):
         total = d.get("memory_total_gib")
-        parts.append(f"board {fmt(d['nvml_peak_memory_used_gib'], 3)}"
-                     + (f" of {fmt(total, 3)}" if finite(total) else ""))
+        parts.append(
+            f"board {fmt(d['nvml_peak_memory_used_gib'], 3)}" + (f" of {fmt(total, 3)}" if finite(total) else "")
+        )
     return " · ".join(parts)
 
 
@@ -232,21 +306,61 @@ def cells_section(pc: pd.DataFrame) -> str:
     rows = []
     for r in pc.itertuples():
         d = r._asdict()
-        rows.append([r.model, r.engine, r.phase, tokens(r.length_tokens), r.status, "yes" if r.usable else "no",
-                     ci(d, "energy_per_token_j", scale=1e3), ci(d, "dynamic_energy_per_token_j", scale=1e3),
-                     ci(d, "latency_per_token_ms"), ci(d, "mean_power_w"), fmt(r.power_cap_fraction, 2),
-                     ci(d, "achieved_tflops"), fmt(r.tflops_share_of_peak, 2),
-                     ci(d, "achieved_mem_tb_s"), fmt(r.mem_share_of_peak, 2), fmt(r.n_windows, 2),
-                     *([peak_memory(d) or "–"] if with_memory else [])])
-    header = ["model", "engine", "phase", "L", "status", "usable", "mJ/token (total)", "mJ/token (dynamic: above idle)",
-              "ms/token",
-              "mean power (W)", "time at cap", "TFLOP/s", "of peak", "decode TB/s", "of peak", "windows",
-              *(["peak memory (GiB)"] if with_memory else [])]
-    return ("<h2>Cells</h2><p class=\"note\">Tokens per run: L for prefill, L + G for generate. TFLOP/s: the prefill's "
-            "FLOP (ctxenergy.flops) over the time to first token. Decode TB/s: weights + KV cache read by the G - 1 "
-            "decode steps over the decode time." + (f" {MEMORY_NOTE}" if with_memory else "") + "</p>"
-            + long_table("Every cell with its metrics", "cells.csv", header, rows,
-                         text_cols=(0, 1, 2, 4, 5, *((16,) if with_memory else ())), wide=True))
+        rows.append(
+            [
+                r.model,
+                r.engine,
+                r.phase,
+                tokens(r.length_tokens),
+                r.status,
+                "yes" if r.usable else "no",
+                ci(d, "energy_per_token_j", scale=1e3),
+                ci(d, "dynamic_energy_per_token_j", scale=1e3),
+                ci(d, "latency_per_token_ms"),
+                ci(d, "mean_power_w"),
+                fmt(r.power_cap_fraction, 2),
+                ci(d, "achieved_tflops"),
+                fmt(r.tflops_share_of_peak, 2),
+                ci(d, "achieved_mem_tb_s"),
+                fmt(r.mem_share_of_peak, 2),
+                fmt(r.n_windows, 2),
+                *([peak_memory(d) or "–"] if with_memory else []),
+            ]
+        )
+    header = [
+        "model",
+        "engine",
+        "phase",
+        "L",
+        "status",
+        "usable",
+        "mJ/token (total)",
+        "mJ/token (dynamic: above idle)",
+        "ms/token",
+        "mean power (W)",
+        "time at cap",
+        "TFLOP/s",
+        "of peak",
+        "decode TB/s",
+        "of peak",
+        "windows",
+        *(["peak memory (GiB)"] if with_memory else []),
+    ]
+    return (
+        '<h2>Cells</h2><p class="note">Tokens per run: L for prefill, L + G for generate. TFLOP/s: the prefill\'s '
+        "FLOP (ctxenergy.flops) over the time to first token. Decode TB/s: weights + KV cache read by the G - 1 "
+        "decode steps over the decode time."
+        + (f" {MEMORY_NOTE}" if with_memory else "")
+        + "</p>"
+        + long_table(
+            "Every cell with its metrics",
+            "cells.csv",
+            header,
+            rows,
+            text_cols=(0, 1, 2, 4, 5, *((16,) if with_memory else ())),
+            wide=True,
+        )
+    )
 
 
 def board_offset(sy: pd.DataFrame | None) -> str:
@@ -255,8 +369,10 @@ def board_offset(sy: pd.DataFrame | None) -> str:
     if sy is not None and "board_spread" in set(sy["systematic"]):
         r = sy.set_index("systematic").loc["board_spread"]
         if finite(r["relative_half_width"]):
-            return (f"up to {r['relative_half_width']:.1%} between {r['n_boards']} boards of the reference data on "
-                    "the same GPU-bound cells, derived table systematics")
+            return (
+                f"up to {r['relative_half_width']:.1%} between {r['n_boards']} boards of the reference data on "
+                "the same GPU-bound cells, derived table systematics"
+            )
     return "not measured here; docs/measurement.md, between boards"
 
 
@@ -272,13 +388,27 @@ def slopes_section(sl: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
     if d.empty:
         return "<h2>dE/dL</h2><p>No pair of neighbouring usable cells.</p>"
     across = on_two_boards(d)
-    rows = [[r.model, r.engine, r.phase, f"{tokens(r.length_low)}–{tokens(r.length_high)}" + (" †" if x else ""),
-             fmt_ci(r.de_dl_j_per_token, r.de_dl_j_per_token_ci_low, r.de_dl_j_per_token_ci_high, scale=1e3)]
-            for r, x in zip(d.itertuples(), across)]  # total energy
-    note = (f"<p>† {int(across.sum())} of {len(d)} pairs ran on two boards: their interval holds each cell's own "
-            f"spread, not the offset between boards ({board_offset(sy)}).</p>" if across.any() else "")
-    return ("<h2>dE/dL between neighbouring L</h2>"
-            + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token, total energy)"], rows, text_cols=4) + note)
+    rows = [
+        [
+            r.model,
+            r.engine,
+            r.phase,
+            f"{tokens(r.length_low)}–{tokens(r.length_high)}" + (" †" if x else ""),
+            fmt_ci(r.de_dl_j_per_token, r.de_dl_j_per_token_ci_low, r.de_dl_j_per_token_ci_high, scale=1e3),
+        ]
+        for r, x in zip(d.itertuples(), across)
+    ]  # total energy
+    note = (
+        f"<p>† {int(across.sum())} of {len(d)} pairs ran on two boards: their interval holds each cell's own "
+        f"spread, not the offset between boards ({board_offset(sy)}).</p>"
+        if across.any()
+        else ""
+    )
+    return (
+        "<h2>dE/dL between neighbouring L</h2>"
+        + html_table(["model", "engine", "phase", "L", "dE/dL (mJ/token, total energy)"], rows, text_cols=4)
+        + note
+    )
 
 
 def fits_section(ft: pd.DataFrame) -> str:
@@ -288,32 +418,69 @@ def fits_section(ft: pd.DataFrame) -> str:
     for r in ft.itertuples():
         d = r._asdict()
         fitted = not str(r.status).startswith("not fitted")
-        rows.append([r.model, r.engine, r.phase, energy_label(r.quantity), r.status,
-                     ci(d, "a_j") if fitted else "–", ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
-                     ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
-                     fmt(r.chi2_per_dof, 3) if fitted and finite(r.chi2_per_dof) else "–",
-                     fmt(r.chi2_per_dof_stat, 3) if fitted and finite(r.chi2_per_dof_stat) else "–",
-                     r.model_note if fitted else "–", brief(r.excluded) if r.excluded else "none"])
-    header = ["model", "engine", "phase", "energy", "status", "a (J)", "b (mJ/token)", "c (nJ/token²)",
-              "chi²/dof (with floor)", "chi²/dof (windows only)", "model test", "cells left out"]
+        rows.append(
+            [
+                r.model,
+                r.engine,
+                r.phase,
+                energy_label(r.quantity),
+                r.status,
+                ci(d, "a_j") if fitted else "–",
+                ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
+                ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
+                fmt(r.chi2_per_dof, 3) if fitted and finite(r.chi2_per_dof) else "–",
+                fmt(r.chi2_per_dof_stat, 3) if fitted and finite(r.chi2_per_dof_stat) else "–",
+                r.model_note if fitted else "–",
+                brief(r.excluded) if r.excluded else "none",
+            ]
+        )
+    header = [
+        "model",
+        "engine",
+        "phase",
+        "energy",
+        "status",
+        "a (J)",
+        "b (mJ/token)",
+        "c (nJ/token²)",
+        "chi²/dof (with floor)",
+        "chi²/dof (windows only)",
+        "model test",
+        "cells left out",
+    ]
     floor = ft["error_floor_rel"].dropna()
     floor_txt = f"{floor.iloc[0]:.2%}" if len(floor) else "none"
-    return ("<h2>Fits E(L) = a + bL + cL²</h2><p class=\"note\">Weighted least squares; each cell's error is its "
-            f"standard error and a relative error floor of {floor_txt} (the board spread / 1.96, see Systematics) in "
-            "quadrature. Brackets: statistical 95 % intervals; the derived table holds the total ones. Where chi²/dof "
-            "> 1 the total intervals are widened by it. Cells that are not usable are left out and named in the last "
-            "column.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 3, 4, 10, 11)))
+    return (
+        '<h2>Fits E(L) = a + bL + cL²</h2><p class="note">Weighted least squares; each cell\'s error is its '
+        f"standard error and a relative error floor of {floor_txt} (the board spread / 1.96, see Systematics) in "
+        "quadrature. Brackets: statistical 95 % intervals; the derived table holds the total ones. Where chi²/dof "
+        "> 1 the total intervals are widened by it. Cells that are not usable are left out and named in the last "
+        "column.</p>" + html_table(header, rows, text_cols=(0, 1, 2, 3, 4, 10, 11))
+    )
 
 
 def systematics_section(sy: pd.DataFrame | None) -> str:
     if sy is None or sy.empty:
         return ""
-    rows = [[r.systematic, fmt(r.relative_half_width * 100, 3) + " %" if finite(r.relative_half_width) else
-             "not measured", str(r.n_pairs), str(r.n_boards), r.applies_to, r.method] for r in sy.itertuples()]
-    return ("<h2>Systematics</h2><p class=\"note\">The second level of every interval: measured from the committed "
-            "cells measured on two boards (derived table board_pairs). Totals add it to the statistical interval in "
-            "quadrature.</p>" + html_table(["systematic", "95 % half-width", "pairs", "boards", "applies to",
-                                           "measured as"], rows, text_cols=(0, 4, 5)))
+    rows = [
+        [
+            r.systematic,
+            fmt(r.relative_half_width * 100, 3) + " %" if finite(r.relative_half_width) else "not measured",
+            str(r.n_pairs),
+            str(r.n_boards),
+            r.applies_to,
+            r.method,
+        ]
+        for r in sy.itertuples()
+    ]
+    return (
+        '<h2>Systematics</h2><p class="note">The second level of every interval: measured from the committed '
+        "cells measured on two boards (derived table board_pairs). Totals add it to the statistical interval in "
+        "quadrature.</p>"
+        + html_table(
+            ["systematic", "95 % half-width", "pairs", "boards", "applies to", "measured as"], rows, text_cols=(0, 4, 5)
+        )
+    )
 
 
 def thresholds_section(th: pd.DataFrame) -> str:
@@ -322,23 +489,38 @@ def thresholds_section(th: pd.DataFrame) -> str:
     rows = []
     for r in th.itertuples():
         tok = r.unit == "tokens"
-        value = (_th_text(pd.Series(r._asdict())) if tok else fmt_ci(r.value, r.ci_low, r.ci_high, 2))
-        total = (f"{tokens(r.total_low)}–{tokens(r.total_high)}" if tok else
-                 f"{fmt(r.total_low, 2)}–{fmt(r.total_high, 2)}") if finite(r.total_low) else "–"
-        rows.append([r.model, r.engine, r.phase, r.threshold, r.quantity, value, total, r.unit, r.method,
-                     r.note or "–"])
-    return (f"<h2>Thresholds</h2><p class=\"note\">Power plateau: the smallest L from which mean power stays within "
-            f"{PLATEAU_FRACTION:.0%} of its maximum. energy_per_run_j is total energy, dynamic_energy_per_run_j energy "
-            "above idle. Brackets: statistical 95 % intervals; total: with the systematic band.</p>"
-            + html_table(["model", "engine", "phase", "threshold", "on", "value", "total interval", "unit", "method",
-                          "note"], rows, text_cols=(0, 1, 2, 3, 4, 7, 8, 9)))
+        value = _th_text(pd.Series(r._asdict())) if tok else fmt_ci(r.value, r.ci_low, r.ci_high, 2)
+        total = (
+            (
+                f"{tokens(r.total_low)}–{tokens(r.total_high)}"
+                if tok
+                else f"{fmt(r.total_low, 2)}–{fmt(r.total_high, 2)}"
+            )
+            if finite(r.total_low)
+            else "–"
+        )
+        rows.append(
+            [r.model, r.engine, r.phase, r.threshold, r.quantity, value, total, r.unit, r.method, r.note or "–"]
+        )
+    return (
+        f'<h2>Thresholds</h2><p class="note">Power plateau: the smallest L from which mean power stays within '
+        f"{PLATEAU_FRACTION:.0%} of its maximum. energy_per_run_j is total energy, dynamic_energy_per_run_j energy "
+        "above idle. Brackets: statistical 95 % intervals; total: with the systematic band.</p>"
+        + html_table(
+            ["model", "engine", "phase", "threshold", "on", "value", "total interval", "unit", "method", "note"],
+            rows,
+            text_cols=(0, 1, 2, 3, 4, 7, 8, 9),
+        )
+    )
 
 
 def io_section(io: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
-    out = ("<h2>Input vs output tokens</h2><p>E_in = E_prefill / L. E_out = (E_generate − E_prefill) / (G − 1): the "
-           "generate run's first output token is produced by its prefill, so the difference between the two cells "
-           "holds G − 1 decode steps, and dividing by G (as the paper does, shown beside it) understates the cost of "
-           "a decode step by 1/G.</p>")
+    out = (
+        "<h2>Input vs output tokens</h2><p>E_in = E_prefill / L. E_out = (E_generate − E_prefill) / (G − 1): the "
+        "generate run's first output token is produced by its prefill, so the difference between the two cells "
+        "holds G − 1 decode steps, and dividing by G (as the paper does, shown beside it) understates the cost of "
+        "a decode step by 1/G.</p>"
+    )
     if io.empty:
         return out + "<p>No cells.</p>"
     rows = []
@@ -348,16 +530,39 @@ def io_section(io: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
         if not r.usable:
             rows.append([r.model, r.engine, tokens(r.length_tokens), *["–"] * 6, brief(r.note)])
             continue
-        rows.append([r.model, r.engine, tokens(r.length_tokens), ci(d, "e_in_j", scale=1e3), ci(d, "e_out_j"),
-                     ci(d, "e_out_per_g_j"), ci(d, "e_ratio"), ci(d, "e_ratio_per_g"), ci(d, "dyn_e_ratio"),
-                     "† prefill and generate on two boards" if across else "–"])
-    header = ["model", "engine", "L", "E_in (mJ/token, total)", "E_out (J/token, total, G−1)",
-              "E_out (J/token, total, per G)", "E_out/E_in (total, G−1)", "E_out/E_in (total, per G)",
-              "E_out/E_in (dynamic: above idle)", "note"]
-    note = ("<p>† E_out is the difference of two cells measured on two boards: it also carries their offset "
-            f"({board_offset(sy)}) times E_prefill / (G − 1), which the "
-            "interval does not hold; small where E_prefill is a small part of E_generate (short L).</p>"
-            if (two_boards & io["usable"].astype(bool)).any() else "")
+        rows.append(
+            [
+                r.model,
+                r.engine,
+                tokens(r.length_tokens),
+                ci(d, "e_in_j", scale=1e3),
+                ci(d, "e_out_j"),
+                ci(d, "e_out_per_g_j"),
+                ci(d, "e_ratio"),
+                ci(d, "e_ratio_per_g"),
+                ci(d, "dyn_e_ratio"),
+                "† prefill and generate on two boards" if across else "–",
+            ]
+        )
+    header = [
+        "model",
+        "engine",
+        "L",
+        "E_in (mJ/token, total)",
+        "E_out (J/token, total, G−1)",
+        "E_out (J/token, total, per G)",
+        "E_out/E_in (total, G−1)",
+        "E_out/E_in (total, per G)",
+        "E_out/E_in (dynamic: above idle)",
+        "note",
+    ]
+    note = (
+        "<p>† E_out is the difference of two cells measured on two boards: it also carries their offset "
+        f"({board_offset(sy)}) times E_prefill / (G − 1), which the "
+        "interval does not hold; small where E_prefill is a small part of E_generate (short L).</p>"
+        if (two_boards & io["usable"].astype(bool)).any()
+        else ""
+    )
     return out + html_table(header, rows, text_cols=(0, 1, 9)) + note
 
 
@@ -365,32 +570,65 @@ def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:
     out = "<h2>Engines at equal L</h2>"
     if er.empty:
         n = pc.loc[pc["usable"], "engine"].nunique()
-        return out + (f"<p>No ratio: {n} engine(s) with usable cells; a ratio needs two at the same model, phase "
-                      "and L.</p>")
-    rows = [[r.model, r.phase, tokens(r.length_tokens), f"{r.engine_a} / {r.engine_b}",
-             fmt_ci(r.energy_ratio, r.energy_ratio_ci_low, r.energy_ratio_ci_high),
-             fmt_ci(r.dynamic_energy_ratio, r.dynamic_energy_ratio_ci_low, r.dynamic_energy_ratio_ci_high),
-             fmt_ci(r.latency_ratio, r.latency_ratio_ci_low, r.latency_ratio_ci_high)] for r in er.itertuples()]
-    return out + html_table(["model", "phase", "L", "engines", "energy ratio (x, total)",
-                             "energy ratio (x, dynamic: above idle)", "latency ratio (x)"], rows, text_cols=4)
+        return out + (
+            f"<p>No ratio: {n} engine(s) with usable cells; a ratio needs two at the same model, phase and L.</p>"
+        )
+    rows = [
+        [
+            r.model,
+            r.phase,
+            tokens(r.length_tokens),
+            f"{r.engine_a} / {r.engine_b}",
+            fmt_ci(r.energy_ratio, r.energy_ratio_ci_low, r.energy_ratio_ci_high),
+            fmt_ci(r.dynamic_energy_ratio, r.dynamic_energy_ratio_ci_low, r.dynamic_energy_ratio_ci_high),
+            fmt_ci(r.latency_ratio, r.latency_ratio_ci_low, r.latency_ratio_ci_high),
+        ]
+        for r in er.itertuples()
+    ]
+    return out + html_table(
+        [
+            "model",
+            "phase",
+            "L",
+            "engines",
+            "energy ratio (x, total)",
+            "energy ratio (x, dynamic: above idle)",
+            "latency ratio (x)",
+        ],
+        rows,
+        text_cols=4,
+    )
 
 
 def claims_section(cl: pd.DataFrame, figures: dict[str, Path]) -> tuple[str, set[str]]:
     """Each claim with its verdict chip, its subjects' verdicts and the numbers that decide them, and the one figure
     that shows it (a figure once on the page: a later claim on the same figure links to it). Returns the section
     and the figures it showed."""
-    out = ("<h2>The paper's claims</h2><p class=\"note\">Each verdict is decided against the total interval (the "
-           "statistical one and the systematic band in quadrature); one that flips inside it is \"not decidable\". "
-           "The full comparison, with the paper's Table 1, is in the reproduction write-up "
-           f"({PAPER}).</p>")
+    out = (
+        '<h2>The paper\'s claims</h2><p class="note">Each verdict is decided against the total interval (the '
+        'statistical one and the systematic band in quadrature); one that flips inside it is "not decidable". '
+        "The full comparison, with the paper's Table 1, is in the reproduction write-up "
+        f"({PAPER}).</p>"
+    )
     shown: set[str] = set()
     for cid, claim, verdict in claim_verdicts(cl):
-        rows = [[r.subject or "–", r.metric or "–", r.threshold or "–", Cell(r.verdict, verdict_class(r.verdict)),
-                 r.deciding] for r in cl[cl["claim_id"] == cid].itertuples()]
-        out += (f'<h3 id="claim-{cid}">({cid}) {esc(claim)} <span class="chip {verdict_class(verdict)}">'
-                f"{esc(verdict)}</span></h3>"
-                + html_table(["subject", "metric", "threshold", "verdict", "deciding numbers"], rows,
-                             text_cols=(0, 1, 2, 3, 4)))
+        rows = [
+            [
+                r.subject or "–",
+                r.metric or "–",
+                r.threshold or "–",
+                Cell(r.verdict, verdict_class(r.verdict)),
+                r.deciding,
+            ]
+            for r in cl[cl["claim_id"] == cid].itertuples()
+        ]
+        out += (
+            f'<h3 id="claim-{cid}">({cid}) {esc(claim)} <span class="chip {verdict_class(verdict)}">'
+            f"{esc(verdict)}</span></h3>"
+            + html_table(
+                ["subject", "metric", "threshold", "verdict", "deciding numbers"], rows, text_cols=(0, 1, 2, 3, 4)
+            )
+        )
         name = CLAIM_FIGURES.get(cid)
         if name in figures and name not in shown:
             out += figure_html(name, figures[name])
@@ -405,8 +643,9 @@ def serving_section(sv: pd.DataFrame | None, figures: dict[str, Path]) -> tuple[
     if not serving_has_rows(sv):
         return "", set()
     shown = {n for n in SERVING_FIGURE_NAMES if n in figures}
-    return serving_section_html(sv, "".join(figure_html(n, figures[n]) for n in SERVING_FIGURE_NAMES
-                                            if n in figures)), shown
+    return serving_section_html(
+        sv, "".join(figure_html(n, figures[n]) for n in SERVING_FIGURE_NAMES if n in figures)
+    ), shown
 
 
 def build_report(t: dict, figures: dict[str, Path]) -> str:
@@ -415,12 +654,21 @@ def build_report(t: dict, figures: dict[str, Path]) -> str:
     t = {k: serial(v) for k, v in t.items()}
     pc = t["per_cell"]
     facts = provenance_facts(pc)
-    body = (f"<h1>ctxenergy: energy of input and output tokens vs context length, on {esc(facts['devices'])}</h1>"
-            + provenance_block(facts) + missing_banner(pc) + key_results(t, figures) + "<!--contents-->")
+    body = (
+        f"<h1>ctxenergy: energy of input and output tokens vs context length, on {esc(facts['devices'])}</h1>"
+        + provenance_block(facts)
+        + missing_banner(pc)
+        + key_results(t, figures)
+        + "<!--contents-->"
+    )
     claims, shown = claims_section(t["claims"], figures)
     body += claims + summary_section(t) + serving + hardware_section(pc) + validity_section(pc)
     sy = t.get("systematics")
-    body += figures_section(figures, shown | serving_shown | {HERO_FIGURE}) + cells_section(pc) + io_section(t["io_ratio"], sy)
+    body += (
+        figures_section(figures, shown | serving_shown | {HERO_FIGURE})
+        + cells_section(pc)
+        + io_section(t["io_ratio"], sy)
+    )
     body += slopes_section(t["slopes"], sy)
     body += systematics_section(t.get("systematics")) + fits_section(t["fits"])
     body += thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)

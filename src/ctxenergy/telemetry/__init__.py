@@ -12,7 +12,18 @@ def open_meter(device: str, uuids: list[str] | None = None, sample_interval_s: f
         return NvmlMeter(uuids=uuids, sample_interval_s=sample_interval_s)
     if rapl_packages():
         return RaplMeter()
-    return NullMeter("no readable energy source on this host (no NVIDIA GPU, RAPL absent or not readable): energy not recorded")
+    return NullMeter(
+        "no readable energy source on this host (no NVIDIA GPU, RAPL absent or not readable): energy not recorded"
+    )
 
 
-__all__ = ["DeviceInfo", "DeviceState", "EnergyMeter", "IdleBaseline", "WindowEnergy", "NullMeter", "RaplMeter", "open_meter"]
+__all__ = [
+    "DeviceInfo",
+    "DeviceState",
+    "EnergyMeter",
+    "IdleBaseline",
+    "WindowEnergy",
+    "NullMeter",
+    "RaplMeter",
+    "open_meter",
+]

@@ -40,8 +40,9 @@ class CounterRead:
     since: float | None = None
 
 
-def counter_step_fault(start: CounterRead, end: CounterRead, max_w: float = MAX_PLAUSIBLE_W,
-                       bound: str = "") -> str | None:
+def counter_step_fault(
+    start: CounterRead, end: CounterRead, max_w: float = MAX_PLAUSIBLE_W, bound: str = ""
+) -> str | None:
     """Why the counter's move from `start` to `end` cannot be energy, or None when it can.
 
     A value that is not a number, or one so near the end of the 64-bit mJ range that a float in J no longer holds
@@ -53,8 +54,10 @@ def counter_step_fault(start: CounterRead, end: CounterRead, max_w: float = MAX_
         if not math.isfinite(value):
             return f"counter read {value}"
         if math.ulp(value) > COUNTER_RESOLUTION_J:
-            return (f"counter at {value:.4g} J is near the end of its 64-bit range, where it is read to "
-                    f"{math.ulp(value):g} J only")
+            return (
+                f"counter at {value:.4g} J is near the end of its 64-bit range, where it is read to "
+                f"{math.ulp(value):g} J only"
+            )
     delta = end.energy_j - start.energy_j
     elapsed = max(end.t - (start.t if start.since is None else start.since), 1e-3)
     if delta < 0:
@@ -139,8 +142,12 @@ class CounterLog:
             self.errors = [e for e in self.errors if e[0] >= t]
 
 
-def wait_for_update(read: Callable[[], float], previous: float | None = None, timeout_s: float = 1.0,
-                    clock: Callable[[], float] = time.perf_counter) -> CounterRead:
+def wait_for_update(
+    read: Callable[[], float],
+    previous: float | None = None,
+    timeout_s: float = 1.0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> CounterRead:
     """Poll until the counter shows a value different from `previous` (or from its first read)."""
     first = read() if previous is None else previous
     deadline = clock() + timeout_s
@@ -153,8 +160,12 @@ def wait_for_update(read: Callable[[], float], previous: float | None = None, ti
             return CounterRead(now, value)  # a counter that never moves: the caller sees a zero delta
 
 
-def detect_update_period(read: Callable[[], float], duration_s: float = 0.6, max_s: float = 3.0,
-                         clock: Callable[[], float] = time.perf_counter) -> float | None:
+def detect_update_period(
+    read: Callable[[], float],
+    duration_s: float = 0.6,
+    max_s: float = 3.0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float | None:
     """Median interval between observed counter changes, watched for `duration_s` and, while fewer than 3 changes
     have been seen, on up to `max_s` (a counter ticking every 0.3-1 s still gets a period); None if it changed fewer
     than 3 times by then."""

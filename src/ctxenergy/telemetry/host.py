@@ -43,10 +43,18 @@ class RaplMeter(EnergyMeter):
         self.domains = rapl_packages(root)
         if not self.domains:
             raise FileNotFoundError("no readable RAPL domain")
-        self.devices = [DeviceInfo(name=f"cpu-package {(d / 'name').read_text().strip() if (d / 'name').exists() else d.name}",
-                                   uuid=None, index=i) for i, d in enumerate(self.domains)]
-        self.max_range = [int((d / "max_energy_range_uj").read_text()) if (d / "max_energy_range_uj").exists() else 2**32
-                          for d in self.domains]
+        self.devices = [
+            DeviceInfo(
+                name=f"cpu-package {(d / 'name').read_text().strip() if (d / 'name').exists() else d.name}",
+                uuid=None,
+                index=i,
+            )
+            for i, d in enumerate(self.domains)
+        ]
+        self.max_range = [
+            int((d / "max_energy_range_uj").read_text()) if (d / "max_energy_range_uj").exists() else 2**32
+            for d in self.domains
+        ]
 
     def _read(self) -> list[int]:
         return [int((d / "energy_uj").read_text()) for d in self.domains]
@@ -94,5 +102,15 @@ class NullMeter(EnergyMeter):
         return self._t0
 
     def end_window(self, work_start: float, work_end: float, idle: IdleBaseline) -> WindowEnergy:
-        return WindowEnergy(work_start, work_end, time.perf_counter() - self._t0, None, None, None, [None], None,
-                            self.method, notes=[self.reason])
+        return WindowEnergy(
+            work_start,
+            work_end,
+            time.perf_counter() - self._t0,
+            None,
+            None,
+            None,
+            [None],
+            None,
+            self.method,
+            notes=[self.reason],
+        )

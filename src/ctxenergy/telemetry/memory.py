@@ -15,8 +15,12 @@ import threading
 
 GIB = 2**30
 # The columns a cell records (measure.CELL_COLUMNS), in GiB; None where the source is absent.
-MEMORY_COLUMNS = ["torch_peak_allocated_gib", "torch_peak_reserved_gib", "nvml_peak_memory_used_gib",
-                  "memory_total_gib"]
+MEMORY_COLUMNS = [
+    "torch_peak_allocated_gib",
+    "torch_peak_reserved_gib",
+    "nvml_peak_memory_used_gib",
+    "memory_total_gib",
+]
 # NVML's memory used changes with allocations, not with every kernel: ten reads a second are plenty, and cost
 # nothing beside the power sampler's hundred.
 SAMPLE_INTERVAL_S = 0.1

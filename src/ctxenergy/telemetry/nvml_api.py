@@ -146,7 +146,10 @@ class NvmlBackend:
         return self._nv.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
 
     def clock_event_reasons(self, handle) -> int:
-        fn = getattr(self._nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or self._nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        fn = (
+            getattr(self._nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or self._nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
         return int(fn(handle))
 
     def process_pids(self, handle) -> list[int]:
@@ -163,7 +166,9 @@ def _str(value) -> str:
 def _field_value(fv) -> float:
     # valueType: 0 double, 1 uint, 2 ulong, 3 ulonglong, 4 slonglong
     kind = fv.valueType
-    return {0: fv.value.dVal, 1: fv.value.uiVal, 2: fv.value.ulVal, 3: fv.value.ullVal, 4: fv.value.sllVal}.get(kind, fv.value.uiVal)
+    return {0: fv.value.dVal, 1: fv.value.uiVal, 2: fv.value.ulVal, 3: fv.value.ullVal, 4: fv.value.sllVal}.get(
+        kind, fv.value.uiVal
+    )
 
 
 _backend_factory = NvmlBackend

@@ -51,8 +51,14 @@ METHOD_INSTANT = "nvml-instant-power-integral"
 
 
 class NvmlMeter(EnergyMeter):
-    def __init__(self, uuids: list[str] | None = None, sample_interval_s: float = 0.01, backend=None,
-                 detect_period: bool = True, own_pids: set[int] | None = None):
+    def __init__(
+        self,
+        uuids: list[str] | None = None,
+        sample_interval_s: float = 0.01,
+        backend=None,
+        detect_period: bool = True,
+        own_pids: set[int] | None = None,
+    ):
         self.nv = backend or open_backend()
         uuids = uuids if uuids is not None else visible_gpu_uuids()
         try:
@@ -61,8 +67,10 @@ class NvmlMeter(EnergyMeter):
             if not is_nvml_error(exc):
                 raise
             which = f"GPU {', '.join(uuids)}" if uuids else "the GPU"
-            raise CtxEnergyError(f"NVML: {exc} while opening {which}; check the driver (nvidia-smi) and that this "
-                                 "process may read the GPU (a GPU lost to the driver needs a reset or reboot)") from None
+            raise CtxEnergyError(
+                f"NVML: {exc} while opening {which}; check the driver (nvidia-smi) and that this "
+                "process may read the GPU (a GPU lost to the driver needs a reset or reboot)"
+            ) from None
         self._own_pids_given = own_pids
         self._state_errors: list[str] = []  # clock, temperature, ... reads that failed since the last window ended
         self._starts: list[CounterRead] = []
@@ -79,8 +87,12 @@ class NvmlMeter(EnergyMeter):
         driver = self.nv.driver_version()
         self.devices = [
             DeviceInfo(
-                name=self.nv.name(h), uuid=self.nv.uuid(h), index=None, driver_version=driver,
-                memory_total_bytes=self.nv.memory_total_bytes(h), power_limit_w=self.nv.power_limit_w(h),
+                name=self.nv.name(h),
+                uuid=self.nv.uuid(h),
+                index=None,
+                driver_version=driver,
+                memory_total_bytes=self.nv.memory_total_bytes(h),
+                power_limit_w=self.nv.power_limit_w(h),
             )
             for h in self.handles
         ]
@@ -102,9 +114,13 @@ class NvmlMeter(EnergyMeter):
                 raise
             self._instant_source = "unavailable"
         self._samplers = [
-            PowerSampler(self._sampler_read(h), sample_interval_s, source=self._instant_source,
-                         counter=self._sampler_counter(i) if self.has_counter else None,
-                         counter_interval_s=(self.counter_period_s or 0.1) / 2).start()
+            PowerSampler(
+                self._sampler_read(h),
+                sample_interval_s,
+                source=self._instant_source,
+                counter=self._sampler_counter(i) if self.has_counter else None,
+                counter_interval_s=(self.counter_period_s or 0.1) / 2,
+            ).start()
             for i, h in enumerate(self.handles)
         ]
 
@@ -135,12 +151,16 @@ class NvmlMeter(EnergyMeter):
         out = []
         for h in self.handles:
             read = functools.partial(self._state_field, h)
-            out.append(DeviceState(
-                sm_clock_mhz=read("sm_clock_mhz"), mem_clock_mhz=read("mem_clock_mhz"),
-                temperature_c=read("temperature_c"), power_limit_w=read("power_limit_w"),
-                clock_event_reasons=read("clock_event_reasons"),
-                foreign_pids=[p for p in self.nv.process_pids(h) if p not in own],
-            ))
+            out.append(
+                DeviceState(
+                    sm_clock_mhz=read("sm_clock_mhz"),
+                    mem_clock_mhz=read("mem_clock_mhz"),
+                    temperature_c=read("temperature_c"),
+                    power_limit_w=read("power_limit_w"),
+                    clock_event_reasons=read("clock_event_reasons"),
+                    foreign_pids=[p for p in self.nv.process_pids(h) if p not in own],
+                )
+            )
         return out
 
     def _state_field(self, handle, name: str):
@@ -180,8 +200,10 @@ class NvmlMeter(EnergyMeter):
         out = []
         failed = self._samplers[i].failed_reads - self._failed_at_open[i]
         if failed:
-            out.append(f"{failed} instant-power read(s) failed ({self._samplers[i].last_error}): "
-                       "the trace that is this GPU's energy has gaps")
+            out.append(
+                f"{failed} instant-power read(s) failed ({self._samplers[i].last_error}): "
+                "the trace that is this GPU's energy has gaps"
+            )
         max_w, bound = power_bound(self.devices[i].power_limit_w)
         if span_s > 0 and energy_j / span_s > max_w:
             out.append(f"trace power {energy_j / span_s:.0f} W > {max_w:.0f} W{bound}")
@@ -201,7 +223,9 @@ class NvmlMeter(EnergyMeter):
             t0 = time.perf_counter()
             time.sleep(seconds)
             t1 = time.perf_counter()
-            per = [integrate_trace(*self._trace_arrays(i, t0, t1), t0, t1) / (t1 - t0) for i in range(len(self.handles))]
+            per = [
+                integrate_trace(*self._trace_arrays(i, t0, t1), t0, t1) / (t1 - t0) for i in range(len(self.handles))
+            ]
             for i, p in enumerate(per):
                 fault = self._idle_power_fault(i, p)
                 faults += [f"gpu{i}: {f}" for f in self._trace_faults(i, p * (t1 - t0), t1 - t0) + [fault] if f]
@@ -287,8 +311,10 @@ class NvmlMeter(EnergyMeter):
             notes.append("this GPU has no energy counter: energy is the integral of the instant-power trace")
         for i, sampler in enumerate(self._samplers):
             if sampler.failed_reads:
-                notes.append(f"gpu{i}: {sampler.failed_reads} power samples failed so far ({sampler.last_error}); "
-                             "the trace has gaps, the counter's energy does not depend on it")
+                notes.append(
+                    f"gpu{i}: {sampler.failed_reads} power samples failed so far ({sampler.last_error}); "
+                    "the trace has gaps, the counter's energy does not depend on it"
+                )
         notes += list(dict.fromkeys(self._state_errors))
         self._state_errors = []
         for i in range(len(self.handles)):
@@ -296,10 +322,22 @@ class NvmlMeter(EnergyMeter):
         for log in self._counters:
             log.clear_before(self._t_begin - 1.0)
         return WindowEnergy(
-            work_start=work_start, work_end=work_end, window_s=t_close - self._t_open, raw_energy_j=raw_total,
-            energy_j=energy, dynamic_energy_j=dynamic, per_device_energy_j=per_device, edge_uncertainty_j=edge_unc,
-            method=self.method, trace=trace, state_start=self._state_start, state_end=state_end,
-            power_cap_fraction=cap_fraction, thermal_throttle=thermal, foreign_process=foreign, notes=notes,
+            work_start=work_start,
+            work_end=work_end,
+            window_s=t_close - self._t_open,
+            raw_energy_j=raw_total,
+            energy_j=energy,
+            dynamic_energy_j=dynamic,
+            per_device_energy_j=per_device,
+            edge_uncertainty_j=edge_unc,
+            method=self.method,
+            trace=trace,
+            state_start=self._state_start,
+            state_end=state_end,
+            power_cap_fraction=cap_fraction,
+            thermal_throttle=thermal,
+            foreign_process=foreign,
+            notes=notes,
             faults=faults,
         )
 

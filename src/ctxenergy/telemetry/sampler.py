@@ -23,15 +23,23 @@ class Trace:
 
     def between(self, start: float, end: float) -> "Trace":
         keep = [i for i, t in enumerate(self.t) if start <= t <= end]
-        return Trace([self.t[i] for i in keep], [self.power_w[i] for i in keep], [self.reasons[i] for i in keep], self.source)
+        return Trace(
+            [self.t[i] for i in keep], [self.power_w[i] for i in keep], [self.reasons[i] for i in keep], self.source
+        )
 
 
 class PowerSampler:
     """Samples `read()` -> (watts, reasons) every `interval_s`, and calls `counter()` every `counter_interval_s`,
     until stopped."""
 
-    def __init__(self, read: Callable[[], tuple[float, int]], interval_s: float = 0.01, source: str = "instant",
-                 counter: Callable[[], object] | None = None, counter_interval_s: float = 0.05):
+    def __init__(
+        self,
+        read: Callable[[], tuple[float, int]],
+        interval_s: float = 0.01,
+        source: str = "instant",
+        counter: Callable[[], object] | None = None,
+        counter_interval_s: float = 0.05,
+    ):
         self._read = read
         self._interval = interval_s
         self._counter = counter
