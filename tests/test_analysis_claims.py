@@ -50,6 +50,7 @@ def verdicts(tables) -> dict[int, list[str]]:
     return {int(k): list(g["verdict"]) for k, g in c.groupby("claim_id")}
 
 
+@pytest.mark.slow
 def test_reference_verdicts(raw):
     """One model under hf-sdpa only: no vLLM to compare with, so the engine claims are not testable; the plateau is
     the board's power cap from ~1k tokens, well before 16k: the phenomenon, with a hardware-set onset."""
@@ -429,6 +430,7 @@ def test_board_pairs_are_boards_of_one_gpu_model():
     assert abs(pairs["energy_diff_rel"].iloc[0] - 0.02) < 1e-12
 
 
+@pytest.mark.slow
 def test_a_batch_of_prompts_is_not_paired_with_one_prompt_as_a_board_spread():
     """The committed H100 serving cells (B = 4, 16, 64 prompts of L tokens) share (model, engine, phase, L) and
     settings with single-prompt cells on another H100: paired, they read as a 300 % board spread."""

@@ -233,6 +233,7 @@ def fake_gpu(tmp_path):
     meter.close()
 
 
+@pytest.mark.slow
 def test_a_batched_cell_records_b_and_the_whole_batchs_tokens(fake_gpu, monkeypatch):
     cfg, gpu, meter, tmp = fake_gpu
     engine = BatchEngine(gpu)
@@ -250,6 +251,7 @@ def test_a_batched_cell_records_b_and_the_whole_batchs_tokens(fake_gpu, monkeypa
     assert windows["energy_per_run_j"].notna().all()
 
 
+@pytest.mark.slow
 def test_a_cell_file_moved_out_of_its_batch_folder_is_refused(fake_gpu, monkeypatch):
     cfg, gpu, meter, tmp = fake_gpu
     monkeypatch.setattr(measure_mod, "make_engine", lambda *a: BatchEngine(gpu))
@@ -283,6 +285,7 @@ def test_an_oversize_vllm_batch_is_recorded_without_loading_an_engine(fake_gpu, 
     assert "8192 tokens exceed max_num_batched_tokens = 4096" in windows["status_reason"].iloc[0]
 
 
+@pytest.mark.slow
 def test_the_hf_engine_runs_a_batch_in_one_forward_on_the_tiny_cpu_model():
     from ctxenergy.engines import make_engine
 
@@ -302,6 +305,7 @@ def test_the_hf_engine_runs_a_batch_in_one_forward_on_the_tiny_cpu_model():
         engine.close()
 
 
+@pytest.mark.slow
 def test_the_hf_paged_engine_runs_a_batch_as_b_requests_on_the_tiny_cpu_model():
     from ctxenergy.engines import make_engine
 

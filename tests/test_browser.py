@@ -16,6 +16,9 @@ import pytest
 from conftest import REPO, reference_cells_without_energy
 from test_report import build
 
+pytestmark = pytest.mark.workflow
+
+
 CAMPAIGN_REPORT = REPO / "data" / "reference" / "nvidia-h200" / "campaign" / "outputs" / "report" / "report.html"
 ARTIFACTS = REPO / "results" / "test-artifacts"
 WIDTHS = (1400, 420)

@@ -118,6 +118,7 @@ def test_fills_one_pairs_cells_before_paying_another_pairs_load(tmp_path):
     assert len(within_budget(todo, RESERVE_S + 440 * SAFETY + 1, [jobs], CONFIG)[0]) == 4
 
 
+@pytest.mark.slow
 def test_committed_campaign_is_complete_and_a_rerun_is_planned_from_measured_times():
     cfg = Settings.from_config(load_config(REPO / "config.yaml", [REPO / "config" / "campaign.yaml"]))
     t = job_times(cfg.job_times)

@@ -38,6 +38,9 @@ from ctxenergy.tables import write_csv_or_parquet
 from ctxenergy.telemetry.counter import CounterRead
 from ctxenergy.telemetry.sampler import Trace
 
+pytestmark = pytest.mark.slow
+
+
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ["device", "method", "pattern", "window_s", "n_windows", "median_abs_error_pct", "max_abs_error_pct"]
 

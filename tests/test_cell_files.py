@@ -16,6 +16,9 @@ from ctxenergy.grid import cached_cell_tables
 from ctxenergy.paths import REPO_ROOT
 from ctxenergy.tables import read_cell, sibling, write_table, write_tables
 
+pytestmark = pytest.mark.slow
+
+
 CAMPAIGN = REFERENCE / "campaign" / "cells"
 CELLS = [
     "llama-3.1-8b/hf-sdpa/prefill/L1024",

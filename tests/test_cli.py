@@ -148,11 +148,13 @@ def test_config_files_merge_mappings_key_by_key_like_snakemake(tmp_path):
         ("engines=[vlm]", "ctxenergy: config: engines[0] 'vlm' is not a known engine"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_config_value_through_snakemake_is_one_line_with_its_key_and_fix(repo_copy, value, expected):
     line = snakemake_line(["--configfile", "config/smoke.yaml", "--config", value], repo_copy)
     assert expected in line, line
 
 
+@pytest.mark.slow
 def test_lists_and_mappings_given_with_config_are_read_as_in_a_config_file(repo_copy):
     proc = subprocess.run(
         SNAKEMAKE
@@ -165,6 +167,7 @@ def test_lists_and_mappings_given_with_config_are_read_as_in_a_config_file(repo_
     assert "L128.parquet" in proc.stdout  # and repeats is the number 2, or the schema would have refused it
 
 
+@pytest.mark.slow
 def test_snakemake_with_a_missing_configfile_fails_before_the_workflow_with_the_file_named(repo_copy):
     """Snakemake reads --configfile before the workflow, so its own error stands; its last line names the file."""
     proc = subprocess.run(

@@ -12,6 +12,9 @@ from ctxenergy.compare import board_offset_line, compare_cells
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.tables import read_cell, sibling, write_table
 
+pytestmark = pytest.mark.slow
+
+
 REF = REPO / "data" / "reference" / "nvidia-h200"
 CELL = "llama-3.1-8b/hf-sdpa/prefill/L16384"
 RERUNS = itertools.count()

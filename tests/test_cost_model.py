@@ -110,6 +110,7 @@ def test_host_bound_decode_carries_the_host_spread():
     assert r.prefill_sys_j == pytest.approx(r.prefill_j * math.hypot(sys["board_spread"], sys["nvml_gain"]))
 
 
+@pytest.mark.slow
 def test_committed_cost_model_regenerates_from_the_committed_cells(tmp_path):
     """The committed cost_model (Parquet, CSV, JSON) is what the analysis writes from the committed cells."""
     tables = derive(pd.read_parquet(CAMPAIGN / "cells.parquet"))

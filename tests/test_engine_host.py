@@ -17,6 +17,8 @@ import yaml
 
 from ctxenergy import engine_host
 
+pytestmark = pytest.mark.workflow
+
 
 def measure(
     repo: Path,

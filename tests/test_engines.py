@@ -72,6 +72,7 @@ def test_load_says_where_its_time_went(hf_engine):
     assert all(v >= 0 for v in timings.values()) and timings["build_s"] > 0
 
 
+@pytest.mark.slow
 def test_prefill_graph_is_recorded_off_on_a_cpu_and_a_failed_capture_runs_eagerly():
     from ctxenergy.engines.hf import HFEngine
 
@@ -109,6 +110,7 @@ def test_prefill_graph_is_skipped_above_its_length_limit():
         engine.close()
 
 
+@pytest.mark.slow
 def test_paged_cache_is_one_request_long_and_never_shares_blocks():
     """Left to transformers, the KV cache takes ~90 % of free memory (of RAM on a CPU: 20 GB and a minute here)."""
     from ctxenergy.engines.hf import HFPagedEngine, paged_num_blocks
@@ -132,6 +134,7 @@ def test_paged_cache_is_one_request_long_and_never_shares_blocks():
         engine.close()
 
 
+@pytest.mark.slow
 def test_paged_prefill_chunk_halves_until_transformers_accepts_the_footprint(monkeypatch):
     """On an H200 the static 'paged|sdpa' mask of a 131072-token chunk does not fit; the adapter halves the chunk."""
     from transformers.generation.continuous_batching.continuous_api import ContinuousBatchingManager
@@ -159,6 +162,7 @@ def test_paged_prefill_chunk_halves_until_transformers_accepts_the_footprint(mon
         engine.close()
 
 
+@pytest.mark.slow
 def test_paged_gives_up_with_out_of_memory_when_no_chunk_fits(monkeypatch):
     from transformers.generation.continuous_batching.continuous_api import ContinuousBatchingManager
 
@@ -264,6 +268,7 @@ def guarded_cell(tmp_path, monkeypatch):
     return measure
 
 
+@pytest.mark.slow
 def test_a_prefill_served_from_the_prefix_cache_is_flagged_implausible(guarded_cell):
     record, engine = guarded_cell(caching=True, same_prompt=True)
     assert record.meta["warmup_prompt"] == "measured"
@@ -273,6 +278,7 @@ def test_a_prefill_served_from_the_prefix_cache_is_flagged_implausible(guarded_c
     assert "prefix cache" in record.status_reason
 
 
+@pytest.mark.slow
 def test_a_physically_possible_prefill_is_ok(guarded_cell):
     record, engine = guarded_cell(caching=False, same_prompt=False)
     assert record.meta["warmup_prompt"] == "different"
@@ -281,6 +287,7 @@ def test_a_physically_possible_prefill_is_ok(guarded_cell):
     assert 300 < record.meta["achieved_tflops"] < record.meta["peak_bf16_tflops"]
 
 
+@pytest.mark.slow
 def test_prefix_caching_is_caught_even_with_a_different_warmup_prompt(guarded_cell):
     """The windows repeat the measured prompt: from its second run on, a prefix cache serves it."""
     record, engine = guarded_cell(caching=True, same_prompt=False)
@@ -288,6 +295,7 @@ def test_prefix_caching_is_caught_even_with_a_different_warmup_prompt(guarded_ce
     assert record.status == "implausible"
 
 
+@pytest.mark.slow
 def test_warmup_same_prompt_applies_to_vllm_only(guarded_cell):
     record, engine = guarded_cell(caching=False, same_prompt=True, engine_name="hf-sdpa")
     assert record.meta["warmup_prompt"] == "different"

@@ -10,6 +10,9 @@ import types
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.workflow
+
+
 spec = importlib.util.spec_from_file_location("faults", REPO / "benchmarks" / "faults.py")
 faults = importlib.util.module_from_spec(spec)
 sys.modules["faults"] = faults  # dataclasses look their module up

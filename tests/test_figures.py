@@ -11,6 +11,8 @@ from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.figures import PLOTTERS, make_figures
 from ctxenergy.outputs.plotting import ENGINE_PALETTE, ENGINE_STYLES, style
 
+pytestmark = pytest.mark.slow
+
 
 def all_outputs(directory: Path) -> list[Path]:
     return [directory / f"{name}.{ext}" for name in PLOTTERS for ext in ("png", "svg")]

@@ -104,6 +104,7 @@ def max_concurrent(records):
     return peak
 
 
+@pytest.mark.slow
 def test_eight_cells_race_for_four_gpus_and_never_share_one(tmp_path):
     records = race(tmp_path, jobs=8, n_gpus=4, tp=1)
     by_gpu = assert_never_shared(records)
@@ -113,6 +114,7 @@ def test_eight_cells_race_for_four_gpus_and_never_share_one(tmp_path):
     assert len({r["pid"] for r in records}) == 8
 
 
+@pytest.mark.slow
 def test_tp2_cells_claim_disjoint_pairs(tmp_path):
     records = race(tmp_path, jobs=4, n_gpus=4, tp=2)
     assert_never_shared(records)
@@ -278,6 +280,7 @@ def test_lock_files_are_shared_by_all_users(lock_env):
     assert stat.S_IMODE((lock_env / f"{uuids(1)[0]}.lock").stat().st_mode) == 0o666
 
 
+@pytest.mark.slow
 def test_tp_cell_energy_is_the_sum_of_its_gpus():
     a, b, c = (FakeGpu(u, idle_w=w) for u, w in zip(uuids(3), (100.0, 120.0, 90.0)))
     meter = NvmlMeter(uuids=[a.uuid, b.uuid], backend=FakeNvml([a, b, c]), detect_period=False)
@@ -374,6 +377,7 @@ def test_profiles_keep_site_facts_out_of_rules():
     assert "slurm_partition" not in rules and "gpu_model" not in rules
 
 
+@pytest.mark.slow
 def test_multi_gpu_profile_dry_run(repo_copy):
     proc = subprocess.run(
         [
@@ -395,6 +399,7 @@ def test_multi_gpu_profile_dry_run(repo_copy):
     assert "measure_cell" in proc.stdout
 
 
+@pytest.mark.slow
 def test_gpus_check_command_shows_another_process_is_refused(monkeypatch, capsys):
     from ctxenergy.cli import main
 

@@ -21,6 +21,9 @@ from ctxenergy.settings import MeasureSettings, Settings
 from ctxenergy.tables import read_cell, sibling
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
 
+pytestmark = pytest.mark.slow
+
+
 EXTRA_W = 300.0
 
 

@@ -4,9 +4,13 @@ import importlib.util
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import REPO
 
 from ctxenergy.stats import welch_diff_pct
+
+pytestmark = pytest.mark.workflow
+
 
 spec = importlib.util.spec_from_file_location("multigpu", REPO / "benchmarks" / "multigpu.py")
 multigpu = importlib.util.module_from_spec(spec)

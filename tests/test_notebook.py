@@ -3,10 +3,14 @@
 import json
 
 import nbformat
+import pytest
 
 from ctxenergy.cli import main
 from ctxenergy.notebook import execute_notebook
 from ctxenergy.paths import REPO_ROOT
+
+pytestmark = pytest.mark.workflow
+
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "explore.ipynb"
 CAMPAIGN_ANALYSIS = REPO_ROOT / "data" / "reference" / "nvidia-h200" / "campaign" / "outputs" / "analysis"

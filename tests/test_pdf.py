@@ -8,6 +8,8 @@ import pytest
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs import pdf
 
+pytestmark = pytest.mark.workflow
+
 
 def fake_browser(tmp_path, body: str):
     exe = tmp_path / "bin" / "chromium"

@@ -3,7 +3,11 @@
 import importlib.util
 
 import pandas as pd
+import pytest
 from conftest import REFERENCE, REPO
+
+pytestmark = pytest.mark.slow
+
 
 spec = importlib.util.spec_from_file_location("pipeline_overhead", REPO / "benchmarks" / "pipeline_overhead.py")
 overhead = importlib.util.module_from_spec(spec)

@@ -10,6 +10,9 @@ from conftest import REFERENCE, REPO
 
 from ctxenergy.config import load_config
 
+pytestmark = pytest.mark.slow
+
+
 spec = importlib.util.spec_from_file_location("protocol_estimate", REPO / "benchmarks" / "protocol_estimate.py")
 estimate_mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(estimate_mod)

@@ -8,6 +8,9 @@ import pandas as pd
 import pytest
 from conftest import REFERENCE, REPO
 
+pytestmark = pytest.mark.slow
+
+
 README = (REPO / "README.md").read_text()
 CAMPAIGN = REFERENCE / "campaign"
 OUTPUTS = CAMPAIGN / "outputs" / "analysis"

@@ -15,6 +15,9 @@ from ctxenergy.outputs.figures import PLOTTERS, make_figures
 from ctxenergy.outputs.paper import markdown_to_html, render_markdown
 from ctxenergy.outputs.render import fmt_ci
 
+pytestmark = pytest.mark.slow
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

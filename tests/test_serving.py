@@ -56,11 +56,13 @@ def test_a_table_without_serving_axes_keeps_its_columns():
     check_table("serving", conform("serving", t["serving"]))
 
 
+@pytest.mark.slow
 def test_every_table_matches_its_schema(tables):
     for name in TABLES + ("serving",):
         check_table(name, conform(name, tables[name]))
 
 
+@pytest.mark.slow
 def test_host_bound_batch():
     # J/token = 3 / (B L) + 0.02 + 2e-7 L: at L = 256 within 10 % of B = 64 from B = 16, at 1k from B = 4
     assert saturation_batch([1, 4, 16, 64], [1.56, 1.13, 1.03, 1.0]) == 16
@@ -132,6 +134,7 @@ def test_catalog_asks_for_serving_outputs_only_with_a_batch_axis():
     assert not set(SERVING_FIGURE_NAMES) & {f.name for f in figures(False)}
 
 
+@pytest.mark.slow
 def test_serving_figures_render_with_and_without_serving_cells(tables, tmp_path):
     paths = [tmp_path / f"{n}.png" for n in SERVING_FIGURE_NAMES]
     assert make_figures(tables, paths) == paths and all(p.stat().st_size > 10_000 for p in paths)
@@ -140,6 +143,7 @@ def test_serving_figures_render_with_and_without_serving_cells(tables, tmp_path)
     assert make_figures(plain, other) == other
 
 
+@pytest.mark.slow
 def test_serving_section_appears_only_with_serving_cells(tables, tmp_path):
     figs = {n: tmp_path / f"{n}.png" for n in SERVING_FIGURE_NAMES}
     make_figures(tables, list(figs.values()))

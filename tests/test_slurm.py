@@ -22,6 +22,9 @@ from conftest import REPO, copy_repo
 
 from ctxenergy.tables import read_metadata
 
+pytestmark = pytest.mark.workflow
+
+
 SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 INSTALLED = shutil.which("slurmctld", path=SBIN) is not None
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

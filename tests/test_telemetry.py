@@ -131,6 +131,7 @@ def test_wait_for_update_gives_up_on_a_frozen_counter():
     assert r.energy_j == 3.0 and 0.5 < r.t < 0.6
 
 
+@pytest.mark.slow
 def test_detect_update_period_on_the_fake():
     g = FakeGpu("GPU-a", period_s=0.1)
     nv = FakeNvml([g])
@@ -184,6 +185,7 @@ def _burst_window(meter: NvmlMeter, gpus, idle: IdleBaseline, seconds: float, ex
     return window, naive, ws, we
 
 
+@pytest.mark.slow
 def test_edge_aligned_windows_are_right_where_naive_reads_are_not():
     g = FakeGpu("GPU-a", idle_w=100.0, read_cost_s=0.002, phase_s=0.013)
     meter = _meter([g], detect_period=True)
@@ -209,6 +211,7 @@ def test_edge_aligned_windows_are_right_where_naive_reads_are_not():
         meter.close()
 
 
+@pytest.mark.slow
 def test_two_gpus_are_metered_apart_and_summed():
     a = FakeGpu("GPU-a", idle_w=100.0, phase_s=0.0)
     b = FakeGpu("GPU-b", idle_w=80.0, phase_s=0.05)
@@ -269,6 +272,7 @@ def test_gpu_without_counter_integrates_instant_power_and_says_so():
         meter.close()
 
 
+@pytest.mark.slow
 def test_foreign_process_thermal_and_power_cap_are_flagged():
     g = FakeGpu("GPU-a", idle_w=100.0)
     meter = _meter([g], sample_interval_s=0.005, own_pids={os.getpid()})

@@ -23,6 +23,9 @@ from ctxenergy.prompts import save_ids
 from ctxenergy.settings import Settings
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
 
+pytestmark = pytest.mark.slow
+
+
 EXTRA_W = 300.0
 IDLE_W = 100.0
 L = 1024

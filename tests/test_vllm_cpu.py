@@ -93,6 +93,8 @@ if __name__ == "__main__":  # vLLM's CPU backend may start worker processes: kee
 
 import pytest  # noqa: E402
 
+pytestmark = pytest.mark.workflow
+
 
 def _unavailable() -> str | None:
     python = VENV / "bin" / "python"

@@ -118,6 +118,7 @@ def test_configs_without_the_key_keep_the_committed_cells_settings_hash():
     assert cell_settings_hash(config, "llama-3.1-8b") == cells["config_hash"].iloc[0]
 
 
+@pytest.mark.slow
 def test_the_workflow_generates_shared_weights_before_the_engine_loads(repo_copy):
     import subprocess
     import sys

@@ -13,6 +13,9 @@ import pandas as pd
 import pytest
 from conftest import REPO, copy_repo
 
+pytestmark = pytest.mark.workflow
+
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
@@ -41,16 +44,6 @@ def test_lint_is_clean():
     proc = smk(["--lint"], REPO, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "workflow is in a good condition" in proc.stdout + proc.stderr
-
-
-def test_snakefmt_finds_nothing_to_change():
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_dry_run_of_the_default_grid_lists_one_job_per_cell():

@@ -9,7 +9,8 @@ campaign's `jobs/` folders:
 - the same cell's own job time, where it was measured before (a remeasurement);
 - else interpolated in log-log over the measured lengths of the same (model, engine, phase);
 - else the reference engine's (engines/registry.py) job time of that cell times the engine's ratio to it at the
-  nearest L where both were measured (the same model's first; a short cell is mostly the protocol's fixed parts, a long one mostly compute);
+  nearest L where both were measured (the same model's first; a short cell is mostly the protocol's fixed parts, a
+  long one mostly compute);
 - else no estimate: the cell is not chosen under a budget (the summary says how many).
 A cell job that loaded the engine itself (the first job after an earlier run's warm-up, or `engine_reuse: false`)
 counts without that load (the pair's shortest warm-up job is taken off), since the budget charges the loads: once per

@@ -10,8 +10,9 @@ A host ends when it has been idle for `measure.engine_host_idle_s`, when a job f
 (on a GPU study the job asks idle hosts to stop before it starts its own), when the workflow ends (the Snakefile's
 onsuccess and onerror stop every idle host), when the Snakemake process of the run it serves is gone, even killed
 with SIGKILL (workflow_process.py; the cell in progress is then not written), on SIGTERM, and after any error other
-than running out of memory (a later job starts a fresh one). A host is keyed by the effective config, model, engine, visible GPUs and this package's
-code: change any of them and the next job starts a new host instead of reusing a stale one.
+than running out of memory (a later job starts a fresh one). A host is keyed by the effective config, model, engine,
+visible GPUs and this package's code: change any of them and the next job starts a new host instead of reusing a
+stale one.
 
 Not used under a batch scheduler (SLURM_JOB_ID set): a process outliving its job there would hold a GPU the
 scheduler has given to someone else.

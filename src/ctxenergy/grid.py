@@ -75,7 +75,8 @@ class Cell:
 def expand_grid(settings: Settings) -> list[Cell]:
     """Cells in a stable order: model, engine, variant (the default first), phase, increasing B, increasing L.
 
-    A variant's own `lengths` / `batch_sizes` (each a subset of the grid's) narrow it; absent, it runs the whole grid."""
+    A variant's own `lengths` / `batch_sizes` (each a subset of the grid's) narrow it; absent, it runs the whole
+    grid."""
     cells = []
     for model in settings.models:
         for engine in settings.engines:

@@ -120,7 +120,8 @@ def _tokenizer_source(spec: ModelSpec) -> str | None:
 
 
 def tokenizer_label(spec: ModelSpec) -> str:
-    """The name load_tokenizer's tokenizer would carry, without loading it (a cell records which one made its prompt)."""
+    """The name load_tokenizer's tokenizer would carry, without loading it (a cell records which one made its
+    prompt)."""
     source = _tokenizer_source(spec)
     return ByteTokenizer.name if source is None else f"hf:{source}"
 

@@ -113,12 +113,12 @@ def summary_text(folder: Path, label: str) -> str:
     absolute = math.hypot(board, gain) if math.isfinite(board) else gain
     return "\n".join(
         [
-            f"ctxenergy results from {label} ({devices or 'device not recorded'}): prefill at the largest L measured in "
-            "both phases, and per output token (G - 1 decode steps) at that L",
+            f"ctxenergy results from {label} ({devices or 'device not recorded'}): prefill at the largest L measured "
+            "in both phases, and per output token (G - 1 decode steps) at that L",
             format_table(summary_rows(tables)),
-            f"Brackets: statistical 95 % intervals; an absolute energy also carries a systematic ±{absolute:.1%} (board "
-            f"spread {board:.1%} and NVML gain {gain:.0%} in quadrature). L*: where c L^2 overtakes b L in E(L) = a + b L "
-            "+ c L^2.",
+            f"Brackets: statistical 95 % intervals; an absolute energy also carries a systematic ±{absolute:.1%} "
+            f"(board spread {board:.1%} and NVML gain {gain:.0%} in quadrature). L*: where c L^2 overtakes b L in "
+            "E(L) = a + b L + c L^2.",
             "One request: ctxenergy estimate --model M --engine E --input N --output G (docs/cost-model.md).",
         ]
     )

@@ -1,7 +1,8 @@
 """A known GPU load for calibration: back-to-back n^3 matmuls on the current CUDA device.
 
 At n = 8192 in bf16 one matmul takes ~1.7 ms on an H200 (docs/gpu-runs/2026-11-29-energy_accuracy.log) and the
-board sits at its power limit, so the load is steady; a burst is a fixed number of matmuls, so bursts of one length do identical work.
+board sits at its power limit, so the load is steady; a burst is a fixed number of matmuls, so bursts of one length
+do identical work.
 """
 
 from __future__ import annotations

@@ -110,14 +110,13 @@ def git_commit(root: Path | None = None) -> tuple[str, str]:
     """The repository's commit (short, '+modified' where the working tree differs) and its date; ('unknown', '')
     outside a git checkout. The date is the commit's, not the clock's, so the same commit gives the same page."""
     root = root or Path(__file__).resolve().parents[3]
-    try:
-        run = lambda *a: subprocess.run(
-            ["git", "-C", str(root), *a],
-            capture_output=True,
-            text=True,  # noqa: E731
-            timeout=10,
-            check=True,
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
+
+    try:
         commit, date = run("log", "-1", "--format=%h %cs").split()
         dirty = run("status", "--porcelain", "--untracked-files=no", "--", "src", "paper")
         return commit + ("+modified" if dirty else ""), date

@@ -56,7 +56,8 @@ class NvmlBackend:
             import pynvml
         except ImportError:
             raise NoDeviceError(
-                f"NVML is not available: the package nvidia-ml-py is not installed (pip install nvidia-ml-py); {SMOKE_HINT}"
+                "NVML is not available: the package nvidia-ml-py is not installed (pip install nvidia-ml-py); "
+                f"{SMOKE_HINT}"
             ) from None
         self._nv = pynvml
         try:
