@@ -14,6 +14,7 @@ A batch that cannot run is recorded, not measured, with a status and a one-line 
 
 from __future__ import annotations
 
+from ctxenergy.engines.registry import ENGINES
 from ctxenergy.models import parameter_counts
 
 EXCEEDS_ENGINE_LIMIT = "exceeds_engine_limit"
@@ -32,35 +33,11 @@ def limit_before_load(cell, spec, options: dict, n_out: int, dtype: str) -> tupl
     """(status, reason) where the batch of `cell` cannot run on its engine with these options, else None (known from
     the config alone, before the meter opens or the engine loads). `options`: the engine's options of the cell's
     variant (EngineInfo.options)."""
-    b, length = cell.batch_size, cell.length
-    if b == 1:
+    if cell.batch_size == 1:
         return None
-    tokens = b * length
-    if cell.engine == "vllm":
-        from ctxenergy.engines.vllm import llm_kwargs
-
-        kwargs = llm_kwargs(spec, dtype, options)
-        step = kwargs.get("max_num_batched_tokens")
-        if step is not None and not options.get("chunked_prefill") and tokens > step:
-            return EXCEEDS_ENGINE_LIMIT, (
-                f"B * L = {b} * {length} = {tokens} tokens exceed max_num_batched_tokens = "
-                f"{step}: the batch would not be one prefill step (use a chunked_prefill "
-                "variant to measure it chunked)"
-            )
-        if kwargs.get("max_num_seqs") is not None and b > kwargs["max_num_seqs"]:
-            return EXCEEDS_ENGINE_LIMIT, f"B = {b} exceeds max_num_seqs = {kwargs['max_num_seqs']}"
-    if cell.engine == "hf-paged":
-        from ctxenergy.engines.hf import HFPagedEngine, paged_num_blocks
-
-        cache = paged_num_blocks((spec.max_positions or 131072) + 1, HFPagedEngine.BLOCK_SIZE)
-        needed = b * -(-(length + n_out) // HFPagedEngine.BLOCK_SIZE)
-        if needed > cache:
-            return EXCEEDS_ENGINE_LIMIT, (
-                f"B = {b} sequences of L + G = {length + n_out} tokens need {needed} KV "
-                f"blocks, the hf-paged cache holds {cache} (one request of the model's "
-                "whole context)"
-            )
-    return None
+    engine = ENGINES[cell.engine].load_class()  # each engine knows its own limits
+    reason = engine.batch_limit_before_load(cell.batch_size, cell.length, n_out, spec, options, dtype)
+    return None if reason is None else (EXCEEDS_ENGINE_LIMIT, reason)
 
 
 def batch_limit_of(cell, engine, n_out: int, dtype: str, spec, device) -> tuple[str, str] | None:

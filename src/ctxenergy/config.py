@@ -151,7 +151,7 @@ def _check_variants(config: dict, source: str) -> None:
                         f"to {axis} or remove them from the variant"
                     )
             options = variant["options"]
-            if key is None or (engine == "hf-paged" and options):
+            if key is None:
                 raise ConfigError(f"{where}.{name}.options: {engine} reads no engine options; remove the variant")
             error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema[key]).iter_errors(options))
             if error is not None:

@@ -59,6 +59,14 @@ class Engine(ABC):
         """One request of `ids` (or one batch: a row per request) producing exactly `max_new_tokens` tokens per
         request (greedy, EOS ignored)."""
 
+    @classmethod
+    def batch_limit_before_load(
+        cls, batch_size: int, length: int, n_out: int, spec, options: dict, dtype: str
+    ) -> str | None:
+        """Why this engine, with `options` (EngineInfo.options), cannot run `batch_size` prompts of `length` tokens
+        (+ n_out) as one batch, known from the config alone, before the meter opens or the engine loads; or None."""
+        return None
+
     def batch_limit(self, batch_size: int, length: int, n_out: int) -> str | None:
         """Why the loaded engine cannot run `batch_size` prompts of `length` tokens (+ n_out) as one batch, or None
         (ctxenergy.batching decides what is knowable before loading)."""

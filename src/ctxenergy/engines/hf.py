@@ -330,6 +330,21 @@ class HFPagedEngine(HFEngine):
     def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> HFPagedEngine:
         return cls(name, spec, settings.dtype, settings.device)  # it has no settings of its own
 
+    @classmethod
+    def batch_limit_before_load(
+        cls, batch_size: int, length: int, n_out: int, spec, options: dict, dtype: str
+    ) -> str | None:
+        """Its cache holds one request of the model's whole context: a batch needing more KV blocks does not fit."""
+        cache = paged_num_blocks((spec.max_positions or 131072) + 1, cls.BLOCK_SIZE)
+        needed = batch_size * -(-(length + n_out) // cls.BLOCK_SIZE)
+        if needed > cache:
+            return (
+                f"B = {batch_size} sequences of L + G = {length + n_out} tokens need {needed} KV "
+                f"blocks, the hf-paged cache holds {cache} (one request of the model's "
+                "whole context)"
+            )
+        return None
+
     def load(self) -> None:
         import torch
 

@@ -276,6 +276,24 @@ class VllmEngine(Engine):
         first = end if any(f is None for f in firsts) else max(firsts)
         return RunTiming(start, first, end, n_in * len(prompts), produced)
 
+    @classmethod
+    def batch_limit_before_load(
+        cls, batch_size: int, length: int, n_out: int, spec, options: dict, dtype: str
+    ) -> str | None:
+        """Without chunked prefill a batch beyond max_num_batched_tokens would not be one prefill step; beyond
+        max_num_seqs it would not be one batch."""
+        kwargs = llm_kwargs(spec, dtype, options)
+        step, tokens = kwargs.get("max_num_batched_tokens"), batch_size * length
+        if step is not None and not options.get("chunked_prefill") and tokens > step:
+            return (
+                f"B * L = {batch_size} * {length} = {tokens} tokens exceed max_num_batched_tokens = "
+                f"{step}: the batch would not be one prefill step (use a chunked_prefill "
+                "variant to measure it chunked)"
+            )
+        if kwargs.get("max_num_seqs") is not None and batch_size > kwargs["max_num_seqs"]:
+            return f"B = {batch_size} exceeds max_num_seqs = {kwargs['max_num_seqs']}"
+        return None
+
     def batch_limit(self, batch_size: int, length: int, n_out: int) -> str | None:
         """Beyond the loaded engine's KV cache, vLLM would preempt and recompute sequences: not one batch."""
         cache = self._scheduler_settings()
