@@ -69,6 +69,18 @@ def test_a_cell_line_counts_the_run_and_estimates_what_is_left(run_dir):
     assert cell_line(l64, summary, 12.0, cfg).endswith("12 s; the run's last cell")
 
 
+def test_two_cells_that_end_at_once_get_their_own_counts(run_dir):
+    """Both lines are printed after both files were written (two jobs side by side): the older file counts first."""
+    cfg, (l64, l256, l1024, l4096) = run_dir
+    started = json.loads(PLAN.read_text())["started"]
+    touch(l256.path, started + 1.0)
+    touch(l64.path, started + 1.5)
+    touch(l1024.path, started + 1.5)  # the very same instant: the cell id breaks the tie
+    summary = {"status": "ok", "flags": [], "energy_per_run_j": [1.0, 1.0]}
+    counts = [cell_line(c, summary, 1.0, cfg).split()[2] for c in (l1024, l64, l256)]
+    assert counts == ["2/4", "3/4", "1/4"]  # L1024 before L64 at the tie: the ids in text order
+
+
 def test_another_runs_plan_gives_the_cell_alone(run_dir, monkeypatch):
     cfg, cells = run_dir
     monkeypatch.setenv(WORKFLOW_ENV, "1:1")  # a job of another Snakemake than the one that wrote the plan

@@ -65,11 +65,30 @@ def read_plan(path: str | Path = PLAN) -> dict | None:
     return plan if workflow and plan.get("workflow") == workflow else None
 
 
-def _written_since(path: Path, started: float) -> bool:
+def _written_at(path: Path) -> float | None:
     try:
-        return path.stat().st_mtime >= started
+        return path.stat().st_mtime
     except OSError:
-        return False
+        return None
+
+
+def _written_since(path: Path, started: float) -> bool:
+    written = _written_at(path)
+    return written is not None and written >= started
+
+
+def _done_count(planned: list[Cell], cell: Cell, started: float) -> int:
+    """This cell's place among the planned cells this run has written: those written before its own file, and it.
+    Two jobs that end at once each count the other's file only if it is older, so no two cells share a count."""
+    own = _written_at(cell.path)
+    if own is None or own < started:  # its file not written (yet): every other one written so far comes first
+        return 1 + sum(1 for c in planned if c != cell and _written_since(c.path, started))
+    earlier = 0
+    for c in planned:
+        written = _written_at(c.path)
+        if c != cell and written is not None and written >= started and (written, c.cell_id) < (own, cell.cell_id):
+            earlier += 1
+    return earlier + 1
 
 
 def duration(seconds: float) -> str:
@@ -106,7 +125,7 @@ def remaining(plan: dict, cell: Cell, elapsed_s: float, settings: Settings) -> t
     planned = [Cell.from_id(c) for c in plan["cells"]]
     left = [c for c in planned if c != cell and not _written_since(c.path, started)]
     loads = [(m, e) for m, e, path in plan["warmups"] if not _written_since(Path(path), started)]
-    count = f"{len(planned) - len(left)}/{len(planned)}" if cell in planned else None
+    count = f"{_done_count(planned, cell, started)}/{len(planned)}" if cell in planned else None
     if not left:
         return count, "the run's last cell"
     seconds, unknown = expected_s(left, loads, [THIS_RUN_JOBS, *settings.job_times], settings)
