@@ -33,13 +33,12 @@ from ctxenergy.outputs.findings import CLAIM_FIGURES, claim_verdicts, key_findin
 from ctxenergy.outputs.render import (
     INTERVAL,
     NO_COUNTER,
-    brief,
     ci,
     condensed_reason,
-    energy_label,
     energy_missing,
     energy_missing_reason,
     finite,
+    fit_cells,
     fmt,
     fmt_ci,
     join_words,
@@ -334,23 +333,8 @@ def scaling_md(fits: pd.DataFrame) -> str:
         return "No prefill cells to fit."
     rows, sentences = [], []
     for r in f.itertuples():
-        d = r._asdict()
+        rows.append([r.model, r.engine, *fit_cells(r, where="Validity in the report")])
         fitted = not r.status.startswith("not fitted")
-        rows.append(
-            [
-                r.model,
-                r.engine,
-                energy_label(r.quantity),
-                r.status,
-                ci(d, "a_j") if fitted else "–",
-                ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
-                ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
-                fmt(r.chi2_per_dof, 3) if fitted and finite(r.chi2_per_dof) else "–",
-                fmt(r.chi2_per_dof_stat, 3) if fitted and finite(r.chi2_per_dof_stat) else "–",
-                r.model_note if fitted else "–",
-                brief(r.excluded, where="Validity in the report") if r.excluded else "none",
-            ]
-        )
         if fitted and r.quantity == "energy_per_run_j":
             sentences.append(
                 f"For {r.model} / {r.engine}, E(L) = {fmt(r.a_j)} J + {fmt(r.b_j_per_token * 1e3)} "

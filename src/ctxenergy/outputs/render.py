@@ -137,6 +137,25 @@ def brief(text, n: int = 140, where: str | None = "Validity") -> str:
     return text[:n].rsplit(" ", 1)[0] + (f" … (in full under {where})" if where else " …")
 
 
+def fit_cells(fit, where: str | None = "Validity") -> list[str]:
+    """A row of the fits table as the report's and the write-up's fit tables show it, after the model and engine
+    (and phase): energy, status, a, b, c with intervals, chi²/dof with the floor and without, the model test, the
+    cells left out (`where` names the table with their reasons in full)."""
+    d = fit._asdict()
+    fitted = not str(fit.status).startswith("not fitted")
+    return [
+        energy_label(fit.quantity),
+        fit.status,
+        ci(d, "a_j") if fitted else "–",
+        ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
+        ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
+        fmt(fit.chi2_per_dof, 3) if fitted and finite(fit.chi2_per_dof) else "–",
+        fmt(fit.chi2_per_dof_stat, 3) if fitted and finite(fit.chi2_per_dof_stat) else "–",
+        fit.model_note if fitted else "–",
+        brief(fit.excluded, where=where) if fit.excluded else "none",
+    ]
+
+
 # ---- why energy is missing --------------------------------------------------------------------------------------
 
 NO_COUNTER = (

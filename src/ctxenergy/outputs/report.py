@@ -27,11 +27,11 @@ from ctxenergy.outputs.render import (
     brief,
     ci,
     condensed_reason,
-    energy_label,
     energy_missing,
     energy_missing_reason,
     esc,
     finite,
+    fit_cells,
     fmt,
     fmt_ci,
     html_table,
@@ -416,24 +416,7 @@ def fits_section(ft: pd.DataFrame) -> str:
         return "<h2>Fits</h2><p>No group of cells to fit.</p>"
     rows = []
     for r in ft.itertuples():
-        d = r._asdict()
-        fitted = not str(r.status).startswith("not fitted")
-        rows.append(
-            [
-                r.model,
-                r.engine,
-                r.phase,
-                energy_label(r.quantity),
-                r.status,
-                ci(d, "a_j") if fitted else "–",
-                ci(d, "b_j_per_token", scale=1e3) if fitted else "–",
-                ci(d, "c_j_per_token2", scale=1e9) if fitted else "–",
-                fmt(r.chi2_per_dof, 3) if fitted and finite(r.chi2_per_dof) else "–",
-                fmt(r.chi2_per_dof_stat, 3) if fitted and finite(r.chi2_per_dof_stat) else "–",
-                r.model_note if fitted else "–",
-                brief(r.excluded) if r.excluded else "none",
-            ]
-        )
+        rows.append([r.model, r.engine, r.phase, *fit_cells(r)])
     header = [
         "model",
         "engine",
