@@ -10,19 +10,8 @@ from ctxenergy.config import check_cell_settings
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.measure import below_min_window
 from ctxenergy.stats import summarize
-from ctxenergy.tables import read_cell, write_table
+from ctxenergy.tables import SUMMARISED, read_cell, write_table
 
-# Window columns summarised per cell: <name>, <name>_ci_low, <name>_ci_high (median and t-interval of the mean).
-SUMMARISED = [
-    "energy_per_run_j",
-    "dynamic_energy_per_run_j",
-    "run_s",
-    "prefill_s",
-    "mean_power_w",
-    "power_cap_fraction",
-    "window_s",
-    "edge_uncertainty_j",
-]
 FIRST = [
     "schema_version",
     "cell_id",

@@ -200,6 +200,18 @@ def read_cell(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
 
 # Columns added with schema_version 2 (the batch axis and engine variants, docs/serving.md), as cells written before
 # them read: one sequence per run, the engine as engine_options set it.
+# The windows' columns the table of cells summarises per cell (ctxenergy.aggregate): <name>, <name>_ci_low and
+# <name>_ci_high (median and t-interval of the mean over the windows).
+SUMMARISED = [
+    "energy_per_run_j",
+    "dynamic_energy_per_run_j",
+    "run_s",
+    "prefill_s",
+    "mean_power_w",
+    "power_cap_fraction",
+    "window_s",
+    "edge_uncertainty_j",
+]
 SERVING_DEFAULTS = {"batch_size": 1, "engine_variant": "default"}
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 # One fixed order of engines (the registry's): the baseline first, so a ratio "a / b" reads "how much more the
 # baseline costs". Tables and figures sort by it.
 from ctxenergy.engines.registry import engine_rank as engine_rank
+from ctxenergy.tables import SUMMARISED
 
 # Flags that make a cell's energy unusable (others, such as short_window, stay visible but keep the cell).
 EXCLUDING_FLAGS = {
@@ -25,16 +26,6 @@ EXCLUDING_FLAGS = {
     "implausible": "faster than the device's peak allows",
 }
 
-SUMMARISED = [
-    "energy_per_run_j",
-    "dynamic_energy_per_run_j",
-    "run_s",
-    "prefill_s",
-    "mean_power_w",
-    "power_cap_fraction",
-    "window_s",
-    "edge_uncertainty_j",
-]
 NUMERIC = [
     "length_tokens",
     "output_tokens",
