@@ -337,3 +337,29 @@ def test_the_budget_estimates_a_batch_as_one_prompt_of_b_times_l_and_skips_what_
     missing = [c for c in expand_grid(Settings.from_config(cfg)) if c.batch_size > 1 or c.variant != "default"]
     chosen, summary = within_budget(missing, 1e7, cfg["job_times"], Settings.from_config(cfg))
     assert len(chosen) == len(missing) and "without a job time" not in summary
+
+
+class EightyGigabyteNvml(FakeNvml):
+    def memory_total_bytes(self, h):
+        return 80 * 10**9  # an H100's
+
+
+def test_on_a_gpu_host_the_budget_knows_which_batches_its_gpus_cannot_hold(monkeypatch):
+    """Where NVML answers, a batch beyond the smallest GPU's memory is recorded as out of memory within seconds, as a
+    run without a budget records it; on a host without GPUs the budget leaves it to a GPU that may hold it."""
+    from ctxenergy.budget import EXCEEDS_CONTEXT_S, LARGEST_DEVICE_MEMORY_BYTES, device_memory_bytes, within_budget
+    from ctxenergy.telemetry import nvml_api
+
+    settings = Settings.from_config(config("serving.yaml"))
+    b8 = Cell("llama-3.1-8b", "hf-sdpa", "prefill", 65536, 8)  # weights 16 GB + KV cache 69 GB: not in 80 GB
+    budget_s = 20.0 + 1.2 * (EXCEEDS_CONTEXT_S + 40.0)  # the reserve, and the cell with an engine load at most
+
+    def no_nvml():
+        raise nvml_api.NoDeviceError("no NVML here")
+
+    monkeypatch.setattr(nvml_api, "_backend_factory", no_nvml)
+    assert device_memory_bytes(settings) == LARGEST_DEVICE_MEMORY_BYTES
+    assert within_budget([b8], budget_s, settings.job_times, settings)[0] == []  # 141 GB may hold it: hours
+    monkeypatch.setattr(nvml_api, "_backend_factory", lambda: EightyGigabyteNvml([FakeGpu("GPU-a"), FakeGpu("GPU-b")]))
+    assert device_memory_bytes(settings) == 80e9
+    assert within_budget([b8], budget_s, settings.job_times, settings)[0] == [b8]

@@ -43,8 +43,9 @@ SAFETY = 1.2
 # A cell job served by an engine host holds well under 100 MB (69 MB in the H200 campaign's benchmark files); one that
 # loaded the engine in its own processes held 0.7-1.8 GB: its time includes the engine's start.
 ENGINE_LOADED_RSS_MB = 400.0
-# The most device memory a GPU of this study has (H200: 141 GB): a batch whose weights and KV cache alone exceed it
-# is recorded as out of memory within seconds on any of them (ctxenergy.batching.batch_limit_of).
+# The most device memory a GPU of this study may have (H200: 141 GB), where the GPUs cannot be asked (a SLURM login
+# node, a CPU host): a batch whose weights and KV cache alone exceed it is recorded as out of memory within seconds on
+# any of them (ctxenergy.batching.batch_limit_of).
 LARGEST_DEVICE_MEMORY_BYTES = 141e9
 RESERVE_S = 20.0  # Snakemake's start (DAG, config checks) and the prompt jobs, before the first GPU job
 
@@ -136,11 +137,29 @@ def estimate_s(times: dict, cell: Cell, min_s: float = MEASURED_JOB_MIN_S, batch
     return None
 
 
-def beyond_any_device(cell: Cell, spec, n_out: int, dtype: str) -> bool:
-    """A batch that no GPU of this study holds (weights and KV cache above LARGEST_DEVICE_MEMORY_BYTES)."""
+def device_memory_bytes(settings: Settings) -> float:
+    """The memory of the smallest GPU NVML sees here, where a cuda study runs on this host: a batch that does not fit
+    it is recorded as out of memory within seconds (as a run without a budget would). Elsewhere (no NVML, no GPU, a
+    CPU study) LARGEST_DEVICE_MEMORY_BYTES: the budget then leaves such a batch to a GPU that may hold it."""
+    if settings.device != "cuda":
+        return LARGEST_DEVICE_MEMORY_BYTES
+    from ctxenergy.telemetry.nvml_api import open_backend
+
+    try:
+        nv = open_backend()
+        sizes = [nv.memory_total_bytes(nv.handle(i)) for i in range(nv.device_count())]
+    except Exception:  # noqa: BLE001 (any NVML failure: no device to ask, the study-wide bound applies)
+        return LARGEST_DEVICE_MEMORY_BYTES
+    return float(min(sizes)) if sizes else LARGEST_DEVICE_MEMORY_BYTES
+
+
+def beyond_any_device(
+    cell: Cell, spec, n_out: int, dtype: str, memory_bytes: float = LARGEST_DEVICE_MEMORY_BYTES
+) -> bool:
+    """A batch that no GPU of this study holds (weights and KV cache above `memory_bytes`, device_memory_bytes)."""
 
     class Largest:
-        memory_total_bytes = LARGEST_DEVICE_MEMORY_BYTES
+        memory_total_bytes = memory_bytes
 
     class Unloaded:
         def batch_limit(self, *args):
@@ -152,6 +171,7 @@ def beyond_any_device(cell: Cell, spec, n_out: int, dtype: str) -> bool:
 def _estimates(cells: list[Cell], times: dict, settings: Settings) -> tuple[list[tuple[float, Cell]], list[Cell]]:
     """(estimated job seconds, cell) of the cells with an estimate, and the cells without one."""
     specs = {m.name: resolve_model(settings, m.name) for m in settings.models}
+    memory = device_memory_bytes(settings) if any(c.batch_size > 1 for c in cells) else LARGEST_DEVICE_MEMORY_BYTES
     min_s = measured_job_min_s(settings.measure)
     estimated, unknown = [], []
     for cell in cells:
@@ -159,7 +179,7 @@ def _estimates(cells: list[Cell], times: dict, settings: Settings) -> tuple[list
         too_long = specs[cell.model].exceeds_context(cell.length, n_out, cell.engine) or limit_before_load(
             cell, specs[cell.model], ENGINES[cell.engine].options(settings, cell.variant), n_out, settings.dtype
         )
-        too_long = too_long or beyond_any_device(cell, specs[cell.model], n_out, settings.dtype)
+        too_long = too_long or beyond_any_device(cell, specs[cell.model], n_out, settings.dtype, memory)
         s = EXCEEDS_CONTEXT_S if too_long else estimate_s(times, cell, min_s)
         (unknown.append(cell) if s is None else estimated.append((s, cell)))
     return estimated, unknown
