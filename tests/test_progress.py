@@ -1,6 +1,7 @@
 """The run's progress lines: one per finished cell with the run's count and remaining time, and the pages at the end."""
 
 import json
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -53,13 +54,13 @@ def test_a_cell_line_counts_the_run_and_estimates_what_is_left(run_dir):
     started = json.loads(PLAN.read_text())["started"]
     touch(l256.path, started - 100)  # measured by an earlier run, redone by this one (--forcerun): not done
     bench("measure_cell/tiny-llama/hf-sdpa/prefill/L256", 20)  # its earlier job time is its estimate
-    touch(l4096.path)  # written by this run: done
+    touch(l4096.path)  # written by this run: done (its job has not printed its line yet)
     bench("warmup_engine/tiny-llama/hf-eager", 30)  # the engine load still to come
     summary = {"status": "ok", "flags": ["short_window"], "energy_per_run_j": [10.0, 10.2, 9.8]}
     line = cell_line(l64, summary, 12.0, cfg)
     # L1024 has no job time to estimate from: it takes this cell's 12 s
     assert line == (
-        "ctxenergy cell 2/4 tiny-llama/hf-sdpa/prefill/L64: 10 [9.5, 10.5] J/run (flags short_window), "
+        "ctxenergy cell 1/4 tiny-llama/hf-sdpa/prefill/L64: 10 [9.5, 10.5] J/run (flags short_window), "
         "12 s; ~62 s left for 2 cells, 1 of them at this cell's pace (no job time to estimate from)"
     )
     touch(l256.path)
@@ -69,16 +70,47 @@ def test_a_cell_line_counts_the_run_and_estimates_what_is_left(run_dir):
     assert cell_line(l64, summary, 12.0, cfg).endswith("12 s; the run's last cell")
 
 
-def test_two_cells_that_end_at_once_get_their_own_counts(run_dir):
-    """Both lines are printed after both files were written (two jobs side by side): the older file counts first."""
+def _line_of(cell, cfg):
+    return cell_line(cell, {"status": "ok", "flags": [], "energy_per_run_j": [1.0, 1.0]}, 1.0, cfg)
+
+
+def test_cells_that_end_at_once_get_their_own_counts(run_dir):
+    """Four jobs printing at the same moment (four processes): counts 1..4, each once."""
+    cfg, cells = run_dir
+    for c in cells:
+        touch(c.path)
+    ctx = multiprocessing.get_context("fork")  # forked: the settings travel without pickling
+    go, lines = ctx.Event(), ctx.Queue()
+    jobs = [ctx.Process(target=lambda c=c: (go.wait(), lines.put(_line_of(c, cfg)))) for c in cells]
+    for job in jobs:
+        job.start()
+    go.set()
+    counts = sorted(lines.get(timeout=30).split()[2] for _ in jobs)
+    for job in jobs:
+        job.join()
+    assert counts == ["1/4", "2/4", "3/4", "4/4"]
+
+
+def test_a_new_run_counts_from_one(run_dir):
+    cfg, (l64, *_) = run_dir
+    touch(l64.path)
+    assert _line_of(l64, cfg).split()[2] == "1/4"
+    write_plan([("measure_cell", {"model": "tiny-llama", "engine": "hf-sdpa", "phase": "prefill", "cell": "L64"})])
+    assert _line_of(l64, cfg).split()[2] == "1/1"
+
+
+def test_a_cell_whose_file_appears_late_with_an_older_time_gets_its_own_count(run_dir):
+    """A cell's file keeps the time its temporary was written, not the time it was moved into place: a job that
+    wrote first may move its file in after another job has printed its line (seen in a CI run as counts 1, 1)."""
     cfg, (l64, l256, l1024, l4096) = run_dir
     started = json.loads(PLAN.read_text())["started"]
-    touch(l256.path, started + 1.0)
-    touch(l64.path, started + 1.5)
-    touch(l1024.path, started + 1.5)  # the very same instant: the cell id breaks the tie
     summary = {"status": "ok", "flags": [], "energy_per_run_j": [1.0, 1.0]}
-    counts = [cell_line(c, summary, 1.0, cfg).split()[2] for c in (l1024, l64, l256)]
-    assert counts == ["2/4", "3/4", "1/4"]  # L1024 before L64 at the tie: the ids in text order
+    touch(l64.path, started + 2.0)
+    first = cell_line(l64, summary, 1.0, cfg).split()[2]
+    touch(l256.path, started + 1.0)  # written before L64's file, in place after L64's line
+    second = cell_line(l256, summary, 1.0, cfg).split()[2]
+    assert (first, second) == ("1/4", "2/4")
+    assert cell_line(l64, summary, 1.0, cfg).split()[2] == "1/4"  # a cell printed twice keeps its place
 
 
 def test_another_runs_plan_gives_the_cell_alone(run_dir, monkeypatch):

@@ -6,9 +6,11 @@ the main Snakemake process, once it has built its DAG: at `onstart` it writes th
 warm-ups it will run, with its own identity and the time) to PLAN. A cell job counts as done the planned cells
 whose file was written since then; the rest, and the warm-ups not yet run, are estimated from the benchmark files
 of earlier jobs as `budget_s` estimates them (ctxenergy.budget): this run's own results/benchmarks first, then the
-config's `job_times` folders. So the count and the estimate stay right when some cells already exist, under a
-rerun of existing cells (--forcerun: an old file is not done), for a target of a few cells, and with several jobs
-at once. A job of another run, or one started without Snakemake, finds no plan of its own and prints the cell alone.
+config's `job_times` folders. So the estimate stays right when some cells already exist, under a rerun of existing
+cells (--forcerun: an old file is not done), for a target of a few cells, and with several jobs at once. The count
+is the cell's place among this run's printed lines, taken under a lock in a list beside the plan: file times cannot
+give it, as a file keeps the time its temporary was written, not when it was moved into place. A job of another
+run, or one started without Snakemake, finds no plan of its own and prints the cell alone.
 """
 
 from __future__ import annotations
@@ -50,7 +52,14 @@ def write_plan(jobs, path: str | Path = PLAN) -> Path:
                 ]
             )
     plan = {"workflow": current_workflow(), "started": time.time(), "cells": sorted(cells), "warmups": warmups}
+    _printed_list(path).unlink(missing_ok=True)  # the lines of an earlier run; its entries would not count anyway
     return write_text(json.dumps(plan, indent=1), path)
+
+
+def _printed_list(plan_path: str | Path) -> Path:
+    """Beside the plan: one line '<plan's start> <cell id>' per cell line printed, in the order printed."""
+    plan_path = Path(plan_path)
+    return plan_path.with_name(plan_path.stem + "-printed.txt")
 
 
 def read_plan(path: str | Path = PLAN) -> dict | None:
@@ -65,30 +74,29 @@ def read_plan(path: str | Path = PLAN) -> dict | None:
     return plan if workflow and plan.get("workflow") == workflow else None
 
 
-def _written_at(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
 def _written_since(path: Path, started: float) -> bool:
-    written = _written_at(path)
-    return written is not None and written >= started
+    try:
+        return path.stat().st_mtime >= started
+    except OSError:
+        return False
 
 
-def _done_count(planned: list[Cell], cell: Cell, started: float) -> int:
-    """This cell's place among the planned cells this run has written: those written before its own file, and it.
-    Two jobs that end at once each count the other's file only if it is older, so no two cells share a count."""
-    own = _written_at(cell.path)
-    if own is None or own < started:  # its file not written (yet): every other one written so far comes first
-        return 1 + sum(1 for c in planned if c != cell and _written_since(c.path, started))
-    earlier = 0
-    for c in planned:
-        written = _written_at(c.path)
-        if c != cell and written is not None and written >= started and (written, c.cell_id) < (own, cell.cell_id):
-            earlier += 1
-    return earlier + 1
+def _place_in_run(cell: Cell, plan: dict, plan_path: str | Path) -> int:
+    """This cell's place among the cell lines this run has printed (its own place if it printed before), taken
+    under an exclusive lock so that two jobs ending at once never share a count."""
+    from ctxenergy.files import try_lock
+
+    stamp = repr(plan["started"])
+    path = _printed_list(plan_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        try_lock(f.fileno(), block=True)  # released when the file closes
+        f.seek(0)
+        printed = [line.split(" ", 1)[1] for line in f.read().splitlines() if line.startswith(stamp + " ")]
+        if cell.cell_id not in printed:
+            f.write(f"{stamp} {cell.cell_id}\n")
+            printed.append(cell.cell_id)
+    return printed.index(cell.cell_id) + 1
 
 
 def duration(seconds: float) -> str:
@@ -116,7 +124,9 @@ def cell_result(summary: dict) -> str:
     return f"{fmt_ci(s['median'], s['ci_low'], s['ci_high'])} J/run" + (f" (flags {flags})" if flags else "")
 
 
-def remaining(plan: dict, cell: Cell, elapsed_s: float, settings: Settings) -> tuple[str | None, str]:
+def remaining(
+    plan: dict, cell: Cell, elapsed_s: float, settings: Settings, plan_path: str | Path = PLAN
+) -> tuple[str | None, str]:
     """The run's count of cells ('3/8'; None for a cell it did not plan) and the expected time of what it has
     still to do ('~2 min left for 5 cells')."""
     from ctxenergy.budget import expected_s
@@ -125,7 +135,7 @@ def remaining(plan: dict, cell: Cell, elapsed_s: float, settings: Settings) -> t
     planned = [Cell.from_id(c) for c in plan["cells"]]
     left = [c for c in planned if c != cell and not _written_since(c.path, started)]
     loads = [(m, e) for m, e, path in plan["warmups"] if not _written_since(Path(path), started)]
-    count = f"{_done_count(planned, cell, started)}/{len(planned)}" if cell in planned else None
+    count = f"{_place_in_run(cell, plan, plan_path)}/{len(planned)}" if cell in planned else None
     if not left:
         return count, "the run's last cell"
     seconds, unknown = expected_s(left, loads, [THIS_RUN_JOBS, *settings.job_times], settings)
@@ -140,7 +150,7 @@ def cell_line(cell: Cell, summary: dict, elapsed_s: float, settings: Settings, p
     plan = read_plan(plan_path)
     if plan is None:
         return f"{PREFIX} {line}"
-    count, rest = remaining(plan, cell, elapsed_s, settings)
+    count, rest = remaining(plan, cell, elapsed_s, settings, plan_path)
     return f"{PREFIX} {count + ' ' if count else ''}{line}; {rest}"
 
 
