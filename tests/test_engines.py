@@ -66,6 +66,50 @@ def test_generate_returns_exactly_g_tokens(hf_engine):
     assert r.prefill_s < r.total_s
 
 
+def test_a_cell_records_the_attention_kernel_torch_chose_on_its_first_run_only(hf_engine):
+    """torch's chooser is asked with each SDPA call's own arguments during the first run after a reset (the cell's
+    warm-up); later runs (the measured windows) call SDPA unwrapped. Eager attention makes no SDPA call."""
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+    hf_engine.reset()
+    ids = np.arange(64, dtype=np.int64) % 500 + 3
+    hf_engine.run(ids, 4)
+    kernels = hf_engine.attention_kernels()
+    if hf_engine.name == "hf-eager":
+        assert kernels == {}
+    else:
+        expected = {"prefill", "decode"} if hf_engine.name == "hf-sdpa" else {"prefill"}  # paged: see KernelNotes
+        assert set(kernels) >= expected and kernels["prefill"] in ("flash_attention", "math"), kernels
+        assert F.scaled_dot_product_attention is original  # unwrapped after the first run
+    calls = []
+    F.scaled_dot_product_attention = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        hf_engine.run(ids, 1)  # a second run: torch's own function, no chooser in between
+    finally:
+        F.scaled_dot_product_attention = original
+    assert hf_engine.attention_kernels() == kernels
+    assert (len(calls) > 0) == (hf_engine.name != "hf-eager")
+    hf_engine.reset()
+    assert hf_engine.attention_kernels() == {}
+
+
+def test_a_failing_kernel_choice_is_noted_and_the_attention_still_runs(monkeypatch):
+    import torch.nn.functional as F
+
+    from ctxenergy.engines.sdpa_kernels import KernelNotes
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no chooser")
+
+    monkeypatch.setattr(torch, "_fused_sdp_choice", refuse)
+    notes = KernelNotes()
+    q = torch.randn(1, 2, 1, 8)
+    with notes.noting_first_run():
+        out = F.scaled_dot_product_attention(q, q, q)
+    assert out.shape == q.shape and notes.as_record() == {"decode": "unknown (RuntimeError)"}
+
+
 def test_load_says_where_its_time_went(hf_engine):
     timings = hf_engine.load_timings
     assert set(timings) == {"import_s", "config_s", "build_s"}

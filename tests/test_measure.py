@@ -114,6 +114,7 @@ def test_generate_cell_records_g_tokens(setup):
     windows, runs, _, meta = read_cell(out)
     assert (runs["tokens_out"] == cfg["generate_tokens"]).all()
     assert meta["output_tokens"] == cfg["generate_tokens"]
+    assert meta["attention_kernels"] == {}  # an engine that cannot tell records nothing rather than a guess
 
 
 def test_oom_cell_is_recorded_not_lost(setup):

@@ -126,6 +126,18 @@ def test_cells_share_one_engine_host_per_engine_which_the_workflow_stops(smoke_r
     assert not list((dst / "results" / "engine-hosts").glob("*.sock"))  # onsuccess stopped them
 
 
+def test_each_cell_records_the_attention_kernel_that_ran(smoke_run):
+    """hf-sdpa's kernel is torch's choice (here on a CPU); eager attention calls no SDPA kernel."""
+    from ctxenergy.tables import read_cell
+
+    dst, _, _ = smoke_run
+    for path in (dst / "results" / "cells").rglob("L*[0-9].parquet"):
+        meta = read_cell(path)[3]
+        phases = {"prefill"} if meta["phase"] == "prefill" else {"prefill", "decode"}
+        expected = {} if meta["engine"] == "hf-eager" else dict.fromkeys(phases, "flash_attention")
+        assert meta["attention_kernels"] == expected, (path, meta["attention_kernels"])
+
+
 def test_rerunning_one_cell_touches_only_that_cell(smoke_run):
     dst, _, _ = smoke_run
     target = "results/cells/tiny-llama/hf-sdpa/prefill/L64.parquet"

@@ -489,6 +489,7 @@ def measure_cell(
             else:
                 run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings.measure, record, resident)
             record.meta["engine_settings"].update(engine.run_notes())
+            record.meta["attention_kernels"] = engine.attention_kernels()
         except OutOfMemory as exc:
             record.status, record.status_reason = "oom", f"out of device memory: {exc}"
             record.windows.clear()

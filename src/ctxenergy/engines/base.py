@@ -86,6 +86,11 @@ class Engine(ABC):
         """How the last cell's runs were executed where that can vary per cell (recorded in the cell)."""
         return {}
 
+    def attention_kernels(self) -> dict[str, str]:
+        """The attention kernel that ran this cell's prefill and decode, where the engine can tell (recorded in the
+        cell as observed, not as a setting: ctxenergy.engines.sdpa_kernels)."""
+        return {}
+
     def reset(self) -> None:
         """Between two cells on one loaded engine: drop what the last cell left behind (caches, freed memory held
         by an allocator), keep the model."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
+from ctxenergy.engines.sdpa_kernels import KernelNotes
 from ctxenergy.errors import ConfigError
 from ctxenergy.models import ModelSpec
 from ctxenergy.weights import MARKER, SHARED_SEED, apply_uniform, shared_weights_dir
@@ -174,6 +175,7 @@ class HFEngine(Engine):
         self._graph = None  # ((B, L), static input ids, graph, static logits)
         self.capture_failure = None  # why the capture failed, for every later cell of this engine
         self.graph_note = self._idle_note()
+        self.kernels = KernelNotes()
 
     @classmethod
     def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> HFEngine:
@@ -190,6 +192,13 @@ class HFEngine(Engine):
             torch.cuda.synchronize()
 
     def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
+        with self.kernels.noting_first_run():  # a cell's first run is its warm-up, never a measured window
+            return self._run(ids, max_new_tokens)
+
+    def attention_kernels(self) -> dict[str, str]:
+        return self.kernels.as_record()
+
+    def _run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
         import torch
 
         # A batch's rows have equal lengths: no padding, no attention mask beyond the causal one.
@@ -279,6 +288,7 @@ class HFEngine(Engine):
     def reset(self) -> None:
         self._graph = None
         self.graph_note = self._idle_note()
+        self.kernels = KernelNotes()
         self._release()
 
     def _release(self) -> None:
@@ -294,7 +304,10 @@ class HFEngine(Engine):
         import torch
         import transformers
 
-        return {"torch": torch.__version__, "transformers": transformers.__version__}
+        versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+        if self.device == "cuda" and torch.backends.cudnn.is_available():  # whose attention kernel torch may pick
+            versions["cudnn"] = str(torch.backends.cudnn.version())
+        return versions
 
     def settings(self) -> dict:
         return {
@@ -391,7 +404,7 @@ class HFPagedEngine(HFEngine):
         manager.start()
         return manager
 
-    def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
+    def _run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
         """One request, or a batch's B requests added together (the manager batches them); the batch's first token
         is its last request's first token."""
         import torch
