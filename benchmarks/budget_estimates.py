@@ -6,7 +6,12 @@ BEFORE: the `jobs/` folders the estimate had (e.g. those of a checkout of an ear
 folder that also holds the cells measured since. For every cell job in AFTER and not in BEFORE: the estimate
 (`ctxenergy.budget.estimate_s`), the measured job time, whether the job loaded the engine itself (its time then holds
 the load, which the budget charges apart), and the totals. Run with PYTHONPATH=<older checkout>/src, it gives that
-version's estimates. Used for docs/gpu-runs/2026-11-29f-call-estimates.txt.
+version's estimates. Used for docs/gpu-runs/2026-11-29f-call-estimates.txt. Batches and engine variants are
+estimated (as the budget does: a batch of B prompts as one of B x L tokens) wherever their own job is new, e.g.
+benchmarks/results/budget_serving_estimates.txt:
+
+    python benchmarks/budget_estimates.py data/reference/nvidia-h200/campaign/jobs,data/reference/nvidia-h200/engines-h200/jobs \
+        data/reference/nvidia-h100-80gb-hbm3/serving/jobs
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from ctxenergy.budget import estimate_s, job_times
-from ctxenergy.grid import Cell
+from ctxenergy.grid import DEFAULT_VARIANT, Cell
 from ctxenergy.provenance import job_seconds
 
 try:
@@ -31,7 +36,8 @@ def compare(before: list[str], after: str, engine: str | None = None) -> list[tu
     rows = []
     for job, s, rss_mb in jobs.loc[jobs["rule"] == "measure_cell", ["job", "s", "max_rss_mb"]].itertuples(index=False):
         cell = Cell.from_id(job.split("/", 1)[1])
-        if (cell.model, cell.engine, cell.phase, cell.length) in old or (engine and cell.engine != engine):
+        single = cell.batch_size == 1 and cell.variant == DEFAULT_VARIANT  # a batch or variant is its own job
+        if (single and (cell.model, cell.engine, cell.phase, cell.length) in old) or (engine and cell.engine != engine):
             continue
         rows.append((cell.cell_id, estimate_s(old, cell), float(s), bool(rss_mb > ENGINE_LOADED_RSS_MB)))
     return sorted(rows)

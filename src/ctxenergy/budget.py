@@ -168,10 +168,15 @@ def beyond_any_device(
     return batch_limit_of(cell, Unloaded(), n_out, dtype, spec, Largest()) is not None
 
 
-def _estimates(cells: list[Cell], times: dict, settings: Settings) -> tuple[list[tuple[float, Cell]], list[Cell]]:
-    """(estimated job seconds, cell) of the cells with an estimate, and the cells without one."""
+def _estimates(
+    cells: list[Cell], times: dict, settings: Settings, memory_bytes: float | None = None
+) -> tuple[list[tuple[float, Cell]], list[Cell]]:
+    """(estimated job seconds, cell) of the cells with an estimate, and the cells without one; `memory_bytes`: the
+    smallest GPU's memory where known beforehand (else asked of NVML where a batch needs it)."""
     specs = {m.name: resolve_model(settings, m.name) for m in settings.models}
-    memory = device_memory_bytes(settings) if any(c.batch_size > 1 for c in cells) else LARGEST_DEVICE_MEMORY_BYTES
+    memory = memory_bytes
+    if memory is None:
+        memory = device_memory_bytes(settings) if any(c.batch_size > 1 for c in cells) else LARGEST_DEVICE_MEMORY_BYTES
     min_s = measured_job_min_s(settings.measure)
     estimated, unknown = [], []
     for cell in cells:
