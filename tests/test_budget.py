@@ -168,6 +168,28 @@ def test_the_estimates_benchmark_reports_every_new_cell_and_the_jobs_that_loaded
     assert "llama-3.1-8b/hf-paged/prefill/L512" in loaded and "qwen2-7b/hf-paged/prefill/L1024" not in loaded
 
 
+def test_the_estimates_benchmark_takes_batches_as_new_jobs_and_estimates_them_as_the_budget_does():
+    import importlib.util
+
+    from ctxenergy.config import load_config
+    from ctxenergy.settings import Settings
+
+    spec = importlib.util.spec_from_file_location("budget_estimates", REPO / "benchmarks" / "budget_estimates.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    before = [str(REFERENCE / "campaign" / "jobs"), str(REFERENCE / "engines-h200" / "jobs")]
+    serving = str(REPO / "data/reference/nvidia-h100-80gb-hbm3/serving/jobs")
+    settings = Settings.from_config(load_config(REPO / "config.yaml", [REPO / "config/serving.yaml"]))
+    plain = dict((c, e) for c, e, _, _ in bench.compare(before, serving))
+    budget = dict((c, e) for c, e, _, _ in bench.compare(before, serving, None, settings, 80e9))
+    assert len(plain) == len(budget) == 23  # every batch is new; the batch-1 cells are the campaign's
+    # 64 x 65,536 tokens cannot be held by an 80 GB GPU: the budget charges a cell recorded without measuring
+    assert plain["llama-3.1-8b/hf-sdpa/prefill/B64/L65536"] > 1000 > budget["llama-3.1-8b/hf-sdpa/prefill/B64/L65536"]
+    assert budget["llama-3.1-8b/hf-sdpa/prefill/B4/L1024"] == plain["llama-3.1-8b/hf-sdpa/prefill/B4/L1024"]
+    out = (REPO / "benchmarks/results/budget_serving_estimates.txt").read_text()
+    assert "23 of 23 cells estimated: 1359 s estimated, 588 s measured (0.43x)" in out
+
+
 def test_the_choice_benchmark_plans_a_vllm_call_around_one_engine_start(tmp_path):
     import importlib.util
 
