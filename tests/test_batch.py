@@ -87,6 +87,21 @@ def test_serving_batch_1_cells_are_the_campaigns_by_settings_hash():
     assert batch_1 <= campaign_ids  # the same ids: committed cells fill them
 
 
+def test_the_attention_kernel_ab_measures_both_orders_and_keeps_the_campaigns_cells():
+    """config/attention-kernels.yaml: hf-sdpa under torch's own kernel order (the campaign's cells, same hash) and
+    with FlashAttention-2 first (a variant on its own engine load), prefill and generate at 3 lengths."""
+    cfg = config("campaign.yaml", "attention-kernels.yaml")
+    check_semantics(cfg, "attention-kernels", engines_needed=())
+    settings = Settings.from_config(cfg)
+    cells = expand_grid(settings)
+    assert len(cells) == 12 and {c.variant for c in cells} == {"default", "flash"}
+    assert cell_settings_hash(cfg, "llama-3.1-8b") == cell_settings_hash(config("campaign.yaml"), "llama-3.1-8b")
+    from ctxenergy.engines.registry import ENGINES
+
+    assert ENGINES["hf-sdpa"].options(settings, "flash")["attention_kernel_order"][0] == "flash_attention"
+    assert "attention_kernel_order" not in ENGINES["hf-sdpa"].options(settings)
+
+
 def test_variants_are_checked_against_the_grid_and_the_engines_options():
     cfg = config("serving.yaml")
     check_semantics(cfg, "serving", engines_needed=())

@@ -94,6 +94,43 @@ def test_a_cell_records_the_attention_kernel_torch_chose_on_its_first_run_only(h
     assert hf_engine.attention_kernels() == {}
 
 
+def test_an_attention_kernel_order_holds_while_the_engine_is_loaded_and_is_recorded():
+    """engine_options.hf.attention_kernel_order: torch tries those kernels, in that order, and no others."""
+    from ctxenergy.engines.hf import HFEngine
+
+    assert torch._C._get_flash_sdp_enabled()
+    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {"attention_kernel_order": ["math"]})
+    engine.load()
+    try:
+        assert not torch._C._get_flash_sdp_enabled()  # not listed: off
+        engine.run(np.arange(32, dtype=np.int64) % 500 + 3, 4)
+        assert engine.attention_kernels() == {"decode": "math", "prefill": "math"}
+        assert engine.settings()["attention_kernel_order"] == ["math"]
+    finally:
+        engine.close()
+    assert torch._C._get_flash_sdp_enabled()  # torch's own order again
+    plain = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {})
+    assert "attention_kernel_order" not in plain.settings()  # unset: the settings cells were compared by before
+
+
+def test_an_unknown_attention_kernel_is_one_line_naming_the_key():
+    from ctxenergy.errors import ConfigError
+
+    cfg = {"models": [{"name": "m"}], "engines": ["hf-sdpa"], "lengths": [256]}
+    cfg["engine_options"] = {"hf": {"attention_kernel_order": ["flash"]}}
+    with pytest.raises(ConfigError) as err:
+        validate_schema(cfg)
+    assert "attention_kernel_order" in str(err.value) and "\n" not in str(err.value)
+    import yaml
+
+    from ctxenergy.engines.sdpa_kernels import KERNELS
+    from ctxenergy.paths import REPO_ROOT
+
+    schema = yaml.safe_load((REPO_ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    order = schema["properties"]["engine_options"]["properties"]["hf"]["properties"]["attention_kernel_order"]
+    assert tuple(order["items"]["enum"]) == KERNELS  # the names the engine maps onto torch's backends
+
+
 def test_a_failing_kernel_choice_is_noted_and_the_attention_still_runs(monkeypatch):
     import torch.nn.functional as F
 

@@ -105,10 +105,11 @@ class MeasureSettings:
 
 @dataclass(frozen=True)
 class HfOptions:
-    """`engine_options.hf`: hf-eager and hf-sdpa."""
+    """`engine_options.hf`: hf-eager and hf-sdpa; None: not set, torch's own kernel order applies."""
 
     prefill_cuda_graph: bool
     prefill_cuda_graph_max_tokens: int
+    attention_kernel_order: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,15 @@ class EngineOptions:
 
     @classmethod
     def from_section(cls, section: dict) -> EngineOptions:
-        vllm = section["vllm"]
+        hf, vllm = section["hf"], section["vllm"]
+        order = hf.get("attention_kernel_order")
         return cls(
-            hf=HfOptions(**section["hf"]), vllm=VllmOptions(**{f.name: vllm.get(f.name) for f in fields(VllmOptions)})
+            hf=HfOptions(
+                prefill_cuda_graph=hf["prefill_cuda_graph"],
+                prefill_cuda_graph_max_tokens=hf["prefill_cuda_graph_max_tokens"],
+                attention_kernel_order=tuple(order) if order is not None else None,
+            ),
+            vllm=VllmOptions(**{f.name: vllm.get(f.name) for f in fields(VllmOptions)}),
         )
 
     def of(self, key: str) -> dict:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ctxenergy.engines.base import Engine, OutOfMemory, RunTiming
-from ctxenergy.engines.sdpa_kernels import KernelNotes
+from ctxenergy.engines.sdpa_kernels import KernelNotes, kernel_order
 from ctxenergy.errors import ConfigError
 from ctxenergy.models import ModelSpec
 from ctxenergy.weights import MARKER, SHARED_SEED, apply_uniform, shared_weights_dir
@@ -176,12 +176,16 @@ class HFEngine(Engine):
         self.capture_failure = None  # why the capture failed, for every later cell of this engine
         self.graph_note = self._idle_note()
         self.kernels = KernelNotes()
+        self.kernel_order = tuple(options.get("attention_kernel_order") or ())  # (): torch's own order
+        self._ordered = contextlib.ExitStack()  # holds the order while the engine is loaded
 
     @classmethod
     def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> HFEngine:
         return cls(name, spec, settings.dtype, settings.device, options)
 
     def load(self) -> None:
+        if self.kernel_order:
+            self._ordered.enter_context(kernel_order(self.kernel_order))
         self.load_timings: dict[str, float] = {}
         self.model = build_hf_model(self.spec, ATTENTION[self.name], self.dtype, self.device, self.load_timings)
 
@@ -314,12 +318,18 @@ class HFEngine(Engine):
             "attn_implementation": ATTENTION[self.name],
             "prefill_cuda_graph": self.graph_enabled,
             "prefill_cuda_graph_max_tokens": self.graph_max_tokens,
+            **self._order_setting(),
         }
+
+    def _order_setting(self) -> dict:
+        """Only where set: cells under torch's own order keep the settings they were compared by before."""
+        return {"attention_kernel_order": list(self.kernel_order)} if self.kernel_order else {}
 
     def close(self) -> None:
         self._graph = None
         self.model = None
         self._release()
+        self._ordered.close()  # torch's own kernel order again
 
 
 class HFPagedEngine(HFEngine):
@@ -460,6 +470,7 @@ class HFPagedEngine(HFEngine):
             "max_batch_tokens": cb.max_batch_tokens,
             "use_cuda_graph": list(graphs) if isinstance(graphs, tuple) else graphs,
             "use_async_batching": cb.use_async_batching,
+            **self._order_setting(),
         }
 
     def close(self) -> None:

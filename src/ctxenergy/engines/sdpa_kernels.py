@@ -7,12 +7,35 @@ FlashAttention-2 there. So "hf-sdpa" names different kernels on different softwa
 cells (`ctxenergy compare`) or of our numbers with a paper's needs to know which one ran. torch's own chooser
 (`torch._fused_sdp_choice`) is asked with the very arguments of each call; it runs on the host (microseconds), and
 only during a cell's first run after a reset (its warm-up, never a measured window).
+
+`engine_options.hf.attention_kernel_order` sets the order instead (`kernel_order`), for an A/B of two kernels.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+
+KERNELS = ("cudnn_attention", "flash_attention", "efficient_attention", "math")  # torch's SDPBackend names, lowercase
+
+
+def kernel_order(names: tuple[str, ...] | list[str]):
+    """A context in which torch tries SDPA's kernels in this order and no others (torch's sdpa_kernel with
+    set_priority; the order is global to the process, so it holds in an engine's worker threads too)."""
+    import inspect
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from ctxenergy.errors import ConfigError
+
+    if "set_priority" not in inspect.signature(sdpa_kernel).parameters:
+        import torch
+
+        raise ConfigError(
+            f"torch {torch.__version__} cannot order SDPA's kernels (engine_options.hf.attention_kernel_order): "
+            "remove the setting or use a newer torch"
+        )
+    return sdpa_kernel([getattr(SDPBackend, name.upper()) for name in names], set_priority=True)
 
 
 def _backend_name(choice: int) -> str:
