@@ -20,7 +20,7 @@ CELL = "llama-3.1-8b/hf-sdpa/prefill/L16384"
 RERUNS = itertools.count()
 
 
-def _copy_scaled(tmp_path, factor: float, host: str | None = None):
+def _copy_scaled(tmp_path, factor: float, host: str | None = None, kernels: dict | None = None):
     """The campaign's prefill cell at 16k, with every window's energy scaled (a rerun that read `factor` more),
     recorded as measured on `host` (the committed cells predate the host_cpu record)."""
     src = REF / "campaign" / "cells" / f"{CELL}.parquet"
@@ -32,6 +32,8 @@ def _copy_scaled(tmp_path, factor: float, host: str | None = None):
     windows["measured_at"] = meta["measured_at"] = f"2026-12-01T12:00:{next(RERUNS):02d}+00:00"  # a rerun, not a copy
     if host:
         windows["host_cpu"] = meta["host_cpu"] = host
+    if kernels is not None:
+        meta["attention_kernels"] = kernels
     write_table(windows, dst, meta)
     for kind in ("runs", "trace"):  # a cell is read whole: its runs and power trace come with it
         shutil.copy(sibling(src, kind), sibling(dst, kind))
@@ -106,6 +108,16 @@ def test_a_rerun_on_another_host_cpu_says_so(tmp_path):
     row = compare_cells(ref, _copy_scaled(tmp_path / "new", 1.0, host="CPU B x32")).iloc[0]
     assert row["verdict"] == "agrees" and row["note"] == "host CPU CPU A x16 / CPU B x32"
     assert compare_cells(ref, _copy_scaled(tmp_path / "same", 1.0, host="CPU A x16")).iloc[0]["note"] == ""
+
+
+def test_a_rerun_whose_attention_kernel_differs_says_so(tmp_path):
+    cudnn, flash = {"prefill": "cudnn_attention"}, {"prefill": "flash_attention"}
+    ref = _copy_scaled(tmp_path / "ref", 1.0, kernels=cudnn)
+    note = compare_cells(ref, _copy_scaled(tmp_path / "new", 1.0, kernels=flash)).iloc[0]["note"]
+    assert note == "attention kernel (prefill) cudnn_attention / flash_attention"
+    assert compare_cells(ref, _copy_scaled(tmp_path / "same", 1.0, kernels=cudnn)).iloc[0]["note"] == ""
+    # a committed cell from before the record: nothing to say either way
+    assert compare_cells(REF / "campaign" / "cells", ref, cells=[CELL]).iloc[0]["note"] == ""
 
 
 def test_named_cells_only_each_in_both_and_exit_zero_on_request(tmp_path):

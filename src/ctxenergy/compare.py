@@ -65,6 +65,18 @@ def _differing(ref, new) -> list[str]:
     return [f"{k} {ref.get(k)} / {new.get(k)}" for k in keys if ref.get(k) != new.get(k)]
 
 
+def _kernel_notes(ref, new) -> list[str]:
+    """'attention kernel (decode) cudnn_attention / flash_attention' where both cells recorded the kernel that ran
+    (ctxenergy.engines.sdpa_kernels) and it differs: the same engine name, another kernel."""
+    if not isinstance(ref, dict) or not isinstance(new, dict) or not (ref and new):
+        return []  # cells from before the record, or an engine that cannot tell
+    return [
+        f"attention kernel ({phase}) {ref.get(phase, 'none')} / {new.get(phase, 'none')}"
+        for phase in sorted(set(ref) | set(new))
+        if ref.get(phase) != new.get(phase)
+    ]
+
+
 def _verdict(status_ok: bool, diff: float, low: float, high: float, tolerance_pct: float) -> str:
     if not status_ok or math.isnan(diff):
         return "not comparable"
@@ -131,6 +143,7 @@ def compare_cells(
             notes.append("settings differ: " + ", ".join(differing))
         elif rm.get("config_hash") != nm.get("config_hash"):
             notes.append("config_hash differs (an option of the model or another engine)")
+        notes += _kernel_notes(rm.get("attention_kernels"), nm.get("attention_kernels"))
         if rm.get("host_cpu") and nm.get("host_cpu") and rm["host_cpu"] != nm["host_cpu"]:
             notes.append(f"host CPU {rm['host_cpu']} / {nm['host_cpu']}")
         same_gpu = rm.get("device_uuid") == nm.get("device_uuid")
