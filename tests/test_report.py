@@ -235,6 +235,35 @@ def test_paper_tables_align_text_left_and_name_the_stack_once(three_engines):
     assert "### Thresholds of the prefill cells" in md
 
 
+def test_the_stack_names_the_attention_kernel_where_cells_recorded_it():
+    from ctxenergy.outputs.paper import stack_text
+
+    def cells(kernels):
+        pc = pd.DataFrame(
+            {
+                "engine": ["hf-eager", "hf-sdpa", "hf-sdpa"],
+                "engine_version": "5.17.0",
+                "device_name": "NVIDIA H100 80GB HBM3",
+                "driver_version": "580.159.04",
+                "torch_version": "2.11.0+cu130",
+                "meter_method": "nvml-energy-counter",
+            }
+        )
+        if kernels is not None:
+            pc["attention_kernels"] = kernels
+        return pc
+
+    cudnn = "prefill cudnn_attention; decode cudnn_attention"
+    text = stack_text(cells(["", cudnn, cudnn]))
+    assert text.endswith(f"engines hf-eager and hf-sdpa (attention kernel: {cudnn}) 5.17.0")
+    mixed = stack_text(cells(["", "prefill flash_attention", "not recorded"]))
+    assert mixed.endswith("hf-sdpa (attention kernel: prefill flash_attention (not recorded in some cells)) 5.17.0")
+    two = stack_text(cells(["", "prefill cudnn_attention", "prefill flash_attention; decode flash_attention"]))
+    assert "(attention kernel: prefill cudnn_attention or flash_attention; decode flash_attention)" in two
+    assert stack_text(cells(None)) == stack_text(cells(["not recorded"] * 3))  # a table from before: as before
+    assert "attention" not in stack_text(cells(None))
+
+
 def test_the_report_has_in_page_contents(reference):
     page = reference["report"]
     toc = page[page.index('<p class="toc">') :]

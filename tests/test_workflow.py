@@ -136,6 +136,9 @@ def test_each_cell_records_the_attention_kernel_that_ran(smoke_run):
         phases = {"prefill"} if meta["phase"] == "prefill" else {"prefill", "decode"}
         expected = {} if meta["engine"] == "hf-eager" else dict.fromkeys(phases, "flash_attention")
         assert meta["attention_kernels"] == expected, (path, meta["attention_kernels"])
+    # carried through the table of cells into the write-up's stack line, per engine
+    paper = (dst / "results" / "paper" / "paper.md").read_text()
+    assert "hf-eager and hf-sdpa (attention kernel: prefill flash_attention; decode flash_attention)" in paper
 
 
 def test_rerunning_one_cell_touches_only_that_cell(smoke_run):

@@ -66,6 +66,7 @@ def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
     row["thermal_throttle"] = bool(measured["thermal_throttle"].any()) if "thermal_throttle" in measured else False
     row["foreign_process"] = bool(measured["foreign_process"].any()) if "foreign_process" in measured else False
     row["engine_settings"] = str(meta.get("engine_settings", {}))
+    row["attention_kernels"] = attention_kernels_text(meta)
     for col in ("notes", "telemetry_faults"):  # per window, kept in the cell's row with the window they belong to
         texts = zip(measured["window"], measured[col]) if col in measured else []
         row[col] = "; ".join(f"window {w}: {t}" for w, t in texts if isinstance(t, str) and t)
@@ -75,6 +76,14 @@ def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
     if "below_min_window" not in flags and below_min_window(work_s, meta.get("settings", {}).get("min_window_s")):
         row["flags"] = ",".join(flags + ["below_min_window"])
     return row
+
+
+def attention_kernels_text(meta: dict) -> str:
+    """The cell's attention_kernels record as one string for the table of cells (cell.schema.yaml, `cells`)."""
+    kernels = meta.get("attention_kernels")
+    if kernels is None:
+        return "not recorded"
+    return "; ".join(f"{phase} {kernel}" for phase, kernel in sorted(kernels.items(), reverse=True))  # prefill first
 
 
 def _default_variant_first(column: pd.Series) -> pd.Series:

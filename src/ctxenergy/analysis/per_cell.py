@@ -123,6 +123,8 @@ def per_cell_metrics(
     for col in CELL_METRICS:
         if col in df:
             out[col] = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
+    if "attention_kernels" in df:  # tables aggregated since cells record it
+        out["attention_kernels"] = df["attention_kernels"].fillna("not recorded").astype(str).to_numpy()
     prefill = (df["phase"] == "prefill").to_numpy()
     batch = batch_sizes(df)
     tokens = np.where(prefill, df["length_tokens"], df["length_tokens"] + df["output_tokens"]).astype(float) * batch

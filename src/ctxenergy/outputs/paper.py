@@ -111,13 +111,32 @@ def stack_text(pc: pd.DataFrame) -> str:
         by_version: dict[str, list[str]] = {}
         for engine in sorted(g["engine"].unique(), key=engine_rank):
             versions = sorted({v for v in g.loc[g["engine"] == engine, "engine_version"] if v}) or ["–"]
-            by_version.setdefault(", ".join(versions), []).append(engine)
+            by_version.setdefault(", ".join(versions), []).append(engine + _kernels_of(g[g["engine"] == engine]))
         engines = "; ".join(f"{join_words(es)} {v}" for v, es in by_version.items())
         parts.append(
             f"{device or 'unknown device'} (driver {driver or '–'}), torch {torch or '–'}, energy by "
             f"{meter or '–'}; engines {engines}"
         )
     return ". ".join(parts)
+
+
+def _kernels_of(rows: pd.DataFrame) -> str:
+    """' (attention kernel: prefill cudnn_attention; decode cudnn_attention)' over an engine's cells that recorded the
+    kernel torch chose (the table's attention_kernels, 'prefill k; decode k' per cell); '' where none did or the
+    engine cannot tell."""
+    if "attention_kernels" not in rows:
+        return ""
+    by_phase: dict[str, set[str]] = {}
+    for text in rows["attention_kernels"].dropna():
+        for part in [p for p in str(text).split("; ") if p and text != "not recorded"]:
+            phase, _, kernel = part.partition(" ")
+            by_phase.setdefault(phase, set()).add(kernel)
+    if not by_phase:
+        return ""
+    phases = sorted(by_phase, key=lambda phase: (phase != "prefill", phase))
+    kinds = "; ".join(f"{phase} {' or '.join(sorted(by_phase[phase]))}" for phase in phases)
+    unknown = " (not recorded in some cells)" if (rows["attention_kernels"] == "not recorded").any() else ""
+    return f" (attention kernel: {kinds}{unknown})"
 
 
 def energy_missing_text(pc: pd.DataFrame) -> str:
