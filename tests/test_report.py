@@ -264,6 +264,11 @@ def test_the_stack_names_the_attention_kernel_where_cells_recorded_it():
     assert "attention" not in stack_text(cells(None))
 
 
+def test_a_table_from_before_the_kernel_record_keeps_its_hardware_table(reference):
+    hardware = reference["report"][reference["report"].index("<h2>Hardware and versions") :]
+    assert "attention kernel" not in hardware[: hardware.index("</table>")]
+
+
 def test_the_report_has_in_page_contents(reference):
     page = reference["report"]
     toc = page[page.index('<p class="toc">') :]

@@ -139,6 +139,9 @@ def test_each_cell_records_the_attention_kernel_that_ran(smoke_run):
     # carried through the table of cells into the write-up's stack line, per engine
     paper = (dst / "results" / "paper" / "paper.md").read_text()
     assert "hf-eager and hf-sdpa (attention kernel: prefill flash_attention; decode flash_attention)" in paper
+    report = (dst / "results" / "report" / "report.html").read_text()
+    hardware = report[report.index("<h2>Hardware and versions") :]
+    assert "attention kernel</th>" in hardware and "prefill flash_attention; decode flash_attention" in hardware
 
 
 def test_rerunning_one_cell_touches_only_that_cell(smoke_run):

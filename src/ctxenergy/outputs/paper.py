@@ -33,6 +33,7 @@ from ctxenergy.outputs.findings import CLAIM_FIGURES, claim_verdicts, key_findin
 from ctxenergy.outputs.render import (
     INTERVAL,
     NO_COUNTER,
+    attention_kernels_summary,
     ci,
     condensed_reason,
     energy_missing,
@@ -121,22 +122,10 @@ def stack_text(pc: pd.DataFrame) -> str:
 
 
 def _kernels_of(rows: pd.DataFrame) -> str:
-    """' (attention kernel: prefill cudnn_attention; decode cudnn_attention)' over an engine's cells that recorded the
-    kernel torch chose (the table's attention_kernels, 'prefill k; decode k' per cell); '' where none did or the
-    engine cannot tell."""
-    if "attention_kernels" not in rows:
-        return ""
-    by_phase: dict[str, set[str]] = {}
-    for text in rows["attention_kernels"].dropna():
-        for part in [p for p in str(text).split("; ") if p and text != "not recorded"]:
-            phase, _, kernel = part.partition(" ")
-            by_phase.setdefault(phase, set()).add(kernel)
-    if not by_phase:
-        return ""
-    phases = sorted(by_phase, key=lambda phase: (phase != "prefill", phase))
-    kinds = "; ".join(f"{phase} {' or '.join(sorted(by_phase[phase]))}" for phase in phases)
-    unknown = " (not recorded in some cells)" if (rows["attention_kernels"] == "not recorded").any() else ""
-    return f" (attention kernel: {kinds}{unknown})"
+    """' (attention kernel: prefill cudnn_attention; decode cudnn_attention)' over an engine's cells, '' where none
+    recorded it."""
+    kinds = attention_kernels_summary(rows)
+    return f" (attention kernel: {kinds})" if kinds else ""
 
 
 def energy_missing_text(pc: pd.DataFrame) -> str:

@@ -170,6 +170,25 @@ def excluded_reasons(cells: pd.DataFrame) -> pd.Series:
     return cells.loc[~cells["usable"], "excluded_reason"].str.split(":").str[0].value_counts()
 
 
+def attention_kernels_summary(cells: pd.DataFrame) -> str:
+    """'prefill cudnn_attention; decode cudnn_attention' over cells that recorded the attention kernel torch chose
+    (the table's attention_kernels, 'prefill k; decode k' per cell; ' or ' where cells differ, '(not recorded in some
+    cells)' where some predate the record); '' where none recorded one (or the engine cannot tell)."""
+    if "attention_kernels" not in cells:
+        return ""
+    by_phase: dict[str, set[str]] = {}
+    for text in cells["attention_kernels"].dropna():
+        for part in [p for p in str(text).split("; ") if p and text != "not recorded"]:
+            phase, _, kernel = part.partition(" ")
+            by_phase.setdefault(phase, set()).add(kernel)
+    if not by_phase:
+        return ""
+    phases = sorted(by_phase, key=lambda phase: (phase != "prefill", phase))
+    kinds = "; ".join(f"{phase} {' or '.join(sorted(by_phase[phase]))}" for phase in phases)
+    unknown = " (not recorded in some cells)" if (cells["attention_kernels"] == "not recorded").any() else ""
+    return kinds + unknown
+
+
 def energy_missing_reason(cells: pd.DataFrame, counted: str = "{n} cells {r}") -> str:
     """The reasons no cell has usable energy, counted: '14 cells no_energy, 1 cells status oom'."""
     return ", ".join(counted.format(n=n, r=r) for r, n in excluded_reasons(cells).items())

@@ -24,6 +24,7 @@ from ctxenergy.outputs.findings import CLAIM_FIGURES, HERO_FIGURE, claim_verdict
 from ctxenergy.outputs.render import (
     NO_COUNTER,
     Cell,
+    attention_kernels_summary,
     brief,
     ci,
     condensed_reason,
@@ -160,12 +161,14 @@ def hardware_section(pc: pd.DataFrame) -> str:
         "meter_method",
         "host_cpu",
     ]
+    kernels = "attention_kernels" in pc  # tables aggregated since cells record the kernel torch chose
     pc = pc.assign(**{c: "" for c in cols if c not in pc})
     rows = []
     for key, g in pc.groupby(cols, sort=False, dropna=False):
         rows.append(
             [
                 *(k or "–" for k in key),
+                *([attention_kernels_summary(g) or "–"] if kernels else []),
                 fmt(g["power_limit_w"].max(), 4),
                 fmt(g["idle_power_w"].median(), 4),
                 fmt(g["peak_bf16_tflops"].max(), 4),
@@ -182,13 +185,14 @@ def hardware_section(pc: pd.DataFrame) -> str:
         "engine version",
         "energy method",
         "host CPU",
+        *(["attention kernel"] if kernels else []),
         "power limit (W)",
         "idle power, median (W)",
         "peak bf16 (TFLOP/s)",
         "peak memory (TB/s)",
         "cells",
     ]
-    return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=8)
+    return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=9 if kernels else 8)
 
 
 def validity_section(pc: pd.DataFrame) -> str:
