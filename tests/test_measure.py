@@ -126,6 +126,7 @@ def test_oom_cell_is_recorded_not_lost(setup):
     assert rec.status == "oom" and "out of device memory" in meta["status_reason"]
     assert list(windows["window"]) == [-1] and windows["status"].iloc[0] == "oom"
     assert runs.empty and trace.empty
+    assert meta["attention_kernels"] == {}  # recorded as "no kernel seen", not "from before the record"
 
 
 def test_generate_past_max_positions_is_recorded_as_exceeding_context(setup):
@@ -142,6 +143,7 @@ def test_generate_past_max_positions_is_recorded_as_exceeding_context(setup):
     )
     assert rec.status == "exceeds_context"
     assert "exceeds max_position_embeddings=4096" in pd.read_parquet(out)["status_reason"].iloc[0]
+    assert read_cell(out)[3]["attention_kernels"] == {}
 
 
 def test_prompt_of_wrong_length_is_refused(setup):

@@ -434,6 +434,7 @@ def measure_cell(
     warmup_prompt = warmup_prompt_for(settings, cell, prompt, warmup_prompt)
     record.meta["warmup_prompt"] = "measured" if warmup_prompt is prompt else "different"
     record.meta["tokenizer"] = tokenizer_label(spec)
+    record.meta["attention_kernels"] = {}  # no attention ran (yet): a cell recorded without measuring keeps it so
     engine = None
     batch_limit = limit_before_load(
         cell, spec, ENGINES[cell.engine].options(settings, cell.variant), n_out, settings.dtype
@@ -489,7 +490,6 @@ def measure_cell(
             else:
                 run_protocol(cell, engine, meter, prompt, warmup_prompt, n_out, settings.measure, record, resident)
             record.meta["engine_settings"].update(engine.run_notes())
-            record.meta["attention_kernels"] = engine.attention_kernels()
         except OutOfMemory as exc:
             record.status, record.status_reason = "oom", f"out of device memory: {exc}"
             record.windows.clear()
@@ -497,6 +497,8 @@ def measure_cell(
             record.meta.update(memory.stop())
             if engine is not None:
                 record.meta["versions"] = _versions(engine)
+                # what ran before an out-of-memory error too; read before reset() clears it
+                record.meta["attention_kernels"] = engine.attention_kernels()
                 if resident is None:
                     engine.close()
                 else:
