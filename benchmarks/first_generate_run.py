@@ -13,6 +13,12 @@ cuDNN's attention (a plan per new shape; every decode step has a new key length)
 
 Timing only (no energy): a few GPU-minutes at most. On a CPU host (`--configfile config/smoke.yaml --model
 tiny-llama`) it runs the same code on the tiny model, where torch has no cuDNN attention.
+
+    python benchmarks/first_generate_run.py --from-cells data/reference/nvidia-h100-80gb-hbm3/protocol-fast-slice/cells
+
+reads the same comparison out of measured generate cells instead (no GPU): each cell's first run at its length
+(`timing_pass_s`, the warm-up's timed run) against the median of its measured runs
+(benchmarks/results/first_generate_run_h100_slice.txt).
 """
 
 from __future__ import annotations
@@ -72,6 +78,40 @@ def measure(configfiles: list[str], model: str, engine_name: str, lengths: list[
     return rows
 
 
+def from_cells(folder: str) -> list[dict]:
+    """The first run against the later runs of every generate cell under `folder` whose warm-up was that one run
+    (its timed run, `timing_pass_s`, is then the first run at the length; a warm-up of several runs times its last,
+    a warm one, and tells nothing here)."""
+    from ctxenergy.grid import cached_cell_tables
+    from ctxenergy.tables import read_cell
+
+    rows = []
+    for path in cached_cell_tables(folder):
+        _, runs, _, meta = read_cell(path)
+        if meta.get("phase") != "generate" or meta.get("status") != "ok" or not meta.get("timing_pass_s"):
+            continue
+        first, timeline = float(meta["timing_pass_s"]), meta.get("timeline", {})
+        warmup_s = timeline.get("warmup_end", 0.0) - timeline.get("warmup_start", 0.0)
+        one_run = meta["warmup_runs"] == 1 if "warmup_runs" in meta else warmup_s < 1.2 * first  # older cells: span
+        if not one_run:
+            continue
+        later = float(np.median(runs["end_s"] - runs["start_s"]))
+        kernels = meta.get("attention_kernels")
+        rows.append(
+            {
+                "cell": Path(path).relative_to(folder).with_suffix("").as_posix(),
+                "length": int(meta["length_tokens"]),
+                "first_s": round(first, 3),
+                "second_s": round(later, 3),
+                "extra_s": round(first - later, 3),
+                "prefill_kernel": "not recorded" if kernels is None else kernels.get("prefill", "none"),
+                "decode_kernel": "not recorded" if kernels is None else kernels.get("decode", "none"),
+                "device": meta.get("device_name", ""),
+            }
+        )
+    return sorted(rows, key=lambda r: (r["cell"].split("/")[:2], r["length"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", nargs="*", default=[], help="config files over config.yaml")
@@ -79,8 +119,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="hf-sdpa", help="an HF engine (hf-sdpa, hf-paged, hf-eager)")
     parser.add_argument("--lengths", nargs="+", type=int, default=[256, 4096, 16384], help="prompt lengths")
     parser.add_argument("--out", default="first_generate_run.csv", help="the table written")
+    parser.add_argument("--from-cells", help="read first and later runs out of measured cells (no GPU)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one order, JSON rows on stdout
     args = parser.parse_args(argv)
+    if args.from_cells:
+        import pandas as pd
+
+        table = pd.DataFrame(from_cells(args.from_cells))
+        print(table.to_string(index=False))
+        if len(table):
+            table["engine"] = table["cell"].str.split("/").str[1]
+            for engine, g in table.groupby("engine", sort=True):
+                print(
+                    f"{engine}: {len(g)} generate cells whose warm-up was one run; that first run took "
+                    f"{g['extra_s'].min():.2f} to {g['extra_s'].max():.2f} s more than the median later run "
+                    f"(median {g['extra_s'].median():.2f} s)"
+                )
+        return 0
     if args.child:
         print(json.dumps(measure(args.configfile, args.model, args.engine, args.lengths)))
         return 0
