@@ -1,12 +1,12 @@
 """Which fused attention kernel torch chose for an engine's scaled-dot-product-attention calls, as a cell records it.
 
-torch picks SDPA's kernel at every call, from a priority order that depends on its build, the GPU and the cuDNN it
-loads: its CUDA 13 builds put cuDNN's attention first on Hopper and Blackwell (cuDNN newer than 9.15; the
-environment variable TORCH_CUDNN_SDPA_DEPRIORITIZED=1 puts FlashAttention-2 first again), older builds ran
-FlashAttention-2 there. So "hf-sdpa" names different kernels on different software stacks, and a comparison of two
-cells (`ctxenergy compare`) or of our numbers with a paper's needs to know which one ran. torch's own chooser
-(`torch._fused_sdp_choice`) is asked with the very arguments of each call; it runs on the host (microseconds), and
-only during a cell's first run after a reset (its warm-up, never a measured window).
+torch picks SDPA's kernel at every call, from a priority order that depends on its version, the GPU and the cuDNN it
+loads: since 2.10 it puts cuDNN's attention first on Hopper and Blackwell where that cuDNN is newer than 9.15, as in
+torch 2.11's CUDA 13 wheels (the environment variable TORCH_CUDNN_SDPA_DEPRIORITIZED=1 puts FlashAttention-2 first
+again); older stacks ran FlashAttention-2 there. So "hf-sdpa" names different kernels on different software stacks,
+and a comparison of two cells (`ctxenergy compare`) or of our numbers with a paper's needs to know which one ran.
+torch's own chooser (`torch._fused_sdp_choice`) is asked with the very arguments of each call; it runs on the host
+(microseconds), and only during a cell's first run after a reset (its warm-up, never a measured window).
 
 `engine_options.hf.attention_kernel_order` sets the order instead (`kernel_order`), for an A/B of two kernels.
 """
