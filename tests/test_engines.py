@@ -545,6 +545,29 @@ def fake_vllm_engine(llm, n):
     return engine
 
 
+def test_vllm_attention_backend_is_read_from_the_model_and_never_fails_the_load():
+    class Backend:
+        @staticmethod
+        def get_name():
+            return "FLASH_ATTN"
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn_backend = Backend
+            self.impl = SimpleNamespace(vllm_flash_attn_version=3)
+
+    model = torch.nn.Sequential(Layer(), Layer(), torch.nn.Linear(2, 2))
+    assert vllm_mod.attention_backend(SimpleNamespace(apply_model=lambda f: [f(model)])) == (
+        "flash_attn (FlashAttention 3)"
+    )
+
+    def broken(f):
+        raise AttributeError("this vLLM has no apply_model")
+
+    assert vllm_mod.attention_backend(SimpleNamespace(apply_model=broken)) == ""
+
+
 def test_vllm_run_sends_token_ids_and_times_the_first_token_from_metrics():
     def outputs(prompts):
         t = time.monotonic()

@@ -49,7 +49,11 @@ def drive_engine(out_path: str) -> None:
     report["settings"], report["versions"] = engine.settings(), engine.versions()
     report["kwargs"] = {k: v for k, v in engine.kwargs.items() if k != "model"}
     record("prefill", engine, ids(L_SHORT), 1)
+    report["kernels_prefill"] = engine.attention_kernels()
     record("generate", engine, ids(L_SHORT), G)
+    report["kernels_generate"] = engine.attention_kernels()
+    engine.reset()
+    report["kernels_after_reset"] = engine.attention_kernels()
     record("repeat_1", engine, ids(L_REPEAT), 1)
     record("repeat_2", engine, ids(L_REPEAT), 1)
     # One prefill chunk of the whole context: vLLM wants prompt + output tokens <= max_model_len (= max positions).
@@ -179,6 +183,14 @@ def test_vllm_distinct_prompts_leave_nothing_to_the_prefix_cache(report):
         assert report["runs"][f"distinct_{i}"]["cached"] == 0
         assert report["runs"][f"batch_{i}"]["cached"] == 0
     assert report["served_notes"]["prefix_cached_tokens"] == 0 and report["served_notes"]["requests_sent"] >= 3 + 3 * B
+
+
+def test_vllm_records_its_attention_backend_for_the_phases_a_cell_ran(report):
+    backend = report["kernels_prefill"]["prefill"]
+    assert backend and backend == backend.lower()  # vLLM's backend name, e.g. cpu_attn here, flash_attn on a GPU
+    assert report["kernels_prefill"] == {"prefill": backend}
+    assert report["kernels_generate"] == {"prefill": backend, "decode": backend}
+    assert report["kernels_after_reset"] == {}
 
 
 def test_vllm_batch_is_b_requests_of_one_call(report):

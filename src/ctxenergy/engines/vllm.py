@@ -95,6 +95,29 @@ class ClockOffsets:
     wall: float
 
 
+def attention_backend(llm) -> str:
+    """The attention backend of the loaded model's attention layers, e.g. 'flash_attn (FlashAttention 3)' or
+    'cpu_attn', read in the worker (LLM.apply_model; in this process, as the engine core runs here); '' where this
+    vLLM does not say. A record for the cell, never a reason to fail the load."""
+
+    def backends(model) -> list[str]:
+        names = set()
+        for module in model.modules():
+            backend = getattr(module, "attn_backend", None)
+            if backend is None:
+                continue
+            name = backend.get_name() if hasattr(backend, "get_name") else getattr(backend, "__name__", str(backend))
+            version = getattr(getattr(module, "impl", None), "vllm_flash_attn_version", None)
+            names.add(str(name).lower() + (f" (FlashAttention {version})" if version else ""))
+        return sorted(names)
+
+    try:
+        found = sorted({name for worker in llm.apply_model(backends) for name in worker})
+    except Exception:  # noqa: BLE001 - an older or newer vLLM without these attributes: nothing recorded
+        return ""
+    return "+".join(found)
+
+
 def measure_clock_offsets() -> ClockOffsets:
     """Offsets to perf_counter of time.monotonic (vLLM V1's engine-core timestamps) and time.time (its wall-clock
     timestamps). Each is read between two perf_counter reads and taken at their midpoint."""
@@ -203,6 +226,8 @@ class VllmEngine(Engine):
         self._params: dict[int, object] = {}
         self._warned_cache = False
         self._requests = 0  # requests sent so far: the number distinct_prompts writes into each
+        self._phases_run: set[str] = set()  # since the last reset: what attention_kernels reports
+        self.attention_backend = ""  # read at load (attention_backend); "" where vLLM does not say
 
     @classmethod
     def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> VllmEngine:
@@ -227,6 +252,7 @@ class VllmEngine(Engine):
             raise
         self.offsets = measure_clock_offsets()
         self._probe_first_token_source()
+        self.attention_backend = attention_backend(self.llm)
 
     def _probe_first_token_source(self) -> None:
         """One short request (outside every window) to learn whether request metrics give the first token's time;
@@ -251,6 +277,7 @@ class VllmEngine(Engine):
         if self.options.get("distinct_prompts"):  # a prompt never seen by this engine, so the cache serves nothing
             rows = [distinct_prompt(r, self._requests + i, self.spec.vocab_size) for i, r in enumerate(rows)]
         self._requests += len(rows)
+        self._phases_run.update(("prefill", "decode") if max_new_tokens > 1 else ("prefill",))
         prompts = [{"prompt_token_ids": r.tolist()} for r in rows]  # built before the clock starts
         n_in = int(rows[0].size)
         params = self._sampling(max_new_tokens)
@@ -375,6 +402,11 @@ class VllmEngine(Engine):
         if self.llm is not None and self.kwargs["enable_prefix_caching"]:
             self.llm.reset_prefix_cache()
         self.cached_tokens.clear()
+        self._phases_run.clear()
+
+    def attention_kernels(self) -> dict[str, str]:
+        """vLLM's attention backend (one for prefill and decode, chosen at load) for the phases this cell ran."""
+        return dict.fromkeys(sorted(self._phases_run), self.attention_backend) if self.attention_backend else {}
 
     def close(self) -> None:
         if self.llm is None:
