@@ -8,7 +8,8 @@ and a comparison of two cells (`ctxenergy compare`) or of our numbers with a pap
 torch's own chooser (`torch._fused_sdp_choice`) is asked with the very arguments of each call; it runs on the host
 (microseconds), and only during a cell's first run after a reset (its warm-up, never a measured window).
 
-`engine_options.hf.attention_kernel_order` sets the order instead (`kernel_order`), for an A/B of two kernels.
+`engine_options.hf.attention_kernel_order` sets the order instead (`kernel_order`), for an A/B of two kernels. vLLM
+chooses its own attention backend at load; its engine records that (ctxenergy.engines.vllm.attention_backend).
 """
 
 from __future__ import annotations
