@@ -1142,6 +1142,15 @@ def _future_schema(cells: Path) -> None:
     _rewrite(cells / "prefill/L256.parquet", lambda df: df.assign(schema_version=99), meta)
 
 
+def _bad_kernel_record(cells: Path) -> None:
+    def meta(m):
+        data = json.loads(m[b"ctxenergy"])
+        data["attention_kernels"] = "cudnn"  # a hand-edited record: a name where a phase -> kernel mapping belongs
+        return {**m, b"ctxenergy": json.dumps(data).encode()}
+
+    _rewrite(cells / "prefill/L256.parquet", lambda df: df, meta)
+
+
 def _nan_energy(cells: Path) -> None:
     _rewrite(
         cells / "prefill/L256.parquet",
@@ -1943,6 +1952,19 @@ def catalogue() -> list[Fault]:
             "one line naming the file",
             _cell_file(
                 _future_schema, ("L256", "schema"), must_stop="a cell of schema_version 99 read as the current version"
+            ),
+        )
+    )
+    add(
+        Fault(
+            "cell-bad-kernel-record",
+            "cell-files",
+            "a cell whose metadata's attention_kernels is a bare name instead of phase -> kernel",
+            "one line naming the cell",
+            _cell_file(
+                _bad_kernel_record,
+                ("L256", "attention_kernels"),
+                must_stop="a malformed attention-kernel record read without a word",
             ),
         )
     )

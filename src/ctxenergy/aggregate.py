@@ -83,6 +83,8 @@ def attention_kernels_text(meta: dict) -> str:
     kernels = meta.get("attention_kernels")
     if kernels is None:
         return "not recorded"
+    if not isinstance(kernels, dict) or not all(isinstance(v, str) and " " not in k for k, v in kernels.items()):
+        raise ValueError(f"its metadata's attention_kernels is {str(kernels)[:80]!r}, not phase -> kernel name")
     return "; ".join(f"{phase} {kernel}" for phase, kernel in sorted(kernels.items(), reverse=True))  # prefill first
 
 
@@ -103,7 +105,10 @@ def aggregate(
     rows, seen = [], {}
     for path in cell_paths:
         windows, _, _, meta = read_cell(path)
-        row = summarize_cell(windows, meta)
+        try:
+            row = summarize_cell(windows, meta)
+        except ValueError as exc:  # a record the cell schema leaves to its reader (attention_kernels_text)
+            raise CtxEnergyError(f"{path}: {exc}; measure the cell again") from None
         if row["cell_id"] in seen:  # two rows of one cell would count it twice in every fit
             raise CtxEnergyError(
                 f"{seen[row['cell_id']]} and {path}: the same cell {row['cell_id']} twice; keep "
