@@ -78,13 +78,17 @@ def summarize_cell(windows: pd.DataFrame, meta: dict) -> dict:
     return row
 
 
+class MalformedRecord(ValueError):
+    """A metadata record the cell schema leaves to its reader, not in the form ctxenergy writes it."""
+
+
 def attention_kernels_text(meta: dict) -> str:
     """The cell's attention_kernels record as one string for the table of cells (cell.schema.yaml, `cells`)."""
     kernels = meta.get("attention_kernels")
     if kernels is None:
         return "not recorded"
     if not isinstance(kernels, dict) or not all(isinstance(v, str) and " " not in k for k, v in kernels.items()):
-        raise ValueError(f"its metadata's attention_kernels is {str(kernels)[:80]!r}, not phase -> kernel name")
+        raise MalformedRecord(f"its metadata's attention_kernels is {str(kernels)[:80]!r}, not phase -> kernel name")
     return "; ".join(f"{phase} {kernel}" for phase, kernel in sorted(kernels.items(), reverse=True))  # prefill first
 
 
@@ -107,7 +111,7 @@ def aggregate(
         windows, _, _, meta = read_cell(path)
         try:
             row = summarize_cell(windows, meta)
-        except ValueError as exc:  # a record the cell schema leaves to its reader (attention_kernels_text)
+        except MalformedRecord as exc:  # only that: any other failure is not the cell's record
             raise CtxEnergyError(f"{path}: {exc}; measure the cell again") from None
         if row["cell_id"] in seen:  # two rows of one cell would count it twice in every fit
             raise CtxEnergyError(
