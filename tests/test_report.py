@@ -269,6 +269,27 @@ def test_a_table_from_before_the_kernel_record_keeps_its_hardware_table(referenc
     assert "attention kernel" not in hardware[: hardware.index("</table>")]
 
 
+def test_cells_that_predate_the_kernel_record_get_one_note_not_a_column_of_dashes():
+    from ctxenergy.outputs.report import hardware_section
+
+    pc = pd.DataFrame(
+        {
+            "engine": ["hf-sdpa", "vllm"],
+            "device_name": "NVIDIA H200",
+            "power_limit_w": 700.0,
+            "idle_power_w": 80.0,
+            "peak_bf16_tflops": 989.0,
+            "peak_mem_tb_s": 4.8,
+        }
+    )
+    old = hardware_section(pc.assign(attention_kernels="not recorded"))
+    assert "attention kernel</th>" not in old and "Attention kernel: not recorded" in old
+    assert "not recorded" not in hardware_section(pc)  # a table without the column says nothing of it
+    new = hardware_section(pc.assign(attention_kernels=["prefill cudnn_attention; decode cudnn_attention", ""]))
+    assert "attention kernel</th>" in new and "prefill cudnn_attention; decode cudnn_attention" in new
+    assert "Attention kernel: not recorded" not in new
+
+
 def test_the_report_has_in_page_contents(reference):
     page = reference["report"]
     toc = page[page.index('<p class="toc">') :]

@@ -161,7 +161,9 @@ def hardware_section(pc: pd.DataFrame) -> str:
         "meter_method",
         "host_cpu",
     ]
-    kernels = "attention_kernels" in pc  # tables aggregated since cells record the kernel torch chose
+    # A column only where some cell recorded the kernel that ran (cells measured before the record read "not recorded").
+    recorded = pc["attention_kernels"] if "attention_kernels" in pc else pd.Series(dtype=str)
+    kernels = bool((recorded != "not recorded").any())
     pc = pc.assign(**{c: "" for c in cols if c not in pc})
     rows = []
     for key, g in pc.groupby(cols, sort=False, dropna=False):
@@ -192,7 +194,13 @@ def hardware_section(pc: pd.DataFrame) -> str:
         "peak memory (TB/s)",
         "cells",
     ]
-    return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=9 if kernels else 8)
+    unrecorded = (
+        "<p>Attention kernel: not recorded (these cells were measured before cells recorded the kernel that ran; "
+        "docs/measurement.md says what is known).</p>"
+        if len(recorded) and not kernels
+        else ""
+    )
+    return "<h2>Hardware and versions</h2>" + html_table(header, rows, text_cols=9 if kernels else 8) + unrecorded
 
 
 def validity_section(pc: pd.DataFrame) -> str:
