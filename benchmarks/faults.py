@@ -458,8 +458,8 @@ def cell_file_fault(
     """Corrupt a copy of the reference cells, aggregate and analyse them, compare with the clean cells.
 
     excluded_ok: a cell id whose exclusion from the analysis (usable false, with a reason) is also correct.
-    must_stop: the file breaks the data contract (DESIGN.md "Data contracts": a malformed or stale file stops the
-    reader): exit 0 is wrong even when the numbers come out as before; says what was read silently.
+    must_stop: the file breaks the data contract (workflow/schemas/cell.schema.yaml: a malformed or stale file stops
+    the reader): exit 0 is wrong even when the numbers come out as before; says what was read silently.
     """
     cells = ctx.cells_copy(name)
     inject(cells)

@@ -4,7 +4,7 @@
 
 Each stage runs as the workflow runs it, `python -m ctxenergy <verb>` in a fresh process (interpreter start-up and
 imports included), on the committed reference cells, writing into a temporary directory. Nothing touches a GPU.
-Target (DESIGN.md "Data contracts"): derived tables + figures in <= 10 s.
+Target: derived tables + figures in <= 10 s (last result: benchmarks/results/regenerate.txt).
 """
 
 from __future__ import annotations
