@@ -24,6 +24,11 @@ def raw():
     return reference_cells()
 
 
+@pytest.fixture(scope="module")
+def derived(raw):
+    return derive(raw, archs=ARCHS)
+
+
 def relabel(
     df: pd.DataFrame,
     engine: str | None = None,
@@ -51,10 +56,10 @@ def verdicts(tables) -> dict[int, list[str]]:
 
 
 @pytest.mark.slow
-def test_reference_verdicts(raw):
+def test_reference_verdicts(derived):
     """One model under hf-sdpa only: no vLLM to compare with, so the engine claims are not testable; the plateau is
     the board's power cap from ~1k tokens, well before 16k: the phenomenon, with a hardware-set onset."""
-    t = derive(raw, archs=ARCHS)
+    t = derived
     v = verdicts(t)
     assert v[2] == ["confirmed in kind, onset hardware-dependent"]
     assert all(v[k] == ["not testable"] for k in (1, 3, 4, 5, 6, 10))
@@ -67,8 +72,8 @@ def test_reference_verdicts(raw):
     assert (t["claims"]["metric"] != "").all() and (t["claims"]["threshold"] != "").all()
 
 
-def test_table1_holds_the_papers_numbers_and_what_they_imply(raw):
-    t1 = table1(derive(raw, archs=ARCHS)["per_cell"], ARCHS)
+def test_table1_holds_the_papers_numbers_and_what_they_imply(derived):
+    t1 = table1(derived["per_cell"], ARCHS)
     assert list(zip(t1["paper_model"], t1["paper_engine"])) == [(r["model"], r["engine"]) for r in PAPER["table1"]]
     assert list(t1["paper_energy_j"]) == [7600.2, 1005.1, 6832.0, 769.6]
     assert (t1["status"] == "not measured").all()

@@ -118,6 +118,7 @@ def test_a_bug_still_shows_its_traceback(monkeypatch, capsys):
         cli.main(["info", "--quick"])
 
 
+@pytest.mark.slow  # one CLI process per shipped config; test_config checks each in-process in the unit subset
 @pytest.mark.parametrize("path", sorted((REPO / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_check_reads_every_shipped_config_over_config_yaml_as_the_workflow_does(path):
     proc = ctxenergy(["check", "--config", path.relative_to(REPO)])
