@@ -24,7 +24,8 @@ def test_explore_notebook_executes_on_the_committed_tables(tmp_path):
     out = execute_notebook(NOTEBOOK, tmp_path / "explore.ipynb", analysis=CAMPAIGN_ANALYSIS)
     nb = nbformat.read(str(out), as_version=4)
     text = _text(nb)
-    # the claim and the request checked by hand inside the notebook, and the figure drawn
+    # the hero's L* (checked against the thresholds table inside), the claim and the request by hand, the figure drawn
+    assert "llama-3.1-8b vllm: L* = b/c = 55,223 tokens" in text
     assert "by hand: 89.2% of the request's energy is the prefill" in text
     assert "by hand 2,614.4 J; estimate 2,614.4 J" in text
     assert any(
