@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ctxenergy.settings import Settings
 
-from ctxenergy.paths import CELL_PATTERN, PROMPTS_DIR
+from ctxenergy.paths import (
+    BATCH_PROMPT_PATTERN,
+    BATCH_WARMUP_PROMPT_PATTERN,
+    CELL_PATTERN,
+    PROMPT_PATTERN,
+    WARMUP_PATTERN,
+    WARMUP_PROMPT_PATTERN,
+    WARMUP_VARIANT_PATTERN,
+)
 
 DEFAULT_VARIANT = "default"
 # The part of a cell id after <model>/<engine>/<phase>/ (CELL_TAIL_PATTERN: the workflow's `cell` wildcard).
@@ -94,8 +102,18 @@ def output_tokens(settings: Settings, phase: str) -> int:
 
 def prompt_path(model: str, length: int, warmup: bool = False, batch_size: int = 1) -> Path:
     """A batch-1 cell's prompt file (one sequence); a batch's holds B distinct sequences, shape (B, L)."""
-    folder = PROMPTS_DIR / model / ("" if batch_size == 1 else f"B{batch_size}")
-    return folder / (f"L{length}.warmup.npy" if warmup else f"L{length}.npy")
+    if batch_size == 1:
+        pattern = WARMUP_PROMPT_PATTERN if warmup else PROMPT_PATTERN
+    else:
+        pattern = BATCH_WARMUP_PROMPT_PATTERN if warmup else BATCH_PROMPT_PATTERN
+    return Path(pattern.format(model=model, length=length, batch=batch_size))
+
+
+def warmup_path(model: str, engine: str, variant: str = DEFAULT_VARIANT) -> Path:
+    """The warm-up record of an engine's load (one per variant): its cells wait for it."""
+    if variant == DEFAULT_VARIANT:
+        return Path(WARMUP_PATTERN.format(model=model, engine=engine))
+    return Path(WARMUP_VARIANT_PATTERN.format(model=model, engine=engine, variant=variant))
 
 
 def cached_cell_tables(directory: str | Path, what: str = "cells_source") -> list[str]:

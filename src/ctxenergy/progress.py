@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctxenergy.grid import Cell
-from ctxenergy.paths import BENCHMARKS_DIR, PAPER, REPORT, WARMUP_DIR
+from ctxenergy.grid import DEFAULT_VARIANT, Cell, warmup_path
+from ctxenergy.paths import BENCHMARKS_DIR, PAPER, REPORT
 
 if TYPE_CHECKING:
     from ctxenergy.settings import Settings
@@ -43,14 +43,9 @@ def write_plan(jobs, path: str | Path = PLAN) -> Path:
         if rule == "measure_cell":
             cells.append(Cell.from_id("/".join(wildcards[k] for k in ("model", "engine", "phase", "cell"))).cell_id)
         elif rule in ("warmup_engine", "warmup_engine_variant"):  # a variant is an engine load of its own
-            variant = f"/V-{wildcards['variant']}" if "variant" in wildcards else ""
-            warmups.append(
-                [
-                    wildcards["model"],
-                    wildcards["engine"],
-                    f"{WARMUP_DIR}/{wildcards['model']}/{wildcards['engine']}{variant}.json",
-                ]
-            )
+            model, engine = wildcards["model"], wildcards["engine"]
+            variant = wildcards.get("variant", DEFAULT_VARIANT)
+            warmups.append([model, engine, str(warmup_path(model, engine, variant))])
     plan = {"workflow": current_workflow(), "started": time.time(), "cells": sorted(cells), "warmups": warmups}
     _printed_list(path).unlink(missing_ok=True)  # the lines of an earlier run; its entries would not count anyway
     return write_text(json.dumps(plan, indent=1), path)

@@ -4,7 +4,7 @@ rule aggregate_cells:
     output:
         CELLS_TABLE,
     log:
-        "results/logs/aggregate_cells.log",
+        log_path("aggregate_cells"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"

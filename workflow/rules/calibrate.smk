@@ -1,15 +1,16 @@
 # How right each way of reading GPU energy is over short windows, on the GPU a job gets: not part of `all`.
 # Run it with: snakemake --cores 1 --resources gpu=1 results/calibration/calibration.csv
+from ctxenergy.paths import CALIBRATION_TABLE, CALIBRATION_WINDOWS
 
 
 rule calibrate:
     output:
-        table="results/calibration/calibration.csv",
-        windows="results/calibration/calibration.windows.csv",
+        table=CALIBRATION_TABLE,
+        windows=CALIBRATION_WINDOWS,
     log:
-        "results/logs/calibrate.log",
+        log_path("calibrate"),
     benchmark:
-        "results/benchmarks/calibrate.tsv"
+        benchmark_path("calibrate")
     conda:
         "../../envs/hf.yaml"
     resources:

@@ -12,10 +12,10 @@ from ctxenergy.errors import CtxEnergyError
 from ctxenergy.gpus import check_tp_fits_host
 from ctxenergy.paths import (
     BENCHMARKS_DIR,
-    CELL_PATTERN,
     CELLS_TABLE,
     NOTEBOOKS_DIR,
-    WARMUP_DIR,
+    benchmark_path,
+    log_path,
 )
 from ctxenergy.provenance import report_facts
 from ctxenergy.settings import Settings
@@ -27,6 +27,7 @@ from ctxenergy.grid import (
     cached_cell_tables,
     expand_grid,
     prompt_path,
+    warmup_path,
 )
 from ctxenergy.tables import sibling
 from ctxenergy.telemetry.nvml_api import check_device
@@ -133,15 +134,7 @@ def pair_priority(offset):
 def cell_inputs(wildcards):
     """A cell's prompt files (one sequence, or its batch's B) and its engine's (variant's) warm-up."""
     cell = cell_of(wildcards)
-    engine_ready = (
-        WARMUP_DIR
-        / cell.model
-        / (
-            f"{cell.engine}.json"
-            if cell.variant == DEFAULT_VARIANT
-            else f"{cell.engine}/V-{cell.variant}.json"
-        )
-    )
+    engine_ready = warmup_path(cell.model, cell.engine, cell.variant)
     return {
         "prompt": ancient(str(prompt_path(cell.model, cell.length, False, cell.batch_size))),
         "warmup_prompt": ancient(str(prompt_path(cell.model, cell.length, True, cell.batch_size))),

@@ -40,7 +40,7 @@ rule analyze_cells:
         ],
         cost_model=COST_MODEL,
     log:
-        "results/logs/analyze_cells.log",
+        log_path("analyze_cells"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -66,7 +66,7 @@ rule plot_figures:
         ],
         FIGURE_PNGS,
     log:
-        "results/logs/plot_figures.log",
+        log_path("plot_figures"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"

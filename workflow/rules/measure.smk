@@ -1,16 +1,24 @@
 # Cell jobs measure on an engine host that the (model, engine)'s warm-up job starts and that keeps the engine
 # loaded between cells (src/ctxenergy/engine_host.py); every cell is still its own job and output.
+from ctxenergy.paths import (
+    CELL_JOB,
+    CELL_PATTERN,
+    WARMUP_JOB,
+    WARMUP_PATTERN,
+    WARMUP_VARIANT_JOB,
+    WARMUP_VARIANT_PATTERN,
+)
 
 
 rule warmup_engine:
     input:
         shared_weights_input,
     output:
-        "results/warmup/{model}/{engine}.json",
+        WARMUP_PATTERN,
     log:
-        "results/logs/warmup_engine/{model}/{engine}.log",
+        log_path("warmup_engine", WARMUP_JOB),
     benchmark:
-        "results/benchmarks/warmup_engine/{model}/{engine}.tsv"
+        benchmark_path("warmup_engine", WARMUP_JOB)
     priority: pair_priority(0)
     conda:
         engine_env
@@ -29,11 +37,12 @@ rule warmup_engine:
 # An engine variant (config engine_variants) is another load of the engine, with its own warm-up and host.
 use rule warmup_engine as warmup_engine_variant with:
     output:
-        "results/warmup/{model}/{engine}/V-{variant}.json",
+        WARMUP_VARIANT_PATTERN,
+    # in the folders of the default load's: the job-time estimates read a variant's load as its engine's
     log:
-        "results/logs/warmup_engine/{model}/{engine}/V-{variant}.log",
+        log_path("warmup_engine", WARMUP_VARIANT_JOB),
     benchmark:
-        "results/benchmarks/warmup_engine/{model}/{engine}/V-{variant}.tsv"
+        benchmark_path("warmup_engine", WARMUP_VARIANT_JOB)
 
 
 # The job's output goes to its log; its one progress line (ctxenergy.progress) to the console, through fd 3.
@@ -48,9 +57,9 @@ rule measure_cell:
         runs=sibling(CELL_PATTERN, "runs"),
         trace=sibling(CELL_PATTERN, "trace"),
     log:
-        "results/logs/measure_cell/{model}/{engine}/{phase}/{cell}.log",
+        log_path("measure_cell", CELL_JOB),
     benchmark:
-        "results/benchmarks/measure_cell/{model}/{engine}/{phase}/{cell}.tsv"
+        benchmark_path("measure_cell", CELL_JOB)
     # Once an engine is warm, its cells go next: no other pair's warm-up evicts the host in between.
     priority: pair_priority(1)
     conda:

@@ -8,9 +8,9 @@ rule execute_notebook:
     output:
         NOTEBOOKS_DIR / "explore.ipynb",
     log:
-        "results/logs/execute_notebook.log",
+        log_path("execute_notebook"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "ctxenergy notebook {input.notebook} --analysis results/analysis --out {output} > {log} 2>&1"
+        f"ctxenergy notebook {{input.notebook}} --analysis {ANALYSIS_DIR} --out {{output}} > {{log}} 2>&1"

@@ -1,9 +1,19 @@
+from ctxenergy.paths import (
+    BATCH_PROMPT_JOB,
+    BATCH_PROMPT_PATTERN,
+    BATCH_WARMUP_PROMPT_PATTERN,
+    PROMPT_JOB,
+    PROMPT_PATTERN,
+    WARMUP_PROMPT_PATTERN,
+)
+
+
 rule make_prompts:
     output:
-        prompt="results/prompts/{model}/L{length}.npy",
-        warmup="results/prompts/{model}/L{length}.warmup.npy",
+        prompt=PROMPT_PATTERN,
+        warmup=WARMUP_PROMPT_PATTERN,
     log:
-        "results/logs/make_prompts/{model}/L{length}.log",
+        log_path("make_prompts", PROMPT_JOB),
     priority: PROMPTS_PRIORITY
     localrule: True
     conda:
@@ -19,7 +29,7 @@ rule make_prompts:
 # A batch's B distinct prompts (and B distinct warm-up prompts) of one length, shape (B, L).
 use rule make_prompts as make_batch_prompts with:
     output:
-        prompt="results/prompts/{model}/B{batch}/L{length}.npy",
-        warmup="results/prompts/{model}/B{batch}/L{length}.warmup.npy",
+        prompt=BATCH_PROMPT_PATTERN,
+        warmup=BATCH_WARMUP_PROMPT_PATTERN,
     log:
-        "results/logs/make_prompts/{model}/B{batch}/L{length}.log",
+        log_path("make_prompts", BATCH_PROMPT_JOB),

@@ -15,7 +15,7 @@ rule write_report:
             labels={"document": "ctxenergy report"},
         ),
     log:
-        "results/logs/write_report.log",
+        log_path("write_report"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -37,7 +37,7 @@ rule write_paper:
         ),
         markdown=PAPER_MARKDOWN,
     log:
-        "results/logs/write_paper.log",
+        log_path("write_paper"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -57,7 +57,7 @@ rule write_provenance:
             labels={"document": "provenance"},
         ),
     log:
-        "results/logs/write_provenance.log",
+        log_path("write_provenance"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -81,7 +81,7 @@ rule publish_outputs:
     output:
         directory(config["publish_to"]),
     log:
-        "results/logs/publish_outputs.log",
+        log_path("publish_outputs"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -96,7 +96,7 @@ rule paper_pdf:
     output:
         PAPER_PDF,
     log:
-        "results/logs/paper_pdf.log",
+        log_path("paper_pdf"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"

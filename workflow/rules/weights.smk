@@ -6,9 +6,9 @@ rule shared_weights:
     output:
         f"{config['weights_cache']}/{{model}}/ctxenergy-weights.json",
     log:
-        "results/logs/shared_weights/{model}.log",
+        log_path("shared_weights", "{model}"),
     benchmark:
-        "results/benchmarks/shared_weights/{model}.tsv"
+        benchmark_path("shared_weights", "{model}")
     priority: PROMPTS_PRIORITY
     conda:
         "../../envs/hf.yaml"
