@@ -289,7 +289,12 @@ def test_a_full_disk_is_one_line_naming_what_was_written_and_leaves_no_file(tmp_
 def test_an_output_folder_that_is_a_file_is_one_line_before_measuring(tmp_path):
     (tmp_path / "blocked").write_text("a file where the output folder should be\n")
     out = tmp_path / "blocked" / "L64.parquet"
-    line = one_line(ctxenergy(MEASURE_SMOKE + ["--length", "64", "--out", out]), exit_code=1)
+    # run in tmp_path: measuring without --prompt writes the prompt under results/ of the working folder
+    i = MEASURE_SMOKE.index("config/smoke.yaml")
+    args = (
+        MEASURE_SMOKE[:i] + [REPO / "config" / "smoke.yaml", "--config", REPO / "config.yaml"] + MEASURE_SMOKE[i + 1 :]
+    )
+    line = one_line(ctxenergy(args + ["--length", "64", "--out", out], cwd=tmp_path), exit_code=1)
     assert line.startswith(f"ctxenergy: {tmp_path / 'blocked'}: ") and "not a folder" in line, line
 
 
