@@ -138,6 +138,10 @@ def _check_variants(config: dict, source: str) -> None:
     names variants of another, as campaign.yaml suggests: --config 'engines=["hf-sdpa"]')."""
     schema = load_schema()["properties"]["engine_options"]["properties"]
     for engine, variants in (config.get("engine_variants") or {}).items():
+        if engine not in ENGINES:  # checked here, not in the schema, so that the registry alone names the engines
+            raise ConfigError(
+                f"{source}: engine_variants: '{engine}' is not a known engine (known: {', '.join(ENGINE_NAMES)})"
+            )
         where = f"{source}: engine_variants.{engine}"
         if engine not in config["engines"]:
             continue
