@@ -92,7 +92,16 @@ def test_defaults_come_from_the_schema():
     # keys the schema leaves without a default: the reference campaign's protocol, or not set
     assert {k: getattr(settings.measure, k) for k in PROTOCOL_OPT_IN} == PROTOCOL_OPT_IN
     assert settings.engine_options.vllm.chunked_prefill is None and settings.models[0].random_weights == "engine"
-    assert "chunked_prefill" not in settings.engine_options.of("vllm")
+    assert settings.engine_options.of("vllm")["chunked_prefill"] is None
+
+
+@pytest.mark.parametrize("key", ["hf", "vllm"])
+def test_engines_read_every_option_with_the_schemas_default(key):
+    """No engine falls back on a default of its own: the options carry every key, None where the schema has no
+    default (passed to the engine only where the config sets it)."""
+    props = SCHEMA["properties"]["engine_options"]["properties"][key]["properties"]
+    options = Settings.from_config(validate_schema(dict(MINIMAL))).engine_options
+    assert options.of(key) == EngineOptions.schema_defaults().of(key) == {k: p.get("default") for k, p in props.items()}
 
 
 def test_what_a_cell_records_is_the_config_as_given():

@@ -37,6 +37,13 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+def engine_options_defaults() -> dict:
+    """`engine_options` of a config that sets none of them: the schema's defaults, filled in as for a whole config."""
+    section: dict = {}
+    _with_defaults(jsonschema.Draft202012Validator)(load_schema()["properties"]["engine_options"]).validate(section)
+    return section
+
+
 def _path_of(error: jsonschema.ValidationError) -> str:
     parts = []
     for p in error.absolute_path:
