@@ -106,6 +106,7 @@ def sampler_overhead(
 
     from ctxenergy.engines.hf import HFEngine
     from ctxenergy.models import ModelSpec
+    from ctxenergy.settings import EngineOptions
     from ctxenergy.synthetic_load import nvml_uuid
     from ctxenergy.telemetry.nvml_meter import NvmlMeter
 
@@ -113,7 +114,8 @@ def sampler_overhead(
     arch = json.loads(config_path.read_text())
     spec = ModelSpec(name=model, config_path=config_path, arch=arch, weights=None, tokenizer="bytes")
     on_gpu = device == "cuda"
-    engine = HFEngine("hf-sdpa", spec, "bfloat16" if on_gpu else "float32", device)
+    options = EngineOptions.schema_defaults().of("hf")  # as the study runs hf-sdpa by default
+    engine = HFEngine("hf-sdpa", spec, "bfloat16" if on_gpu else "float32", device, options)
     t0 = time.perf_counter()
     engine.load()  # build_hf_model: random weights from the shipped config, built on the device
     log(f"{model} built in {time.perf_counter() - t0:.1f} s")

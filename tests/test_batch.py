@@ -25,7 +25,7 @@ from ctxenergy.prompts import (
     save_ids,
     shared_prefix_tokens,
 )
-from ctxenergy.settings import Settings
+from ctxenergy.settings import EngineOptions, Settings
 from ctxenergy.tables import read_cell
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
 
@@ -99,7 +99,7 @@ def test_the_attention_kernel_ab_measures_both_orders_and_keeps_the_campaigns_ce
     from ctxenergy.engines.registry import ENGINES
 
     assert ENGINES["hf-sdpa"].options(settings, "flash")["attention_kernel_order"][0] == "flash_attention"
-    assert "attention_kernel_order" not in ENGINES["hf-sdpa"].options(settings)
+    assert ENGINES["hf-sdpa"].options(settings)["attention_kernel_order"] is None  # not set: torch's own order
 
 
 def test_variants_are_checked_against_the_grid_and_the_engines_options():
@@ -174,19 +174,20 @@ def test_distinct_prompts_give_every_request_its_own_first_block():
 def test_vllm_batches_beyond_one_prefill_step_are_refused_unless_chunked():
     cfg = config("serving.yaml")
     spec = resolve_model(Settings.from_config(cfg), "llama-3.1-8b")
+    options = EngineOptions.schema_defaults().of("vllm")
     big = Cell("llama-3.1-8b", "vllm", "prefill", 65536, 4)
-    status, reason = limit_before_load(big, spec, {}, 1, "bfloat16")
+    status, reason = limit_before_load(big, spec, options, 1, "bfloat16")
     assert status == EXCEEDS_ENGINE_LIMIT and "262144 tokens exceed max_num_batched_tokens = 131072" in reason
-    assert limit_before_load(big, spec, {"chunked_prefill": True}, 1, "bfloat16") is None
-    assert limit_before_load(Cell("llama-3.1-8b", "vllm", "prefill", 16384, 4), spec, {}, 1, "bfloat16") is None
+    assert limit_before_load(big, spec, {**options, "chunked_prefill": True}, 1, "bfloat16") is None
+    assert limit_before_load(Cell("llama-3.1-8b", "vllm", "prefill", 16384, 4), spec, options, 1, "bfloat16") is None
     status, reason = limit_before_load(
-        Cell("llama-3.1-8b", "vllm", "prefill", 256, 64), spec, {"max_num_seqs": 32}, 1, "bfloat16"
+        Cell("llama-3.1-8b", "vllm", "prefill", 256, 64), spec, {**options, "max_num_seqs": 32}, 1, "bfloat16"
     )
     assert status == EXCEEDS_ENGINE_LIMIT and "max_num_seqs = 32" in reason
     # chunked prefill at vLLM's default: the chunk is vLLM's, not passed; max_num_seqs only where set
-    kwargs = llm_kwargs(spec, "bfloat16", {"chunked_prefill": True})
+    kwargs = llm_kwargs(spec, "bfloat16", {**options, "chunked_prefill": True})
     assert "max_num_batched_tokens" not in kwargs and kwargs["enable_chunked_prefill"] is True
-    assert llm_kwargs(spec, "bfloat16", {})["max_num_batched_tokens"] == 131072
+    assert llm_kwargs(spec, "bfloat16", options)["max_num_batched_tokens"] == 131072
 
 
 def test_a_batch_beyond_the_devices_memory_is_recorded_not_run():

@@ -37,6 +37,10 @@ def test_default_and_smoke_configs_validate_and_get_defaults():
             lambda c: c.update(engines=["vlm"]),
             "engines[0] 'vlm' is not a known engine (known: hf-eager, hf-sdpa, hf-paged, vllm)",
         ),
+        (
+            lambda c: c.update(engine_variants={"vlm": {"eager": {"options": {"enforce_eager": True}}}}),
+            "engine_variants: 'vlm' is not a known engine (known: hf-eager, hf-sdpa, hf-paged, vllm)",
+        ),
         (lambda c: c["models"].append({"name": "gpt-9"}), "model 'gpt-9': no architecture config"),
         (
             lambda c: c.update(lengths=[1024, 262144]),

@@ -16,13 +16,16 @@ from ctxenergy.grid import Cell
 from ctxenergy.models import ModelSpec
 from ctxenergy.paths import MODELS_DIR
 from ctxenergy.prompts import save_ids
-from ctxenergy.settings import Settings
+from ctxenergy.settings import EngineOptions, Settings
 from ctxenergy.telemetry.base import DeviceInfo, EnergyMeter, IdleBaseline, WindowEnergy
 
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
 G = 5
+# The engines' options of a config that sets none (EngineOptions.of: every key, None where not set).
+HF_OPTIONS = EngineOptions.schema_defaults().of("hf")
+VLLM_OPTIONS = EngineOptions.schema_defaults().of("vllm")
 
 
 def tiny_spec() -> ModelSpec:
@@ -42,8 +45,10 @@ def llama_spec(**kw) -> ModelSpec:
 def hf_engine(request):
     from ctxenergy.engines.hf import HFEngine, HFPagedEngine
 
-    cls = HFPagedEngine if request.param == "hf-paged" else HFEngine
-    engine = cls(request.param, tiny_spec(), "float32", "cpu")
+    if request.param == "hf-paged":
+        engine = HFPagedEngine(request.param, tiny_spec(), "float32", "cpu")
+    else:
+        engine = HFEngine(request.param, tiny_spec(), "float32", "cpu", HF_OPTIONS)
     engine.load()
     yield engine
     engine.close()
@@ -99,7 +104,7 @@ def test_an_attention_kernel_order_holds_while_the_engine_is_loaded_and_is_recor
     from ctxenergy.engines.hf import HFEngine
 
     assert torch._C._get_flash_sdp_enabled()
-    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {"attention_kernel_order": ["math"]})
+    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {**HF_OPTIONS, "attention_kernel_order": ["math"]})
     engine.load()
     try:
         assert not torch._C._get_flash_sdp_enabled()  # not listed: off
@@ -109,7 +114,7 @@ def test_an_attention_kernel_order_holds_while_the_engine_is_loaded_and_is_recor
     finally:
         engine.close()
     assert torch._C._get_flash_sdp_enabled()  # torch's own order again
-    plain = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {})
+    plain = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", HF_OPTIONS)
     assert "attention_kernel_order" not in plain.settings()  # unset: the settings cells were compared by before
 
 
@@ -157,7 +162,7 @@ def test_load_says_where_its_time_went(hf_engine):
 def test_prefill_graph_is_recorded_off_on_a_cpu_and_a_failed_capture_runs_eagerly():
     from ctxenergy.engines.hf import HFEngine
 
-    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {"prefill_cuda_graph": True})
+    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {**HF_OPTIONS, "prefill_cuda_graph": True})
     engine.load()
     try:
         ids = np.arange(32, dtype=np.int64) % 500 + 3
@@ -181,7 +186,7 @@ def test_prefill_graph_is_recorded_off_on_a_cpu_and_a_failed_capture_runs_eagerl
 def test_prefill_graph_is_skipped_above_its_length_limit():
     from ctxenergy.engines.hf import HFEngine
 
-    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {"prefill_cuda_graph_max_tokens": 16})
+    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", {**HF_OPTIONS, "prefill_cuda_graph_max_tokens": 16})
     engine.load()
     try:
         engine.graph_enabled = True  # as on a GPU: the length limit is checked before any capture
@@ -403,19 +408,23 @@ def test_the_demo_config_asks_for_the_mistake_and_the_grid_config_does_not():
 
 def test_llm_kwargs_random_weights_one_chunk_and_no_prefix_caching_by_default():
     spec = llama_spec(tp=2)
-    k = vllm_mod.llm_kwargs(spec, "bfloat16", {})
+    k = vllm_mod.llm_kwargs(spec, "bfloat16", VLLM_OPTIONS)
     assert k["model"] == str(spec.config_path.parent) and k["load_format"] == "dummy"
     assert k["skip_tokenizer_init"] is True and k["dtype"] == "bfloat16"
     assert k["enable_prefix_caching"] is False
     assert k["max_model_len"] == k["max_num_batched_tokens"] == 131072
     assert k["tensor_parallel_size"] == 2
     assert k["disable_log_stats"] is False  # request metrics carry the first token's time
-    for unset in ("enforce_eager", "compilation_config", "gpu_memory_utilization"):
-        assert unset not in k  # vLLM's own defaults apply when the config leaves them unset
+    assert "compilation_config" not in k  # the schema's null: vLLM's own default applies
+    unset = vllm_mod.llm_kwargs(
+        spec, "bfloat16", {**VLLM_OPTIONS, "enforce_eager": None, "gpu_memory_utilization": None}
+    )
+    assert not {"enforce_eager", "gpu_memory_utilization"} & set(unset)  # passed only where set
 
 
 def test_llm_kwargs_pass_what_the_options_set():
     opts = {
+        **VLLM_OPTIONS,
         "enable_prefix_caching": True,
         "enforce_eager": True,
         "compilation_level": 3,
@@ -435,7 +444,7 @@ def test_llm_kwargs_pass_what_the_options_set():
 
 def test_llm_kwargs_from_the_schema_defaults():
     cfg = validate_schema({"models": [{"name": "llama-3.1-8b"}], "engines": ["vllm"], "lengths": [1024]})
-    k = vllm_mod.llm_kwargs(llama_spec(), "bfloat16", cfg["engine_options"]["vllm"])
+    k = vllm_mod.llm_kwargs(llama_spec(), "bfloat16", Settings.from_config(cfg).engine_options.of("vllm"))
     assert k["enable_prefix_caching"] is False and k["enforce_eager"] is False
     assert k["gpu_memory_utilization"] == 0.88 and "compilation_config" not in k
 
@@ -444,7 +453,7 @@ def test_llm_kwargs_need_max_positions():
     spec = llama_spec()
     arch = {k: v for k, v in spec.arch.items() if k != "max_position_embeddings"}
     with pytest.raises(ValueError, match="max_position_embeddings"):
-        vllm_mod.llm_kwargs(ModelSpec(spec.name, spec.config_path, arch, None, "auto"), "bfloat16", {})
+        vllm_mod.llm_kwargs(ModelSpec(spec.name, spec.config_path, arch, None, "auto"), "bfloat16", VLLM_OPTIONS)
 
 
 def test_sampling_is_greedy_eos_free_and_exact():
@@ -540,7 +549,7 @@ class FakeLLM:
 
 
 def fake_vllm_engine(llm, n):
-    engine = vllm_mod.VllmEngine(tiny_spec(), "float32", {})
+    engine = vllm_mod.VllmEngine(tiny_spec(), "float32", VLLM_OPTIONS)
     engine.llm, engine.offsets, engine._params = llm, vllm_mod.measure_clock_offsets(), {n: f"params-{n}"}
     return engine
 
@@ -601,7 +610,9 @@ def test_vllm_run_maps_out_of_memory():
 
 
 def test_vllm_settings_record_what_changes_the_numbers():
-    engine = vllm_mod.VllmEngine(llama_spec(), "bfloat16", {"enable_prefix_caching": True, "enforce_eager": True})
+    engine = vllm_mod.VllmEngine(
+        llama_spec(), "bfloat16", {**VLLM_OPTIONS, "enable_prefix_caching": True, "enforce_eager": True}
+    )
     engine.llm = SimpleNamespace()  # a vLLM that does not expose its resolved compilation settings
     s = engine.settings()
     assert s["enable_prefix_caching"] is True and s["enforce_eager"] is True and s["cuda_graphs"] is False
@@ -618,7 +629,7 @@ def test_a_graph_capture_keeps_sdpa_on_its_causal_path(monkeypatch):
 
     from ctxenergy.engines.hf import HFEngine, mask_decisions_as_in_eager
 
-    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu")
+    engine = HFEngine("hf-sdpa", tiny_spec(), "float32", "cpu", HF_OPTIONS)
     engine.load()
     seen = []
     real_sdpa = F.scaled_dot_product_attention
@@ -683,7 +694,7 @@ def test_scalar_tensors_for_a_cuda_device_are_filled_on_the_device_during_captur
     assert len(calls) == 4 and [t.tolist() for t in kept] == [[1.0, 2.0], 3.0, 3.0]  # the rest: torch.tensor itself
     assert torch.tensor is original
 
-    engine = HFEngine("hf-eager", tiny_spec(), "float32", "cpu")
+    engine = HFEngine("hf-eager", tiny_spec(), "float32", "cpu", HF_OPTIONS)
     engine.load()
     ids = torch.arange(16).unsqueeze(0) + 3
     try:

@@ -10,10 +10,12 @@ from test_analysis_claims import board_pairs, quadratic, synthetic
 from ctxenergy.analysis.derive import TABLES, derive
 from ctxenergy.analysis.derived_schema import check_table, conform
 from ctxenergy.analysis.serving import saturation_batch
+from ctxenergy.config import validate_schema
 from ctxenergy.outputs.catalog import SERVING_FIGURE_NAMES, analysis_tables, figures, wants_serving
 from ctxenergy.outputs.figures import make_figures
 from ctxenergy.outputs.paper import serving_md
 from ctxenergy.outputs.report import build_report
+from ctxenergy.settings import Settings
 
 PAIRS = board_pairs()  # a 3 % board spread, fixed: the tests do not follow the committed reference data
 
@@ -128,8 +130,14 @@ def test_claim12_decode_dearer_after_a_longer_prefill_and_its_flip():
 
 
 def test_catalog_asks_for_serving_outputs_only_with_a_batch_axis():
-    assert not wants_serving({"batch_sizes": [1]}) and not wants_serving({})
-    assert wants_serving({"batch_sizes": [1, 4]}) and wants_serving({"engine_variants": {"chunked": {}}})
+    def study(**keys):
+        return Settings.from_config(
+            validate_schema({"models": [{"name": "tiny-llama"}], "engines": ["vllm"], "lengths": [64], **keys})
+        )
+
+    assert not wants_serving(study(batch_sizes=[1])) and not wants_serving(study())
+    chunked = {"vllm": {"chunked": {"options": {"chunked_prefill": True}}}}
+    assert wants_serving(study(batch_sizes=[1, 4])) and wants_serving(study(engine_variants=chunked))
     assert "serving" not in analysis_tables(False) and "serving" in analysis_tables(True)
     assert not set(SERVING_FIGURE_NAMES) & {f.name for f in figures(False)}
 

@@ -22,7 +22,7 @@ MINIMAL = {"models": [{"name": "tiny-llama"}], "engines": ["hf-sdpa"], "lengths"
 # The one field that is no schema key: the config as given, which cells record and hash (Settings.as_given).
 NOT_IN_SCHEMA = {"as_given"}
 SCHEMA = load_schema()
-VARIANT_SCHEMA = next(iter(SCHEMA["properties"]["engine_variants"]["patternProperties"].values()))
+VARIANT_SCHEMA = SCHEMA["properties"]["engine_variants"]["additionalProperties"]
 
 
 def field_names(cls) -> set[str]:
@@ -92,7 +92,16 @@ def test_defaults_come_from_the_schema():
     # keys the schema leaves without a default: the reference campaign's protocol, or not set
     assert {k: getattr(settings.measure, k) for k in PROTOCOL_OPT_IN} == PROTOCOL_OPT_IN
     assert settings.engine_options.vllm.chunked_prefill is None and settings.models[0].random_weights == "engine"
-    assert "chunked_prefill" not in settings.engine_options.of("vllm")
+    assert settings.engine_options.of("vllm")["chunked_prefill"] is None
+
+
+@pytest.mark.parametrize("key", ["hf", "vllm"])
+def test_engines_read_every_option_with_the_schemas_default(key):
+    """No engine falls back on a default of its own: the options carry every key, None where the schema has no
+    default (passed to the engine only where the config sets it)."""
+    props = SCHEMA["properties"]["engine_options"]["properties"][key]["properties"]
+    options = Settings.from_config(validate_schema(dict(MINIMAL))).engine_options
+    assert options.of(key) == EngineOptions.schema_defaults().of(key) == {k: p.get("default") for k, p in props.items()}
 
 
 def test_what_a_cell_records_is_the_config_as_given():

@@ -26,11 +26,13 @@ def drive_engine(out_path: str) -> None:
     from ctxenergy.engines.vllm import VllmEngine
     from ctxenergy.models import ModelSpec
     from ctxenergy.paths import MODELS_DIR
+    from ctxenergy.settings import EngineOptions
 
     config = MODELS_DIR / "tiny-llama" / "config.json"
     spec = ModelSpec("tiny-llama", config, json.loads(config.read_text()), None, "auto")
     ids = lambda n, k=0: (np.arange(n, dtype=np.int64) * 7 + k) % 4000 + 3  # noqa: E731
     report = {"runs": {}}
+    options = EngineOptions.schema_defaults().of("vllm")  # as a config that sets none
 
     def record(key, engine, prompt, n):
         r = engine.run(prompt, n)
@@ -44,7 +46,7 @@ def drive_engine(out_path: str) -> None:
         }
 
     # enforce_eager: no torch.compile or graphs on a CPU; the rest as the GPU study runs it (caching off).
-    engine = VllmEngine(spec, "float32", {"enforce_eager": True})
+    engine = VllmEngine(spec, "float32", {**options, "enforce_eager": True})
     engine.load()
     report["settings"], report["versions"] = engine.settings(), engine.versions()
     report["kwargs"] = {k: v for k, v in engine.kwargs.items() if k != "model"}
@@ -60,7 +62,7 @@ def drive_engine(out_path: str) -> None:
     record("max_positions", engine, ids(spec.max_positions - 1, 1), 1)
     engine.close()
 
-    cached = VllmEngine(spec, "float32", {"enforce_eager": True, "enable_prefix_caching": True})
+    cached = VllmEngine(spec, "float32", {**options, "enforce_eager": True, "enable_prefix_caching": True})
     cached.load()
     report["cached_settings"] = cached.settings()
     record("cached_1", cached, ids(L_REPEAT, 2), 1)
@@ -73,7 +75,13 @@ def drive_engine(out_path: str) -> None:
     served = VllmEngine(
         spec,
         "float32",
-        {"enforce_eager": True, "enable_prefix_caching": True, "chunked_prefill": True, "distinct_prompts": True},
+        {
+            **options,
+            "enforce_eager": True,
+            "enable_prefix_caching": True,
+            "chunked_prefill": True,
+            "distinct_prompts": True,
+        },
     )
     served.load()
     report["served_settings"] = served.settings()

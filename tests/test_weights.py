@@ -14,7 +14,7 @@ from ctxenergy.engines.hf import make_shared_weights
 from ctxenergy.errors import ConfigError
 from ctxenergy.models import resolve_model
 from ctxenergy.paths import REPO_ROOT
-from ctxenergy.settings import Settings
+from ctxenergy.settings import EngineOptions, Settings
 from ctxenergy.weights import MARKER, UNIFORM_HIGH
 
 torch = pytest.importorskip("torch")
@@ -58,8 +58,9 @@ def test_labels_and_what_each_engine_loads(tmp_path):
     assert shared.weights == str(tmp_path / "weights" / "tiny-llama") and shared.weights_label == "random-shared-seed0"
     assert uniform.weights is None and uniform.weights_label == "random-uniform0.001" and uniform.uniform_init
     # vLLM: its dummy weights are the uniform ones; shared weights are loaded from their folder like real ones
-    assert vllm_mod.llm_kwargs(uniform, "bfloat16", {})["load_format"] == "dummy"
-    k = vllm_mod.llm_kwargs(shared, "bfloat16", {})
+    options = EngineOptions.schema_defaults().of("vllm")
+    assert vllm_mod.llm_kwargs(uniform, "bfloat16", options)["load_format"] == "dummy"
+    k = vllm_mod.llm_kwargs(shared, "bfloat16", options)
     assert k["model"] == shared.weights and "load_format" not in k
 
 

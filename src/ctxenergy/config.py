@@ -17,6 +17,7 @@ from ctxenergy.errors import ConfigError, CtxEnergyError
 from ctxenergy.files import write_text
 from ctxenergy.grid import Cell
 from ctxenergy.paths import BENCHMARKS_DIR, CONFIG_SCHEMA, MODELS_DIR, REPO_ROOT, SETTINGS_DIR
+from ctxenergy.weights import random_weights_mode
 
 
 def load_schema() -> dict:
@@ -35,6 +36,13 @@ def _with_defaults(validator_class):
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def engine_options_defaults() -> dict:
+    """`engine_options` of a config that sets none of them: the schema's defaults, filled in as for a whole config."""
+    section: dict = {}
+    _with_defaults(jsonschema.Draft202012Validator)(load_schema()["properties"]["engine_options"]).validate(section)
+    return section
 
 
 def _path_of(error: jsonschema.ValidationError) -> str:
@@ -104,7 +112,7 @@ def check_semantics(config: dict, source: str = "config", engines_needed: tuple[
                 "remove them or use a model with a longer context"
             )
         weights = model.get("weights")
-        if weights and model.get("random_weights", "engine") != "engine":
+        if weights and random_weights_mode(model) != "engine":
             raise ConfigError(
                 f"{source}: model '{model['name']}': random_weights: {model['random_weights']} applies only to random "
                 "weights, but weights names real ones; remove one of the two"
@@ -114,7 +122,7 @@ def check_semantics(config: dict, source: str = "config", engines_needed: tuple[
                 f"{source}: model '{model['name']}': weights path '{weights}' does not exist; "
                 "point it at a local model directory or set weights: null for random weights"
             )
-        if model.get("tp", 1) > 1:
+        if model["tp"] > 1:
             bad = [e for e in config["engines"] if not ENGINES[e].tensor_parallel]
             if bad:
                 tp_engines = ", ".join(e.name for e in ENGINES.values() if e.tensor_parallel)
@@ -137,7 +145,11 @@ def _check_variants(config: dict, source: str) -> None:
     accepts. Variants of an engine the grid leaves out are not measured (a run of one engine of a config that
     names variants of another, as campaign.yaml suggests: --config 'engines=["hf-sdpa"]')."""
     schema = load_schema()["properties"]["engine_options"]["properties"]
-    for engine, variants in (config.get("engine_variants") or {}).items():
+    for engine, variants in config["engine_variants"].items():
+        if engine not in ENGINES:  # checked here, not in the schema, so that the registry alone names the engines
+            raise ConfigError(
+                f"{source}: engine_variants: '{engine}' is not a known engine (known: {', '.join(ENGINE_NAMES)})"
+            )
         where = f"{source}: engine_variants.{engine}"
         if engine not in config["engines"]:
             continue
@@ -156,7 +168,7 @@ def _check_variants(config: dict, source: str) -> None:
             error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema[key]).iter_errors(options))
             if error is not None:
                 raise ConfigError(f"{where}.{name}.options: {error.message} (the keys of engine_options.{key})")
-            merged = {**config["engine_options"].get(key, {}), **options}
+            merged = {**config["engine_options"][key], **options}
             if merged.get("distinct_prompts") and merged.get("warmup_same_prompt"):
                 raise ConfigError(
                     f"{where}.{name}.options: distinct_prompts and warmup_same_prompt contradict each other; drop one"

@@ -116,7 +116,8 @@ def warmup_prompt_for(settings: Settings, cell: Cell, prompt: np.ndarray, warmup
     """The prompt the warm-up and timing passes run on: a different one of the same length, or, only when
     engine_options.vllm.warmup_same_prompt asks for it, the measured prompt itself (the seed paper's mistake, kept
     to show that the plausibility guard catches a prefill served from vLLM's prefix cache)."""
-    same = ENGINES[cell.engine].options(settings, cell.variant).get("warmup_same_prompt", False)  # only vLLM has it
+    # Only vLLM's options have the key: the other engines never warm up on the measured prompt.
+    same = bool(ENGINES[cell.engine].options(settings, cell.variant).get("warmup_same_prompt"))
     return prompt if same else warmup_prompt
 
 

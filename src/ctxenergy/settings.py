@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from types import MappingProxyType
 
-from ctxenergy.config import PROTOCOL_OPT_IN
+from ctxenergy.config import PROTOCOL_OPT_IN, engine_options_defaults
 from ctxenergy.errors import ConfigError
 from ctxenergy.grid import DEFAULT_VARIANT
 from ctxenergy.weights import random_weights_mode
@@ -134,6 +134,8 @@ class EngineOptions:
 
     @classmethod
     def from_section(cls, section: dict) -> EngineOptions:
+        """From a validated, default-filled `engine_options`: a key the schema leaves without a default is None
+        where the config does not set it."""
         hf, vllm = section["hf"], section["vllm"]
         order = hf.get("attention_kernel_order")
         return cls(
@@ -145,10 +147,15 @@ class EngineOptions:
             vllm=VllmOptions(**{f.name: vllm.get(f.name) for f in fields(VllmOptions)}),
         )
 
+    @classmethod
+    def schema_defaults(cls) -> EngineOptions:
+        """The options of a config that sets none: for an engine made outside a study (tests, benchmarks)."""
+        return cls.from_section(engine_options_defaults())
+
     def of(self, key: str) -> dict:
-        """The options under `key` (registry.EngineInfo.options_key) as the engines read them, those not set left
-        out."""
-        return {k: v for k, v in asdict(getattr(self, key)).items() if v is not None}
+        """The options under `key` (registry.EngineInfo.options_key) as the engines read them: every key, None
+        where it is not set."""
+        return asdict(getattr(self, key))
 
 
 @dataclass(frozen=True)

@@ -165,16 +165,17 @@ def engine_env(wildcards):
 
 def shared_weights_input(wildcards):
     """The model's generated shared random weights, where it asks for them (random_weights: shared)."""
-    from ctxenergy.weights import random_weights_mode, shared_weights_marker
+    from ctxenergy.weights import shared_weights_marker
 
-    if random_weights_mode(MODELS[wildcards.model]) != "shared" or MODELS[wildcards.model].get("weights"):
+    model = STUDY.model(wildcards.model)
+    if model.random_weights != "shared" or model.weights:
         return []
     return ancient(str(shared_weights_marker(STUDY, wildcards.model)))
 
 
 def cell_gpus(wildcards):
     """GPUs a cell occupies: its model's tensor-parallel degree on a GPU study, none on CPU."""
-    return MODELS[wildcards.model].get("tp", 1) if config["device"] == "cuda" else 0
+    return STUDY.model(wildcards.model).tp if STUDY.device == "cuda" else 0
 
 
 def cell_settings(wildcards):

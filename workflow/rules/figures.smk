@@ -12,7 +12,7 @@ from ctxenergy.paths import ANALYSIS_DIR, FIGURES_DIR
 
 # The serving table and figures only where the grid has a batch axis or engine variants: a batch-1 grid's outputs
 # stay as they were.
-SERVING = wants_serving(config)
+SERVING = wants_serving(STUDY)
 ANALYSIS_TABLES = analysis_tables(SERVING)
 FIGURES = figures(SERVING)
 ANALYSIS_TABLE_PATHS = analysis_paths(serving=SERVING)

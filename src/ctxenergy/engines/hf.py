@@ -8,6 +8,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -163,20 +164,20 @@ class HFEngine(Engine):
     Each cell records whether it ran one.
     """
 
-    def __init__(self, name: str, spec: ModelSpec, dtype: str, device: str, options: dict | None = None):
+    def __init__(self, name: str, spec: ModelSpec, dtype: str, device: str, options: dict):
+        """`options`: engine_options.hf, every key (settings.EngineOptions.of)."""
         self.name = name
         self.spec = spec
         self.dtype = dtype
         self.device = device
         self.model = None
-        options = options or {}
-        self.graph_max_tokens = int(options.get("prefill_cuda_graph_max_tokens", 4096))
-        self.graph_enabled = bool(options.get("prefill_cuda_graph", True)) and device == "cuda"
+        self.graph_max_tokens = int(options["prefill_cuda_graph_max_tokens"])
+        self.graph_enabled = bool(options["prefill_cuda_graph"]) and device == "cuda"
         self._graph = None  # ((B, L), static input ids, graph, static logits)
         self.capture_failure = None  # why the capture failed, for every later cell of this engine
         self.graph_note = self._idle_note()
         self.kernels = KernelNotes()
-        self.kernel_order = tuple(options.get("attention_kernel_order") or ())  # (): torch's own order
+        self.kernel_order = tuple(options["attention_kernel_order"] or ())  # not set: (), torch's own order
         self._ordered = contextlib.ExitStack()  # holds the order while the engine is loaded
 
     @classmethod
@@ -348,10 +349,18 @@ class HFPagedEngine(HFEngine):
 
     BLOCK_SIZE = 256  # transformers' default page size, in tokens
     MIN_BATCH_TOKENS = 256
+    # It has no settings of its own: the manager runs its own forward passes, with its own CUDA graphs (settings()),
+    # never HFEngine's prefill graph, under torch's own kernel order.
+    NO_OPTIONS = MappingProxyType(
+        {"prefill_cuda_graph": False, "prefill_cuda_graph_max_tokens": 0, "attention_kernel_order": None}
+    )
+
+    def __init__(self, name: str, spec: ModelSpec, dtype: str, device: str):
+        super().__init__(name, spec, dtype, device, self.NO_OPTIONS)
 
     @classmethod
     def create(cls, name: str, spec: ModelSpec, settings: Settings, options: dict) -> HFPagedEngine:
-        return cls(name, spec, settings.dtype, settings.device)  # it has no settings of its own
+        return cls(name, spec, settings.dtype, settings.device)
 
     @classmethod
     def batch_limit_before_load(

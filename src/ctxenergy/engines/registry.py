@@ -48,8 +48,8 @@ class EngineInfo:
         return getattr(importlib.import_module(module), cls)
 
     def options(self, settings: Settings, variant: str = "default") -> dict:
-        """Its settings of engine_options ({} where it reads none; those not set left out), with those of `variant`
-        (engine_variants) over them."""
+        """Its settings of engine_options ({} where it reads none; every key the schema defines, None where not set),
+        with those of `variant` (engine_variants) over them."""
         base = settings.engine_options.of(self.options_key) if self.options_key else {}
         if variant == "default":
             return base

@@ -44,8 +44,9 @@ def llm_kwargs(spec: ModelSpec, dtype: str, options: dict) -> dict:
     Random weights (`load_format="dummy"`) from the folder that holds the model's config.json unless the model
     names real weights. Prompts are token ids, so no tokenizer is loaded. A whole prompt is one prefill chunk
     (max_num_batched_tokens = max_model_len), as in HF's single forward pass, unless the options ask for vLLM's
-    chunked prefill (its default chunk size) or name max_num_batched_tokens. Settings left unset in the options
-    are not passed, so vLLM's own defaults apply and the recorded settings say so.
+    chunked prefill (its default chunk size) or name max_num_batched_tokens. `options` has every key
+    (settings.EngineOptions.of); those not set (None) are not passed, so vLLM's own defaults apply and the recorded
+    settings say so.
     """
     max_len = spec.max_positions
     if not max_len:
@@ -54,28 +55,28 @@ def llm_kwargs(spec: ModelSpec, dtype: str, options: dict) -> dict:
         "model": spec.weights or str(spec.config_path.parent),
         "skip_tokenizer_init": True,
         "dtype": dtype,
-        "enable_prefix_caching": bool(options.get("enable_prefix_caching", False)),
+        "enable_prefix_caching": bool(options["enable_prefix_caching"]),
         "max_model_len": int(max_len),
         "tensor_parallel_size": int(spec.tp),
         # Request metrics (the first token's time) exist only with stats on; their cost is host bookkeeping per step.
         "disable_log_stats": False,
     }
-    if options.get("max_num_batched_tokens") is not None:
+    if options["max_num_batched_tokens"] is not None:
         kwargs["max_num_batched_tokens"] = int(options["max_num_batched_tokens"])
-    elif options.get("chunked_prefill"):
+    elif options["chunked_prefill"]:
         kwargs["enable_chunked_prefill"] = True  # and vLLM's default chunk size, recorded from its config
     else:
         kwargs["max_num_batched_tokens"] = int(max_len)
-    if options.get("max_num_seqs") is not None:
+    if options["max_num_seqs"] is not None:
         kwargs["max_num_seqs"] = int(options["max_num_seqs"])
     if not spec.weights:
         kwargs["load_format"] = "dummy"
-    if options.get("enforce_eager") is not None:
+    if options["enforce_eager"] is not None:
         kwargs["enforce_eager"] = bool(options["enforce_eager"])
-    if options.get("compilation_level") is not None:
+    if options["compilation_level"] is not None:
         # An int is what LLM() accepts across versions (it became CompilationConfig.mode, formerly .level).
         kwargs["compilation_config"] = int(options["compilation_level"])
-    if options.get("gpu_memory_utilization") is not None:
+    if options["gpu_memory_utilization"] is not None:
         kwargs["gpu_memory_utilization"] = float(options["gpu_memory_utilization"])
     return kwargs
 
@@ -217,7 +218,7 @@ class VllmEngine(Engine):
     def __init__(self, spec: ModelSpec, dtype: str, options: dict):
         self.spec = spec
         self.dtype = dtype
-        self.options = dict(options or {})
+        self.options = dict(options)
         self.kwargs = llm_kwargs(spec, dtype, self.options)
         self.llm = None
         self.offsets: ClockOffsets | None = None
@@ -274,7 +275,7 @@ class VllmEngine(Engine):
 
     def run(self, ids: np.ndarray, max_new_tokens: int) -> RunTiming:
         rows = np.atleast_2d(ids)
-        if self.options.get("distinct_prompts"):  # a prompt never seen by this engine, so the cache serves nothing
+        if self.options["distinct_prompts"]:  # a prompt never seen by this engine, so the cache serves nothing
             rows = [distinct_prompt(r, self._requests + i, self.spec.vocab_size) for i, r in enumerate(rows)]
         self._requests += len(rows)
         self._phases_run.update(("prefill", "decode") if max_new_tokens > 1 else ("prefill",))
@@ -311,7 +312,7 @@ class VllmEngine(Engine):
         max_num_seqs it would not be one batch."""
         kwargs = llm_kwargs(spec, dtype, options)
         step, tokens = kwargs.get("max_num_batched_tokens"), batch_size * length
-        if step is not None and not options.get("chunked_prefill") and tokens > step:
+        if step is not None and not options["chunked_prefill"] and tokens > step:
             return (
                 f"B * L = {batch_size} * {length} = {tokens} tokens exceed max_num_batched_tokens = "
                 f"{step}: the batch would not be one prefill step (use a chunked_prefill "
@@ -364,17 +365,18 @@ class VllmEngine(Engine):
         k = self.kwargs
         settings = {
             "enable_prefix_caching": k["enable_prefix_caching"],
-            "enforce_eager": k.get("enforce_eager", False),
+            "enforce_eager": bool(self.options["enforce_eager"]),
             "compilation_level": k.get("compilation_config"),
             "tensor_parallel_size": k["tensor_parallel_size"],
             "max_model_len": k["max_model_len"],
-            "chunked_prefill_option": bool(self.options.get("chunked_prefill", False)),
-            "distinct_prompts": bool(self.options.get("distinct_prompts", False)),
+            # not set: off (the schema gives these no default, so that configs without them keep their hash)
+            "chunked_prefill_option": bool(self.options["chunked_prefill"]),
+            "distinct_prompts": bool(self.options["distinct_prompts"]),
             "gpu_memory_utilization": k.get("gpu_memory_utilization"),
-            "load_format": k.get("load_format", "auto"),
+            "load_format": k.get("load_format", "auto"),  # not passed for real weights: vLLM's default
             "in_process": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0",
             "first_token_source": self.first_token_source,
-            "warmup_same_prompt": bool(self.options.get("warmup_same_prompt", False)),
+            "warmup_same_prompt": bool(self.options["warmup_same_prompt"]),
         }
         settings.update(self._resolved_compilation())
         settings.update({k: v for k, v in self._scheduler_settings().items() if k != "chunked_prefill"})

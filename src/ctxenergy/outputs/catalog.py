@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctxenergy.analysis.derive import TABLES as ANALYSIS_TABLES
 from ctxenergy.paths import ANALYSIS_DIR, FIGURES_DIR
+
+if TYPE_CHECKING:
+    from ctxenergy.settings import Settings
 
 FIGURE_FORMATS = ("png", "svg")  # png: embedded in the pages; svg: the Snakemake report and the write-up's copy
 
@@ -79,10 +83,9 @@ SERVING_FIGURE_NAMES = tuple(f.name for f in SERVING_FIGURES)
 FIGURE_TITLES = {f.name: f.title for f in FIGURES + SERVING_FIGURES}
 
 
-def wants_serving(config: dict) -> bool:
-    """Whether a workflow config asks for the serving outputs: a batch size other than 1, or engine variants."""
-    batches = config.get("batch_sizes") or [1]
-    return any(int(b) != 1 for b in batches) or bool(config.get("engine_variants"))
+def wants_serving(settings: Settings) -> bool:
+    """Whether a study asks for the serving outputs: a batch size other than 1, or engine variants."""
+    return any(b != 1 for b in settings.batch_sizes) or bool(settings.engine_variants)
 
 
 def analysis_tables(serving: bool = False) -> tuple[str, ...]:
