@@ -28,6 +28,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ctxenergy import processes
 from ctxenergy.paths import LOGS_DIR, RESULTS_DIR
 
 WORKFLOW_ENV = "CTXENERGY_WORKFLOW"
@@ -41,38 +42,17 @@ FORCE_EXIT_AFTER_S = 30.0
 _run_lock_fd: int | None = None
 
 
-def _stat(pid: int) -> tuple[str, str] | None:
-    """The process's state letter and start time (clock ticks since boot) from /proc (Linux), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()  # the name before ")" may hold spaces
-    except OSError:
-        return None
-    return fields[0], fields[19]
-
-
 def identity(pid: int | None = None) -> str:
+    """The process's pid and start time, "pid:ticks" (ticks empty without /proc): one process, even once its pid
+    is reused."""
     pid = os.getpid() if pid is None else pid
-    stat = _stat(pid)
-    return f"{pid}:{stat[1] if stat else ''}"
+    return f"{pid}:{processes.start_time(pid) or ''}"
 
 
 def alive(process_identity: str) -> bool:
     """Whether that process still runs: not gone, not a zombie, and its pid not reused by another process."""
-    pid_text, _, started = process_identity.partition(":")
-    pid = int(pid_text)
-    stat = _stat(pid)
-    if stat is None:
-        if Path("/proc/self/stat").exists():
-            return False
-        try:  # no /proc (macOS): the pid alone
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-    state, now = stat
-    return state != "Z" and (not started or now == started)
+    pid, _, started = process_identity.partition(":")
+    return processes.alive(int(pid), started)
 
 
 def current_workflow() -> str | None:
