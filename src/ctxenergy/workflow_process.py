@@ -19,7 +19,6 @@ stands), and cluster jobs still running (their Snakemake reads the Snakefile too
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -29,6 +28,7 @@ import threading
 from pathlib import Path
 
 from ctxenergy import processes
+from ctxenergy.files import lock
 from ctxenergy.paths import LOGS_DIR, RESULTS_DIR
 
 WORKFLOW_ENV = "CTXENERGY_WORKFLOW"
@@ -109,9 +109,7 @@ def enter_workflow(workdir: str | Path = ".", main_process: bool = True, dry_run
     meta.mkdir(exist_ok=True)
     fd = os.open(meta / "ctxenergy-run.lock", os.O_RDWR | os.O_CREAT, 0o644)
     message = None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # another run of this workflow is alive: its lock and its unfinished jobs are real
+    if not lock(fd, block=False):  # another run of this workflow is alive: its lock and its unfinished jobs are real
         if not dry_run and any((meta / "locks").glob("*.lock")):  # it is a real run (a dry run locks nothing)
             holder = Path(meta / "ctxenergy-run.lock").read_text().partition(":")[0].strip() or "unknown"
             message = (
@@ -129,7 +127,7 @@ def enter_workflow(workdir: str | Path = ".", main_process: bool = True, dry_run
                 + (f" (stale lock {removed} removed)" if removed else "")
                 + f"; {RESUME}"
             )
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    lock(fd, shared=True)
     _run_lock_fd = fd  # held (and never inherited by jobs: O_CLOEXEC) until this process ends
     return message
 
