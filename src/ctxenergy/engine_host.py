@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ctxenergy
+from ctxenergy import processes
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.files import try_lock, unlock
 from ctxenergy.paths import ENGINE_HOSTS_DIR
@@ -118,16 +119,6 @@ def _paths(key: str, slot: int) -> dict[str, Path]:
 def _try_lock(path: Path, block: bool = False) -> int | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     return try_lock(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), block)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_pid(path: Path) -> int | None:
@@ -257,7 +248,7 @@ def stop_idle_hosts(except_key: str | None = None) -> list[int]:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT_S
-            while pid and _pid_alive(pid) and time.monotonic() < deadline:
+            while pid and processes.alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if pid:
                 stopped.append(pid)
