@@ -26,7 +26,11 @@ import sys
 
 from ctxenergy.budget import estimate_s, job_times
 from ctxenergy.grid import DEFAULT_VARIANT, Cell
-from ctxenergy.provenance import job_seconds
+
+try:
+    from ctxenergy.job_benchmarks import job_seconds
+except ImportError:  # the package before the benchmark files had a module of their own (an older checkout)
+    from ctxenergy.provenance import job_seconds
 
 try:
     from ctxenergy.budget import ENGINE_LOADED_RSS_MB

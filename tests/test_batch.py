@@ -339,7 +339,7 @@ def test_the_hf_paged_engine_runs_a_batch_as_b_requests_on_the_tiny_cpu_model():
 
 def test_the_budget_estimates_a_batch_as_one_prompt_of_b_times_l_and_skips_what_no_gpu_holds():
     from ctxenergy.budget import _cell_times, beyond_any_device, estimate_s, within_budget
-    from ctxenergy.provenance import job_seconds
+    from ctxenergy.job_benchmarks import job_seconds
 
     cfg = config("serving.yaml")
     times = _cell_times([job_seconds(d) for d in cfg["job_times"]])

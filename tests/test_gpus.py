@@ -19,10 +19,11 @@ from ctxenergy.config import check_semantics, load_config, validate_schema
 from ctxenergy.errors import ConfigError, NoDeviceError
 from ctxenergy.gpus import LOCK_DIR_ENV, GpuClaimError, check_tp_fits_host, claim, claimed_gpus
 from ctxenergy.models import parameter_counts
+from ctxenergy.processes import own_process_tree
 from ctxenergy.settings import Settings
 from ctxenergy.telemetry import nvml_api
 from ctxenergy.telemetry.nvml_meter import NvmlMeter
-from ctxenergy.telemetry.processes import foreign_pids, own_process_tree
+from ctxenergy.telemetry.processes import foreign_pids
 
 FORK = mp.get_context("fork")  # children inherit the test's imports: a claim starts in milliseconds
 

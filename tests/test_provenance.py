@@ -4,7 +4,8 @@ import pandas as pd
 from conftest import REFERENCE, REPO
 
 from ctxenergy.cli import main
-from ctxenergy.provenance import job_seconds, snakemake_runs
+from ctxenergy.job_benchmarks import job_seconds
+from ctxenergy.provenance import snakemake_runs
 
 CAMPAIGN = REFERENCE / "campaign"
 LOGS = sorted((REPO / "docs" / "gpu-runs").glob("2026-11-29*-campaign-*.log"))
@@ -40,17 +41,6 @@ def test_committed_campaign(tmp_path):
     assert f"measure_cell: {len(measure)} jobs" in text
     # one row per run: `missing_cells`, or the planned cells of a call that had less time than the engine needed
     assert text.count("`python3 -m snakemake ") == text.count("--configfile config/campaign.yaml") == len(LOGS) >= 8
-
-
-def test_job_times_per_rule_sum_every_row(tmp_path):
-    (tmp_path / "measure_cell" / "m" / "e" / "prefill").mkdir(parents=True)
-    (tmp_path / "measure_cell" / "m" / "e" / "prefill" / "L8.tsv").write_text("s\th:m:s\n3.5\t0:00:03\n")
-    (tmp_path / "warmup_engine" / "m").mkdir(parents=True)
-    (tmp_path / "warmup_engine" / "m" / "e.tsv").write_text("s\th:m:s\n10\t0:00:10\n12\t0:00:12\n")
-    (tmp_path / "calibrate.tsv").write_text("s\th:m:s\n60\t0:01:00\n")
-    jobs = job_seconds(tmp_path)
-    assert jobs.groupby("rule")["s"].sum().to_dict() == {"calibrate": 60.0, "measure_cell": 3.5, "warmup_engine": 22.0}
-    assert job_seconds(tmp_path / "absent").empty
 
 
 def test_runs_are_ordered_by_their_start_and_an_unfinished_run_says_so(tmp_path):

@@ -29,8 +29,8 @@ import pandas as pd
 from ctxenergy.batching import batch_limit_of, limit_before_load
 from ctxenergy.engines.registry import ENGINES, REFERENCE_ENGINE
 from ctxenergy.grid import DEFAULT_VARIANT, Cell, output_tokens
+from ctxenergy.job_benchmarks import job_seconds
 from ctxenergy.models import resolve_model
-from ctxenergy.provenance import job_seconds
 from ctxenergy.settings import MeasureSettings, Settings
 
 # A job that measured nothing (oom, exceeds_context) ends within seconds; one with windows takes longer than the

@@ -21,7 +21,6 @@ scheduler has given to someone else.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -36,8 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ctxenergy
+from ctxenergy import processes
 from ctxenergy.errors import CtxEnergyError
-from ctxenergy.files import try_lock
+from ctxenergy.files import try_lock, unlock
 from ctxenergy.paths import ENGINE_HOSTS_DIR
 from ctxenergy.workflow_process import WorkflowWatch, current_workflow
 
@@ -119,21 +119,6 @@ def _paths(key: str, slot: int) -> dict[str, Path]:
 def _try_lock(path: Path, block: bool = False) -> int | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     return try_lock(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), block)
-
-
-def _unlock(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_pid(path: Path) -> int | None:
@@ -263,12 +248,12 @@ def stop_idle_hosts(except_key: str | None = None) -> list[int]:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT_S
-            while pid and _pid_alive(pid) and time.monotonic() < deadline:
+            while pid and processes.alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if pid:
                 stopped.append(pid)
         finally:
-            _unlock(fd)
+            unlock(fd)
     return stopped
 
 
@@ -322,7 +307,7 @@ def request(
             _send(conn, dict(message, key=key, workflow=current_workflow()))
             reply = _await_reply(conn, paths["pid"])
     finally:
-        _unlock(fd)
+        unlock(fd)
     if reply is None:
         raise EngineHostError(
             f"the engine host for {model}/{engine} exited while serving this job; its log "

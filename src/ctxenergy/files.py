@@ -1,4 +1,4 @@
-"""Files written whole or not at all, and exclusive file locks: the one copy of each that every writer uses."""
+"""Files written whole or not at all, and file locks: the one copy of each that every writer uses."""
 
 from __future__ import annotations
 
@@ -47,15 +47,35 @@ def write_text(text: str, path: str | Path) -> Path:
     return path
 
 
+def lock(fd: int, block: bool = True, shared: bool = False) -> bool:
+    """Take a flock on `fd`: exclusive, or `shared` with other shared holders. Waits for it; without `block` returns
+    False at once (keeping `fd` open) when another open file holds a conflicting lock. Taking the other kind on a
+    file this one already locks converts the lock. The kernel drops it when the last descriptor of that open file
+    closes, however its process ends."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if block else fcntl.LOCK_NB))
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
 def try_lock(fd: int, block: bool = False) -> int | None:
     """`fd` holding an exclusive flock, or None (`fd` closed) when another open file holds it; `block` waits for
-    it instead. The kernel drops the lock when the last descriptor of that open file closes, however its process
-    ends."""
+    it instead."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-    except OSError as exc:
+        locked = lock(fd, block)
+    except OSError:
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
         raise
-    return fd
+    if locked:
+        return fd
+    os.close(fd)
+    return None
+
+
+def unlock(fd: int) -> None:
+    """Release `fd`'s flock and close it (released even where a forked child still holds a copy of `fd`)."""
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.files import write_text
+from ctxenergy.job_benchmarks import job_seconds
 from ctxenergy.paths import BENCHMARKS_DIR, CELLS_TABLE
 from ctxenergy.tables import read_cells_table
 
@@ -44,22 +45,6 @@ def snakemake_runs(logs: list[str | Path]) -> list[dict]:
         if command is not None:
             runs.append({"log": Path(path).name, "command": command, "started": started, "elapsed_s": elapsed})
     return sorted(runs, key=lambda r: (r["started"] or dt.datetime.max, r["log"]))
-
-
-def job_seconds(jobs_dir: str | Path | None) -> pd.DataFrame:
-    """Every job with a Snakemake benchmark file under `jobs_dir`: rule, job, wall seconds and the largest resident
-    memory of its processes in MB (NaN where the file lacks it), one row per benchmark row."""
-    rows = []
-    if jobs_dir is not None and Path(jobs_dir).is_dir():
-        root = Path(jobs_dir)
-        for tsv in sorted(root.rglob("*.tsv")):
-            rel = tsv.relative_to(root)
-            bench = pd.read_csv(tsv, sep="\t")
-            rss = pd.to_numeric(bench.get("max_rss", pd.Series(index=bench.index, dtype=float)), errors="coerce")
-            rule = rel.parts[0] if len(rel.parts) > 1 else rel.stem  # calibrate.tsv lies at the top
-            for s, mb in zip(bench["s"], rss):
-                rows.append({"rule": rule, "job": str(rel.with_suffix("")), "s": float(s), "max_rss_mb": mb})
-    return pd.DataFrame(rows, columns=["rule", "job", "s", "max_rss_mb"])
 
 
 def _measured_window_s(cells: pd.DataFrame) -> float:

@@ -19,7 +19,6 @@ stands), and cluster jobs still running (their Snakemake reads the Snakefile too
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -28,6 +27,8 @@ import sys
 import threading
 from pathlib import Path
 
+from ctxenergy import processes
+from ctxenergy.files import lock
 from ctxenergy.paths import LOGS_DIR, RESULTS_DIR
 
 WORKFLOW_ENV = "CTXENERGY_WORKFLOW"
@@ -41,38 +42,17 @@ FORCE_EXIT_AFTER_S = 30.0
 _run_lock_fd: int | None = None
 
 
-def _stat(pid: int) -> tuple[str, str] | None:
-    """The process's state letter and start time (clock ticks since boot) from /proc (Linux), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()  # the name before ")" may hold spaces
-    except OSError:
-        return None
-    return fields[0], fields[19]
-
-
 def identity(pid: int | None = None) -> str:
+    """The process's pid and start time, "pid:ticks" (ticks empty without /proc): one process, even once its pid
+    is reused."""
     pid = os.getpid() if pid is None else pid
-    stat = _stat(pid)
-    return f"{pid}:{stat[1] if stat else ''}"
+    return f"{pid}:{processes.start_time(pid) or ''}"
 
 
 def alive(process_identity: str) -> bool:
     """Whether that process still runs: not gone, not a zombie, and its pid not reused by another process."""
-    pid_text, _, started = process_identity.partition(":")
-    pid = int(pid_text)
-    stat = _stat(pid)
-    if stat is None:
-        if Path("/proc/self/stat").exists():
-            return False
-        try:  # no /proc (macOS): the pid alone
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-    state, now = stat
-    return state != "Z" and (not started or now == started)
+    pid, _, started = process_identity.partition(":")
+    return processes.alive(int(pid), started)
 
 
 def current_workflow() -> str | None:
@@ -129,9 +109,7 @@ def enter_workflow(workdir: str | Path = ".", main_process: bool = True, dry_run
     meta.mkdir(exist_ok=True)
     fd = os.open(meta / "ctxenergy-run.lock", os.O_RDWR | os.O_CREAT, 0o644)
     message = None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # another run of this workflow is alive: its lock and its unfinished jobs are real
+    if not lock(fd, block=False):  # another run of this workflow is alive: its lock and its unfinished jobs are real
         if not dry_run and any((meta / "locks").glob("*.lock")):  # it is a real run (a dry run locks nothing)
             holder = Path(meta / "ctxenergy-run.lock").read_text().partition(":")[0].strip() or "unknown"
             message = (
@@ -149,7 +127,7 @@ def enter_workflow(workdir: str | Path = ".", main_process: bool = True, dry_run
                 + (f" (stale lock {removed} removed)" if removed else "")
                 + f"; {RESUME}"
             )
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    lock(fd, shared=True)
     _run_lock_fd = fd  # held (and never inherited by jobs: O_CLOEXEC) until this process ends
     return message
 

@@ -25,6 +25,7 @@ import functools
 import time
 
 from ctxenergy.errors import CtxEnergyError, NoDeviceError
+from ctxenergy.processes import own_process_tree
 from ctxenergy.telemetry.base import DeviceInfo, DeviceState, EnergyMeter, IdleBaseline, WindowEnergy
 from ctxenergy.telemetry.counter import (
     STALL_S,
@@ -43,7 +44,6 @@ from ctxenergy.telemetry.nvml_api import (
     visible_devices,
     visible_gpu_uuids,
 )
-from ctxenergy.telemetry.processes import own_process_tree
 from ctxenergy.telemetry.sampler import PowerSampler
 
 METHOD_COUNTER = "nvml-counter-edge-aligned"
