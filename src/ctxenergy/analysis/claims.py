@@ -40,6 +40,7 @@ from ctxenergy.analysis.systematics import HOST_BOUND_DECODE, NOT_MEASURED, Syst
 from ctxenergy.analysis.uncertainty import Z975, half_width, ratio_interval, rng
 from ctxenergy.flops import device_peaks, prefill_flops
 from ctxenergy.models import parameter_counts
+from ctxenergy.numbers import fmt_ci
 from ctxenergy.stats import t975
 
 # The paper's vLLM is one engine of ours (the unpacking fails should a second join the family).
@@ -65,11 +66,9 @@ VERDICTS = (CONFIRMED, IN_KIND, REFUTED, UNDECIDABLE, UNTESTABLE)
 ALL_CLAIMS = {**PAPER["claims"], **OTHER_CLAIMS}
 
 
-def _fmt(v: float, lo: float = np.nan, hi: float = np.nan, digits: int = 3) -> str:
-    if not np.isfinite(v):
-        return "n/a"
-    s = f"{v:.{digits}g}"
-    return f"{s} [{lo:.{digits}g}, {hi:.{digits}g}]" if np.isfinite(lo) and np.isfinite(hi) else s
+def _fmt(v, lo=np.nan, hi=np.nan, digits: int = 3) -> str:
+    """A value with its interval as the outputs write it, "n/a" where there is none."""
+    return fmt_ci(v, lo, hi, digits, missing="n/a")
 
 
 def _agrees(paper: float, lo: float, hi: float) -> bool:

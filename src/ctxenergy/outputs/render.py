@@ -2,7 +2,7 @@
 "why is energy missing" message and the page around them.
 
 Everything a reader sees as text is formatted here once, so that the report, the write-up and the figures say the
-same thing in the same words.
+same thing in the same words. A number with its interval is ctxenergy.numbers's, which the analysis shares.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import base64
 import csv
 import html
 import io
-import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+
+from ctxenergy.numbers import finite, fmt, fmt_ci
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;
@@ -72,30 +73,6 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 
 def esc(x) -> str:
     return html.escape(str(x), quote=True)
-
-
-def finite(v) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def fmt(v, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
-    if not finite(v):
-        return missing
-    x = float(v) * scale
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.{digits}g}"
-    return f"{x:.{digits}g}" if abs(x) < 10**digits else f"{x:,.0f}"
-
-
-def fmt_ci(v, lo, hi, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
-    if not finite(v):
-        return missing
-    if finite(lo) and finite(hi):
-        return f"{fmt(v, digits, scale)} [{fmt(lo, digits, scale)}, {fmt(hi, digits, scale)}]"
-    return fmt(v, digits, scale)
 
 
 def ci(row, col: str, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
