@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ctxenergy.analysis.cost_model import REFERENCE_ANALYSIS
+from ctxenergy.analysis.scaling import crossover_row
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.paths import ANALYSIS_DIR, REPO_ROOT
 
@@ -65,16 +66,9 @@ def summary_rows(tables: dict[str, pd.DataFrame]) -> list[tuple[str, ...]]:
         pair = both[both["length_tokens"] == length]
         e_out = pair["e_out_j"].iloc[0] if len(pair) else math.nan
         ratio = pair["e_ratio"].iloc[0] if len(pair) else math.nan
-        cross = th[
-            (th["model"] == model)
-            & (th["engine"] == engine)
-            & (th["phase"] == "prefill")
-            & (th["quantity"] == "energy_per_run_j")
-            & (th["threshold"] == "crossover")
-        ]
+        c = crossover_row(th, model, engine)
         star = ""
-        if len(cross) and math.isfinite(cross["value"].iloc[0]):
-            c = cross.iloc[0]
+        if c is not None and math.isfinite(c["value"]):
             star = (
                 f"{c['value'] / 1e3:.1f}k [{_num(c['total_low'] / 1e3, '.1f')}, {_num(c['total_high'] / 1e3, '.1f')}]"
             )

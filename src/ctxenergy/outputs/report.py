@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ctxenergy.analysis.cells import serial
-from ctxenergy.analysis.scaling import PLATEAU_FRACTION
+from ctxenergy.analysis.scaling import PLATEAU_FRACTION, crossover_row, threshold_row
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.catalog import FIGURE_TITLES, SERVING_FIGURE_NAMES, read_tables
 from ctxenergy.outputs.findings import CLAIM_FIGURES, HERO_FIGURE, claim_verdicts, key_findings, provenance_facts
@@ -65,13 +65,6 @@ def _groups(pc: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(keys, key=lambda k: (k[0], engine_rank(k[1])))
 
 
-def _threshold(th: pd.DataFrame, model, engine, phase, name, quantity=None) -> pd.Series | None:
-    d = th[(th["model"] == model) & (th["engine"] == engine) & (th["phase"] == phase) & (th["threshold"] == name)]
-    if quantity:
-        d = d[d["quantity"] == quantity]
-    return d.iloc[0] if len(d) else None
-
-
 def _th_text(r: pd.Series | None) -> str:
     if r is None:
         return "–"
@@ -111,9 +104,9 @@ def summary_section(t: dict) -> str:
                 length_range(g["length_tokens"]),
                 at(first, "energy_per_token_j", 1e3, why),
                 at(last, "energy_per_token_j", 1e3, why),
-                _th_text(_threshold(th, model, engine, "prefill", "efficiency_measured", "energy_per_run_j")),
-                _th_text(_threshold(th, model, engine, "prefill", "crossover", "energy_per_run_j")),
-                _th_text(_threshold(th, model, engine, "prefill", "power_plateau")),
+                _th_text(threshold_row(th, model, engine, "prefill", "efficiency_measured", "energy_per_run_j")),
+                _th_text(crossover_row(th, model, engine)),
+                _th_text(threshold_row(th, model, engine, "prefill", "power_plateau")),
                 ratios,
             ]
         )
