@@ -1,5 +1,5 @@
-"""The one rendering layer of the report, the write-up and the figures: numbers, tables (HTML and Markdown), the
-"why is energy missing" message and the page around them.
+"""The one rendering layer of the report, the write-up and the figures: numbers, tables (HTML, Markdown and plain
+text for a terminal), the "why is energy missing" message and the page around them.
 
 Everything a reader sees as text is formatted here once, so that the report, the write-up and the figures say the
 same thing in the same words. A number with its interval is ctxenergy.numbers's, which the analysis shares.
@@ -264,6 +264,19 @@ def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable
     lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def text_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1) -> str:
+    """A table for a terminal: each column as wide as its widest entry, two spaces apart, a rule of dashes under the
+    header; text columns (the first text_cols, or those indices) left-aligned, numbers right-aligned."""
+    text = text_columns(text_cols)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row) -> str:
+        cells = (str(v).ljust(w) if i in text else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def csv_data_uri(header: list[str], rows: list[list[str]]) -> str:
