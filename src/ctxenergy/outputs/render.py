@@ -252,15 +252,17 @@ def html_table(
     return f'<div class="tw">{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1) -> str:
+def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1, aligned: bool = True) -> str:
     """A pipe table: text columns (the first text_cols, or those indices) left-aligned (:---), numbers right-aligned
-    (---:)."""
+    (---:); not aligned: every column '---', as the viewer aligns it. A missing value (None, NaN) reads '–'."""
 
     def cell(v) -> str:
+        if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
+            return "–"
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     text = text_columns(text_cols)
-    align = [":---" if i in text else "---:" for i in range(len(header))]
+    align = [(":---" if i in text else "---:") if aligned else "---" for i in range(len(header))]
     lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
