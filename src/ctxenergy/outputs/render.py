@@ -135,6 +135,7 @@ def fit_cells(fit, where: str | None = "Validity") -> list[str]:
 
 # ---- why energy is missing --------------------------------------------------------------------------------------
 
+ENERGY_MISSING = "Energy is missing."
 NO_COUNTER = (
     "This host has no readable energy counter (a CPU host without RAPL, or no NVML): timings, latency per "
     "token and achieved throughput are real, every energy, power, fit, ratio and threshold is missing."
@@ -166,9 +167,16 @@ def attention_kernels_summary(cells: pd.DataFrame) -> str:
     return kinds + unknown
 
 
-def energy_missing_reason(cells: pd.DataFrame, counted: str = "{n} cells {r}") -> str:
+def energy_missing_reason(cells: pd.DataFrame) -> str:
     """The reasons no cell has usable energy, counted: '14 cells no_energy, 1 cells status oom'."""
-    return ", ".join(counted.format(n=n, r=r) for r, n in excluded_reasons(cells).items())
+    return ", ".join(f"{n} cells {r}" for r, n in excluded_reasons(cells).items())
+
+
+def why_energy_missing(cells: pd.DataFrame) -> str:
+    """Why no cell has usable energy, in the one wording of the report, the write-up and the figures: 'No cell has
+    usable energy (14 cells no_energy).', then NO_COUNTER where the host has no energy counter at all."""
+    why = f"No cell has usable energy ({energy_missing_reason(cells)})."
+    return f"{why} {NO_COUNTER}" if no_counter(cells) else why
 
 
 def no_counter(cells: pd.DataFrame) -> bool:

@@ -22,14 +22,13 @@ from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.catalog import FIGURE_TITLES, SERVING_FIGURE_NAMES, read_tables
 from ctxenergy.outputs.findings import CLAIM_FIGURES, HERO_FIGURE, claim_verdicts, key_findings, provenance_facts
 from ctxenergy.outputs.render import (
-    NO_COUNTER,
+    ENERGY_MISSING,
     Cell,
     attention_kernels_summary,
     brief,
     ci,
     condensed_reason,
     energy_missing,
-    energy_missing_reason,
     esc,
     finite,
     fit_cells,
@@ -39,13 +38,13 @@ from ctxenergy.outputs.render import (
     keep_together,
     length_range,
     long_table,
-    no_counter,
     none_usable,
     page,
     png_data_uri,
     provenance_block,
     tokens,
     verdict_class,
+    why_energy_missing,
 )
 from ctxenergy.outputs.serving import has_rows as serving_has_rows
 from ctxenergy.outputs.serving import section_html as serving_section_html
@@ -136,11 +135,7 @@ def missing_banner(pc: pd.DataFrame) -> str:
         return '<div class="warn">The table of cells is empty: nothing was measured.</div>'
     if not energy_missing(pc):
         return ""
-    extra = f" {NO_COUNTER}" if no_counter(pc) else ""
-    return (
-        f'<div class="warn"><b>Energy is missing.</b> No cell has usable energy '
-        f"({esc(energy_missing_reason(pc))}).{esc(extra)}</div>"
-    )
+    return f'<div class="warn"><b>{ENERGY_MISSING}</b> {esc(why_energy_missing(pc))}</div>'
 
 
 def hardware_section(pc: pd.DataFrame) -> str:
