@@ -13,7 +13,8 @@ from ctxenergy.cli import main
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.figures import PLOTTERS, make_figures
 from ctxenergy.outputs.paper import markdown_to_html, render_markdown
-from ctxenergy.outputs.render import fmt_ci
+from ctxenergy.outputs.plotting import energy_missing_message
+from ctxenergy.outputs.render import NO_COUNTER, fmt_ci, why_energy_missing
 
 pytestmark = pytest.mark.slow
 
@@ -139,6 +140,15 @@ def test_paper_html_embeds_figures_and_md_links_them(reference):
     assert reference["paper_html"].count("<img ") == len(PLOTTERS)
     assert "](../figures/energy_intensity.png)" in reference["paper_md"]
     assert "<table>" in reference["paper_html"] and "<h3>" in reference["paper_html"]
+
+
+def test_the_report_the_write_up_and_the_figures_say_why_energy_is_missing_in_the_same_words(no_energy):
+    pc = no_energy["tables"]["per_cell"]
+    why = why_energy_missing(pc)
+    assert why.startswith("No cell has usable energy (13 cells no_energy, 1 cells status oom).")
+    assert why.endswith(NO_COUNTER)
+    assert html.escape(why) in no_energy["report"] and why in no_energy["paper_md"]
+    assert energy_missing_message(pc) == f"energy missing: {why}"
 
 
 def test_paper_without_energy(no_energy):

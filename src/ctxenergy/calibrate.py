@@ -35,6 +35,7 @@ from typing import Callable, Protocol
 import pandas as pd
 
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.outputs.render import text_table
 from ctxenergy.tables import write_csv_or_parquet
 from ctxenergy.telemetry.base import IdleBaseline
 from ctxenergy.telemetry.counter import CounterRead, counter_delta_j, integrate_trace, wait_for_update
@@ -199,22 +200,19 @@ def summarise(windows: pd.DataFrame, meta: dict) -> pd.DataFrame:
 
 def format_table(summary: pd.DataFrame) -> str:
     """Median / max absolute error (%) per method, one line per pattern and window length."""
-    head = f"{'pattern':<8} {'window':>7} {'truth':>16} " + " ".join(f"{m:>22}" for m in METHODS)
-    lines = [head, "-" * len(head)]
+    rows = []
     for (pattern, length), g in summary.groupby(["pattern", "window_s"], sort=False):
         by = {r["method"]: r for _, r in g.iterrows()}
-        cells = []
-        for m in METHODS:
-            r = by.get(m)
-            cells.append(
-                f"{'n/a':>22}"
-                if r is None or pd.isna(r["median_abs_error_pct"])
-                else f"{r['median_abs_error_pct']:>9.2f} / {r['max_abs_error_pct']:>6.2f} %"
-            )
-        truth = g["truth"].iloc[0]
+        errors = [
+            "n/a"
+            if (r := by.get(m)) is None or pd.isna(r["median_abs_error_pct"])
+            # the max in a fixed width: the slashes of a column line up
+            else f"{r['median_abs_error_pct']:.2f} / {r['max_abs_error_pct']:>6.2f} %"
+            for m in METHODS
+        ]
         unit = "J" if pattern == "bursts" else "W"
-        lines.append(f"{pattern:<8} {length:>6.2f}s {truth:>14.1f} {unit} " + " ".join(cells))
-    return "\n".join(lines)
+        rows.append([pattern, f"{length:.2f}s", f"{g['truth'].iloc[0]:.1f} {unit}", *errors])
+    return text_table(["pattern", "window", "truth", *METHODS], rows)
 
 
 # A window's own edge error may take this share of a cell's interval target: it then widens a window-to-window spread

@@ -20,6 +20,7 @@ import pandas as pd
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.files import write_text
 from ctxenergy.job_benchmarks import job_seconds
+from ctxenergy.outputs.render import md_table
 from ctxenergy.paths import BENCHMARKS_DIR, CELLS_TABLE
 from ctxenergy.tables import read_cells_table
 
@@ -52,12 +53,6 @@ def _measured_window_s(cells: pd.DataFrame) -> float:
     if "measured_work_s" in ok and ok["measured_work_s"].notna().all():  # as benchmarks/pipeline_overhead.py sums
         return float(ok["measured_work_s"].sum())
     return float((ok["window_s"] * ok["n_windows"]).sum())  # tables aggregated before measured_work_s existed
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("–" if pd.isna(v) else str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _seconds(s: float) -> str:
@@ -112,7 +107,9 @@ def provenance(cells: pd.DataFrame, jobs: pd.DataFrame, runs: list[dict]) -> str
             ["device_name", "device_uuid", "driver_version", "power_limit_w"], dropna=False, sort=False
         )
     ]
-    out.append(_table(["device", "board (UUID)", "driver", "power limit (W)", "cells", "measured"], rows))
+    out.append(
+        md_table(["device", "board (UUID)", "driver", "power limit (W)", "cells", "measured"], rows, aligned=False)
+    )
     out += ["", "## Software, host and method", ""]
     rows = [
         [engine, ev, tv, cpu, w, m, len(g)]
@@ -122,21 +119,23 @@ def provenance(cells: pd.DataFrame, jobs: pd.DataFrame, runs: list[dict]) -> str
             sort=False,
         )
     ]
-    out.append(_table(["engine", "engine version", "torch", "host CPU", "weights", "energy method", "cells"], rows))
+    header = ["engine", "engine version", "torch", "host CPU", "weights", "energy method", "cells"]
+    out.append(md_table(header, rows, aligned=False))
     if runs:
         out += ["", "## Commands", "", "As Snakemake logged them (shell quoting not kept), in the order they ran:", ""]
         out.append(
-            _table(
+            md_table(
                 ["log", "started", "command", "elapsed"],
                 [
                     [
                         r["log"],
-                        r["started"] or "–",
+                        r["started"],
                         f"`{r['command']}`",
                         _seconds(r["elapsed_s"]) if r["elapsed_s"] is not None else "did not end",
                     ]
                     for r in runs
                 ],
+                aligned=False,
             )
         )
     out += ["", "## GPU time", ""]

@@ -14,7 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from ctxenergy.analysis.cost_model import REFERENCE_ANALYSIS
+from ctxenergy.analysis.scaling import crossover_row
 from ctxenergy.errors import CtxEnergyError
+from ctxenergy.outputs.render import text_table
 from ctxenergy.paths import ANALYSIS_DIR, REPO_ROOT
 
 NEEDED = ("per_cell", "io_ratio", "thresholds", "systematics")
@@ -65,16 +67,9 @@ def summary_rows(tables: dict[str, pd.DataFrame]) -> list[tuple[str, ...]]:
         pair = both[both["length_tokens"] == length]
         e_out = pair["e_out_j"].iloc[0] if len(pair) else math.nan
         ratio = pair["e_ratio"].iloc[0] if len(pair) else math.nan
-        cross = th[
-            (th["model"] == model)
-            & (th["engine"] == engine)
-            & (th["phase"] == "prefill")
-            & (th["quantity"] == "energy_per_run_j")
-            & (th["threshold"] == "crossover")
-        ]
+        c = crossover_row(th, model, engine)
         star = ""
-        if len(cross) and math.isfinite(cross["value"].iloc[0]):
-            c = cross.iloc[0]
+        if c is not None and math.isfinite(c["value"]):
             star = (
                 f"{c['value'] / 1e3:.1f}k [{_num(c['total_low'] / 1e3, '.1f')}, {_num(c['total_high'] / 1e3, '.1f')}]"
             )
@@ -99,12 +94,6 @@ def summary_rows(tables: dict[str, pd.DataFrame]) -> list[tuple[str, ...]]:
     return rows
 
 
-def format_table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(r[i])) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(HEADER), line(tuple("-" * w for w in widths)), *map(line, rows)])
-
-
 def summary_text(folder: Path, label: str) -> str:
     tables = read_analysis(folder)
     sys = tables["systematics"].set_index("systematic")["relative_half_width"]
@@ -115,7 +104,7 @@ def summary_text(folder: Path, label: str) -> str:
         [
             f"ctxenergy results from {label} ({devices or 'device not recorded'}): prefill at the largest L measured "
             "in both phases, and per output token (G - 1 decode steps) at that L",
-            format_table(summary_rows(tables)),
+            text_table(HEADER, summary_rows(tables), text_cols=len(HEADER)),
             f"Brackets: statistical 95 % intervals; an absolute energy also carries a systematic ±{absolute:.1%} "
             f"(board spread {board:.1%} and NVML gain {gain:.0%} in quadrature). L*: where c L^2 overtakes b L in "
             "E(L) = a + b L + c L^2.",

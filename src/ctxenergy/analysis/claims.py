@@ -35,11 +35,12 @@ import pandas as pd
 import ctxenergy
 from ctxenergy.analysis.cells import engine_rank
 from ctxenergy.analysis.paper_values import ENGINE_FAMILIES, OTHER_CLAIMS, PAPER, PAPER_MODELS
-from ctxenergy.analysis.scaling import PLATEAU_FRACTION, _weighted_polynomial, cell_draws
+from ctxenergy.analysis.scaling import PLATEAU_FRACTION, _weighted_polynomial, cell_draws, crossover_row
 from ctxenergy.analysis.systematics import HOST_BOUND_DECODE, NOT_MEASURED, Systematics, total_interval
 from ctxenergy.analysis.uncertainty import Z975, half_width, ratio_interval, rng
 from ctxenergy.flops import device_peaks, prefill_flops
 from ctxenergy.models import parameter_counts
+from ctxenergy.numbers import fmt_ci
 from ctxenergy.stats import t975
 
 # The paper's vLLM is one engine of ours (the unpacking fails should a second join the family).
@@ -65,11 +66,9 @@ VERDICTS = (CONFIRMED, IN_KIND, REFUTED, UNDECIDABLE, UNTESTABLE)
 ALL_CLAIMS = {**PAPER["claims"], **OTHER_CLAIMS}
 
 
-def _fmt(v: float, lo: float = np.nan, hi: float = np.nan, digits: int = 3) -> str:
-    if not np.isfinite(v):
-        return "n/a"
-    s = f"{v:.{digits}g}"
-    return f"{s} [{lo:.{digits}g}, {hi:.{digits}g}]" if np.isfinite(lo) and np.isfinite(hi) else s
+def _fmt(v, lo=np.nan, hi=np.nan, digits: int = 3) -> str:
+    """A value with its interval as the outputs write it, "n/a" where there is none."""
+    return fmt_ci(v, lo, hi, digits, missing="n/a")
 
 
 def _agrees(paper: float, lo: float, hi: float) -> bool:
@@ -342,20 +341,11 @@ def _rise_draws(g: pd.DataFrame, floor: float, gen) -> np.ndarray:
     return rise_threshold(g["length_tokens"].to_numpy(float), cell_draws(g, "energy_per_run_j", gen, floor))
 
 
-def _crossover(thresholds: pd.DataFrame, model: str, engine: str) -> pd.Series | None:
-    t = thresholds[
-        (thresholds["model"] == model)
-        & (thresholds["engine"] == engine)
-        & (thresholds["phase"] == "prefill")
-        & (thresholds["quantity"] == "energy_per_run_j")
-        & (thresholds["threshold"] == "crossover")
-    ]
-    return t.iloc[0] if len(t) and np.isfinite(t.iloc[0]["value"]) else None
-
-
 def crossover_text(thresholds: pd.DataFrame, model: str, engines: tuple, archs: dict | None) -> str:
     """'L* = b/c: hf-sdpa 57.4k [..] (total ..), vllm ..; total intervals overlap ...; the FLOP crossover ...'"""
-    found = {e: r for e in engines if (r := _crossover(thresholds, model, e)) is not None}
+    found = {
+        e: r for e in engines if (r := crossover_row(thresholds, model, e)) is not None and np.isfinite(r["value"])
+    }
     if not found:
         return ""
     text = "L* = b/c of the fit: " + ", ".join(

@@ -494,6 +494,27 @@ def _fit_thresholds(key: dict, q, f: QuadraticFit | None, gen) -> list[dict]:
     return rows
 
 
+def threshold_row(
+    thresholds: pd.DataFrame, model: str, engine: str, phase: str, name: str, quantity: str | None = None
+) -> pd.Series | None:
+    """One threshold of a model and engine in a phase (of that quantity, where given) from the thresholds table; None
+    where none was derived. Its value may be NaN: undefined for that fit, or not reached within the measured L."""
+    t = thresholds[
+        (thresholds["model"] == model)
+        & (thresholds["engine"] == engine)
+        & (thresholds["phase"] == phase)
+        & (thresholds["threshold"] == name)
+    ]
+    if quantity:
+        t = t[t["quantity"] == quantity]
+    return t.iloc[0] if len(t) else None
+
+
+def crossover_row(thresholds: pd.DataFrame, model: str, engine: str) -> pd.Series | None:
+    """The crossover L* = b/c of the prefill fit of total energy, the one every output quotes."""
+    return threshold_row(thresholds, model, engine, "prefill", "crossover", "energy_per_run_j")
+
+
 def thresholds(
     per_cell: pd.DataFrame, fit_objects: dict, floor_rel: float = 0.0, power_floor_rel: float = 0.0
 ) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ctxenergy.analysis.cells import engine_rank, serial
 from ctxenergy.analysis.paper_values import PAPER
-from ctxenergy.analysis.scaling import fit_from_row
+from ctxenergy.analysis.scaling import fit_from_row, threshold_row
 from ctxenergy.engines.registry import family
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.catalog import FIGURE_NAMES, SERVING_FIGURE_NAMES, read_tables
@@ -510,14 +510,8 @@ def _fit_panel(top, bottom, row: pd.Series, pc: pd.DataFrame, res: pd.DataFrame)
 def _prefill_threshold(
     th: pd.DataFrame, model: str, engine: str, name: str, quantity: str = "energy_per_run_j"
 ) -> float:
-    d = th[
-        (th["model"] == model)
-        & (th["engine"] == engine)
-        & (th["phase"] == "prefill")
-        & (th["threshold"] == name)
-        & (th["quantity"] == quantity)
-    ]
-    return float(d["value"].iloc[0]) if len(d) and np.isfinite(d["value"].iloc[0]) else float("nan")
+    r = threshold_row(th, model, engine, "prefill", name, quantity)
+    return float(r["value"]) if r is not None and np.isfinite(r["value"]) else float("nan")
 
 
 def _paper_row(model: str, engine_family: str) -> dict | None:

@@ -31,13 +31,12 @@ from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.catalog import FIGURE_TITLES, SERVING_FIGURE_NAMES
 from ctxenergy.outputs.findings import CLAIM_FIGURES, claim_verdicts, key_findings, provenance_facts, verdict_summary
 from ctxenergy.outputs.render import (
+    ENERGY_MISSING,
     INTERVAL,
-    NO_COUNTER,
     attention_kernels_summary,
     ci,
     condensed_reason,
     energy_missing,
-    energy_missing_reason,
     finite,
     fit_cells,
     fmt,
@@ -45,11 +44,11 @@ from ctxenergy.outputs.render import (
     join_words,
     md_table,
     no_break,
-    no_counter,
     page,
     png_data_uri,
     provenance_block,
     tokens,
+    why_energy_missing,
 )
 from ctxenergy.outputs.report import read_inputs
 from ctxenergy.outputs.serving import section_md as serving_section_md
@@ -131,11 +130,10 @@ def _kernels_of(rows: pd.DataFrame) -> str:
 def energy_missing_text(pc: pd.DataFrame) -> str:
     if pc.empty or not energy_missing(pc):
         return ""
-    extra = f" {NO_COUNTER}" if no_counter(pc) else ""
     return (
-        f"**Energy is missing: no cell has usable energy ({energy_missing_reason(pc)}).**{extra} Every energy, "
-        'ratio, fit, threshold and verdict below is therefore empty or "not testable"; timings are real. Run the '
-        "workflow on a GPU, or with `--configfile config/reference-h200.yaml` to analyse the committed H200 cells."
+        f"**{ENERGY_MISSING}** {why_energy_missing(pc)} Every energy, ratio, fit, threshold and verdict below is "
+        'therefore empty or "not testable"; timings are real. Run the workflow on a GPU, or with '
+        "`--configfile config/reference-h200.yaml` to analyse the committed H200 cells."
     )
 
 

@@ -23,7 +23,7 @@ from matplotlib.ticker import Formatter, FuncFormatter  # noqa: E402
 
 from ctxenergy.analysis.cells import engine_rank  # noqa: E402
 from ctxenergy.engines.registry import ENGINES  # noqa: E402
-from ctxenergy.outputs.render import energy_missing_reason, no_counter, short_tokens  # noqa: E402
+from ctxenergy.outputs.render import short_tokens, why_energy_missing  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -142,16 +142,10 @@ def engines_of(df: pd.DataFrame) -> list[str]:
 
 
 def energy_missing_message(per_cell: pd.DataFrame) -> str:
-    """Why a figure has no energy: the cells' own reasons, counted."""
+    """Why a figure has no energy, as the report and the write-up say it: the cells' own reasons, counted."""
     if per_cell.empty:
         return "no cells in the table"
-    base = (
-        f"energy missing: none of the {len(per_cell)} cells has usable energy "
-        f"({energy_missing_reason(per_cell, '{n} x {r}')})"
-    )
-    if no_counter(per_cell):
-        base += ".\nThis host has no readable energy counter (a CPU host): timings are real, energies are not measured."
-    return base
+    return f"energy missing: {why_energy_missing(per_cell)}"
 
 
 def excluded_note(per_cell: pd.DataFrame, phase: str | None = None) -> tuple[str, str] | None:

@@ -1,8 +1,8 @@
-"""The one rendering layer of the report, the write-up and the figures: numbers, tables (HTML and Markdown), the
-"why is energy missing" message and the page around them.
+"""The one rendering layer of the report, the write-up and the figures: numbers, tables (HTML, Markdown and plain
+text for a terminal), the "why is energy missing" message and the page around them.
 
 Everything a reader sees as text is formatted here once, so that the report, the write-up and the figures say the
-same thing in the same words.
+same thing in the same words. A number with its interval is ctxenergy.numbers's, which the analysis shares.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import base64
 import csv
 import html
 import io
-import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+
+from ctxenergy.numbers import finite, fmt, fmt_ci
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;
@@ -72,30 +73,6 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 
 def esc(x) -> str:
     return html.escape(str(x), quote=True)
-
-
-def finite(v) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def fmt(v, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
-    if not finite(v):
-        return missing
-    x = float(v) * scale
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.{digits}g}"
-    return f"{x:.{digits}g}" if abs(x) < 10**digits else f"{x:,.0f}"
-
-
-def fmt_ci(v, lo, hi, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
-    if not finite(v):
-        return missing
-    if finite(lo) and finite(hi):
-        return f"{fmt(v, digits, scale)} [{fmt(lo, digits, scale)}, {fmt(hi, digits, scale)}]"
-    return fmt(v, digits, scale)
 
 
 def ci(row, col: str, digits: int = 3, scale: float = 1.0, missing: str = "–") -> str:
@@ -158,6 +135,7 @@ def fit_cells(fit, where: str | None = "Validity") -> list[str]:
 
 # ---- why energy is missing --------------------------------------------------------------------------------------
 
+ENERGY_MISSING = "Energy is missing."
 NO_COUNTER = (
     "This host has no readable energy counter (a CPU host without RAPL, or no NVML): timings, latency per "
     "token and achieved throughput are real, every energy, power, fit, ratio and threshold is missing."
@@ -189,9 +167,16 @@ def attention_kernels_summary(cells: pd.DataFrame) -> str:
     return kinds + unknown
 
 
-def energy_missing_reason(cells: pd.DataFrame, counted: str = "{n} cells {r}") -> str:
+def energy_missing_reason(cells: pd.DataFrame) -> str:
     """The reasons no cell has usable energy, counted: '14 cells no_energy, 1 cells status oom'."""
-    return ", ".join(counted.format(n=n, r=r) for r, n in excluded_reasons(cells).items())
+    return ", ".join(f"{n} cells {r}" for r, n in excluded_reasons(cells).items())
+
+
+def why_energy_missing(cells: pd.DataFrame) -> str:
+    """Why no cell has usable energy, in the one wording of the report, the write-up and the figures: 'No cell has
+    usable energy (14 cells no_energy).', then NO_COUNTER where the host has no energy counter at all."""
+    why = f"No cell has usable energy ({energy_missing_reason(cells)})."
+    return f"{why} {NO_COUNTER}" if no_counter(cells) else why
 
 
 def no_counter(cells: pd.DataFrame) -> bool:
@@ -275,18 +260,33 @@ def html_table(
     return f'<div class="tw">{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1) -> str:
+def md_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1, aligned: bool = True) -> str:
     """A pipe table: text columns (the first text_cols, or those indices) left-aligned (:---), numbers right-aligned
-    (---:)."""
+    (---:); not aligned: every column '---', as the viewer aligns it. A missing value (None, NaN) reads '–'."""
 
     def cell(v) -> str:
+        if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
+            return "–"
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     text = text_columns(text_cols)
-    align = [":---" if i in text else "---:" for i in range(len(header))]
+    align = [(":---" if i in text else "---:") if aligned else "---" for i in range(len(header))]
     lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def text_table(header: list[str], rows: list[list[str]], text_cols: int | Iterable[int] = 1) -> str:
+    """A table for a terminal: each column as wide as its widest entry, two spaces apart, a rule of dashes under the
+    header; text columns (the first text_cols, or those indices) left-aligned, numbers right-aligned."""
+    text = text_columns(text_cols)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row) -> str:
+        cells = (str(v).ljust(w) if i in text else str(v).rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def csv_data_uri(header: list[str], rows: list[list[str]]) -> str:

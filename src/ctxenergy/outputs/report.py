@@ -17,19 +17,18 @@ from pathlib import Path
 import pandas as pd
 
 from ctxenergy.analysis.cells import serial
-from ctxenergy.analysis.scaling import PLATEAU_FRACTION
+from ctxenergy.analysis.scaling import PLATEAU_FRACTION, crossover_row, threshold_row
 from ctxenergy.errors import CtxEnergyError
 from ctxenergy.outputs.catalog import FIGURE_TITLES, SERVING_FIGURE_NAMES, read_tables
 from ctxenergy.outputs.findings import CLAIM_FIGURES, HERO_FIGURE, claim_verdicts, key_findings, provenance_facts
 from ctxenergy.outputs.render import (
-    NO_COUNTER,
+    ENERGY_MISSING,
     Cell,
     attention_kernels_summary,
     brief,
     ci,
     condensed_reason,
     energy_missing,
-    energy_missing_reason,
     esc,
     finite,
     fit_cells,
@@ -39,13 +38,13 @@ from ctxenergy.outputs.render import (
     keep_together,
     length_range,
     long_table,
-    no_counter,
     none_usable,
     page,
     png_data_uri,
     provenance_block,
     tokens,
     verdict_class,
+    why_energy_missing,
 )
 from ctxenergy.outputs.serving import has_rows as serving_has_rows
 from ctxenergy.outputs.serving import section_html as serving_section_html
@@ -63,13 +62,6 @@ def _groups(pc: pd.DataFrame) -> list[tuple[str, str]]:
 
     keys = {(m, e) for m, e in zip(pc["model"], pc["engine"])}
     return sorted(keys, key=lambda k: (k[0], engine_rank(k[1])))
-
-
-def _threshold(th: pd.DataFrame, model, engine, phase, name, quantity=None) -> pd.Series | None:
-    d = th[(th["model"] == model) & (th["engine"] == engine) & (th["phase"] == phase) & (th["threshold"] == name)]
-    if quantity:
-        d = d[d["quantity"] == quantity]
-    return d.iloc[0] if len(d) else None
 
 
 def _th_text(r: pd.Series | None) -> str:
@@ -111,9 +103,9 @@ def summary_section(t: dict) -> str:
                 length_range(g["length_tokens"]),
                 at(first, "energy_per_token_j", 1e3, why),
                 at(last, "energy_per_token_j", 1e3, why),
-                _th_text(_threshold(th, model, engine, "prefill", "efficiency_measured", "energy_per_run_j")),
-                _th_text(_threshold(th, model, engine, "prefill", "crossover", "energy_per_run_j")),
-                _th_text(_threshold(th, model, engine, "prefill", "power_plateau")),
+                _th_text(threshold_row(th, model, engine, "prefill", "efficiency_measured", "energy_per_run_j")),
+                _th_text(crossover_row(th, model, engine)),
+                _th_text(threshold_row(th, model, engine, "prefill", "power_plateau")),
                 ratios,
             ]
         )
@@ -143,11 +135,7 @@ def missing_banner(pc: pd.DataFrame) -> str:
         return '<div class="warn">The table of cells is empty: nothing was measured.</div>'
     if not energy_missing(pc):
         return ""
-    extra = f" {NO_COUNTER}" if no_counter(pc) else ""
-    return (
-        f'<div class="warn"><b>Energy is missing.</b> No cell has usable energy '
-        f"({esc(energy_missing_reason(pc))}).{esc(extra)}</div>"
-    )
+    return f'<div class="warn"><b>{ENERGY_MISSING}</b> {esc(why_energy_missing(pc))}</div>'
 
 
 def hardware_section(pc: pd.DataFrame) -> str:
