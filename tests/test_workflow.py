@@ -359,6 +359,13 @@ def test_published_outputs_of_cached_cells_with_their_provenance(repo_copy):
     n_cells = len(pd.read_parquet(campaign / "cells.parquet"))
     assert f"measure_cell: {n_cells} jobs" in text and "warmup_engine: " in text  # the jobs kept beside the cells
     assert text.count("--configfile config/campaign.yaml") == len(logs) >= 5
+    # what is committed beside the cells is what they regenerate: every derived table, the write-up, the figures
+    committed = campaign / "outputs"
+    for table in sorted((committed / "analysis").glob("*.parquet")):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / "analysis" / table.name), pd.read_parquet(table))
+    assert {p.name for p in (out / "analysis").iterdir()} == {p.name for p in (committed / "analysis").iterdir()}
+    assert (out / "paper" / "paper.md").read_text() == (committed / "paper" / "paper.md").read_text()
+    assert {p.name for p in (out / "figures").iterdir()} == {p.name for p in (committed / "figures").iterdir()}
 
 
 def test_spot_check_measures_the_named_cells_and_compares_them(smoke_run, repo_copy):
