@@ -6,7 +6,7 @@
 #   results/cells/{model}/{engine}/{phase}/L{length}.parquet   one cell (+ .runs/.trace.parquet); batched and
 #     engine-variant cells: .../{phase}/[V-{variant}/][B{batch}/]L{length}.parquet (docs/serving.md)
 #   results/cells.parquet                                      all cells, one row each
-#   results/analysis/, results/figures/, results/report/, results/paper/, results/notebooks/
+#   results/analysis/, results/figures/, results/tables/, results/report/, results/paper/, results/notebooks/
 from snakemake.utils import min_version
 
 min_version("9.20.0")

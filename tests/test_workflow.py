@@ -503,15 +503,25 @@ def test_the_batch_smoke_config_runs_batched_cells_on_cpu(tmp_path):
 def test_the_snakemake_report_names_the_device_and_what_its_statistics_cover(smoke_run, tmp_path):
     """`snakemake --report`: its front page (workflow/report/workflow.rst) names the device the cells ran on, not
     the config's `device: cpu`; every cell was measured here, so no note on the statistics."""
+    import json
     import zipfile
 
     dst = shutil.copytree(smoke_run[0], tmp_path / "repo", symlinks=True)
     smk(["--report", "report.zip", "--configfile", "config/smoke.yaml"], dst)
     with zipfile.ZipFile(dst / "report.zip") as z:
         text = "".join(z.read(n).decode(errors="replace") for n in z.namelist() if n.endswith((".html", ".js")))
+        claims = [z.read(n).decode() for n in z.namelist() if n.endswith("/claims.html")]
+        results = json.loads(
+            re.search(r"var results = (\{.*?\});\s*</script>", z.read("report/report.html").decode(), re.S)[1]
+        )
     assert re.search(r"on CPU .+ x\d+ \(8 cells\)", text), "device name missing from the report's front page"
     assert "runtime statistics of this report cover only" not in text
     assert "Derived tables" in text  # the analysis tables, as report items with captions
+    # the key tables as pages the report shows, not only Parquet to download: the claims with their verdicts
+    item = results["results/tables/claims.html"]
+    assert item["mime_type"] == "text/html" and "workflow/schemas/derived.schema.yaml" in item["caption"]
+    assert len(claims) == 1 and "<table" in claims[0] and "verdict</th>" in claims[0]
+    assert results["results/analysis/cost_model.csv"]["mime_type"] == "text/csv"
 
 
 def test_report_facts_say_when_the_statistics_cover_only_the_jobs_run_here(smoke_run, tmp_path):

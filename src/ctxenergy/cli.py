@@ -710,6 +710,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_plugin("ctxenergy.outputs.figures", "main"))
 
     sp = verb(
+        "tables",
+        "derived tables -> small HTML pages of the key tables (claims, Table 1, thresholds, cost model)",
+        "results/analysis/*.parquet --out results/tables/claims.html results/tables/cost_model.html",
+        description="the key derived tables as small self-contained HTML pages, one table each: the paper's claims "
+        "with their verdicts and intervals, Table 1, the thresholds (L*) and the cost model; the Snakemake report "
+        "shows them (columns: workflow/schemas/derived.schema.yaml)",
+    )
+    sp.add_argument("tables", nargs="+", help="derived tables (results/analysis/<table>.parquet)")
+    sp.add_argument(
+        "--out",
+        nargs="+",
+        required=True,
+        help="pages to write, each named <table>.html: claims, table1, thresholds or cost_model",
+    )
+    sp.set_defaults(func=_plugin("ctxenergy.outputs.table_pages", "main"))
+
+    sp = verb(
         "report",
         "derived tables + figures -> one self-contained HTML page",
         "--tables results/analysis/*.parquet --figures results/figures/*.png --out results/report/report.html",

@@ -35,6 +35,7 @@ CELL_PATTERN = f"{CELLS_DIR}/{CELL_JOB}.parquet"
 CELLS_TABLE = RESULTS_DIR / "cells.parquet"  # all cells, one row each
 ANALYSIS_DIR = RESULTS_DIR / "analysis"  # derived tables, {table}.parquet (ctxenergy.outputs.catalog)
 FIGURES_DIR = RESULTS_DIR / "figures"  # {figure}.png and .svg
+TABLES_DIR = RESULTS_DIR / "tables"  # the key derived tables as small HTML pages, {table}.html (catalog.TABLE_PAGES)
 REPORT = RESULTS_DIR / "report" / "report.html"
 PAPER = RESULTS_DIR / "paper" / "paper.html"
 PAPER_MARKDOWN = RESULTS_DIR / "paper" / "paper.md"  # links its figures as ../figures/

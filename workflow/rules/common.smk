@@ -244,5 +244,6 @@ def final_outputs():
         CELLS_TABLE,
         *REPORT_TARGETS,
         *COST_MODEL,
+        *TABLE_PAGE_PATHS,
         NOTEBOOKS_DIR / "explore.ipynb",
     ]

@@ -1,14 +1,17 @@
-# Analysis and figures: derived tables from the table of cells, figures from the derived tables only, so that
-# `snakemake --forcerun plot_figures` redraws every figure from cached Parquet without touching a measurement.
-# The derived tables and the figures are listed once, in the package (ctxenergy.outputs.catalog).
+# Analysis and figures: derived tables from the table of cells, figures and pages of the key tables from the derived
+# tables only, so that `snakemake --forcerun plot_figures` redraws every figure from cached Parquet without touching
+# a measurement. The derived tables, the figures and the table pages are listed once, in the package
+# (ctxenergy.outputs.catalog).
 from ctxenergy.outputs.catalog import (
+    TABLE_PAGES,
     analysis_paths,
     analysis_tables,
     figure_paths,
     figures,
+    table_page_paths,
     wants_serving,
 )
-from ctxenergy.paths import ANALYSIS_DIR, FIGURES_DIR
+from ctxenergy.paths import ANALYSIS_DIR, FIGURES_DIR, TABLES_DIR
 
 # The serving table and figures only where the grid has a batch axis or engine variants: a batch-1 grid's outputs
 # stay as they were.
@@ -18,6 +21,8 @@ FIGURES = figures(SERVING)
 ANALYSIS_TABLE_PATHS = analysis_paths(serving=SERVING)
 FIGURE_PNGS = figure_paths("png", serving=SERVING)
 FIGURE_SVGS = figure_paths("svg", serving=SERVING)
+# The key tables as HTML pages: the Snakemake report shows them, where it offers the Parquet only for download.
+TABLE_PAGE_PATHS = table_page_paths()
 
 # The per-token cost model for estimators (docs/cost-model.md): a derived table, also written as CSV and JSON.
 COST_MODEL = multiext(f"{ANALYSIS_DIR}/cost_model", ".parquet", ".csv", ".json")
@@ -38,7 +43,21 @@ rule analyze_cells:
             )
             for table in ANALYSIS_TABLES
         ],
-        cost_model=COST_MODEL,
+        # the CSV a report item too; report() flags a copy, so that COST_MODEL's strings stay as other rules use them
+        cost_model=[
+            (
+                report(
+                    str(path),
+                    caption="../report/cost_model_csv.rst",
+                    category="Key tables",
+                    subcategory="for programs (CSV)",
+                    labels={"table": "cost model"},
+                )
+                if path.endswith(".csv")
+                else path
+            )
+            for path in COST_MODEL
+        ],
     log:
         log_path("analyze_cells"),
     localrule: True
@@ -72,3 +91,26 @@ rule plot_figures:
         "../../envs/analysis.yaml"
     shell:
         "ctxenergy figures {input} --out {output} > {log} 2>&1"
+
+
+rule write_table_pages:
+    input:
+        [f"{ANALYSIS_DIR}/{page.name}.parquet" for page in TABLE_PAGES],
+    output:
+        [
+            report(
+                f"{TABLES_DIR}/{page.name}.html",
+                caption=f"../report/table_{page.name}.rst",
+                category="Key tables",
+                subcategory="to read (HTML)",
+                labels={"table": page.label},
+            )
+            for page in TABLE_PAGES
+        ],
+    log:
+        log_path("write_table_pages"),
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    shell:
+        "ctxenergy tables {input} --out {output} > {log} 2>&1"

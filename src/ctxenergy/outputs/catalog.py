@@ -1,6 +1,7 @@
-"""The one list of what the analysis writes: derived tables, figures and documents, with their file names, titles
-and captions. The workflow (workflow/rules/figures.smk, report.smk) builds its outputs from it in a loop, and the
-figures, the report and the write-up take their titles from it, so that a name or a title is written once.
+"""The one list of what the analysis writes: derived tables, figures, pages of the key tables and documents, with
+their file names, titles and captions. The workflow (workflow/rules/figures.smk, report.smk) builds its outputs
+from it in a loop, and the figures, the report and the write-up take their titles from it, so that a name or a
+title is written once.
 
 The serving outputs (the `serving` table and its figures) are optional: a grid of batch-1 cells with the engines'
 defaults (the paper's, the reference campaign's) neither needs nor writes them, so its outputs stay as they were. The
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctxenergy.analysis.derive import TABLES as ANALYSIS_TABLES
-from ctxenergy.paths import ANALYSIS_DIR, FIGURES_DIR
+from ctxenergy.paths import ANALYSIS_DIR, FIGURES_DIR, TABLES_DIR
 
 if TYPE_CHECKING:
     from ctxenergy.settings import Settings
@@ -83,6 +84,24 @@ SERVING_FIGURE_NAMES = tuple(f.name for f in SERVING_FIGURES)
 FIGURE_TITLES = {f.name: f.title for f in FIGURES + SERVING_FIGURES}
 
 
+@dataclass(frozen=True)
+class TablePage:
+    name: str  # file name without extension: the derived table it shows (<name>.parquet)
+    title: str  # the page's heading
+    label: str  # the Snakemake report's label; its caption is workflow/report/table_<name>.rst
+
+
+# The key derived tables as small self-contained HTML pages (ctxenergy.outputs.table_pages), for the Snakemake
+# report, whose viewer offers a Parquet file only for download.
+TABLE_PAGES = (
+    TablePage("claims", "The paper's claims: each verdict with the numbers and intervals that decide it", "claims"),
+    TablePage("table1", "The paper's Table 1 beside our prefill cells at ~112k tokens", "Table 1"),
+    TablePage("thresholds", "Thresholds (L* and others) with their 95 % intervals", "thresholds (L*)"),
+    TablePage("cost_model", "The per-token cost model of a batch-1 request", "cost model"),
+)
+TABLE_PAGE_TITLES = {t.name: t.title for t in TABLE_PAGES}
+
+
 def wants_serving(settings: Settings) -> bool:
     """Whether a study asks for the serving outputs: a batch size other than 1, or engine variants."""
     return any(b != 1 for b in settings.batch_sizes) or bool(settings.engine_variants)
@@ -102,6 +121,10 @@ def analysis_paths(directory: str | Path = ANALYSIS_DIR, serving: bool = False) 
 
 def figure_paths(ext: str = "png", directory: str | Path = FIGURES_DIR, serving: bool = False) -> list[str]:
     return [f"{directory}/{f.name}.{ext}" for f in figures(serving)]
+
+
+def table_page_paths(directory: str | Path = TABLES_DIR) -> list[str]:
+    return [f"{directory}/{t.name}.html" for t in TABLE_PAGES]
 
 
 def read_tables(paths) -> dict:

@@ -137,7 +137,28 @@ def energy_missing_text(pc: pd.DataFrame) -> str:
     )
 
 
-def table1_md(t1: pd.DataFrame) -> str:
+TABLE1_HEADER = [
+    "model",
+    "paper engine",
+    "paper latency (s)",
+    "paper energy (J, total)",
+    "paper J/token (total)",
+    "TFLOP/s the paper's latency implies",
+    "our engine",
+    "our L",
+    "our latency (s)",
+    "our energy (J, total)",
+    "our energy (J, dynamic: above idle)",
+    "our J/token (total)",
+    "our TFLOP/s",
+    "our status",
+]
+TABLE1_TEXT_COLS = (0, 1, 6, 13)
+
+
+def table1_rows(t1: pd.DataFrame) -> list[list[str]]:
+    """The paper's Table 1 beside our cells, one row per paper row, under TABLE1_HEADER (the write-up's table and
+    the Snakemake report's page of it)."""
     rows = []
     for r in t1.itertuples():
         d = r._asdict()
@@ -160,26 +181,11 @@ def table1_md(t1: pd.DataFrame) -> str:
                 condensed_reason(r.status),
             ]
         )
-    return md_table(
-        [
-            "model",
-            "paper engine",
-            "paper latency (s)",
-            "paper energy (J, total)",
-            "paper J/token (total)",
-            "TFLOP/s the paper's latency implies",
-            "our engine",
-            "our L",
-            "our latency (s)",
-            "our energy (J, total)",
-            "our energy (J, dynamic: above idle)",
-            "our J/token (total)",
-            "our TFLOP/s",
-            "our status",
-        ],
-        rows,
-        text_cols=(0, 1, 6, 13),
-    )
+    return rows
+
+
+def table1_md(t1: pd.DataFrame) -> str:
+    return md_table(TABLE1_HEADER, table1_rows(t1), text_cols=TABLE1_TEXT_COLS)
 
 
 def table1_note(t1: pd.DataFrame) -> str:

@@ -466,9 +466,16 @@ def systematics_section(sy: pd.DataFrame | None) -> str:
     )
 
 
-def thresholds_section(th: pd.DataFrame) -> str:
-    if th.empty:
-        return "<h2>Thresholds</h2><p>No thresholds: no usable cells.</p>"
+THRESHOLDS_NOTE = (
+    f"Power plateau: the smallest L from which mean power stays within {PLATEAU_FRACTION:.0%} of its maximum. "
+    "energy_per_run_j is total energy, dynamic_energy_per_run_j energy above idle. Brackets: statistical 95 % "
+    "intervals; total: with the systematic band."
+)
+
+
+def thresholds_table(th: pd.DataFrame) -> str:
+    """The thresholds (L*, the rise of dE/dL, the power plateau, ...) with their intervals: the report's table and
+    the Snakemake report's page of it."""
     rows = []
     for r in th.itertuples():
         tok = r.unit == "tokens"
@@ -485,16 +492,17 @@ def thresholds_section(th: pd.DataFrame) -> str:
         rows.append(
             [r.model, r.engine, r.phase, r.threshold, r.quantity, value, total, r.unit, r.method, r.note or "–"]
         )
-    return (
-        f'<h2>Thresholds</h2><p class="note">Power plateau: the smallest L from which mean power stays within '
-        f"{PLATEAU_FRACTION:.0%} of its maximum. energy_per_run_j is total energy, dynamic_energy_per_run_j energy "
-        "above idle. Brackets: statistical 95 % intervals; total: with the systematic band.</p>"
-        + html_table(
-            ["model", "engine", "phase", "threshold", "on", "value", "total interval", "unit", "method", "note"],
-            rows,
-            text_cols=(0, 1, 2, 3, 4, 7, 8, 9),
-        )
+    return html_table(
+        ["model", "engine", "phase", "threshold", "on", "value", "total interval", "unit", "method", "note"],
+        rows,
+        text_cols=(0, 1, 2, 3, 4, 7, 8, 9),
     )
+
+
+def thresholds_section(th: pd.DataFrame) -> str:
+    if th.empty:
+        return "<h2>Thresholds</h2><p>No thresholds: no usable cells.</p>"
+    return f'<h2>Thresholds</h2><p class="note">{THRESHOLDS_NOTE}</p>' + thresholds_table(th)
 
 
 def io_section(io: pd.DataFrame, sy: pd.DataFrame | None = None) -> str:
