@@ -450,7 +450,7 @@ def ratio_figure(t: dict) -> go.Figure:
             y, lo, hi = e["energy_ratio"], e["energy_ratio_ci_low"], e["energy_ratio_ci_high"]
             name = f"{s.engine} / vllm"
             text = [
-                f"{name}, L = {tokens(L)}<br>{fmt_ci(v, a, b)}x prefill energy (total, 95 %)"
+                f"{name}, L = {tokens(L)}<br>{fmt_ci(v, a, b)} x prefill energy (total, 95 %)"
                 for L, v, a, b in zip(e["length_tokens"], y, lo, hi)
             ]
             fig.add_trace(_measured(s.engine, name, e["length_tokens"], y, lo, hi, text, legend), row=1, col=k)
