@@ -510,7 +510,6 @@ NOTES = {
     "power_vs_length": HOVER_NOTE,
     "engine_ratio": HOVER_NOTE,
 }
-NOTE = NOTES["energy_per_token_fit"]
 
 
 def has_data(t: dict, name: str = "energy_per_token_fit") -> bool:
