@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,11 @@ FRAME = """<!DOCTYPE html><html><body style="margin:0"><iframe src="{page}" widt
 style="border:0;display:block"></iframe><script>window.addEventListener('message', function (e) {{
 document.body.setAttribute('data-selftest', e.data); }});</script></body></html>"""
 # The page's own numbers, read once it has loaded; injected into a copy of the page, never shipped in it.
-# The hover is a real mouse event: a mousemove over the first point of the hero's first trace, where plotly
-# listens for it (its drag layer), then the hover label plotly draws is read back.
+# The hover is a real mouse event: a mousemove over the first point of a figure's first trace (the hero's, and each
+# claim figure's the page has), where plotly listens for it (its drag layer), then the hover label plotly draws is
+# read back.
 SELFTEST = """<script>
+var CLAIM_PLOTS = CLAIM_PLOTS_JSON;
 window.addEventListener('load', function () { setTimeout(function () {
   var r = {width: window.innerWidth, height: window.innerHeight};
   var key = document.getElementById('key-results');
@@ -42,19 +45,34 @@ window.addEventListener('load', function () { setTimeout(function () {
   r.fetched = performance.getEntriesByType('resource').map(function (e) { return e.name; })
     .filter(function (n) { return !/^(data|blob|file|about):/.test(n); });
   r.plotly = typeof window.Plotly !== 'undefined';
-  var gd = document.getElementById('plot-energy_per_token_fit');
-  r.hero_interactive = !!gd;
-  if (gd && r.plotly) {
+  function hover(gd) {
     var point = gd.querySelector('.scatterlayer .trace .points path').getBoundingClientRect();
     var drag = gd.querySelector('.nsewdrag');
     var x = point.left + point.width / 2, y = point.top + point.height / 2;
     drag.dispatchEvent(new MouseEvent('mousemove', {clientX: x, clientY: y, bubbles: true}));
     var label = gd.querySelector('.hoverlayer .hovertext');
-    r.hover = label ? label.textContent : null;
+    return label ? label.textContent : null;
   }
+  var gd = document.getElementById('plot-energy_per_token_fit');
+  r.hero_interactive = !!gd;
+  if (gd && r.plotly) r.hover = hover(gd);
+  r.claim_hovers = {};
+  CLAIM_PLOTS.forEach(function (name) {
+    var claim = document.getElementById('plot-' + name);
+    if (claim && r.plotly) r.claim_hovers[name] = hover(claim);
+  });
   parent.postMessage(JSON.stringify(r), '*');
 }, 100); });
 </script>"""
+
+
+# The claims' interactive figures, with what each one's hover label says of a point (its unit).
+CLAIM_PLOTS = {
+    "de_dl": "mJ per extra input token",
+    "power_vs_length": "W mean power",
+    "engine_ratio": "x prefill energy",
+}
+SELFTEST = SELFTEST.replace("CLAIM_PLOTS_JSON", json.dumps(list(CLAIM_PLOTS)))
 
 
 def chromium() -> str:
@@ -120,7 +138,12 @@ def smoke_report(tmp_path_factory) -> Path:
     return out / "report" / "report.html"
 
 
-def check_page(page: Path, name: str, tmp: Path, interactive: bool) -> None:
+def check_page(page: Path, name: str, tmp: Path, interactive: bool, claim_plots: bool = False) -> None:
+    """claim_plots: the claims' figures must be interactive; without it, those the page has are checked."""
+    text = page.read_text()
+    present = [p for p in CLAIM_PLOTS if f'id="plot-{p}"' in text]
+    if claim_plots:
+        assert present == list(CLAIM_PLOTS), f"{name}: the claims' interactive figures are missing"
     for width in WIDTHS:
         r = selftest(page, tmp, width)
         assert r["width"] == width
@@ -134,6 +157,11 @@ def check_page(page: Path, name: str, tmp: Path, interactive: bool) -> None:
         if interactive:
             assert r["plotly"] and r["hero_interactive"], f"{name}: plotly.js did not load without a network"
             assert r["hover"] and "mJ/token" in r["hover"], f"{name} at {width} px: no hover label ({r['hover']})"
+            for plot in present:
+                label = r["claim_hovers"].get(plot)
+                assert label and CLAIM_PLOTS[plot] in label and "L = " in label and "[" in label, (
+                    f"{name} at {width} px: no hover label on {plot} ({label})"
+                )
         screenshot(page, tmp, name, width)
 
 
@@ -146,3 +174,20 @@ def test_the_campaign_report_reads_in_a_browser_without_network_and_its_hero_ans
         "the committed campaign report predates the interactive figure: regenerate it (README, publish_outputs)"
     )
     check_page(CAMPAIGN_REPORT, "campaign-report", tmp_path, interactive=True)
+
+
+@pytest.fixture(scope="module")
+def fresh_campaign_report(tmp_path_factory) -> Path:
+    """The campaign report as this code writes it, from the committed campaign's derived tables and figures (the
+    committed report may predate the code)."""
+    outputs = CAMPAIGN_REPORT.parents[1]
+    out = tmp_path_factory.mktemp("campaign") / "report.html"
+    tables = sorted((outputs / "analysis").glob("*.parquet"))
+    figures = sorted((outputs / "figures").glob("*.png"))
+    command = [sys.executable, "-m", "ctxenergy", "report", "--tables", *tables, "--figures", *figures, "--out", out]
+    subprocess.run(list(map(str, command)), cwd=REPO, capture_output=True, text=True, check=True)
+    return out
+
+
+def test_a_fresh_campaign_report_answers_a_hover_on_each_claims_figure_without_network(fresh_campaign_report, tmp_path):
+    check_page(fresh_campaign_report, "campaign-report-fresh", tmp_path, interactive=True, claim_plots=True)

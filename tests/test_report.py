@@ -379,6 +379,25 @@ def test_the_hero_is_interactive_offline_and_shows_the_static_figures_cells(refe
         assert "mJ/token (95 %)" in trace["text"][0]
 
 
+def test_each_claims_figure_is_interactive_where_its_tables_have_data_and_static_otherwise(reference, no_energy):
+    """dE/dL and mean power have cells of the reference slice to hover over: interactive, with the PNG kept for
+    print; the engine ratio needs vLLM, which the slice lacks: its PNG alone. plotly.js is inlined once, before the
+    first interactive figure, and not at all where no figure is interactive."""
+    page = reference["report"]
+    claims = page[page.index("<h2>The paper") : page.index("<h2>Summary")]
+    for name in ("de_dl", "power_vs_length"):
+        figure = claims[claims.index(f'<figure class="plotly" id="fig-{name}">') :]
+        figure = figure[: figure.index("</figure>")]
+        assert f'id="plot-{name}"' in figure and '<img class="static"' in figure, name
+        assert "Hover over a point" in figure
+    assert '<figure id="fig-engine_ratio"><img ' in claims and 'id="plot-engine_ratio"' not in page
+    assert page.count('<script charset="utf-8">') == 1
+    assert page.index('<script charset="utf-8">') < page.index('id="plot-energy_per_token_fit"')
+    assert "figure.plotly .static{display:none}" in page  # the report's own rules
+    assert "figure.plotly" not in reference["paper_html"]  # the write-up's page is as before
+    assert '<script charset="utf-8">' not in no_energy["report"] and "plot-" not in no_energy["report"]
+
+
 def test_every_page_has_a_viewport_and_a_provenance_line(reference):
     from ctxenergy import __version__
 

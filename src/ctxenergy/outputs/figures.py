@@ -663,171 +663,276 @@ def energy_per_token_fit(t: dict) -> plt.Figure:
     return fig
 
 
+@dataclass(frozen=True)
+class SlopeSeries:
+    """One engine's prefill dE/dL between neighbouring usable cells (J per extra input token, total energy)."""
+
+    engine: str
+    pairs: pd.DataFrame  # rows of the slopes table, by length_low
+    middle: pd.Series  # each pair's geometric middle of L: where its point is drawn
+    star: float | None  # L* = b/c of the fit, where it lies within the pairs' L
+    rise: float | None  # the L from which dE/dL rises
+
+
+@dataclass(frozen=True)
+class SlopePanel:
+    model: str
+    series: list[SlopeSeries]
+    missing: str  # why the panel is empty ('' where it has series)
+
+
+def de_dl_panels(t: dict) -> list[SlopePanel]:
+    """The data of the dE/dL figure, one panel per model: read once here for the static figure and the report's
+    interactive one, so that both show the same points."""
+    pc, sl, th = t["per_cell"], t["slopes"], t["thresholds"]
+    d_all = sl[(sl["phase"] == "prefill") & (sl["quantity"] == "energy_per_run_j")]
+    panels = []
+    for model in models_of(pc):
+        d = d_all[d_all["model"] == model]
+        if d.empty:
+            missing = "no pair of neighbouring usable prefill cells: " + energy_missing_message(
+                pc[pc["model"] == model]
+            )
+            panels.append(SlopePanel(model, [], missing))
+            continue
+        series = []
+        for engine in engines_of(d):
+            e = d[d["engine"] == engine].sort_values("length_low")
+            star = _prefill_threshold(th, model, engine, "crossover")
+            within = np.isfinite(star) and e["length_low"].min() <= star <= e["length_high"].max()
+            rise = _prefill_threshold(th, model, engine, "de_dl_rise")
+            middle = np.sqrt(e["length_low"] * e["length_high"])
+            series.append(SlopeSeries(engine, e, middle, star if within else None, rise if np.isfinite(rise) else None))
+        panels.append(SlopePanel(model, series, ""))
+    return panels
+
+
+DE_DL_NOTE = "dE/dL: the energy of the prefill between neighbouring L over their distance (total energy)."
+DE_DL_STAR_LABEL = "L* = b/c of the fit (one line per engine)"
+DE_DL_RISE_LABEL = "dE/dL starts to rise (triangle on the axis)"
+
+
 def de_dl(t: dict) -> plt.Figure:
     """Claim 1: the marginal energy dE/dL between neighbouring L, with each engine's L* = b/c and the L from which
     dE/dL rises marked."""
-    pc, sl, th = t["per_cell"], t["slopes"], t["thresholds"]
-    d_all = sl[(sl["phase"] == "prefill") & (sl["quantity"] == "energy_per_run_j")]
-    models = models_of(pc)
-    fig, axes = subplots(1, len(models), w=4.6, h=3.4)
-    for ax, model in zip(axes[0], models):
-        ax.set_title(model)
-        d = d_all[d_all["model"] == model]
-        if d.empty:
-            say_missing(
-                ax, "no pair of neighbouring usable prefill cells: " + energy_missing_message(pc[pc["model"] == model])
-            )
+    panels = de_dl_panels(t)
+    fig, axes = subplots(1, len(panels), w=4.6, h=3.4)
+    for ax, panel in zip(axes[0], panels):
+        ax.set_title(panel.model)
+        if panel.missing:
+            say_missing(ax, panel.missing)
             continue
         seen: set = set()
-        for engine in engines_of(d):
-            e = d[d["engine"] == engine].sort_values("length_low")
-            x = np.sqrt(e["length_low"] * e["length_high"])
+        for s in panel.series:
+            e = s.pairs
             errorline(
                 ax,
-                x,
+                s.middle,
                 e["de_dl_j_per_token"] * 1e3,
                 e["de_dl_j_per_token_ci_low"] * 1e3,
                 e["de_dl_j_per_token_ci_high"] * 1e3,
-                **engine_kw(engine),
-                label=engine,
+                **engine_kw(s.engine),
+                label=s.engine,
             )
-            star = _prefill_threshold(th, model, engine, "crossover")
-            if np.isfinite(star) and e["length_low"].min() <= star <= e["length_high"].max():
+            if s.star is not None:
                 ax.axvline(
-                    star,
-                    color=colour(engine),
-                    ls=engine_style(engine).line,
+                    s.star,
+                    color=colour(s.engine),
+                    ls=engine_style(s.engine).line,
                     lw=0.9,
                     alpha=0.8,
-                    label=_mark_once(ax, seen, "L* = b/c of the fit (one line per engine)"),
+                    label=_mark_once(ax, seen, DE_DL_STAR_LABEL),
                 )
-            rise = _prefill_threshold(th, model, engine, "de_dl_rise")
-            if np.isfinite(rise):
+            if s.rise is not None:
                 ax.plot(
-                    [rise],
+                    [s.rise],
                     [0.02],
                     marker="^",
                     ms=8,
                     ls="none",
-                    color=colour(engine),
+                    color=colour(s.engine),
                     transform=ax.get_xaxis_transform(),
                     clip_on=False,
-                    label=_mark_once(ax, seen, "dE/dL starts to rise (triangle on the axis)"),
+                    label=_mark_once(ax, seen, DE_DL_RISE_LABEL),
                 )
         log2_x(ax)
         log_y(ax)
         ax.set_xlabel("context length L (tokens; geometric middle of the pair)")
         ax.set_ylabel("prefill dE/dL (mJ per extra input token)")
-    finish(
-        fig,
-        axes,
-        [("dE/dL: the energy of the prefill between neighbouring L over their distance (total energy).", "black")],
-        engines_of(pc),
-    )
+    finish(fig, axes, [(DE_DL_NOTE, "black")], engines_of(t["per_cell"]))
     return fig
+
+
+@dataclass(frozen=True)
+class PowerSeries:
+    """One engine's mean prefill power over its usable cells, and the cell from which it plateaus."""
+
+    engine: str
+    cells: pd.DataFrame  # usable prefill cells with a mean power, by L
+    onset: pd.DataFrame  # the cell where the plateau begins (none or one row)
+
+
+@dataclass(frozen=True)
+class PowerPanel:
+    model: str
+    series: list[PowerSeries]
+    missing: str  # why the panel is empty ('' where it has series)
+    limit_w: float  # the board's power limit (nan where unknown)
+    idle_w: float  # idle power with the model resident (nan where unknown)
+
+
+# The paper's power plateau (claim 2): from ~16k tokens, within a band of watts on its GPU.
+PAPER_PLATEAU = PAPER["claims"][2]
+PAPER_PLATEAU_LABEL = f"paper: plateau from ~{short_tokens(PAPER_PLATEAU['plateau_from_tokens'])}"
+PAPER_PLATEAU_BAND_LABEL = f"paper's plateau power ({PAPER['device']})"
+
+
+def power_panels(t: dict) -> list[PowerPanel]:
+    """The data of the power figure, one panel per model: read once here for the static figure and the report's
+    interactive one, so that both show the same points."""
+    pc, th = t["per_cell"], t["thresholds"]
+    pre = pc[(pc["phase"] == "prefill") & pc["usable"] & pc["mean_power_w"].notna()]
+    panels = []
+    for model in models_of(pc):
+        d = pre[pre["model"] == model]
+        if d.empty:
+            missing = energy_missing_message(pc[pc["model"] == model]).replace("energy", "power", 1)
+            panels.append(PowerPanel(model, [], missing, float("nan"), float("nan")))
+            continue
+        series = []
+        for engine in engines_of(d):
+            e = d[d["engine"] == engine].sort_values("length_tokens")
+            onset = _prefill_threshold(th, model, engine, "power_plateau", "mean_power_w")
+            series.append(PowerSeries(engine, e, e[e["length_tokens"] == onset]))
+        panels.append(PowerPanel(model, series, "", d["power_limit_w"].max(), d["idle_power_w"].median()))
+    return panels
 
 
 def power_vs_length(t: dict) -> plt.Figure:
     """Claim 2: mean prefill power vs L with the board's power limit, idle power, each engine's plateau onset and
     the paper's plateau (from ~16k, 280-310 W on its GPU)."""
-    pc, th = t["per_cell"], t["thresholds"]
-    pre = pc[(pc["phase"] == "prefill") & pc["usable"] & pc["mean_power_w"].notna()]
-    models = models_of(pc)
-    claim = PAPER["claims"][2]
-    fig, axes = subplots(1, len(models), w=4.6, h=3.4)
-    for ax, model in zip(axes[0], models):
-        ax.set_title(model)
-        d = pre[pre["model"] == model]
-        if d.empty:
-            say_missing(ax, energy_missing_message(pc[pc["model"] == model]).replace("energy", "power", 1))
+    panels = power_panels(t)
+    fig, axes = subplots(1, len(panels), w=4.6, h=3.4)
+    for ax, panel in zip(axes[0], panels):
+        ax.set_title(panel.model)
+        if panel.missing:
+            say_missing(ax, panel.missing)
             continue
         seen: set = set()
-        for engine in engines_of(d):
-            e = d[d["engine"] == engine].sort_values("length_tokens")
+        for s in panel.series:
+            e = s.cells
             errorline(
                 ax,
                 e["length_tokens"],
                 e["mean_power_w"],
                 e["mean_power_w_ci_low"],
                 e["mean_power_w_ci_high"],
-                **engine_kw(engine),
-                label=engine,
+                **engine_kw(s.engine),
+                label=s.engine,
             )
-            onset = _prefill_threshold(th, model, engine, "power_plateau", "mean_power_w")
-            at = e[e["length_tokens"] == onset]
-            if len(at):
+            if len(s.onset):
                 ax.plot(
-                    at["length_tokens"],
-                    at["mean_power_w"],
+                    s.onset["length_tokens"],
+                    s.onset["mean_power_w"],
                     marker="o",
                     ms=13,
                     ls="none",
                     mfc="none",
-                    mec=colour(engine),
+                    mec=colour(s.engine),
                     mew=1.3,
                     label=_mark_once(ax, seen, "plateau onset"),
                 )
-        limit, idle = d["power_limit_w"].max(), d["idle_power_w"].median()
-        if np.isfinite(limit):
-            ax.axhline(limit, color="black", ls="--", lw=0.9, label=f"board power limit ({limit:.0f} W)")
-        if np.isfinite(idle):
-            ax.axhline(idle, color="grey", ls=":", lw=0.8, label="idle (model resident)")
-        lo, hi = claim["plateau_power_w"]
-        ax.axhspan(lo, hi, color="grey", alpha=0.15, lw=0, label=f"paper's plateau power ({PAPER['device']})")
-        ax.axvline(
-            claim["plateau_from_tokens"],
-            color=PAPER_COLOUR,
-            ls="-.",
-            lw=0.9,
-            label=f"paper: plateau from ~{short_tokens(claim['plateau_from_tokens'])}",
-        )
+        if np.isfinite(panel.limit_w):
+            ax.axhline(panel.limit_w, color="black", ls="--", lw=0.9, label=power_limit_label(panel.limit_w))
+        if np.isfinite(panel.idle_w):
+            ax.axhline(panel.idle_w, color="grey", ls=":", lw=0.8, label="idle (model resident)")
+        lo, hi = PAPER_PLATEAU["plateau_power_w"]
+        ax.axhspan(lo, hi, color="grey", alpha=0.15, lw=0, label=PAPER_PLATEAU_BAND_LABEL)
+        ax.axvline(PAPER_PLATEAU["plateau_from_tokens"], color=PAPER_COLOUR, ls="-.", lw=0.9, label=PAPER_PLATEAU_LABEL)
         log2_x(ax)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("context length L (tokens)")
         ax.set_ylabel("mean prefill power (W)")
-    finish(fig, axes, [excluded_note(pc, "prefill")], engines_of(pc))
+    finish(fig, axes, [excluded_note(t["per_cell"], "prefill")], engines_of(t["per_cell"]))
     return fig
+
+
+def power_limit_label(limit_w: float) -> str:
+    return f"board power limit ({limit_w:.0f} W)"
+
+
+@dataclass(frozen=True)
+class RatioSeries:
+    """One engine's prefill energy over vLLM's at equal L (total energy)."""
+
+    engine: str
+    ratios: pd.DataFrame  # rows of the engine ratios table, by L
+
+
+@dataclass(frozen=True)
+class RatioPanel:
+    model: str
+    series: list[RatioSeries]
+    missing: str  # why the panel is empty ('' where it has series)
+    paper: float | None  # the paper's HF / vLLM ratio at ~112k for this model, where it gives one
+
+
+NO_RATIO = "no ratio: it needs vLLM and another engine with usable prefill cells at the same L"
+PAPER_RATIO_LABEL = f"paper: HF / vLLM at ~{PAPER['table1_length_tokens'] / 1000:g}k"
+
+
+def ratio_panels(t: dict) -> list[RatioPanel]:
+    """The data of the engine ratio figure, one panel per model: read once here for the static figure and the
+    report's interactive one, so that both show the same points."""
+    pc, er = t["per_cell"], t["engine_ratios"]
+    d_all = er[(er["phase"] == "prefill") & er["engine_b"].isin(family("vLLM")) & er["energy_ratio"].notna()]
+    paper = PAPER["claims"][6]["energy_ratio"]
+    panels = []
+    for model in models_of(pc):
+        d = d_all[d_all["model"] == model]
+        value = next((v for k, v in paper.items() if k.lower() == model.lower()), None)
+        series = [
+            RatioSeries(engine, d[d["engine_a"] == engine].sort_values("length_tokens"))
+            for engine in sorted(d["engine_a"].unique(), key=engine_rank)
+        ]
+        panels.append(RatioPanel(model, series, NO_RATIO if d.empty else "", value))
+    return panels
 
 
 def engine_ratio(t: dict) -> plt.Figure:
     """Claim 6: the prefill energy of each HF engine over vLLM's at equal L, with the paper's 7.6x (Llama) and
     8.9x (Qwen2) at ~112k."""
-    pc, er = t["per_cell"], t["engine_ratios"]
-    d_all = er[(er["phase"] == "prefill") & er["engine_b"].isin(family("vLLM")) & er["energy_ratio"].notna()]
-    paper = PAPER["claims"][6]["energy_ratio"]
-    models = models_of(pc)
-    fig, axes = subplots(1, len(models), w=4.4, h=3.4)
-    for ax, model in zip(axes[0], models):
-        ax.set_title(model)
-        d = d_all[d_all["model"] == model]
-        if d.empty:
-            say_missing(ax, "no ratio: it needs vLLM and another engine with usable prefill cells at the same L")
+    panels = ratio_panels(t)
+    fig, axes = subplots(1, len(panels), w=4.4, h=3.4)
+    for ax, panel in zip(axes[0], panels):
+        ax.set_title(panel.model)
+        if panel.missing:
+            say_missing(ax, panel.missing)
             continue
-        for engine in sorted(d["engine_a"].unique(), key=engine_rank):
-            e = d[d["engine_a"] == engine].sort_values("length_tokens")
+        for s in panel.series:
+            e = s.ratios
             errorline(
                 ax,
                 e["length_tokens"],
                 e["energy_ratio"],
                 e["energy_ratio_ci_low"],
                 e["energy_ratio_ci_high"],
-                **engine_kw(engine),
-                label=f"{engine} / vllm",
+                **engine_kw(s.engine),
+                label=f"{s.engine} / vllm",
             )
-        value = next((v for k, v in paper.items() if k.lower() == model.lower()), None)
-        if value is not None:
+        if panel.paper is not None:
             ax.plot(
                 [PAPER["table1_length_tokens"]],
-                [value],
+                [panel.paper],
                 marker="X",
                 ms=10,
                 ls="none",
                 color=PAPER_COLOUR,
-                label=f"paper: HF / vLLM at ~{PAPER['table1_length_tokens'] / 1000:g}k",
+                label=PAPER_RATIO_LABEL,
             )
             ax.annotate(
-                f"{value:g}x",
-                (PAPER["table1_length_tokens"], value),
+                f"{panel.paper:g}x",
+                (PAPER["table1_length_tokens"], panel.paper),
                 xytext=(-6, 6),
                 textcoords="offset points",
                 ha="right",
@@ -838,7 +943,7 @@ def engine_ratio(t: dict) -> plt.Figure:
         log_y(ax)
         ax.set_xlabel("context length L (tokens)")
         ax.set_ylabel("prefill energy ratio (x, total energy)")
-    finish(fig, axes, engines=engines_of(pc))
+    finish(fig, axes, engines=engines_of(t["per_cell"]))
     return fig
 
 

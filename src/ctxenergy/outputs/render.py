@@ -331,11 +331,12 @@ def png_data_uri(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def page(title: str, body: str) -> str:
+def page(title: str, body: str, extra_css: str = "") -> str:
+    """The page around `body`; `extra_css`: rules of one kind of page only, after the shared ones."""
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n{body}\n"
+        f"<title>{esc(title)}</title><style>{CSS}{extra_css}</style></head><body>\n{body}\n"
         f"<script>{SORT_JS}</script></body></html>\n"
     )
 

@@ -242,24 +242,33 @@ def figures_section(figures: dict[str, Path], shown: set[str] = frozenset()) -> 
     return out + "".join(figure_html(name, figures[name]) for name in rest)
 
 
-def hero_html(t: dict, figures: dict[str, Path]) -> str:
-    """The hero figure: interactive (hover for values) where it has cells to show, with its static PNG for print;
-    the static PNG alone where it has none (it says in words what is missing)."""
+def interactive_figure_html(t: dict, name: str, figures: dict[str, Path], css_class: str = "plotly") -> str:
+    """A figure with an interactive version: that one (hover for values) where it has data to show, with its static
+    PNG for print; the static PNG alone where it has none (it says in words what is missing). plotly.js is not in
+    it: the page inlines it once, before the first interactive figure (with_plotly_js)."""
     from ctxenergy.outputs import interactive
 
-    if not interactive.has_data(t):
-        return figure_html(HERO_FIGURE, figures[HERO_FIGURE]) if HERO_FIGURE in figures else ""
-    title = FIGURE_TITLES[HERO_FIGURE]
-    static = (
-        f'<img class="static" alt="{esc(title)}" src="{png_data_uri(figures[HERO_FIGURE])}">'
-        if HERO_FIGURE in figures
-        else ""
-    )
+    if not interactive.has_data(t, name):
+        return figure_html(name, figures[name]) if name in figures else ""
+    title = FIGURE_TITLES.get(name, name)
+    static = f'<img class="static" alt="{esc(title)}" src="{png_data_uri(figures[name])}">' if name in figures else ""
     return (
-        f'<figure class="hero" id="fig-{HERO_FIGURE}">{interactive.plotly_js()}<div class="interactive">'
-        f"{interactive.figure_div(interactive.hero_figure(t), 'plot-' + HERO_FIGURE)}</div>{static}"
-        f'<figcaption>{esc(title)}. <span class="note">{esc(interactive.NOTE)}</span></figcaption></figure>'
+        f'<figure class="{css_class}" id="fig-{esc(name)}"><div class="interactive">'
+        f"{interactive.figure_div(interactive.FIGURES[name](t), 'plot-' + name)}</div>{static}"
+        f'<figcaption>{esc(title)}. <span class="note">{esc(interactive.NOTES[name])}</span></figcaption></figure>'
     )
+
+
+INTERACTIVE_DIV = '<div class="interactive">'
+
+
+def with_plotly_js(body: str) -> str:
+    """plotly.js inlined once, just before the first interactive figure draws itself; nothing where none does."""
+    from ctxenergy.outputs import interactive
+
+    if INTERACTIVE_DIV not in body:
+        return body
+    return body.replace(INTERACTIVE_DIV, interactive.plotly_js() + INTERACTIVE_DIV, 1)
 
 
 def key_results(t: dict, figures: dict[str, Path]) -> str:
@@ -274,7 +283,7 @@ def key_results(t: dict, figures: dict[str, Path]) -> str:
         f'<a class="chip {verdict_class(v)}" href="#claim-{cid}" title="{esc(claim)}">({cid}) {esc(v)}</a>'
         for cid, claim, v in claim_verdicts(t["claims"])
     )
-    hero = hero_html(t, figures)
+    hero = interactive_figure_html(t, HERO_FIGURE, figures, css_class="hero")
     return (
         f'<div class="key" id="key-results"><h2>Key results</h2><ul>{items}</ul>'
         f'<div class="chips"><span class="note">The paper\'s claims:</span>{chips}</div>{hero}</div>'
@@ -591,7 +600,7 @@ def engines_section(er: pd.DataFrame, pc: pd.DataFrame) -> str:
     )
 
 
-def claims_section(cl: pd.DataFrame, figures: dict[str, Path]) -> tuple[str, set[str]]:
+def claims_section(t: dict, figures: dict[str, Path]) -> tuple[str, set[str]]:
     """Each claim with its verdict chip, its subjects' verdicts and the numbers that decide them, and the one figure
     that shows it (a figure once on the page: a later claim on the same figure links to it). Returns the section
     and the figures it showed."""
@@ -601,6 +610,7 @@ def claims_section(cl: pd.DataFrame, figures: dict[str, Path]) -> tuple[str, set
         "The full comparison, with the paper's Table 1, is in the reproduction write-up "
         f"({PAPER}).</p>"
     )
+    cl = t["claims"]
     shown: set[str] = set()
     for cid, claim, verdict in claim_verdicts(cl):
         rows = [
@@ -622,7 +632,7 @@ def claims_section(cl: pd.DataFrame, figures: dict[str, Path]) -> tuple[str, set
         )
         name = CLAIM_FIGURES.get(cid)
         if name in figures and name not in shown:
-            out += figure_html(name, figures[name])
+            out += interactive_figure_html(t, name, figures)
             shown.add(name)
         elif name in figures:
             out += f'<p class="note">Figure: <a href="#fig-{esc(name)}">{esc(FIGURE_TITLES.get(name, name))}</a>.</p>'
@@ -652,7 +662,7 @@ def build_report(t: dict, figures: dict[str, Path]) -> str:
         + key_results(t, figures)
         + "<!--contents-->"
     )
-    claims, shown = claims_section(t["claims"], figures)
+    claims, shown = claims_section(t, figures)
     body += claims + summary_section(t) + serving + hardware_section(pc) + validity_section(pc)
     sy = t.get("systematics")
     body += (
@@ -663,7 +673,13 @@ def build_report(t: dict, figures: dict[str, Path]) -> str:
     body += slopes_section(t["slopes"], sy)
     body += systematics_section(t.get("systematics")) + fits_section(t["fits"])
     body += thresholds_section(t["thresholds"]) + engines_section(t["engine_ratios"], pc)
-    return page(f"ctxenergy report: {facts['devices']}, {facts['date']}", with_contents(body))
+    from ctxenergy.outputs import interactive
+
+    return page(
+        f"ctxenergy report: {facts['devices']}, {facts['date']}",
+        with_plotly_js(with_contents(body)),
+        extra_css=interactive.CSS,
+    )
 
 
 def _slug(title: str) -> str:
