@@ -350,6 +350,7 @@ def test_published_outputs_of_cached_cells_with_their_provenance(repo_copy):
         "figures",
         "report",
         "paper",
+        "tables",
         "provenance.md",
     }
     assert (out / "analysis" / "cost_model.json").exists()  # the estimators' export is published with the tables
@@ -366,6 +367,7 @@ def test_published_outputs_of_cached_cells_with_their_provenance(repo_copy):
     assert {p.name for p in (out / "analysis").iterdir()} == {p.name for p in (committed / "analysis").iterdir()}
     assert (out / "paper" / "paper.md").read_text() == (committed / "paper" / "paper.md").read_text()
     assert {p.name for p in (out / "figures").iterdir()} == {p.name for p in (committed / "figures").iterdir()}
+    assert {p.name for p in (out / "tables").iterdir()} == {p.name for p in (committed / "tables").iterdir()}
 
 
 def test_spot_check_measures_the_named_cells_and_compares_them(smoke_run, repo_copy):

@@ -75,6 +75,7 @@ rule publish_outputs:
     input:
         tables=ANALYSIS_TABLE_PATHS + COST_MODEL,
         figures=FIGURE_PNGS + FIGURE_SVGS,
+        table_pages=TABLE_PAGE_PATHS,
         report=REPORT,
         paper=[PAPER, PAPER_MARKDOWN],
         provenance=PROVENANCE,

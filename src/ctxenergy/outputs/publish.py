@@ -1,5 +1,5 @@
-"""`ctxenergy publish`: a run's outputs (derived tables, figures, report, write-up, provenance) copied into a folder
-of their own, e.g. beside reference cells to be committed with them.
+"""`ctxenergy publish`: a run's outputs (derived tables, table pages, figures, report, write-up, provenance) copied
+into a folder of their own, e.g. beside reference cells to be committed with them.
 
     ctxenergy publish results/analysis/* results/figures/* results/report/report.html results/paper/paper.html \
         results/paper/paper.md results/provenance.md --out data/reference/nvidia-h200/campaign/outputs
