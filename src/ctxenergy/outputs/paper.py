@@ -48,6 +48,7 @@ from ctxenergy.outputs.render import (
     png_data_uri,
     provenance_block,
     tokens,
+    total_interval,
     why_energy_missing,
 )
 from ctxenergy.outputs.report import read_inputs
@@ -401,13 +402,7 @@ def thresholds_md(th: pd.DataFrame) -> str:
             )
         else:
             value = fmt_ci(r.value, r.ci_low, r.ci_high, 2)
-        total = "–"
-        if finite(getattr(r, "total_low", float("nan"))):
-            total = (
-                f"{tokens(r.total_low)}–{tokens(r.total_high)}"
-                if r.unit == "tokens"
-                else f"{fmt(r.total_low, 2)}–{fmt(r.total_high, 2)}"
-            )
+        total = total_interval(getattr(r, "total_low", None), getattr(r, "total_high", None), r.unit, 2)
         energy = {"energy_per_run_j": "total", "dynamic_energy_per_run_j": "dynamic (above idle)"}.get(r.quantity, "–")
         rows.append([r.model, r.engine, r.threshold, energy, value, total, r.unit, r.method, r.note or "–"])
     return md_table(

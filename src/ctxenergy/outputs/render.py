@@ -84,6 +84,13 @@ def tokens(L) -> str:
     return f"{int(L):,}" if finite(L) else "–"
 
 
+def total_interval(lo, hi, unit: str, digits: int = 3) -> str:
+    """A total (statistical and systematic) interval as the tables write it: 'lo–hi', lengths in tokens."""
+    if not (finite(lo) and finite(hi)):
+        return "–"
+    return f"{tokens(lo)}–{tokens(hi)}" if unit == "tokens" else f"{fmt(lo, digits)}–{fmt(hi, digits)}"
+
+
 def short_tokens(x, _pos=None) -> str:
     """A length as an axis or a label shows it: 1k, 16k, 256."""
     return f"{x / 1024:g}k" if x >= 1024 else f"{x:g}"

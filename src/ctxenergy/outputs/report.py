@@ -43,6 +43,7 @@ from ctxenergy.outputs.render import (
     png_data_uri,
     provenance_block,
     tokens,
+    total_interval,
     verdict_class,
     why_energy_missing,
 )
@@ -489,15 +490,7 @@ def thresholds_table(th: pd.DataFrame) -> str:
     for r in th.itertuples():
         tok = r.unit == "tokens"
         value = _th_text(pd.Series(r._asdict())) if tok else fmt_ci(r.value, r.ci_low, r.ci_high, 2)
-        total = (
-            (
-                f"{tokens(r.total_low)}–{tokens(r.total_high)}"
-                if tok
-                else f"{fmt(r.total_low, 2)}–{fmt(r.total_high, 2)}"
-            )
-            if finite(r.total_low)
-            else "–"
-        )
+        total = total_interval(r.total_low, r.total_high, r.unit, 2)
         rows.append(
             [r.model, r.engine, r.phase, r.threshold, r.quantity, value, total, r.unit, r.method, r.note or "–"]
         )

@@ -32,6 +32,7 @@ from ctxenergy.outputs.render import (
     length_range,
     page,
     tokens,
+    total_interval,
     verdict_class,
 )
 
@@ -43,12 +44,6 @@ def _interval(v, lo, hi, unit: str) -> str:
     if unit == "tokens" and finite(v):
         return f"{tokens(v)} [{tokens(lo)}, {tokens(hi)}]" if finite(lo) and finite(hi) else tokens(v)
     return fmt_ci(v, lo, hi)
-
-
-def _total(lo, hi, unit: str) -> str:
-    if not (finite(lo) and finite(hi)):
-        return "–"
-    return f"{tokens(lo)}–{tokens(hi)}" if unit == "tokens" else f"{fmt(lo)}–{fmt(hi)}"
 
 
 def claims_body(cl: pd.DataFrame) -> str:
@@ -67,7 +62,7 @@ def claims_body(cl: pd.DataFrame) -> str:
                 r.subject or "–",
                 r.metric or "–",
                 _interval(r.value, r.ci_low, r.ci_high, r.unit),
-                _total(r.total_low, r.total_high, r.unit),
+                total_interval(r.total_low, r.total_high, r.unit),
                 r.unit or "–",
                 r.threshold or "–",
                 Cell(r.verdict, verdict_class(r.verdict)),
